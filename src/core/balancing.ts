@@ -1,0 +1,98 @@
+/**
+ * Replica selection: which replica gets a request. Pure: a policy sees the candidates and a
+ * snapshot of what it may weigh (in-flight counts, reported load, weights) and returns an order.
+ * The caller tries candidates in that order, so a policy also decides failover order.
+ */
+export type LoadBalancing = 'round-robin' | 'weighted-round-robin' | 'least-connections' | 'least-load'
+export const loadBalancingPolicies: readonly LoadBalancing[] = [
+  'round-robin',
+  'weighted-round-robin',
+  'least-connections',
+  'least-load',
+]
+
+export interface ReplicaStats {
+  /** Requests this caller has in flight to the node. */
+  inFlight(node: string): number
+  /** Load the node reported in its last heartbeat, 0..1 (event-loop utilization). */
+  load(node: string): number
+  /** Configured weight, >= 1. */
+  weight(node: string): number
+}
+
+export interface ReplicaPicker {
+  /** Candidates reordered best first. Never drops or adds a candidate. */
+  order(candidates: readonly string[], stats: ReplicaStats): string[]
+}
+
+export class RoundRobinPicker implements ReplicaPicker {
+  private next = 0
+  order(candidates: readonly string[]): string[] {
+    if (candidates.length <= 1) return [...candidates]
+    const start = this.next++ % candidates.length
+    if (this.next >= 0x3fffffff) this.next = 0
+    return [...candidates.slice(start), ...candidates.slice(0, start)]
+  }
+}
+
+/**
+ * Smooth weighted round robin (nginx's): every pick adds each candidate's weight to its current
+ * score and takes the highest, then subtracts the total from the winner. Weights 5:1:1 give
+ * a a b a c a a, not a a a a a b c.
+ */
+export class WeightedRoundRobinPicker implements ReplicaPicker {
+  private readonly current = new Map<string, number>()
+  order(candidates: readonly string[], stats: ReplicaStats): string[] {
+    if (candidates.length <= 1) return [...candidates]
+    let total = 0
+    let best: string | undefined
+    for (const id of candidates) {
+      const weight = Math.max(1, stats.weight(id))
+      total += weight
+      const score = (this.current.get(id) ?? 0) + weight
+      this.current.set(id, score)
+      if (best === undefined || score > this.current.get(best)!) best = id
+    }
+    this.current.set(best!, this.current.get(best!)! - total)
+    return [best!, ...candidates.filter((id) => id !== best)]
+  }
+}
+
+/** Fewest requests in flight first; ties go round robin so equal nodes share the work. */
+export class LeastConnectionsPicker implements ReplicaPicker {
+  private readonly tie = new RoundRobinPicker()
+  order(candidates: readonly string[], stats: ReplicaStats): string[] {
+    const rotated = this.tie.order(candidates)
+    return rotated.sort((a, b) => stats.inFlight(a) - stats.inFlight(b))
+  }
+}
+
+/**
+ * Lowest reported load first. Loads within `bandwidth` of each other count as equal (and go to
+ * least-connections), so two idle nodes share the work instead of one taking it all until its
+ * next heartbeat.
+ */
+export class LeastLoadPicker implements ReplicaPicker {
+  private readonly tie = new LeastConnectionsPicker()
+  constructor(private readonly bandwidth = 0.1) {}
+  order(candidates: readonly string[], stats: ReplicaStats): string[] {
+    const bucket = (id: string): number => Math.floor(stats.load(id) / this.bandwidth)
+    const ordered = this.tie.order(candidates, stats)
+    return ordered.sort((a, b) => bucket(a) - bucket(b))
+  }
+}
+
+export function createPicker(policy: LoadBalancing): ReplicaPicker {
+  switch (policy) {
+    case 'round-robin':
+      return new RoundRobinPicker()
+    case 'weighted-round-robin':
+      return new WeightedRoundRobinPicker()
+    case 'least-connections':
+      return new LeastConnectionsPicker()
+    case 'least-load':
+      return new LeastLoadPicker()
+  }
+}
+
+export const defaultLoadBalancing: LoadBalancing = 'least-connections'

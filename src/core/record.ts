@@ -1,0 +1,81 @@
+import assert from 'node:assert/strict'
+import { hlcBytes, nodeIdBytesMax } from './version.js'
+
+/**
+ * A stored record: the version of the write that produced it, flags, and the value.
+ *
+ *   [u8 version length][version][u8 flags][u48 expiresAtMs, if EXPIRES][value]
+ *
+ * The same bytes are stored in LevelDB and sent between replicas, so a replica never
+ * re-encodes what it received.
+ */
+export const RecordFlags = { TOMBSTONE: 1, EXPIRES: 2 } as const
+
+export interface DecodedRecord {
+  version: Buffer
+  tombstone: boolean
+  /** 0 when the record does not expire. */
+  expiresAtMs: number
+  value: Buffer
+}
+
+export function encodeRecord(
+  version: Uint8Array,
+  value: Uint8Array | undefined,
+  expiresAtMs = 0,
+): Buffer {
+  assert.ok(version.length > hlcBytes && version.length <= hlcBytes + nodeIdBytesMax)
+  const tombstone = value === undefined
+  const expires = expiresAtMs > 0
+  const headerBytes = 1 + version.length + 1 + (expires ? 6 : 0)
+  const out = Buffer.allocUnsafe(headerBytes + (value?.length ?? 0))
+  out[0] = version.length
+  out.set(version, 1)
+  let offset = 1 + version.length
+  out[offset++] = (tombstone ? RecordFlags.TOMBSTONE : 0) | (expires ? RecordFlags.EXPIRES : 0)
+  if (expires) {
+    out.writeUIntBE(expiresAtMs, offset, 6)
+    offset += 6
+  }
+  if (value !== undefined) out.set(value, offset)
+  return out
+}
+
+/** The version bytes of an encoded record, as a view (no copy). */
+export function recordVersion(record: Buffer): Buffer {
+  return record.subarray(1, 1 + record[0]!)
+}
+
+export function decodeRecord(record: Buffer): DecodedRecord {
+  if (record.length < 2 + hlcBytes) throw new Error('corrupt record: too short')
+  const versionBytes = record[0]!
+  let offset = 1 + versionBytes
+  if (offset >= record.length) throw new Error('corrupt record: truncated header')
+  const flags = record[offset++]!
+  let expiresAtMs = 0
+  if (flags & RecordFlags.EXPIRES) {
+    if (offset + 6 > record.length) throw new Error('corrupt record: truncated expiry')
+    expiresAtMs = record.readUIntBE(offset, 6)
+    offset += 6
+  }
+  return {
+    version: record.subarray(1, 1 + versionBytes),
+    tombstone: (flags & RecordFlags.TOMBSTONE) !== 0,
+    expiresAtMs,
+    value: record.subarray(offset),
+  }
+}
+
+/** The value a reader sees: none for a tombstone or an expired record. */
+export function liveValue(record: Buffer | undefined, nowMs: number): Buffer | undefined {
+  if (record === undefined) return undefined
+  const decoded = decodeRecord(record)
+  if (decoded.tombstone) return undefined
+  if (decoded.expiresAtMs !== 0 && decoded.expiresAtMs <= nowMs) return undefined
+  return decoded.value
+}
+
+/** The newer of two encoded records by version (a if equal). */
+export function newerRecord(a: Buffer, b: Buffer): Buffer {
+  return Buffer.compare(recordVersion(a), recordVersion(b)) >= 0 ? a : b
+}

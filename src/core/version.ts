@@ -1,0 +1,36 @@
+import assert from 'node:assert/strict'
+import type { HlcTimestamp } from './hlc.js'
+
+/**
+ * A version is the bytes [48-bit ms][16-bit counter][writer node id, UTF-8]. Byte order is
+ * version order: HLC first, ties broken by node id. So comparing two versions is one
+ * Buffer.compare, with no decoding on the hot path.
+ */
+export type Version = Buffer
+
+export const nodeIdBytesMax = 64
+export const hlcBytes = 8
+
+export function encodeVersion(ts: HlcTimestamp, nodeId: string): Version {
+  const id = Buffer.from(nodeId, 'utf8')
+  assert.ok(id.length >= 1 && id.length <= nodeIdBytesMax, 'node id must be 1..64 bytes')
+  const out = Buffer.allocUnsafe(hlcBytes + id.length)
+  out.writeUIntBE(ts.ms, 0, 6)
+  out.writeUInt16BE(ts.counter, 6)
+  id.copy(out, hlcBytes)
+  return out
+}
+
+export function decodeVersion(version: Uint8Array): { ts: HlcTimestamp; nodeId: string } {
+  assert.ok(version.length > hlcBytes, 'version too short')
+  const buf = Buffer.from(version.buffer, version.byteOffset, version.length)
+  return {
+    ts: { ms: buf.readUIntBE(0, 6), counter: buf.readUInt16BE(6) },
+    nodeId: buf.toString('utf8', hlcBytes),
+  }
+}
+
+/** Negative if a is older than b, 0 if the same version, positive if a is newer. */
+export function compareVersions(a: Uint8Array, b: Uint8Array): number {
+  return Buffer.compare(a, b)
+}

@@ -1,0 +1,140 @@
+import { describe, expect, it } from 'vitest'
+import {
+  assignPartitions,
+  assertValidMap,
+  diffMaps,
+  newerMap,
+  primaryCounts,
+  replicaCounts,
+  type PartitionMap,
+} from '../../src/core/partition-map.js'
+
+/** A small seeded PRNG (mulberry32) so property runs replay exactly. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+const ids = (n: number, prefix = 'n'): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}`)
+
+function expectBalanced(map: PartitionMap): void {
+  const n = Math.min(map.replicationFactor, map.nodes.length)
+  const mean = (map.partitionCount * n) / map.nodes.length
+  for (const [, count] of replicaCounts(map)) {
+    expect(count).toBeGreaterThanOrEqual(Math.floor(mean))
+    expect(count).toBeLessThanOrEqual(Math.ceil(mean))
+  }
+}
+
+describe('assignPartitions', () => {
+  it('gives a fresh three-node cluster every partition on all three nodes', () => {
+    const map = assignPartitions(undefined, ['n1', 'n2', 'n3'], { partitionCount: 256, replicationFactor: 3 })
+    expect(map.epoch).toBe(1)
+    for (const list of map.replicas) expect([...list].sort()).toEqual(['n1', 'n2', 'n3'])
+    const primaries = primaryCounts(map)
+    for (const [, count] of primaries) expect(count).toBeGreaterThanOrEqual(85)
+  })
+
+  it('uses min(N, M) replicas while the cluster is smaller than N', () => {
+    const map = assignPartitions(undefined, ['a'], { partitionCount: 16, replicationFactor: 3 })
+    for (const list of map.replicas) expect(list).toEqual(['a'])
+    const grown = assignPartitions(map, ['a', 'b'], { partitionCount: 16, replicationFactor: 3 })
+    for (const list of grown.replicas) expect([...list].sort()).toEqual(['a', 'b'])
+    expect(grown.epoch).toBe(2)
+  })
+
+  it('returns the same map when membership did not change', () => {
+    const map = assignPartitions(undefined, ['a', 'b', 'c', 'd'], { partitionCount: 64, replicationFactor: 3 })
+    expect(assignPartitions(map, ['d', 'c', 'b', 'a'], { partitionCount: 64, replicationFactor: 3 })).toBe(map)
+  })
+
+  it('is deterministic: same inputs, same map', () => {
+    const config = { partitionCount: 128, replicationFactor: 3 }
+    const a = assignPartitions(assignPartitions(undefined, ids(5), config), ids(6), config)
+    const b = assignPartitions(assignPartitions(undefined, ids(5).reverse(), config), ids(6).reverse(), config)
+    expect(a).toEqual(b)
+  })
+
+  it('rejects bad configuration', () => {
+    expect(() => assignPartitions(undefined, [], { partitionCount: 8, replicationFactor: 3 })).toThrow()
+    expect(() => assignPartitions(undefined, ['a'], { partitionCount: 6, replicationFactor: 3 })).toThrow()
+    expect(() => assignPartitions(undefined, ['a'], { partitionCount: 8, replicationFactor: 0 })).toThrow()
+  })
+
+  it('holds its invariants over random membership histories', () => {
+    for (let seed = 1; seed <= 60; seed++) {
+      const random = rng(seed)
+      const partitionCount = [8, 64, 256][seed % 3]!
+      const replicationFactor = 1 + (seed % 4)
+      const config = { partitionCount, replicationFactor }
+      let members = ids(1 + Math.floor(random() * 8), `s${seed}-`)
+      let map = assignPartitions(undefined, members, config)
+      let nextId = members.length + 1
+      for (let step = 0; step < 12; step++) {
+        const previous = map
+        const adding = members.length === 1 || random() < 0.55
+        let added: string | undefined
+        let removed: string | undefined
+        if (adding) {
+          added = `s${seed}-${nextId++}`
+          members = [...members, added]
+        } else {
+          removed = members[Math.floor(random() * members.length)]!
+          members = members.filter((id) => id !== removed)
+        }
+        map = assignPartitions(previous, members, config)
+        assertValidMap(map)
+        expectBalanced(map)
+        expect(map.epoch).toBe(previous.epoch + 1)
+
+        // Minimal movement: only the joining node gains replicas, only the leaving node's
+        // replicas move, and no more of them than balance requires.
+        const moves = diffMaps(previous, map)
+        const oldN = Math.min(replicationFactor, previous.nodes.length)
+        const newN = Math.min(replicationFactor, map.nodes.length)
+        if (added !== undefined) {
+          for (const move of moves) expect(move.to).toBe(added)
+          expect(moves.length).toBe(replicaCounts(map).get(added))
+          if (oldN === newN) {
+            // Moves taken from other nodes; it gains only its share.
+            for (const move of moves) expect(move.from).not.toBeUndefined()
+          }
+        } else {
+          for (const move of moves) expect(move.from).toBe(removed)
+          expect(moves.length).toBe(replicaCounts(previous).get(removed!))
+          if (oldN !== newN) {
+            // N shrank: the departed node's slot simply goes away.
+            for (const move of moves) expect(move.to).toBeUndefined()
+          }
+        }
+      }
+    }
+  })
+
+  it('balances primaries within one of the mean on a fresh cluster', () => {
+    for (let m = 1; m <= 9; m++) {
+      const map = assignPartitions(undefined, ids(m), { partitionCount: 256, replicationFactor: 3 })
+      for (const [, count] of primaryCounts(map)) {
+        expect(Math.abs(count - 256 / m)).toBeLessThanOrEqual(1)
+      }
+    }
+  })
+})
+
+describe('newerMap', () => {
+  it('prefers the higher epoch, then a stable fingerprint', () => {
+    const config = { partitionCount: 8, replicationFactor: 2 }
+    const a = assignPartitions(undefined, ['a', 'b'], config)
+    const b = assignPartitions(a, ['a', 'b', 'c'], config)
+    expect(newerMap(a, b)).toBe(b)
+    expect(newerMap(b, a)).toBe(b)
+    const c = assignPartitions(a, ['a', 'b', 'd'], config)
+    expect(newerMap(b, c)).toBe(newerMap(c, b))
+  })
+})

@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config'
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    // Integration files start real nodes; two cores are shared by every process.
+    fileParallelism: false,
+    reporters: ['default'],
+  },
+})
