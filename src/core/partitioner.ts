@@ -5,8 +5,8 @@ export const defaultPartitionCount = 256
 
 export function assertPartitionCount(count: number): void {
   assert.ok(
-    Number.isInteger(count) && count >= 1 && count <= 65536 && (count & (count - 1)) === 0,
-    `partition count must be a power of two between 1 and 65536, got ${count}`,
+    Number.isInteger(count) && count >= 1 && count <= 32768 && (count & (count - 1)) === 0,
+    `partition count must be a power of two between 1 and 32768, got ${count}`,
   )
 }
 

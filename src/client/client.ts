@@ -1,0 +1,414 @@
+import { createPicker, defaultLoadBalancing, loadBalancingPolicies, type LoadBalancing, type ReplicaPicker, type ReplicaStats } from '../core/balancing.js'
+import { parseConsistency, type Consistency } from '../core/consistency.js'
+import { KumoError, toKumoError } from '../core/errors.js'
+import { partitionOf } from '../core/partitioner.js'
+import { scanLimitMax } from '../core/limits.js'
+import { checkBatch, checkGetMany, checkKey, checkTimeout, checkTtl, checkValue, toBuffer, type Bytes } from '../core/validate.js'
+import type { RequestMsg, ResponseMsg, TopologyMsg } from '../wire/messages.js'
+import { fromServiceError } from '../wire/status.js'
+import { NodeConnection } from './node-connection.js'
+
+export interface ConnectOptions {
+  /** host:port of one or more nodes; the rest of the cluster is learned from them. */
+  seeds: string[]
+  /** Default consistency for reads and writes (default quorum). */
+  consistency?: Consistency
+  /** Deadline of each call, retries included (default 5000 ms). */
+  timeoutMs?: number
+  /** How the client picks a replica (default least-connections). */
+  loadBalancing?: LoadBalancing
+  /** How often node states and the partition map are refreshed (default 1000 ms). */
+  refreshIntervalMs?: number
+}
+
+export interface CallOptions {
+  consistency?: Consistency
+  timeoutMs?: number
+}
+
+export interface PutOptions extends CallOptions {
+  /** Time to live in milliseconds; the key reads as absent afterwards. */
+  ttlMs?: number
+}
+
+export type BatchOp =
+  | { type: 'put'; key: Bytes; value: Bytes; ttlMs?: number }
+  | { type: 'del'; key: Bytes }
+
+export interface ScanOptions {
+  prefix?: Bytes
+  gte?: Bytes
+  lt?: Bytes
+  /** At most this many entries (default: all). */
+  limit?: number
+  /** Entries per message from the node (default 500). */
+  pageSize?: number
+  timeoutMs?: number
+}
+
+export interface NodeState {
+  id: string
+  address: string
+  state: 'up' | 'suspect' | 'down'
+  load: number
+  weight: number
+  hintsHeld: number
+}
+
+export interface Topology {
+  epoch: number
+  partitionCount: number
+  replicationFactor: number
+  nodes: NodeState[]
+  /** Preference list per partition, primary first. */
+  partitions: string[][]
+  answeredBy: string
+}
+
+const empty = Buffer.alloc(0)
+
+function toTopology(msg: TopologyMsg): Topology {
+  return {
+    epoch: msg.epoch,
+    partitionCount: msg.partitionCount,
+    replicationFactor: msg.replicationFactor,
+    nodes: msg.nodes.map((n) => ({ ...n, state: n.state as NodeState['state'] })),
+    partitions: msg.partitions.map((p) => p.nodes),
+    answeredBy: msg.answeredBy,
+  }
+}
+
+/**
+ * The embedded client. Partition-aware: it caches the partition map and sends each request
+ * straight to a replica of its key, so the common path has no extra hop. A call that fails on
+ * one replica is retried on the next within the call's deadline; a node the cluster reports
+ * down is skipped until it is reported up again.
+ */
+export class KumoClient {
+  private readonly connections = new Map<string, NodeConnection>()
+  private topology_: Topology
+  private readonly picker: ReplicaPicker
+  private readonly stats: ReplicaStats
+  private readonly consistency: Consistency
+  private readonly timeoutMs: number
+  private refreshing: Promise<void> | undefined
+  private readonly timer: NodeJS.Timeout
+  private closed = false
+  private readonly nodeState = new Map<string, NodeState>()
+
+  /** Use connect(). */
+  constructor(
+    private readonly seeds: string[],
+    topology: Topology,
+    options: ConnectOptions,
+  ) {
+    this.consistency = parseConsistency(options.consistency, 'quorum')
+    this.timeoutMs = options.timeoutMs ?? 5000
+    this.picker = createPicker(options.loadBalancing ?? defaultLoadBalancing)
+    this.stats = {
+      inFlight: (id) => this.connections.get(id)?.inFlight ?? 0,
+      load: (id) => this.nodeState.get(id)?.load ?? 0,
+      weight: (id) => this.nodeState.get(id)?.weight ?? 1,
+    }
+    this.topology_ = topology
+    this.adopt(topology)
+    this.timer = setInterval(() => void this.refresh().catch(() => undefined), options.refreshIntervalMs ?? 1000)
+    this.timer.unref()
+  }
+
+  private adopt(topology: Topology): void {
+    this.topology_ = topology
+    this.nodeState.clear()
+    for (const node of topology.nodes) this.nodeState.set(node.id, node)
+  }
+
+  private connection(id: string): NodeConnection | undefined {
+    const node = this.nodeState.get(id)
+    if (node === undefined) return undefined
+    let conn = this.connections.get(id)
+    if (conn !== undefined && conn.address !== node.address) {
+      conn.close()
+      conn = undefined
+    }
+    if (conn === undefined) {
+      conn = new NodeConnection(id, node.address, (epoch) => {
+        if (epoch > this.topology_.epoch) void this.refresh().catch(() => undefined)
+      })
+      this.connections.set(id, conn)
+    }
+    return conn
+  }
+
+  /** Fetches the newest topology from any reachable node (deduplicated while one is running). */
+  refresh(): Promise<void> {
+    if (this.refreshing !== undefined) return this.refreshing
+    this.refreshing = (async () => {
+      const candidates = [
+        ...this.topology_.nodes.filter((n) => n.state !== 'down').map((n) => n.id),
+        ...this.topology_.nodes.filter((n) => n.state === 'down').map((n) => n.id),
+      ]
+      let lastError: unknown
+      for (const id of candidates) {
+        const conn = this.connection(id)
+        if (conn === undefined || !conn.reachable) continue
+        try {
+          const next = toTopology(await conn.topology(1000))
+          if (next.epoch >= this.topology_.epoch) this.adopt(next)
+          return
+        } catch (err) {
+          lastError = err
+        }
+      }
+      if (lastError !== undefined) throw toKumoError(lastError)
+    })().finally(() => {
+      this.refreshing = undefined
+    })
+    return this.refreshing
+  }
+
+  /** Nodes to try for a key: its live replicas in policy order, then any other live node. */
+  private candidates(key: Buffer): string[] {
+    const partition = partitionOf(key, this.topology_.partitionCount)
+    const replicas = this.topology_.partitions[partition] ?? []
+    const usable = (id: string): boolean => {
+      if (this.nodeState.get(id)?.state === 'down') return false
+      const conn = this.connections.get(id)
+      return conn === undefined || conn.reachable
+    }
+    const first = this.picker.order(replicas.filter(usable), this.stats)
+    const others = this.topology_.nodes.map((n) => n.id).filter((id) => !replicas.includes(id) && usable(id))
+    // Down-marked replicas last: the cluster's view may be older than the node's recovery.
+    const last = replicas.filter((id) => !usable(id))
+    return [...first, ...others, ...last]
+  }
+
+  private async call(key: Buffer, req: Omit<RequestMsg, 'id'>, timeoutMs: number | undefined): Promise<ResponseMsg> {
+    if (this.closed) throw new KumoError('CLOSED', 'client is closed')
+    const budget = timeoutMs ?? this.timeoutMs
+    checkTimeout(budget)
+    const deadline = Date.now() + budget
+    req.timeoutMs = budget
+    let lastError: KumoError | undefined
+    const tried = new Set<string>()
+    for (let round = 0; round < 2; round++) {
+      for (const id of this.candidates(key)) {
+        if (tried.has(id)) continue
+        const remaining = deadline - Date.now()
+        if (remaining <= 0) break
+        const conn = this.connection(id)
+        if (conn === undefined) continue
+        tried.add(id)
+        // Leave time for a second replica if the first one hangs.
+        const attemptMs = tried.size === 1 ? Math.max(1, Math.floor(remaining * 0.6)) : remaining
+        try {
+          req.timeoutMs = attemptMs
+          const res = await conn.request({ ...req }, attemptMs)
+          if (res.errorCode === '') return res
+          const error = new KumoError(res.errorCode as KumoError['code'], res.errorMessage)
+          if (!error.retryable) throw error
+          lastError = error
+        } catch (err) {
+          const error = toKumoError(err)
+          if (!error.retryable && error.code !== 'TIMEOUT') throw error
+          lastError = error
+        }
+      }
+      // Every known node failed: the map may be stale. Refresh once and try the rest.
+      if (round === 0) {
+        await this.refresh().catch(() => undefined)
+        tried.clear()
+        if (Date.now() >= deadline) break
+      }
+    }
+    if (Date.now() >= deadline && (lastError === undefined || lastError.code === 'TIMEOUT')) {
+      throw new KumoError('TIMEOUT', `request did not complete within ${budget} ms`)
+    }
+    throw lastError ?? new KumoError('UNAVAILABLE', 'no node of the cluster is reachable')
+  }
+
+  async get(key: Bytes, options: CallOptions = {}): Promise<Buffer | undefined> {
+    const k = toBuffer(key, 'key')
+    checkKey(k)
+    const res = await this.call(k, request('GET', k, empty, this.level(options.consistency)), options.timeoutMs)
+    return res.found ? res.value : undefined
+  }
+
+  async put(key: Bytes, value: Bytes, options: PutOptions = {}): Promise<void> {
+    const k = toBuffer(key, 'key')
+    const v = toBuffer(value, 'value')
+    checkKey(k)
+    checkValue(v)
+    const ttlMs = options.ttlMs ?? 0
+    checkTtl(ttlMs)
+    const req = request('PUT', k, v, this.level(options.consistency))
+    req.ttlMs = ttlMs
+    await this.call(k, req, options.timeoutMs)
+  }
+
+  async del(key: Bytes, options: CallOptions = {}): Promise<void> {
+    const k = toBuffer(key, 'key')
+    checkKey(k)
+    await this.call(k, request('DEL', k, empty, this.level(options.consistency)), options.timeoutMs)
+  }
+
+  /**
+   * Puts and deletes in one call. Operations are grouped by partition; each group is applied
+   * atomically on each replica. Groups are not atomic with each other: on failure some may
+   * have been applied (retrying the whole batch is safe).
+   */
+  async batch(ops: readonly BatchOp[], options: CallOptions = {}): Promise<void> {
+    if (!Array.isArray(ops)) throw new KumoError('INVALID_ARGUMENT', 'batch takes an array of operations')
+    const normalized = ops.map((op) => {
+      if (op === null || typeof op !== 'object') throw new KumoError('INVALID_ARGUMENT', 'batch operation must be an object')
+      if (op.type === 'put') {
+        const ttlMs = op.ttlMs ?? 0
+        checkTtl(ttlMs)
+        return { type: 'PUT' as const, key: toBuffer(op.key, 'key'), value: toBuffer(op.value, 'value'), ttlMs }
+      }
+      if (op.type === 'del') return { type: 'DEL' as const, key: toBuffer(op.key, 'key'), value: empty, ttlMs: 0 }
+      throw new KumoError('INVALID_ARGUMENT', `batch operation type must be 'put' or 'del', got ${JSON.stringify((op as { type: unknown }).type)}`)
+    })
+    checkBatch(normalized.map((op) => ({ key: op.key, value: op.type === 'PUT' ? op.value : undefined })))
+    const consistency = this.level(options.consistency)
+    const groups = new Map<number, typeof normalized>()
+    for (const op of normalized) {
+      const p = partitionOf(op.key, this.topology_.partitionCount)
+      let group = groups.get(p)
+      if (group === undefined) groups.set(p, (group = []))
+      group.push(op)
+    }
+    await Promise.all(
+      [...groups.values()].map((group) => {
+        const req = request('BATCH', empty, empty, consistency)
+        req.ops = group
+        return this.call(group[0]!.key, req, options.timeoutMs)
+      }),
+    )
+  }
+
+  async getMany(keys: readonly Bytes[], options: CallOptions = {}): Promise<(Buffer | undefined)[]> {
+    if (!Array.isArray(keys)) throw new KumoError('INVALID_ARGUMENT', 'getMany takes an array of keys')
+    checkGetMany(keys.length)
+    const buffers = keys.map((key) => {
+      const k = toBuffer(key, 'key')
+      checkKey(k)
+      return k
+    })
+    const consistency = this.level(options.consistency)
+    // One request per key; requests made together share frames, so this is one message per node.
+    return Promise.all(
+      buffers.map((k) =>
+        this.call(k, request('GET', k, empty, consistency), options.timeoutMs).then((res) => (res.found ? res.value : undefined)),
+      ),
+    )
+  }
+
+  /** Entries in key order across the whole cluster, fetched page by page. */
+  async *scan(options: ScanOptions = {}): AsyncGenerator<{ key: Buffer; value: Buffer }> {
+    if (this.closed) throw new KumoError('CLOSED', 'client is closed')
+    const limit = options.limit ?? 0
+    if (!Number.isInteger(limit) || limit < 0 || limit > scanLimitMax) {
+      throw new KumoError('INVALID_ARGUMENT', `scan limit must be a whole number from 0 to ${scanLimitMax}`)
+    }
+    const pageSize = options.pageSize ?? 500
+    if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 5000) {
+      throw new KumoError('INVALID_ARGUMENT', 'scan pageSize must be 1 to 5000')
+    }
+    const prefix = options.prefix === undefined ? empty : toBuffer(options.prefix, 'prefix')
+    let gte = options.gte === undefined ? empty : toBuffer(options.gte, 'gte')
+    const lt = options.lt === undefined ? empty : toBuffer(options.lt, 'lt')
+    const timeoutMs = options.timeoutMs ?? Math.max(this.timeoutMs, 60_000)
+    let emitted = 0
+    let attempts = 0
+    // On a node failure the scan resumes on another node just after the last key it returned.
+    for (;;) {
+      const live = this.topology_.nodes.filter((n) => n.state !== 'down' && (this.connections.get(n.id)?.reachable ?? true))
+      const node = live[attempts % Math.max(1, live.length)]
+      const conn = node === undefined ? undefined : this.connection(node.id)
+      if (conn === undefined) throw new KumoError('UNAVAILABLE', 'no node of the cluster is reachable')
+      const stream = conn.scan(
+        { prefix, gte, lt, limit: limit === 0 ? 0 : limit - emitted, pageSize },
+        Date.now() + timeoutMs,
+      )
+      try {
+        for await (const page of stream) {
+          for (const entry of page.entries) {
+            yield entry
+            emitted++
+            gte = Buffer.concat([entry.key, Buffer.from([0])])
+          }
+        }
+        return
+      } catch (err) {
+        stream.cancel()
+        const mapped = fromServiceError(err)
+        if (!mapped.retryable || ++attempts > live.length + 1) throw mapped
+      }
+    }
+  }
+
+  /** The partition map and node states, fresh from a node. */
+  async topology(): Promise<Topology> {
+    await this.refresh()
+    return this.topology_
+  }
+
+  /** The cached topology (no network). */
+  cachedTopology(): Topology {
+    return this.topology_
+  }
+
+  private level(consistency: Consistency | undefined): Consistency {
+    return consistency === undefined ? this.consistency : parseConsistency(consistency, this.consistency)
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    clearInterval(this.timer)
+    for (const conn of this.connections.values()) conn.close()
+    this.connections.clear()
+  }
+
+  get seedAddresses(): readonly string[] {
+    return this.seeds
+  }
+}
+
+function request(op: RequestMsg['op'], key: Buffer, value: Buffer, consistency: Consistency): Omit<RequestMsg, 'id'> {
+  return { op, key, value, consistency, ttlMs: 0, timeoutMs: 0, ops: [] }
+}
+
+/** Connects to a cluster through its seeds; resolves once one seed has answered with the map. */
+export async function connect(options: ConnectOptions): Promise<KumoClient> {
+  if (options === null || typeof options !== 'object' || !Array.isArray(options.seeds) || options.seeds.length === 0) {
+    throw new KumoError('INVALID_ARGUMENT', 'connect needs { seeds: ["host:port", ...] }')
+  }
+  for (const seed of options.seeds) {
+    if (typeof seed !== 'string' || !/^[^:\s]+:\d+$/.test(seed)) throw new KumoError('INVALID_ARGUMENT', `seed ${JSON.stringify(seed)} must be host:port`)
+  }
+  if (options.loadBalancing !== undefined && !loadBalancingPolicies.includes(options.loadBalancing)) {
+    throw new KumoError('INVALID_ARGUMENT', `unknown load balancing ${JSON.stringify(options.loadBalancing)}: use ${loadBalancingPolicies.join(', ')}`)
+  }
+  parseConsistency(options.consistency, 'quorum')
+  if (options.timeoutMs !== undefined) checkTimeout(options.timeoutMs)
+  const deadline = Date.now() + (options.timeoutMs ?? 5000)
+  let lastError: unknown
+  while (Date.now() < deadline) {
+    for (const seed of options.seeds) {
+      const conn = new NodeConnection('seed', seed, () => undefined)
+      try {
+        const topology = toTopology(await conn.topology(Math.max(1, Math.min(2000, deadline - Date.now()))))
+        return new KumoClient(options.seeds, topology, options)
+      } catch (err) {
+        lastError = err
+      } finally {
+        conn.close()
+      }
+    }
+    // Every seed refused (starting, or not up yet): try again shortly until the deadline.
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  const error = toKumoError(lastError ?? new KumoError('UNAVAILABLE', 'no seed answered'))
+  throw new KumoError(error.code === 'NOT_SERVING' ? 'NOT_SERVING' : 'UNAVAILABLE', `cannot connect to ${options.seeds.join(', ')}: ${error.message}`)
+}

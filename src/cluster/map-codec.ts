@@ -1,0 +1,27 @@
+import type { PartitionMap } from '../core/partition-map.js'
+import type { NodeInfoMsg, TopologyMsg } from '../wire/messages.js'
+
+export function mapToMsg(map: PartitionMap, nodes: NodeInfoMsg[], answeredBy: string): TopologyMsg {
+  return {
+    epoch: map.epoch,
+    partitionCount: map.partitionCount,
+    replicationFactor: map.replicationFactor,
+    nodes,
+    partitions: map.replicas.map((list) => ({ nodes: [...list] })),
+    answeredBy,
+  }
+}
+
+/** A map received from the wire, or undefined if it is not a well-formed map. */
+export function mapFromMsg(msg: TopologyMsg | null | undefined): PartitionMap | undefined {
+  if (!msg || !msg.epoch || msg.partitions.length !== msg.partitionCount || msg.partitionCount === 0) return undefined
+  const ids = new Set<string>()
+  for (const p of msg.partitions) for (const id of p.nodes) ids.add(id)
+  return {
+    epoch: msg.epoch,
+    partitionCount: msg.partitionCount,
+    replicationFactor: msg.replicationFactor,
+    nodes: [...ids].sort(),
+    replicas: msg.partitions.map((p) => [...p.nodes]),
+  }
+}

@@ -1,0 +1,249 @@
+import { PhiAccrualDetector, type NodeHealth, type PhiAccrualConfig } from '../core/failure-detector.js'
+import { assignPartitions, newerMap, type PartitionMap, type PartitionMapConfig } from '../core/partition-map.js'
+import type { GossipMsg, MemberMsg } from '../wire/messages.js'
+import { mapFromMsg, mapToMsg } from './map-codec.js'
+
+export interface MemberView {
+  id: string
+  address: string
+  generation: number
+  heartbeat: number
+  status: 'up' | 'stopping'
+  load: number
+  weight: number
+}
+
+export interface MembershipConfig {
+  gossipIntervalMs: number
+  gossipTimeoutMs: number
+  phi: Partial<PhiAccrualConfig>
+  partitions: PartitionMapConfig
+}
+
+export interface MembershipIo {
+  /** Sends a gossip message to an address; resolves with the peer's answer. */
+  gossip(peerId: string | undefined, address: string, message: GossipMsg): Promise<GossipMsg>
+  /** Persists the map (so a restarted node serves at once). */
+  persist(map: PartitionMap, members: MemberView[]): void
+  now(): number
+  /** This node's current load, 0..1. */
+  load(): number
+}
+
+/**
+ * Who is in the cluster, who is alive, and the partition map. Nodes gossip their member tables
+ * and maps to every known peer each interval; a member's heartbeat counter rising is the
+ * heartbeat the failure detector hears. The claimant (the live member with the lowest id)
+ * adds newly seen members to the map; every node adopts the newest map it sees.
+ */
+export class Membership {
+  private readonly members = new Map<string, MemberView>()
+  private readonly detectors = new Map<string, PhiAccrualDetector>()
+  private map_: PartitionMap | undefined
+  private timer: NodeJS.Timeout | undefined
+  private readonly listeners: (() => void)[] = []
+  private rounds = 0
+  private stopping = false
+
+  constructor(
+    private readonly self: { id: string; address: string; weight: number },
+    private readonly seeds: readonly string[],
+    private readonly config: MembershipConfig,
+    private readonly io: MembershipIo,
+    restored?: { map: PartitionMap; members: MemberView[] },
+  ) {
+    const now = io.now()
+    this.members.set(self.id, {
+      id: self.id,
+      address: self.address,
+      generation: now,
+      heartbeat: 0,
+      status: 'up',
+      load: 0,
+      weight: self.weight,
+    })
+    if (restored !== undefined) {
+      this.map_ = restored.map
+      for (const m of restored.members) {
+        if (m.id === self.id) continue
+        // Known from disk, not heard from yet: no heartbeat until gossip brings one.
+        this.members.set(m.id, { ...m, heartbeat: 0, generation: 0 })
+      }
+    }
+  }
+
+  get map(): PartitionMap | undefined {
+    return this.map_
+  }
+
+  get selfId(): string {
+    return this.self.id
+  }
+
+  onChange(listener: () => void): void {
+    this.listeners.push(listener)
+  }
+
+  private changed(): void {
+    for (const listener of this.listeners) listener()
+  }
+
+  start(): void {
+    void this.round()
+    this.timer = setInterval(() => void this.round(), this.config.gossipIntervalMs)
+    this.timer.unref()
+  }
+
+  stop(): void {
+    if (this.timer !== undefined) clearInterval(this.timer)
+    this.timer = undefined
+  }
+
+  /** Marks this node as stopping and tells every peer now (graceful shutdown). */
+  async announceStopping(): Promise<void> {
+    this.stopping = true
+    const me = this.members.get(this.self.id)!
+    me.status = 'stopping'
+    me.heartbeat++
+    await this.broadcast()
+  }
+
+  health(id: string): NodeHealth {
+    if (id === this.self.id) return 'up'
+    const member = this.members.get(id)
+    if (member?.status === 'stopping') return 'down'
+    if (member === undefined) return 'down'
+    // Known (from disk) but not heard from since we started: try it; a dead peer fails fast.
+    return this.detectors.get(id)?.state(this.io.now()) ?? 'up'
+  }
+
+  isAlive(id: string): boolean {
+    return this.health(id) !== 'down'
+  }
+
+  member(id: string): MemberView | undefined {
+    return this.members.get(id)
+  }
+
+  allMembers(): MemberView[] {
+    return [...this.members.values()]
+  }
+
+  address(id: string): string | undefined {
+    return this.members.get(id)?.address
+  }
+
+  message(): GossipMsg {
+    return {
+      from: this.self.id,
+      members: [...this.members.values()].map((m) => ({ ...m })),
+      map: this.map_ === undefined ? null : mapToMsg(this.map_, [], this.self.id),
+    }
+  }
+
+  /** Handles gossip from a peer; returns our state as the answer. */
+  receive(message: GossipMsg): GossipMsg {
+    this.merge(message)
+    return this.message()
+  }
+
+  private async broadcast(): Promise<void> {
+    const message = this.message()
+    const targets = new Map<string, string | undefined>()
+    for (const m of this.members.values()) if (m.id !== this.self.id) targets.set(m.address, m.id)
+    for (const seed of this.seeds) if (seed !== this.self.address && !targets.has(seed)) targets.set(seed, undefined)
+    await Promise.all(
+      [...targets].map(async ([address, id]) => {
+        try {
+          this.merge(await this.io.gossip(id, address, message))
+        } catch {
+          // An unreachable peer is the failure detector's business, not an error here.
+        }
+      }),
+    )
+  }
+
+  private async round(): Promise<void> {
+    const me = this.members.get(this.self.id)!
+    me.heartbeat++
+    me.load = this.io.load()
+    await this.broadcast()
+    this.rounds++
+    this.claim()
+  }
+
+  private merge(message: GossipMsg): void {
+    const now = this.io.now()
+    let changed = false
+    for (const incoming of message.members) {
+      if (incoming.id === this.self.id || !incoming.id) continue
+      const known = this.members.get(incoming.id)
+      if (known === undefined || newer(incoming, known)) {
+        const heartbeatAdvanced =
+          known === undefined || incoming.generation !== known.generation || incoming.heartbeat > known.heartbeat
+        const status: MemberView['status'] = incoming.status === 'stopping' ? 'stopping' : 'up'
+        if (known === undefined || known.address !== incoming.address || known.status !== status) changed = true
+        this.members.set(incoming.id, {
+          id: incoming.id,
+          address: incoming.address,
+          generation: incoming.generation,
+          heartbeat: incoming.heartbeat,
+          status,
+          load: incoming.load,
+          weight: incoming.weight || 1,
+        })
+        if (heartbeatAdvanced && status === 'up') {
+          let detector = this.detectors.get(incoming.id)
+          const wasDown = detector === undefined || detector.state(now) === 'down'
+          if (detector === undefined || (known !== undefined && incoming.generation !== known.generation)) {
+            detector = new PhiAccrualDetector({ firstIntervalMs: this.config.gossipIntervalMs, ...this.config.phi })
+            this.detectors.set(incoming.id, detector)
+          }
+          detector.heartbeat(now)
+          if (wasDown) changed = true
+        }
+      }
+    }
+    const theirs = mapFromMsg(message.map)
+    // newerMap keeps ours on a tie, so an identical map is not adopted again.
+    if (theirs !== undefined && (this.map_ === undefined || newerMap(this.map_, theirs) === theirs)) {
+      this.map_ = theirs
+      this.io.persist(theirs, this.allMembers())
+      changed = true
+    }
+    if (changed) this.changed()
+  }
+
+  /** Whether this node is the claimant: the lowest id among live members. */
+  isClaimant(): boolean {
+    for (const m of this.members.values()) {
+      if (m.id < this.self.id && this.isAlive(m.id) && m.status === 'up') return false
+    }
+    return !this.stopping
+  }
+
+  /**
+   * The claimant adds live members the map lacks. It waits one gossip round first, so nodes
+   * started together join one map instead of each founding its own.
+   */
+  private claim(): void {
+    if (this.rounds < 1 || !this.isClaimant()) return
+    const inMap = new Set(this.map_?.nodes ?? [])
+    const joining = [...this.members.values()].filter(
+      (m) => !inMap.has(m.id) && m.status === 'up' && this.isAlive(m.id),
+    )
+    if (joining.length === 0 && this.map_ !== undefined) return
+    const members = [...inMap, ...joining.map((m) => m.id)]
+    const next = assignPartitions(this.map_, members, this.config.partitions)
+    if (next === this.map_) return
+    this.map_ = next
+    this.io.persist(next, this.allMembers())
+    this.changed()
+    void this.broadcast()
+  }
+}
+
+function newer(incoming: MemberMsg, known: MemberView): boolean {
+  if (incoming.generation !== known.generation) return incoming.generation > known.generation
+  return incoming.heartbeat > known.heartbeat
+}

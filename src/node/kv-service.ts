@@ -1,0 +1,211 @@
+import * as grpc from '@grpc/grpc-js'
+import { KumoError, toKumoError } from '../core/errors.js'
+import { frameBytesMax, frameOpsMax, scanLimitMax } from '../core/limits.js'
+import { checkGetMany } from '../core/validate.js'
+import { FrameBatcher } from '../wire/frame-batcher.js'
+import { isMalformed, malformed } from '../wire/proto.js'
+import type {
+  RequestFrameMsg,
+  RequestMsg,
+  ResponseFrameMsg,
+  ResponseMsg,
+  ScanRequestMsg,
+  TopologyMsg,
+} from '../wire/messages.js'
+import { toServiceError } from '../wire/status.js'
+import { mergedScan, scanBounds, type PartitionPageReader } from './merged-scan.js'
+
+export interface KvServiceDeps {
+  handle: (req: RequestMsg) => Promise<ResponseMsg>
+  topology: () => TopologyMsg
+  epoch: () => number
+  partitionCount: () => number
+  readPage: PartitionPageReader
+  /** Refuses new work while starting or draining. */
+  admit: () => KumoError | undefined
+  track: (delta: number) => void
+}
+
+type Unary = grpc.handleUnaryCall<unknown, unknown>
+
+const empty = Buffer.alloc(0)
+
+function request(fields: Partial<RequestMsg>): RequestMsg {
+  return {
+    id: 0,
+    op: 'GET',
+    key: empty,
+    value: empty,
+    consistency: '',
+    ttlMs: 0,
+    timeoutMs: 0,
+    ops: [],
+    ...fields,
+  }
+}
+
+function bytesOf(res: ResponseMsg): number {
+  return 16 + res.value.length + res.errorMessage.length
+}
+
+/** The public Kv service: unary calls for simple clients, Pipeline for the client library. */
+export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementation {
+  const run = async (req: RequestMsg): Promise<ResponseMsg> => {
+    const refused = deps.admit()
+    if (refused !== undefined) {
+      return { id: req.id, errorCode: refused.code, errorMessage: refused.message, found: false, value: empty }
+    }
+    deps.track(1)
+    try {
+      return await deps.handle(req)
+    } finally {
+      deps.track(-1)
+    }
+  }
+
+  const unary =
+    (build: (msg: any) => RequestMsg, answer: (res: ResponseMsg) => unknown): Unary =>
+    (call, callback) => {
+      if (isMalformed(call.request)) {
+        callback(toServiceError(new KumoError('INVALID_ARGUMENT', `malformed request: ${call.request[malformed]}`)))
+        return
+      }
+      let req: RequestMsg
+      try {
+        req = build(call.request)
+      } catch (err) {
+        callback(toServiceError(err))
+        return
+      }
+      run(req).then((res) => {
+        if (res.errorCode) callback(toServiceError(new KumoError(res.errorCode as KumoError['code'], res.errorMessage)))
+        else callback(null, answer(res))
+      }, (err) => callback(toServiceError(err)))
+    }
+
+  return {
+    Get: unary(
+      (m) => request({ op: 'GET', key: m.key, consistency: m.consistency, timeoutMs: m.timeoutMs }),
+      (res) => ({ found: res.found, value: res.value }),
+    ),
+    Put: unary(
+      (m) => request({ op: 'PUT', key: m.key, value: m.value, consistency: m.consistency, ttlMs: m.ttlMs, timeoutMs: m.timeoutMs }),
+      () => ({}),
+    ),
+    Delete: unary(
+      (m) => request({ op: 'DEL', key: m.key, consistency: m.consistency, timeoutMs: m.timeoutMs }),
+      () => ({}),
+    ),
+    Batch: unary(
+      (m) => request({ op: 'BATCH', ops: m.ops, consistency: m.consistency, timeoutMs: m.timeoutMs }),
+      () => ({}),
+    ),
+    GetMany: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      if (isMalformed(call.request)) {
+        callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed request')))
+        return
+      }
+      const m = call.request
+      try {
+        checkGetMany(m.keys.length)
+      } catch (err) {
+        callback(toServiceError(err))
+        return
+      }
+      Promise.all(
+        (m.keys as Buffer[]).map((key) =>
+          run(request({ op: 'GET', key, consistency: m.consistency, timeoutMs: m.timeoutMs })),
+        ),
+      ).then((answers) => {
+        const failed = answers.find((a) => a.errorCode)
+        if (failed) callback(toServiceError(new KumoError(failed.errorCode as KumoError['code'], failed.errorMessage)))
+        else callback(null, { values: answers.map((a) => ({ found: a.found, value: a.value })) })
+      }, (err) => callback(toServiceError(err)))
+    },
+    Topology: (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      if (isMalformed(call.request)) {
+        callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed request')))
+        return
+      }
+      try {
+        callback(null, deps.topology())
+      } catch (err) {
+        callback(toServiceError(err))
+      }
+    },
+    Scan: (call: grpc.ServerWritableStream<ScanRequestMsg, unknown>) => {
+      void scan(call, deps)
+    },
+    Pipeline: (call: grpc.ServerDuplexStream<RequestFrameMsg, ResponseFrameMsg>) => {
+      let open = true
+      const batcher = new FrameBatcher<ResponseMsg>(
+        (responses) => {
+          if (open) call.write({ responses, epoch: deps.epoch() })
+        },
+        frameOpsMax,
+        frameBytesMax,
+      )
+      call.on('data', (frame: RequestFrameMsg) => {
+        if (isMalformed(frame)) {
+          open = false
+          call.emit('error', toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed request frame')))
+          return
+        }
+        for (const req of frame.requests) {
+          outstanding++
+          run(req)
+            .catch((err): ResponseMsg => {
+              const error = toKumoError(err)
+              return { id: req.id, errorCode: error.code, errorMessage: error.message, found: false, value: empty }
+            })
+            .then((res) => {
+              batcher.push(res, bytesOf(res))
+              outstanding--
+              if (ending && outstanding === 0) finish()
+            })
+        }
+      })
+      // The client is done sending: answer what is in flight, then close.
+      let outstanding = 0
+      let ending = false
+      const finish = (): void => {
+        batcher.flush()
+        if (open) call.end()
+        open = false
+      }
+      call.on('end', () => {
+        ending = true
+        if (outstanding === 0) finish()
+      })
+      call.on('cancelled', () => {
+        open = false
+      })
+      call.on('error', () => {
+        open = false
+      })
+    },
+  }
+}
+
+async function scan(call: grpc.ServerWritableStream<ScanRequestMsg, unknown>, deps: KvServiceDeps): Promise<void> {
+  let cancelled = false
+  call.on('cancelled', () => {
+    cancelled = true
+  })
+  try {
+    const m = call.request
+    if (isMalformed(m)) throw new KumoError('INVALID_ARGUMENT', 'malformed scan request')
+    const refused = deps.admit()
+    if (refused !== undefined) throw refused
+    if (m.limit > scanLimitMax) throw new KumoError('INVALID_ARGUMENT', `scan limit ${m.limit} is over ${scanLimitMax}`)
+    const pageSize = Math.min(Math.max(m.pageSize || 500, 1), 5000)
+    const pages = mergedScan(deps.partitionCount(), scanBounds(m.prefix, m.gte, m.lt), m.limit, pageSize, deps.readPage, Date.now)
+    for await (const page of pages) {
+      if (cancelled) return
+      if (!call.write({ entries: page })) await new Promise((resolve) => call.once('drain', resolve))
+    }
+    call.end()
+  } catch (err) {
+    if (!cancelled) call.emit('error', toServiceError(err))
+  }
+}

@@ -1,0 +1,106 @@
+import { KumoError } from '../core/errors.js'
+import { liveValue } from '../core/record.js'
+import type { StoredRecord } from '../storage/engine.js'
+import { prefixUpperBound } from '../storage/keys.js'
+
+export interface ScanBounds {
+  gte?: Buffer
+  lt?: Buffer
+}
+
+/** Reads one page of one partition, from whichever replica the caller picks. */
+export type PartitionPageReader = (partition: number, gte: Buffer | undefined, lt: Buffer | undefined, limit: number) => Promise<StoredRecord[]>
+
+/** Bounds for a scan request: prefix narrows [gte, lt). */
+export function scanBounds(prefix: Buffer, gte: Buffer, lt: Buffer): ScanBounds {
+  let lo: Buffer | undefined = gte.length > 0 ? gte : undefined
+  let hi: Buffer | undefined = lt.length > 0 ? lt : undefined
+  if (prefix.length > 0) {
+    if (lo === undefined || Buffer.compare(lo, prefix) < 0) lo = prefix
+    const end = prefixUpperBound(prefix)
+    if (end !== undefined && (hi === undefined || Buffer.compare(end, hi) < 0)) hi = end
+  }
+  return { gte: lo, lt: hi }
+}
+
+class Cursor {
+  buffer: StoredRecord[] = []
+  index = 0
+  done = false
+  constructor(readonly partition: number) {}
+  get head(): StoredRecord | undefined {
+    return this.buffer[this.index]
+  }
+}
+
+/**
+ * Every partition holds keys from the whole key range (keys are placed by hash), so a scan in
+ * key order is a k-way merge of one cursor per partition. Cursors are read in parallel, a page
+ * at a time, and refilled as the merge drains them.
+ */
+export async function* mergedScan(
+  partitionCount: number,
+  bounds: ScanBounds,
+  limit: number,
+  pageSize: number,
+  readPage: PartitionPageReader,
+  nowMs: () => number,
+): AsyncGenerator<{ key: Buffer; value: Buffer }[]> {
+  if (bounds.gte !== undefined && bounds.lt !== undefined && Buffer.compare(bounds.gte, bounds.lt) >= 0) return
+  const perPartition = Math.max(16, Math.min(256, limit > 0 ? limit : 256))
+  const cursors = Array.from({ length: partitionCount }, (_, p) => new Cursor(p))
+  const refill = async (cursor: Cursor): Promise<void> => {
+    const last = cursor.buffer[cursor.buffer.length - 1]
+    const from = last === undefined ? bounds.gte : Buffer.concat([last.key, Buffer.from([0])])
+    const page = await readPage(cursor.partition, from, bounds.lt, perPartition)
+    cursor.buffer = page
+    cursor.index = 0
+    if (page.length < perPartition) cursor.done = true
+  }
+  await Promise.all(cursors.map(refill))
+
+  // A binary min-heap of cursors by head key.
+  const heap = cursors.filter((c) => c.head !== undefined)
+  const less = (a: Cursor, b: Cursor): boolean => Buffer.compare(a.head!.key, b.head!.key) < 0
+  const down = (i: number): void => {
+    for (;;) {
+      const l = 2 * i + 1
+      const r = l + 1
+      let m = i
+      if (l < heap.length && less(heap[l]!, heap[m]!)) m = l
+      if (r < heap.length && less(heap[r]!, heap[m]!)) m = r
+      if (m === i) return
+      ;[heap[i], heap[m]] = [heap[m]!, heap[i]!]
+      i = m
+    }
+  }
+  for (let i = (heap.length >> 1) - 1; i >= 0; i--) down(i)
+
+  let emitted = 0
+  let page: { key: Buffer; value: Buffer }[] = []
+  while (heap.length > 0 && (limit === 0 || emitted < limit)) {
+    const cursor = heap[0]!
+    const entry = cursor.head!
+    const value = liveValue(entry.record, nowMs())
+    if (value !== undefined) {
+      page.push({ key: entry.key, value })
+      emitted++
+      if (page.length >= pageSize) {
+        yield page
+        page = []
+      }
+    }
+    cursor.index++
+    if (cursor.head === undefined && !cursor.done) await refill(cursor)
+    if (cursor.head === undefined) {
+      const last = heap.pop()!
+      if (heap.length > 0 && last !== cursor) heap[0] = last
+    }
+    if (heap.length > 0) down(0)
+  }
+  if (page.length > 0) yield page
+}
+
+export function assertScanLimit(limit: number): void {
+  if (!Number.isInteger(limit) || limit < 0) throw new KumoError('INVALID_ARGUMENT', `scan limit must be a whole number >= 0`)
+}

@@ -1,0 +1,344 @@
+import { performance } from 'node:perf_hooks'
+import * as grpc from '@grpc/grpc-js'
+import { HealthImplementation } from 'grpc-health-check'
+import { pino, destination, type Logger } from 'pino'
+import { defaultLoadBalancing, loadBalancingPolicies, type LoadBalancing } from '../core/balancing.js'
+import { parseConsistency, type Consistency } from '../core/consistency.js'
+import { KumoError, toKumoError } from '../core/errors.js'
+import { HybridClock } from '../core/hlc.js'
+import { messageBytesMax } from '../core/limits.js'
+import { assertValidMap, type PartitionMap } from '../core/partition-map.js'
+import { defaultPartitionCount } from '../core/partitioner.js'
+import { nodeIdBytesMax } from '../core/version.js'
+import { Membership, type MemberView } from '../cluster/membership.js'
+import { ClassicLevelEngine } from '../storage/classic-level-engine.js'
+import type { StorageEngine, StoredRecord } from '../storage/engine.js'
+import { partitionCountMax } from '../storage/keys.js'
+import type { PeerRequestFrameMsg, PeerResponseFrameMsg, PeerResponseMsg, TopologyMsg } from '../wire/messages.js'
+import { FrameBatcher } from '../wire/frame-batcher.js'
+import { frameBytesMax, frameOpsMax } from '../core/limits.js'
+import { isMalformed, kvService, peerService } from '../wire/proto.js'
+import { toServiceError } from '../wire/status.js'
+import { mapToMsg } from '../cluster/map-codec.js'
+import { Coordinator, noPeerFields } from './coordinator.js'
+import { kvHandlers } from './kv-service.js'
+import { PeerPool } from './peer-channel.js'
+import { ReplicaService } from './replica-service.js'
+
+export interface NodeOptions {
+  /** Unique, stable node id (1-64 bytes). */
+  id: string
+  /** host:port to listen on; port 0 picks a free one. */
+  listen: string
+  dataDir: string
+  /** Addresses of nodes to contact first (this node's own may be included). */
+  seeds?: string[]
+  /** The address peers and clients use to reach this node (default: the bound listen address). */
+  advertise?: string
+  partitions?: number
+  replicationFactor?: number
+  consistency?: Consistency
+  weight?: number
+  gossipIntervalMs?: number
+  replicaTimeoutMs?: number
+  requestTimeoutMs?: number
+  /** fsync every write batch. */
+  sync?: boolean
+  loadBalancing?: LoadBalancing
+  logLevel?: string
+  /** How long stop() lets in-flight requests finish. */
+  drainTimeoutMs?: number
+}
+
+export interface KumoNode {
+  readonly id: string
+  /** The address peers and clients use. */
+  readonly address: string
+  readonly storage: StorageEngine
+  readonly membership: Membership
+  /** True once storage is open and the node is in the cluster's partition map. */
+  serving(): boolean
+  topology(): TopologyMsg
+  /** Graceful stop: NOT_SERVING, tell peers, drain in-flight requests, close storage. */
+  stop(): Promise<void>
+}
+
+function checkOptions(o: NodeOptions): void {
+  const bad = (message: string): never => {
+    throw new KumoError('INVALID_ARGUMENT', message)
+  }
+  if (typeof o.id !== 'string' || o.id.length === 0 || Buffer.byteLength(o.id) > nodeIdBytesMax) bad('node id must be 1 to 64 bytes')
+  if (!/^[A-Za-z0-9._-]+$/.test(o.id)) bad(`node id ${JSON.stringify(o.id)} may use only letters, digits, '.', '_' and '-'`)
+  if (!/^[^:\s]+:\d+$/.test(o.listen)) bad(`listen address ${JSON.stringify(o.listen)} must be host:port`)
+  if (!o.dataDir) bad('a data directory is required')
+  const p = o.partitions ?? defaultPartitionCount
+  if (!Number.isInteger(p) || p < 1 || p > partitionCountMax || (p & (p - 1)) !== 0) bad(`partitions must be a power of two up to ${partitionCountMax}`)
+  const n = o.replicationFactor ?? 3
+  if (!Number.isInteger(n) || n < 1 || n > 7) bad('replication factor must be 1 to 7')
+  const w = o.weight ?? 1
+  if (!Number.isInteger(w) || w < 1 || w > 100) bad('weight must be a whole number from 1 to 100')
+  if (o.loadBalancing !== undefined && !loadBalancingPolicies.includes(o.loadBalancing)) {
+    bad(`unknown load balancing ${JSON.stringify(o.loadBalancing)}: use ${loadBalancingPolicies.join(', ')}`)
+  }
+  for (const seed of o.seeds ?? []) if (!/^[^:\s]+:\d+$/.test(seed)) bad(`seed ${JSON.stringify(seed)} must be host:port`)
+}
+
+function bind(server: grpc.Server, listen: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(listen, grpc.ServerCredentials.createInsecure(), (err, port) => {
+      if (err) {
+        const inUse = /EADDRINUSE|address already in use|No address added/i.test(err.message)
+        reject(new KumoError(inUse ? 'ADDRESS_IN_USE' : 'INTERNAL', `cannot listen on ${listen}: ${err.message}`, { cause: err }))
+      } else resolve(port)
+    })
+  })
+}
+
+/** Starts a node in this process. Resolves once it listens; it serves once it is in the map. */
+export async function startNode(options: NodeOptions): Promise<KumoNode> {
+  checkOptions(options)
+  const logger: Logger = pino({ name: `kumo:${options.id}`, level: options.logLevel ?? 'warn' }, destination(2))
+  const partitionConfig = {
+    partitionCount: options.partitions ?? defaultPartitionCount,
+    replicationFactor: options.replicationFactor ?? 3,
+  }
+  const defaultConsistency = parseConsistency(options.consistency, 'quorum')
+  const storage = new ClassicLevelEngine(options.dataDir, { sync: options.sync ?? false })
+  await storage.open()
+
+  let restored: { map: PartitionMap; members: MemberView[] } | undefined
+  try {
+    const mapBytes = await storage.getMeta('map')
+    const membersBytes = await storage.getMeta('members')
+    if (mapBytes !== undefined && membersBytes !== undefined) {
+      const map = JSON.parse(mapBytes.toString('utf8')) as PartitionMap
+      assertValidMap(map)
+      if (map.partitionCount !== partitionConfig.partitionCount) {
+        throw new KumoError(
+          'INVALID_ARGUMENT',
+          `data directory ${options.dataDir} belongs to a cluster with ${map.partitionCount} partitions, not ${partitionConfig.partitionCount}`,
+        )
+      }
+      restored = { map, members: JSON.parse(membersBytes.toString('utf8')) as MemberView[] }
+    }
+  } catch (err) {
+    await storage.close()
+    throw toKumoError(err)
+  }
+
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': messageBytesMax,
+    'grpc.max_send_message_length': messageBytesMax,
+  })
+  let port: number
+  try {
+    port = await bind(server, options.listen)
+  } catch (err) {
+    await storage.close()
+    throw err
+  }
+  const host = options.listen.slice(0, options.listen.lastIndexOf(':'))
+  const address = options.advertise ?? `${host}:${port}`
+
+  const peers = new PeerPool()
+  const seedChannels = new PeerPool()
+  let elu = performance.eventLoopUtilization()
+  let persistChain = Promise.resolve()
+  const membership = new Membership(
+    { id: options.id, address, weight: options.weight ?? 1 },
+    options.seeds ?? [],
+    {
+      gossipIntervalMs: options.gossipIntervalMs ?? 1000,
+      gossipTimeoutMs: 1000,
+      phi: { firstIntervalMs: options.gossipIntervalMs ?? 1000 },
+      partitions: partitionConfig,
+    },
+    {
+      gossip: (id, addr, message) =>
+        (id !== undefined ? peers.get(id, addr) : seedChannels.get(`seed:${addr}`, addr)).gossip(message, 1000),
+      persist: (map, members) => {
+        // Writes are chained so an older map can never land after a newer one.
+        persistChain = persistChain
+          .then(async () => {
+            await storage.putMeta('members', Buffer.from(JSON.stringify(members)))
+            await storage.putMeta('map', Buffer.from(JSON.stringify(map)))
+          })
+          .catch((err) => logger.error({ err }, 'could not persist the partition map'))
+      },
+      now: () => Date.now(),
+      load: () => {
+        const next = performance.eventLoopUtilization()
+        const delta = performance.eventLoopUtilization(next, elu)
+        elu = next
+        return delta.utilization
+      },
+    },
+    restored,
+  )
+
+  const clock = new HybridClock()
+  const coordinator = new Coordinator(
+    { selfId: options.id, storage, membership, peers, clock },
+    {
+      defaultConsistency,
+      replicaTimeoutMs: options.replicaTimeoutMs ?? 1000,
+      requestTimeoutMs: options.requestTimeoutMs ?? 5000,
+      loadBalancing: options.loadBalancing ?? defaultLoadBalancing,
+    },
+  )
+  const replicaService = new ReplicaService({
+    storage,
+    coordinate: (req) => coordinator.handle(req, true),
+    extensions: {},
+  })
+
+  let state: 'starting' | 'serving' | 'draining' | 'stopped' = 'starting'
+  let inFlight = 0
+  const health = new HealthImplementation({ '': 'NOT_SERVING', 'kumo.Kv': 'NOT_SERVING' })
+  const inMap = (): boolean => membership.map?.replicas !== undefined && membership.map.nodes.includes(options.id)
+  const updateHealth = (): void => {
+    if (state === 'starting' && inMap()) {
+      state = 'serving'
+      health.setStatus('', 'SERVING')
+      health.setStatus('kumo.Kv', 'SERVING')
+      logger.info({ epoch: membership.map?.epoch }, 'serving')
+    }
+  }
+  membership.onChange(updateHealth)
+
+  const topology = (): TopologyMsg => {
+    const map = membership.map
+    if (map === undefined) throw new KumoError('NOT_SERVING', 'this node has not joined a cluster yet')
+    const hints = storage.hintCounts()
+    const nodes = membership.allMembers().map((m) => ({
+      id: m.id,
+      address: m.address,
+      state: membership.health(m.id),
+      load: m.load,
+      weight: m.weight,
+      hintsHeld: hints.get(m.id) ?? 0,
+    }))
+    return mapToMsg(map, nodes, options.id)
+  }
+
+  const readPage = async (partition: number, gte: Buffer | undefined, lt: Buffer | undefined, limit: number): Promise<StoredRecord[]> => {
+    const map = membership.map!
+    const replicas = map.replicas[partition]!
+    if (replicas.includes(options.id)) return storage.scanPartition(partition, { gte, lt, limit })
+    let lastError: unknown = new KumoError('UNAVAILABLE', `no replica of partition ${partition} is reachable`)
+    for (const id of replicas) {
+      const addr = membership.address(id)
+      if (addr === undefined || !membership.isAlive(id)) continue
+      try {
+        const res = await peers.get(id, addr).request(
+          { ...noPeerFields, op: 'SCAN', partition, gte: gte ?? Buffer.alloc(0), lt: lt ?? Buffer.alloc(0), limit },
+          options.requestTimeoutMs ?? 5000,
+        )
+        return res.keys.map((key, i) => ({ key, record: res.records[i]! }))
+      } catch (err) {
+        lastError = err
+      }
+    }
+    throw toKumoError(lastError)
+  }
+
+  server.addService(
+    kvService,
+    kvHandlers({
+      handle: (req) => coordinator.handle(req),
+      topology,
+      epoch: () => membership.map?.epoch ?? 0,
+      partitionCount: () => membership.map?.partitionCount ?? partitionConfig.partitionCount,
+      readPage,
+      admit: () =>
+        state === 'serving' ? undefined : new KumoError('NOT_SERVING', `node ${options.id} is ${state === 'starting' ? 'starting' : 'shutting down'}`),
+      track: (delta) => {
+        inFlight += delta
+      },
+    }),
+  )
+  server.addService(peerService, {
+    Exchange: (call: grpc.ServerDuplexStream<PeerRequestFrameMsg, PeerResponseFrameMsg>) => {
+      let open = true
+      const batcher = new FrameBatcher<PeerResponseMsg>(
+        (responses) => {
+          if (open) call.write({ responses })
+        },
+        frameOpsMax,
+        frameBytesMax,
+      )
+      call.on('data', (frame: PeerRequestFrameMsg) => {
+        if (isMalformed(frame)) {
+          open = false
+          call.emit('error', toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed peer frame')))
+          return
+        }
+        for (const req of frame.requests) {
+          void replicaService.handle(req).then((res) => {
+            let bytes = 16
+            for (const r of res.records) bytes += r.length
+            batcher.push(res, bytes)
+          })
+        }
+      })
+      const close = (): void => {
+        open = false
+      }
+      call.on('end', () => {
+        close()
+        call.end()
+      })
+      call.on('cancelled', close)
+      call.on('error', close)
+    },
+    Gossip: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      if (isMalformed(call.request)) {
+        callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed gossip')))
+        return
+      }
+      callback(null, membership.receive(call.request))
+    },
+  })
+  health.addToServer(server)
+
+  membership.start()
+  updateHealth()
+  logger.info({ address, dataDir: options.dataDir }, 'started')
+
+  const stop = async (): Promise<void> => {
+    if (state === 'stopped' || state === 'draining') return
+    state = 'draining'
+    health.setStatus('', 'NOT_SERVING')
+    health.setStatus('kumo.Kv', 'NOT_SERVING')
+    await membership.announceStopping().catch(() => undefined)
+    membership.stop()
+    const deadline = Date.now() + (options.drainTimeoutMs ?? 5000)
+    while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+    await new Promise<void>((resolve) => {
+      const force = setTimeout(() => {
+        server.forceShutdown()
+        resolve()
+      }, 1000)
+      server.tryShutdown(() => {
+        clearTimeout(force)
+        resolve()
+      })
+    })
+    peers.close()
+    seedChannels.close()
+    await persistChain
+    await storage.close()
+    state = 'stopped'
+    logger.info('stopped')
+  }
+
+  return {
+    id: options.id,
+    address,
+    storage,
+    membership,
+    serving: () => state === 'serving',
+    topology,
+    stop,
+  }
+}

@@ -1,0 +1,66 @@
+import { KumoError, toKumoError } from '../core/errors.js'
+import type { StorageEngine } from '../storage/engine.js'
+import type { PeerRequestMsg, PeerResponseMsg, ResponseMsg } from '../wire/messages.js'
+
+export interface ReplicaServiceDeps {
+  storage: StorageEngine
+  /** Coordinates a request forwarded by a node that is not a replica. */
+  coordinate: (req: NonNullable<PeerRequestMsg['forward']>) => Promise<ResponseMsg>
+  /** Extra operations (hints, digests) handled by other components. */
+  extensions: Partial<Record<PeerRequestMsg['op'], (req: PeerRequestMsg) => Promise<Partial<PeerResponseMsg>>>>
+}
+
+const empty = Buffer.alloc(0)
+export const scanPageMax = 1000
+
+/** The replica's side of node-to-node requests: local reads, writes and scans. */
+export class ReplicaService {
+  constructor(private readonly deps: ReplicaServiceDeps) {}
+
+  async handle(req: PeerRequestMsg): Promise<PeerResponseMsg> {
+    try {
+      return { ...blank(req.id), ...(await this.dispatch(req)) }
+    } catch (err) {
+      const error = toKumoError(err)
+      return { ...blank(req.id), errorCode: error.code, errorMessage: error.message }
+    }
+  }
+
+  private async dispatch(req: PeerRequestMsg): Promise<Partial<PeerResponseMsg>> {
+    switch (req.op) {
+      case 'READ': {
+        const records = await this.deps.storage.getRecords(req.partition, req.keys)
+        return { records: records.map((r) => r ?? empty) }
+      }
+      case 'WRITE': {
+        if (req.keys.length !== req.records.length) throw new KumoError('INVALID_ARGUMENT', 'keys and records differ in count')
+        await this.deps.storage.applyRecords(
+          req.keys.map((key, i) => ({ partition: req.partition, key, record: req.records[i]! })),
+        )
+        return {}
+      }
+      case 'FORWARD': {
+        if (!req.forward) throw new KumoError('INVALID_ARGUMENT', 'FORWARD without a request')
+        return { forward: await this.deps.coordinate(req.forward) }
+      }
+      case 'SCAN': {
+        const limit = Math.min(req.limit || scanPageMax, scanPageMax)
+        const entries = await this.deps.storage.scanPartition(req.partition, {
+          gte: req.gte.length > 0 ? req.gte : undefined,
+          lt: req.lt.length > 0 ? req.lt : undefined,
+          limit,
+        })
+        return { keys: entries.map((e) => e.key), records: entries.map((e) => e.record) }
+      }
+      default: {
+        const extension = this.deps.extensions[req.op]
+        if (extension === undefined) throw new KumoError('INVALID_ARGUMENT', `unknown peer operation ${req.op}`)
+        return extension(req)
+      }
+    }
+  }
+}
+
+function blank(id: number): PeerResponseMsg {
+  return { id, errorCode: '', errorMessage: '', keys: [], records: [], forward: null, hashes: [] }
+}

@@ -1,0 +1,279 @@
+import assert from 'node:assert/strict'
+import { ClassicLevel } from 'classic-level'
+import { KumoError } from '../core/errors.js'
+import { recordVersion } from '../core/record.js'
+import type { HintEntry, RecordWrite, ScanRange, StorageEngine, StoredRecord } from './engine.js'
+import {
+  dataKey,
+  decodeHintKey,
+  hintKey,
+  hintRange,
+  hintTargetPrefix,
+  metaKey,
+  partitionRange,
+  prefixUpperBound,
+  userKeyOf,
+} from './keys.js'
+
+export interface ClassicLevelEngineConfig {
+  /** fsync every write batch (slower, survives power loss rather than only process crashes). */
+  sync: boolean
+  /** Writes gathered into one LevelDB batch at most. */
+  batchOpsMax: number
+}
+
+interface PendingWrite {
+  writes: readonly RecordWrite[]
+  resolve: (applied: boolean[]) => void
+  reject: (err: unknown) => void
+}
+
+interface PendingRead {
+  keys: Buffer[]
+  resolve: (records: (Buffer | undefined)[]) => void
+  reject: (err: unknown) => void
+}
+
+type Db = ClassicLevel<Buffer, Buffer>
+
+/**
+ * The classic-level engine. Reads and writes that arrive in the same event-loop turn share one
+ * native call: reads one getMany, writes one getMany (for the version check) and one batch.
+ * Write groups are applied one after another, so the version check and the write are atomic
+ * with respect to other writes of this process.
+ */
+export class ClassicLevelEngine implements StorageEngine {
+  private readonly db: Db
+  private readonly config: ClassicLevelEngineConfig
+  private writeQueue: PendingWrite[] = []
+  private writing = false
+  private readQueue: PendingRead[] = []
+  private readScheduled = false
+  private hintSeq = 0
+  private lastHintMs = 0
+  private readonly hintsByTarget = new Map<string, number>()
+
+  constructor(
+    readonly location: string,
+    config: Partial<ClassicLevelEngineConfig> = {},
+  ) {
+    this.config = { sync: false, batchOpsMax: 4096, ...config }
+    this.db = new ClassicLevel<Buffer, Buffer>(location, {
+      keyEncoding: 'buffer',
+      valueEncoding: 'buffer',
+    })
+  }
+
+  async open(): Promise<void> {
+    try {
+      await this.db.open()
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause
+      if (cause?.code === 'LEVEL_LOCKED') {
+        throw new KumoError(
+          'DATA_DIR_LOCKED',
+          `data directory ${this.location} is in use by another process (is a node already running on it?)`,
+          { cause: err },
+        )
+      }
+      throw new KumoError('INTERNAL', `cannot open data directory ${this.location}: ${(err as Error).message}`, {
+        cause: err,
+      })
+    }
+    for await (const key of this.db.keys({ ...hintRange })) {
+      const { target } = decodeHintKey(key)
+      this.hintsByTarget.set(target, (this.hintsByTarget.get(target) ?? 0) + 1)
+    }
+  }
+
+  async close(): Promise<void> {
+    while (this.writing || this.writeQueue.length > 0) await new Promise((r) => setImmediate(r))
+    await this.db.close()
+  }
+
+  getRecords(partition: number, keys: readonly Buffer[]): Promise<(Buffer | undefined)[]> {
+    const stored = keys.map((key) => dataKey(partition, key))
+    return new Promise((resolve, reject) => {
+      this.readQueue.push({ keys: stored, resolve, reject })
+      if (!this.readScheduled) {
+        this.readScheduled = true
+        setImmediate(() => this.flushReads())
+      }
+    })
+  }
+
+  private flushReads(): void {
+    this.readScheduled = false
+    const queue = this.readQueue
+    this.readQueue = []
+    const keys = queue.length === 1 ? queue[0]!.keys : queue.flatMap((r) => r.keys)
+    this.db.getMany(keys).then(
+      (values) => {
+        let offset = 0
+        for (const read of queue) {
+          read.resolve(values.slice(offset, offset + read.keys.length) as (Buffer | undefined)[])
+          offset += read.keys.length
+        }
+      },
+      (err) => {
+        const error = new KumoError('INTERNAL', `storage read failed: ${(err as Error).message}`, { cause: err })
+        for (const read of queue) read.reject(error)
+      },
+    )
+  }
+
+  applyRecords(writes: readonly RecordWrite[]): Promise<boolean[]> {
+    if (writes.length === 0) return Promise.resolve([])
+    return new Promise((resolve, reject) => {
+      this.writeQueue.push({ writes, resolve, reject })
+      if (!this.writing) {
+        this.writing = true
+        setImmediate(() => void this.flushWrites())
+      }
+    })
+  }
+
+  private async flushWrites(): Promise<void> {
+    while (this.writeQueue.length > 0) {
+      // Take whole groups up to the op limit: a group is atomic, so it is never split.
+      let ops = 0
+      let take = 0
+      while (take < this.writeQueue.length && (take === 0 || ops + this.writeQueue[take]!.writes.length <= this.config.batchOpsMax)) {
+        ops += this.writeQueue[take]!.writes.length
+        take++
+      }
+      const groups = this.writeQueue.splice(0, take)
+      try {
+        const results = await this.applyGroups(groups)
+        groups.forEach((group, i) => group.resolve(results[i]!))
+      } catch (err) {
+        const error = new KumoError('INTERNAL', `storage write failed: ${(err as Error).message}`, { cause: err })
+        for (const group of groups) group.reject(error)
+      }
+    }
+    this.writing = false
+  }
+
+  private async applyGroups(groups: PendingWrite[]): Promise<boolean[][]> {
+    const keys: Buffer[] = []
+    for (const group of groups) for (const w of group.writes) keys.push(dataKey(w.partition, w.key))
+    const held = await this.db.getMany(keys)
+    // The newest version per stored key, including writes earlier in this same batch.
+    const newest = new Map<string, Buffer>()
+    const batch = this.db.batch()
+    const results: boolean[][] = []
+    let i = 0
+    for (const group of groups) {
+      const applied: boolean[] = []
+      for (const w of group.writes) {
+        const stored = keys[i]!
+        const id = stored.toString('latin1')
+        const current = newest.get(id) ?? held[i]
+        i++
+        if (current !== undefined && Buffer.compare(recordVersion(w.record), recordVersion(current)) <= 0) {
+          applied.push(false)
+          continue
+        }
+        newest.set(id, w.record)
+        batch.put(stored, w.record)
+        applied.push(true)
+      }
+      results.push(applied)
+    }
+    if (batch.length > 0) await batch.write({ sync: this.config.sync })
+    else await batch.close()
+    return results
+  }
+
+  async scanPartition(partition: number, range: ScanRange): Promise<StoredRecord[]> {
+    assert.ok(range.limit >= 0)
+    if (range.limit === 0) return []
+    const bounds = partitionRange(partition, range.gte, range.lt)
+    const out: StoredRecord[] = []
+    const it = this.db.iterator({ ...bounds, limit: range.limit })
+    try {
+      for (;;) {
+        const entries = await it.nextv(Math.min(1000, range.limit - out.length))
+        if (entries.length === 0) break
+        for (const [key, record] of entries) out.push({ key: Buffer.from(userKeyOf(key)), record })
+        if (out.length >= range.limit) break
+      }
+    } finally {
+      await it.close()
+    }
+    return out
+  }
+
+  async dropPartition(partition: number): Promise<void> {
+    await this.db.clear(partitionRange(partition))
+  }
+
+  async putHints(
+    hints: readonly { target: string; partition: number; key: Buffer; record: Buffer }[],
+    nowMs: number,
+  ): Promise<void> {
+    if (hints.length === 0) return
+    const batch = this.db.batch()
+    for (const hint of hints) {
+      // seq = storedAt ms · 2^16 + counter: unique, ordered, and it tells a hint's age.
+      if (nowMs > this.lastHintMs) {
+        this.lastHintMs = nowMs
+        this.hintSeq = 0
+      }
+      const seq = BigInt(this.lastHintMs) * 65536n + BigInt(this.hintSeq++ & 0xffff)
+      batch.put(hintKey(hint.target, seq, hint.partition, hint.key), hint.record)
+    }
+    await batch.write({ sync: this.config.sync })
+    for (const hint of hints) this.hintsByTarget.set(hint.target, (this.hintsByTarget.get(hint.target) ?? 0) + 1)
+  }
+
+  async readHints(target: string, limit: number): Promise<HintEntry[]> {
+    const prefix = hintTargetPrefix(target)
+    const out: HintEntry[] = []
+    const it = this.db.iterator({ gte: prefix, lt: prefixUpperBound(prefix)!, limit })
+    try {
+      const entries = await it.nextv(limit)
+      for (const [id, record] of entries) {
+        const decoded = decodeHintKey(id)
+        out.push({
+          id,
+          target: decoded.target,
+          storedAtMs: Number(decoded.seq >> 16n),
+          partition: decoded.partition,
+          key: Buffer.from(decoded.key),
+          record,
+        })
+      }
+    } finally {
+      await it.close()
+    }
+    return out
+  }
+
+  async deleteHints(ids: readonly Buffer[]): Promise<void> {
+    if (ids.length === 0) return
+    const held = await this.db.getMany(ids as Buffer[])
+    const batch = this.db.batch()
+    for (const id of ids) batch.del(id)
+    await batch.write({ sync: this.config.sync })
+    ids.forEach((id, i) => {
+      if (held[i] === undefined) return
+      const { target } = decodeHintKey(id)
+      const left = (this.hintsByTarget.get(target) ?? 1) - 1
+      if (left <= 0) this.hintsByTarget.delete(target)
+      else this.hintsByTarget.set(target, left)
+    })
+  }
+
+  hintCounts(): Map<string, number> {
+    return new Map(this.hintsByTarget)
+  }
+
+  async getMeta(name: string): Promise<Buffer | undefined> {
+    return (await this.db.get(metaKey(name))) ?? undefined
+  }
+
+  async putMeta(name: string, value: Buffer): Promise<void> {
+    await this.db.put(metaKey(name), value, { sync: true })
+  }
+}

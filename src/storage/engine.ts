@@ -1,0 +1,64 @@
+/**
+ * The storage engine contract. Records are the encoded bytes of core/record.ts; the engine
+ * compares their versions but never interprets values. Buffers returned are owned by the
+ * caller. Every method may reject with a KumoError('INTERNAL') on a storage failure.
+ */
+export interface StoredRecord {
+  key: Buffer
+  record: Buffer
+}
+
+export interface RecordWrite {
+  partition: number
+  key: Buffer
+  record: Buffer
+}
+
+export interface HintEntry {
+  /** Opaque handle for deleteHints. */
+  id: Buffer
+  target: string
+  storedAtMs: number
+  partition: number
+  key: Buffer
+  record: Buffer
+}
+
+export interface ScanRange {
+  /** User keys in [gte, lt); either bound may be absent. */
+  gte?: Uint8Array
+  lt?: Uint8Array
+  limit: number
+}
+
+export interface StorageEngine {
+  open(): Promise<void>
+  close(): Promise<void>
+
+  /** The records held for `keys` in `partition`, undefined where none. */
+  getRecords(partition: number, keys: readonly Buffer[]): Promise<(Buffer | undefined)[]>
+
+  /**
+   * Applies writes last-writer-wins: a record is stored only if its version is newer than the
+   * one held (equal versions are a no-op, so replays are harmless). All writes of one call are
+   * committed in one atomic LevelDB batch. Resolves, per write, whether it was stored.
+   */
+  applyRecords(writes: readonly RecordWrite[]): Promise<boolean[]>
+
+  /** Records of one partition in user-key order within the range, at most `limit`. */
+  scanPartition(partition: number, range: ScanRange): Promise<StoredRecord[]>
+
+  /** Deletes a partition's records whose user keys fall in the range (used after handoff). */
+  dropPartition(partition: number): Promise<void>
+
+  /** Stores writes meant for another node (hinted handoff). */
+  putHints(hints: readonly { target: string; partition: number; key: Buffer; record: Buffer }[], nowMs: number): Promise<void>
+  /** Oldest hints for `target` first, at most `limit`. */
+  readHints(target: string, limit: number): Promise<HintEntry[]>
+  deleteHints(ids: readonly Buffer[]): Promise<void>
+  /** Hints held per target node. */
+  hintCounts(): Map<string, number>
+
+  getMeta(name: string): Promise<Buffer | undefined>
+  putMeta(name: string, value: Buffer): Promise<void>
+}

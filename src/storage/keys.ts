@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict'
+
+/**
+ * LevelDB key layout. A partition is one contiguous range, so handoff, repair and scans read
+ * ranges, never the whole database:
+ *
+ *   [u16 partition BE][user key]                 data (partition < 0x8000)
+ *   [0xFF 0xFE][u8 len][target id][u64 seq][u16 partition][user key]   hints
+ *   [0xFF 0xFF][name]                            node metadata
+ */
+export const partitionCountMax = 0x8000
+const hintPrefix = Buffer.from([0xff, 0xfe])
+const metaPrefix = Buffer.from([0xff, 0xff])
+
+export function dataKey(partition: number, key: Uint8Array): Buffer {
+  assert.ok(partition >= 0 && partition < partitionCountMax)
+  const out = Buffer.allocUnsafe(2 + key.length)
+  out.writeUInt16BE(partition, 0)
+  out.set(key, 2)
+  return out
+}
+
+/** [lo, hi) bounds of a partition's data range, optionally narrowed to user keys [gte, lt). */
+export function partitionRange(
+  partition: number,
+  gte?: Uint8Array,
+  lt?: Uint8Array,
+): { gte: Buffer; lt: Buffer } {
+  const lo = dataKey(partition, gte ?? Buffer.alloc(0))
+  const hi = lt !== undefined ? dataKey(partition, lt) : partitionStart(partition + 1)
+  return { gte: lo, lt: hi }
+}
+
+function partitionStart(partition: number): Buffer {
+  const out = Buffer.allocUnsafe(2)
+  out.writeUInt16BE(partition, 0)
+  return out
+}
+
+export function userKeyOf(storedKey: Buffer): Buffer {
+  return storedKey.subarray(2)
+}
+
+export function partitionOfStoredKey(storedKey: Buffer): number {
+  return storedKey.readUInt16BE(0)
+}
+
+export function metaKey(name: string): Buffer {
+  return Buffer.concat([metaPrefix, Buffer.from(name, 'utf8')])
+}
+
+export function hintTargetPrefix(target: string): Buffer {
+  const id = Buffer.from(target, 'utf8')
+  assert.ok(id.length >= 1 && id.length <= 255)
+  return Buffer.concat([hintPrefix, Buffer.from([id.length]), id])
+}
+
+export function hintKey(target: string, seq: bigint, partition: number, key: Uint8Array): Buffer {
+  const head = hintTargetPrefix(target)
+  const out = Buffer.allocUnsafe(head.length + 8 + 2 + key.length)
+  head.copy(out, 0)
+  out.writeBigUInt64BE(seq, head.length)
+  out.writeUInt16BE(partition, head.length + 8)
+  out.set(key, head.length + 10)
+  return out
+}
+
+export function decodeHintKey(stored: Buffer): {
+  target: string
+  seq: bigint
+  partition: number
+  key: Buffer
+} {
+  const idBytes = stored[2]!
+  const target = stored.toString('utf8', 3, 3 + idBytes)
+  const at = 3 + idBytes
+  return {
+    target,
+    seq: stored.readBigUInt64BE(at),
+    partition: stored.readUInt16BE(at + 8),
+    key: stored.subarray(at + 10),
+  }
+}
+
+export const hintRange = { gte: hintPrefix, lt: metaPrefix }
+
+/** The smallest key greater than every key that starts with `prefix` (undefined: no bound). */
+export function prefixUpperBound(prefix: Uint8Array): Buffer | undefined {
+  const out = Buffer.from(prefix)
+  for (let i = out.length - 1; i >= 0; i--) {
+    if (out[i]! < 0xff) {
+      out[i]!++
+      return out.subarray(0, i + 1)
+    }
+  }
+  return undefined
+}

@@ -1,0 +1,112 @@
+/** TypeScript shapes of the decoded proto messages (proto-loader: camelCase, defaults on). */
+export type OpName = 'GET' | 'PUT' | 'DEL' | 'BATCH'
+
+export interface BatchOpMsg {
+  type: 'PUT' | 'DEL'
+  key: Buffer
+  value: Buffer
+  ttlMs: number
+}
+
+export interface RequestMsg {
+  id: number
+  op: OpName
+  key: Buffer
+  value: Buffer
+  consistency: string
+  ttlMs: number
+  timeoutMs: number
+  ops: BatchOpMsg[]
+}
+
+export interface ResponseMsg {
+  id: number
+  errorCode: string
+  errorMessage: string
+  found: boolean
+  value: Buffer
+}
+
+export interface RequestFrameMsg {
+  requests: RequestMsg[]
+}
+
+export interface ResponseFrameMsg {
+  responses: ResponseMsg[]
+  epoch: number
+}
+
+export type PeerOpName = 'READ' | 'WRITE' | 'FORWARD' | 'SCAN' | 'HINT' | 'DIGEST'
+
+export interface PeerRequestMsg {
+  id: number
+  op: PeerOpName
+  partition: number
+  keys: Buffer[]
+  records: Buffer[]
+  forward?: RequestMsg | null
+  gte: Buffer
+  lt: Buffer
+  limit: number
+  hintTarget: string
+}
+
+export interface PeerResponseMsg {
+  id: number
+  errorCode: string
+  errorMessage: string
+  keys: Buffer[]
+  records: Buffer[]
+  forward?: ResponseMsg | null
+  hashes: number[]
+}
+
+export interface PeerRequestFrameMsg {
+  requests: PeerRequestMsg[]
+}
+
+export interface PeerResponseFrameMsg {
+  responses: PeerResponseMsg[]
+}
+
+export interface NodeInfoMsg {
+  id: string
+  address: string
+  state: string
+  load: number
+  weight: number
+  hintsHeld: number
+}
+
+export interface TopologyMsg {
+  epoch: number
+  partitionCount: number
+  replicationFactor: number
+  nodes: NodeInfoMsg[]
+  partitions: { nodes: string[] }[]
+  answeredBy: string
+}
+
+export interface MemberMsg {
+  id: string
+  address: string
+  generation: number
+  heartbeat: number
+  status: string
+  load: number
+  weight: number
+}
+
+export interface GossipMsg {
+  from: string
+  members: MemberMsg[]
+  map?: TopologyMsg | null
+}
+
+export interface ScanRequestMsg {
+  prefix: Buffer
+  gte: Buffer
+  lt: Buffer
+  limit: number
+  pageSize: number
+}
