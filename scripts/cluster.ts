@@ -1,0 +1,89 @@
+import { Command, InvalidArgumentError } from 'commander'
+import type { ChildProcess } from 'node:child_process'
+import path from 'node:path'
+import { localSpecs, portTaken, spawnNode, stopChild, waitHealthy } from './local-cluster.js'
+
+function wholeNumber(value: string): number {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('must be a positive whole number')
+  return n
+}
+
+const program = new Command()
+  .name('npm run cluster --')
+  .description('Start a local Kumo cluster in the foreground; Ctrl-C stops it. Data persists between runs.')
+  .option('--nodes <n>', 'number of nodes', wholeNumber, 3)
+  .option('--base-port <port>', 'port of the first node; the others follow', wholeNumber, 7001)
+  .option('--data <dir>', 'data root; node i keeps its data in <dir>/node<i>', './data')
+  .option('--host <host>', 'address to listen on', '127.0.0.1')
+  .parse()
+
+const opts = program.opts<{ nodes: number; basePort: number; data: string; host: string }>()
+
+async function main(): Promise<void> {
+  const specs = localSpecs(opts.nodes, opts.basePort, path.resolve(opts.data), opts.host)
+  const seeds = specs.map((s) => s.address)
+  for (const spec of specs) {
+    const taken = await portTaken(spec.address)
+    if (taken !== undefined) {
+      process.stderr.write(`cluster: ${taken} (is a cluster already running? stop it, or use --base-port)\n`)
+      process.exit(1)
+    }
+  }
+  const children = new Map<string, ChildProcess>()
+  let stopping = false
+  const stopAll = async (code: number): Promise<never> => {
+    stopping = true
+    await Promise.all([...children.values()].map((c) => stopChild(c)))
+    process.exit(code)
+  }
+  process.on('SIGINT', () => {
+    if (stopping) return
+    process.stdout.write('\ncluster: stopping all nodes...\n')
+    void stopAll(0)
+  })
+  process.on('SIGTERM', () => {
+    if (!stopping) void stopAll(0)
+  })
+
+  let exitedDuringStart = false
+  for (const spec of specs) {
+    const child = spawnNode(spec, seeds, [], (line) => process.stdout.write(`[${spec.id}] ${line}\n`))
+    children.set(spec.id, child)
+    child.once('exit', (code, signal) => {
+      if (stopping) return
+      exitedDuringStart = true
+      process.stdout.write(`cluster: node ${spec.id} exited (${signal ?? `code ${code}`}); the others keep serving\n`)
+    })
+  }
+  process.stdout.write(`cluster: starting ${specs.length} nodes (data in ${path.resolve(opts.data)})...\n`)
+  try {
+    await waitHealthy(specs, 60_000, () => !exitedDuringStart)
+  } catch (err) {
+    process.stderr.write(`cluster: ${(err as Error).message}\n`)
+    await stopAll(1)
+  }
+  const list = seeds.join(',')
+  process.stdout.write(
+    [
+      '',
+      `Kumo is running: ${specs.map((s) => `${s.id} ${s.address}`).join(', ')}`,
+      '',
+      'From another terminal:',
+      `  npx kumo --seeds ${list} put hello world`,
+      `  npx kumo --seeds ${list} get hello`,
+      `  npx kumo --seeds ${list} status`,
+      '',
+      'From your code:',
+      `  import { connect } from 'kumodb'`,
+      `  const db = await connect({ seeds: ['${seeds[0]}'] })`,
+      `  await db.put('hello', 'world'); console.log((await db.get('hello'))?.toString())`,
+      '',
+      'Ctrl-C stops the cluster.',
+      '',
+    ].join('\n'),
+  )
+  await new Promise(() => undefined)
+}
+
+void main()

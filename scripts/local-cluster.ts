@@ -1,0 +1,93 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import net from 'node:net'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { connect } from '../src/client/client.js'
+import { healthProbe } from '../src/cli/probes.js'
+
+/** The compiled CLI, whether this file runs from dist/ or from source under tsx. */
+export const cliPath = (() => {
+  const here = path.dirname(fileURLToPath(import.meta.url))
+  const root = here.includes(`${path.sep}dist${path.sep}`) || here.endsWith(`${path.sep}dist`) ? path.resolve(here, '../..') : path.resolve(here, '..')
+  return path.join(root, 'dist', 'src', 'cli', 'main.js')
+})()
+
+export interface LocalNodeSpec {
+  id: string
+  address: string
+  dataDir: string
+}
+
+export function localSpecs(count: number, basePort: number, dataRoot: string, host = '127.0.0.1'): LocalNodeSpec[] {
+  return Array.from({ length: count }, (_, i) => ({
+    id: `n${i + 1}`,
+    address: `${host}:${basePort + i}`,
+    dataDir: path.join(dataRoot, `node${i + 1}`),
+  }))
+}
+
+/** Resolves to an error message if the port cannot be bound, undefined if it is free. */
+export function portTaken(address: string): Promise<string | undefined> {
+  const at = address.lastIndexOf(':')
+  return new Promise((resolve) => {
+    const server = net.createServer()
+    server.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'EADDRINUSE' ? `port ${address} is already in use` : `cannot bind ${address}: ${err.message}`))
+    server.listen(Number(address.slice(at + 1)), address.slice(0, at), () => server.close(() => resolve(undefined)))
+  })
+}
+
+export function spawnNode(spec: LocalNodeSpec, seeds: string[], extraArgs: string[] = [], onLine?: (line: string) => void): ChildProcess {
+  const child = spawn(
+    process.execPath,
+    [cliPath, 'start', '--id', spec.id, '--listen', spec.address, '--data', spec.dataDir, '--seeds', seeds.join(','), ...extraArgs],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  )
+  const forward = (stream: NodeJS.ReadableStream | null): void => {
+    let buffer = ''
+    stream?.setEncoding('utf8')
+    stream?.on('data', (chunk: string) => {
+      buffer += chunk
+      let nl: number
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        onLine?.(buffer.slice(0, nl))
+        buffer = buffer.slice(nl + 1)
+      }
+    })
+  }
+  forward(child.stdout)
+  forward(child.stderr)
+  return child
+}
+
+/** Waits until every node answers SERVING and one of them reports a map with all of them. */
+export async function waitHealthy(specs: LocalNodeSpec[], timeoutMs: number, isAlive: () => boolean = () => true): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline && isAlive()) {
+    const probes = await Promise.all(specs.map((s) => healthProbe(s.address, 1000)))
+    if (probes.every((p) => p.ok)) {
+      try {
+        const db = await connect({ seeds: [specs[0]!.address], timeoutMs: 2000 })
+        const topology = await db.topology()
+        await db.close()
+        if (specs.every((s) => topology.nodes.some((n) => n.id === s.id && n.state === 'up')) && topology.partitions.every((p) => p.length === Math.min(topology.replicationFactor, specs.length))) return
+      } catch {
+        // not yet
+      }
+    }
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  throw new Error(isAlive() ? `the cluster was not healthy within ${timeoutMs} ms` : 'a node exited during startup')
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. */
+export function stopChild(child: ChildProcess, graceMs = 10_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve()
+  return new Promise((resolve) => {
+    const kill = setTimeout(() => child.kill('SIGKILL'), graceMs)
+    child.once('exit', () => {
+      clearTimeout(kill)
+      resolve()
+    })
+    child.kill('SIGTERM')
+  })
+}

@@ -1,0 +1,169 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError, Option } from 'commander'
+import { connect, type KumoClient } from '../client/client.js'
+import { loadBalancingPolicies, type LoadBalancing } from '../core/balancing.js'
+import { consistencyLevels, type Consistency } from '../core/consistency.js'
+import { KumoError } from '../core/errors.js'
+import { startNode } from '../node/node.js'
+import { clusterStatus, formatStatus } from './status.js'
+
+const defaultSeeds = process.env.KUMO_SEEDS ?? '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003'
+
+function list(value: string): string[] {
+  return value.split(',').map((s) => s.trim()).filter(Boolean)
+}
+
+function wholeNumber(value: string): number {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('must be a whole number')
+  return n
+}
+
+const program = new Command()
+program
+  .name('kumo')
+  .description('Kumo: a partitioned, replicated key-value database.\nRun a node with `kumo start`; use a cluster with the other commands.')
+  .option('--seeds <hosts>', 'comma-separated host:port of cluster nodes', defaultSeeds)
+  .addOption(new Option('--consistency <level>', 'read/write consistency').choices(consistencyLevels as string[]).default('quorum'))
+  .addOption(new Option('--load-balancing <policy>', 'replica selection policy').choices(loadBalancingPolicies as string[]))
+  .option('--timeout <ms>', 'deadline per request in milliseconds', wholeNumber, 5000)
+  .showHelpAfterError()
+  // Global options go before the command (kumo --seeds h:p get k), so `start --seeds` is start's own.
+  .enablePositionalOptions()
+
+interface GlobalOptions {
+  seeds: string
+  consistency: Consistency
+  loadBalancing?: LoadBalancing
+  timeout: number
+}
+
+async function withClient<T>(fn: (db: KumoClient, opts: GlobalOptions) => Promise<T>): Promise<T> {
+  const opts = program.opts<GlobalOptions>()
+  const db = await connect({
+    seeds: list(opts.seeds),
+    consistency: opts.consistency,
+    timeoutMs: opts.timeout,
+    ...(opts.loadBalancing ? { loadBalancing: opts.loadBalancing } : {}),
+  })
+  try {
+    return await fn(db, opts)
+  } finally {
+    await db.close()
+  }
+}
+
+program
+  .command('start')
+  .description('run a node in the foreground until SIGINT or SIGTERM')
+  .requiredOption('--id <id>', 'unique node id, e.g. n1')
+  .requiredOption('--listen <host:port>', 'address to listen on, e.g. 127.0.0.1:7001')
+  .requiredOption('--data <dir>', 'data directory (created if missing)')
+  .option('--seeds <hosts>', 'comma-separated host:port of nodes to join (may include this one)')
+  .option('--advertise <host:port>', 'address peers and clients should use (default: --listen)')
+  .option('--partitions <n>', 'partitions when founding a cluster (power of two)', wholeNumber, 256)
+  .option('--replicas <n>', 'replicas per partition (N)', wholeNumber, 3)
+  .option('--weight <n>', 'weight for weighted-round-robin', wholeNumber, 1)
+  .option('--sync', 'fsync every write batch', false)
+  .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('warn'))
+  .action(async (o, cmd: Command) => {
+    const globals = cmd.parent!.opts<GlobalOptions>()
+    const node = await startNode({
+      id: o.id,
+      listen: o.listen,
+      dataDir: o.data,
+      seeds: o.seeds ? list(o.seeds) : [],
+      ...(o.advertise ? { advertise: o.advertise } : {}),
+      partitions: o.partitions,
+      replicationFactor: o.replicas,
+      weight: o.weight,
+      sync: o.sync,
+      consistency: globals.consistency,
+      ...(globals.loadBalancing ? { loadBalancing: globals.loadBalancing } : {}),
+      logLevel: o.logLevel,
+    })
+    process.stdout.write(`kumo node ${node.id} listening on ${node.address}, data in ${o.data}\n`)
+    let stopping = false
+    const stop = (signal: string): void => {
+      if (stopping) return
+      stopping = true
+      process.stdout.write(`kumo node ${node.id}: ${signal}, stopping\n`)
+      node.stop().then(
+        () => process.exit(0),
+        (err) => {
+          process.stderr.write(`kumo node ${node.id}: stop failed: ${(err as Error).message}\n`)
+          process.exit(1)
+        },
+      )
+    }
+    process.on('SIGINT', () => stop('SIGINT'))
+    process.on('SIGTERM', () => stop('SIGTERM'))
+    await new Promise(() => undefined)
+  })
+
+program
+  .command('put <key> <value>')
+  .description('store a value')
+  .option('--ttl <ms>', 'expire after this many milliseconds', wholeNumber)
+  .action(async (key: string, value: string, o) => {
+    await withClient((db) => db.put(key, value, o.ttl ? { ttlMs: o.ttl } : {}))
+    process.stdout.write('OK\n')
+  })
+
+program
+  .command('get <key>')
+  .description('print a value (exit 1 if the key is absent)')
+  .action(async (key: string) => {
+    const value = await withClient((db) => db.get(key))
+    if (value === undefined) {
+      process.stderr.write(`(not found)\n`)
+      process.exitCode = 1
+    } else process.stdout.write(`${value.toString('utf8')}\n`)
+  })
+
+program
+  .command('del <key>')
+  .description('delete a key')
+  .action(async (key: string) => {
+    await withClient((db) => db.del(key))
+    process.stdout.write('OK\n')
+  })
+
+program
+  .command('scan')
+  .description('print keys and values in key order, tab-separated')
+  .option('--prefix <p>', 'only keys starting with this')
+  .option('--gte <key>', 'from this key (inclusive)')
+  .option('--lt <key>', 'up to this key (exclusive)')
+  .option('--limit <n>', 'at most this many entries', wholeNumber)
+  .action(async (o) => {
+    await withClient(async (db) => {
+      for await (const { key, value } of db.scan({ prefix: o.prefix, gte: o.gte, lt: o.lt, limit: o.limit })) {
+        process.stdout.write(`${key.toString('utf8')}\t${value.toString('utf8')}\n`)
+      }
+    })
+  })
+
+program
+  .command('status')
+  .description('each node: state as its peers see it, partitions held, L4 TCP and L7 health checks')
+  .option('--json', 'print JSON')
+  .action(async (o) => {
+    const opts = program.opts<GlobalOptions>()
+    const status = await clusterStatus(list(opts.seeds), opts.timeout)
+    process.stdout.write(o.json ? `${JSON.stringify(status, null, 2)}\n` : `${formatStatus(status)}\n`)
+  })
+
+program
+  .command('topology')
+  .description('print the partition map as JSON')
+  .action(async () => {
+    const topology = await withClient((db) => db.topology())
+    process.stdout.write(`${JSON.stringify(topology, null, 2)}\n`)
+  })
+
+program.parseAsync().catch((err: unknown) => {
+  const code = err instanceof KumoError ? err.code : 'ERROR'
+  process.stderr.write(`kumo: ${code}: ${(err as Error).message}\n`)
+  process.exit(2)
+})

@@ -1,0 +1,46 @@
+import net from 'node:net'
+import * as grpc from '@grpc/grpc-js'
+import { service as healthService } from 'grpc-health-check'
+
+export interface ProbeResult {
+  ok: boolean
+  ms: number
+  detail: string
+}
+
+/** L4: can a TCP connection be opened to the node's port, and how fast. */
+export function tcpProbe(address: string, timeoutMs: number): Promise<ProbeResult> {
+  const at = address.lastIndexOf(':')
+  const host = address.slice(0, at)
+  const port = Number(address.slice(at + 1))
+  const started = performance.now()
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port })
+    const done = (ok: boolean, detail: string): void => {
+      socket.destroy()
+      resolve({ ok, ms: performance.now() - started, detail })
+    }
+    socket.setTimeout(timeoutMs, () => done(false, 'timeout'))
+    socket.once('connect', () => done(true, 'open'))
+    socket.once('error', (err: NodeJS.ErrnoException) => done(false, err.code ?? err.message))
+  })
+}
+
+const HealthClient = grpc.makeGenericClientConstructor(healthService as never, 'Health')
+
+/** L7: the standard gRPC health service's verdict. */
+export function healthProbe(address: string, timeoutMs: number, service = ''): Promise<ProbeResult> {
+  const client = new HealthClient(address, grpc.credentials.createInsecure()) as grpc.Client & Record<string, Function>
+  const started = performance.now()
+  return new Promise((resolve) => {
+    client.check({ service }, { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: { status: string | number }) => {
+      const ms = performance.now() - started
+      client.close()
+      if (err) resolve({ ok: false, ms, detail: err.details || err.message })
+      else {
+        const status = typeof res.status === 'number' ? ['UNKNOWN', 'SERVING', 'NOT_SERVING', 'SERVICE_UNKNOWN'][res.status] ?? String(res.status) : res.status
+        resolve({ ok: status === 'SERVING', ms, detail: status })
+      }
+    })
+  })
+}

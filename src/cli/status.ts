@@ -1,0 +1,106 @@
+import { primaryCounts, replicaCounts } from '../core/partition-map.js'
+import { connect, type Topology } from '../client/client.js'
+import { healthProbe, tcpProbe, type ProbeResult } from './probes.js'
+
+export interface NodeStatus {
+  id: string
+  address: string
+  /** The node's state as each reachable node sees it. */
+  seenAs: Record<string, string>
+  primaries: number
+  replicas: number
+  l4: ProbeResult
+  l7: ProbeResult
+  /** Hints held by other nodes for this node. */
+  hintsFor: number
+}
+
+export interface ClusterStatus {
+  epoch: number
+  partitionCount: number
+  replicationFactor: number
+  nodes: NodeStatus[]
+}
+
+export async function clusterStatus(seeds: string[], timeoutMs: number): Promise<ClusterStatus> {
+  const db = await connect({ seeds, timeoutMs })
+  try {
+    const topology = await db.topology()
+    const map = {
+      epoch: topology.epoch,
+      partitionCount: topology.partitionCount,
+      replicationFactor: topology.replicationFactor,
+      nodes: [...new Set(topology.partitions.flat())].sort(),
+      replicas: topology.partitions,
+    }
+    const primaries = primaryCounts(map)
+    const replicas = replicaCounts(map)
+    // Every node's own view, so a disagreement (a partition between nodes) shows.
+    const views = new Map<string, Topology>()
+    await Promise.all(
+      topology.nodes.map(async (node) => {
+        try {
+          const one = await connect({ seeds: [node.address], timeoutMs: Math.min(timeoutMs, 2000) })
+          try {
+            views.set(node.id, one.cachedTopology())
+          } finally {
+            await one.close()
+          }
+        } catch {
+          // Unreachable: its view is simply absent.
+        }
+      }),
+    )
+    const nodes = await Promise.all(
+      topology.nodes.map(async (node): Promise<NodeStatus> => {
+        const [l4, l7] = await Promise.all([tcpProbe(node.address, timeoutMs), healthProbe(node.address, timeoutMs)])
+        const seenAs: Record<string, string> = {}
+        let hintsFor = 0
+        for (const [viewer, view] of views) {
+          const seen = view.nodes.find((n) => n.id === node.id)
+          if (seen !== undefined && viewer !== node.id) seenAs[viewer] = seen.state
+          hintsFor += seen?.hintsHeld ?? 0
+        }
+        return {
+          id: node.id,
+          address: node.address,
+          seenAs,
+          primaries: primaries.get(node.id) ?? 0,
+          replicas: replicas.get(node.id) ?? 0,
+          l4,
+          l7,
+          hintsFor,
+        }
+      }),
+    )
+    nodes.sort((a, b) => (a.id < b.id ? -1 : 1))
+    return { epoch: topology.epoch, partitionCount: topology.partitionCount, replicationFactor: topology.replicationFactor, nodes }
+  } finally {
+    await db.close()
+  }
+}
+
+function pad(cells: string[][]): string {
+  const widths = cells[0]!.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)))
+  return cells.map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')
+}
+
+export function formatStatus(status: ClusterStatus): string {
+  const rows = [['NODE', 'ADDRESS', 'STATE', 'SEEN AS', 'PRIMARY', 'REPLICA', 'L4 TCP', 'L7 HEALTH', 'HINTS FOR IT']]
+  for (const n of status.nodes) {
+    const views = Object.values(n.seenAs)
+    const state = !n.l4.ok ? 'down' : n.l7.ok ? 'up' : n.l7.detail.toLowerCase()
+    rows.push([
+      n.id,
+      n.address,
+      state,
+      Object.entries(n.seenAs).map(([by, s]) => `${by}:${s}`).join(',') || (views.length === 0 ? '-' : ''),
+      String(n.primaries),
+      String(n.replicas),
+      n.l4.ok ? `ok ${n.l4.ms.toFixed(1)}ms` : `fail (${n.l4.detail})`,
+      n.l7.ok ? `${n.l7.detail} ${n.l7.ms.toFixed(1)}ms` : `fail (${n.l7.detail})`,
+      String(n.hintsFor),
+    ])
+  }
+  return `cluster epoch ${status.epoch}, ${status.partitionCount} partitions, N=${status.replicationFactor}\n${pad(rows)}`
+}
