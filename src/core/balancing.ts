@@ -58,27 +58,42 @@ export class WeightedRoundRobinPicker implements ReplicaPicker {
   }
 }
 
-/** Fewest requests in flight first; ties go round robin so equal nodes share the work. */
+/**
+ * Candidates by ascending score; those sharing the best score take turns at the front, so equal
+ * nodes share the work rather than the first one taking it all.
+ */
+function byScore(candidates: readonly string[], score: (id: string) => number, turn: number): string[] {
+  const sorted = [...candidates].sort((a, b) => score(a) - score(b))
+  if (sorted.length <= 1) return sorted
+  const best = score(sorted[0]!)
+  let ties = 1
+  while (ties < sorted.length && score(sorted[ties]!) === best) ties++
+  const start = turn % ties
+  return [...sorted.slice(start, ties), ...sorted.slice(0, start), ...sorted.slice(ties)]
+}
+
+/** Fewest requests in flight first; ties take turns. */
 export class LeastConnectionsPicker implements ReplicaPicker {
-  private readonly tie = new RoundRobinPicker()
+  private turn = 0
   order(candidates: readonly string[], stats: ReplicaStats): string[] {
-    const rotated = this.tie.order(candidates)
-    return rotated.sort((a, b) => stats.inFlight(a) - stats.inFlight(b))
+    this.turn = (this.turn + 1) & 0x3fffffff
+    return byScore(candidates, (id) => stats.inFlight(id), this.turn)
   }
 }
 
 /**
- * Lowest reported load first. Loads within `bandwidth` of each other count as equal (and go to
- * least-connections), so two idle nodes share the work instead of one taking it all until its
- * next heartbeat.
+ * Lowest reported load first. Loads within `bandwidth` of each other count as equal and go to
+ * the one with fewer requests in flight, so two idle nodes share the work instead of one taking
+ * it all until its next heartbeat.
  */
 export class LeastLoadPicker implements ReplicaPicker {
-  private readonly tie = new LeastConnectionsPicker()
+  private turn = 0
   constructor(private readonly bandwidth = 0.1) {}
   order(candidates: readonly string[], stats: ReplicaStats): string[] {
+    this.turn = (this.turn + 1) & 0x3fffffff
     const bucket = (id: string): number => Math.floor(stats.load(id) / this.bandwidth)
-    const ordered = this.tie.order(candidates, stats)
-    return ordered.sort((a, b) => bucket(a) - bucket(b))
+    // Bucket dominates; in-flight count (bounded well below 1e6) breaks ties within a bucket.
+    return byScore(candidates, (id) => bucket(id) * 1e6 + Math.min(stats.inFlight(id), 999_999), this.turn)
   }
 }
 

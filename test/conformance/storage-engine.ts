@@ -1,0 +1,134 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { encodeRecord, recordVersion } from '../../src/core/record.js'
+import { encodeVersion } from '../../src/core/version.js'
+import type { StorageEngine } from '../../src/storage/engine.js'
+
+export interface EngineFactory {
+  /** A new, empty engine (not opened). */
+  create(): Promise<StorageEngine>
+  /** The same data, reopened (after close). */
+  reopen(engine: StorageEngine): Promise<StorageEngine>
+  cleanup(): Promise<void>
+}
+
+const rec = (ms: number, value: string | undefined, node = 'n1'): Buffer =>
+  encodeRecord(encodeVersion({ ms, counter: 0 }, node), value === undefined ? undefined : Buffer.from(value))
+const k = (s: string): Buffer => Buffer.from(s)
+
+/** The contract every StorageEngine must meet. */
+export function storageEngineConformance(name: string, factory: EngineFactory): void {
+  describe(`StorageEngine conformance: ${name}`, () => {
+    let engine: StorageEngine
+    beforeEach(async () => {
+      engine = await factory.create()
+      await engine.open()
+    })
+    afterEach(async () => {
+      await engine.close()
+      await factory.cleanup()
+    })
+
+    it('returns undefined for keys it does not hold', async () => {
+      expect(await engine.getRecords(0, [k('a'), k('b')])).toEqual([undefined, undefined])
+    })
+
+    it('stores a record and returns it byte for byte', async () => {
+      const r = rec(10, 'hello')
+      expect(await engine.applyRecords([{ partition: 3, key: k('a'), record: r }])).toEqual([true])
+      expect(await engine.getRecords(3, [k('a')])).toEqual([r])
+      // Partitions are separate key spaces.
+      expect(await engine.getRecords(4, [k('a')])).toEqual([undefined])
+    })
+
+    it('keeps the newest version: older and equal writes are ignored', async () => {
+      const newer = rec(20, 'new')
+      await engine.applyRecords([{ partition: 0, key: k('x'), record: newer }])
+      expect(await engine.applyRecords([{ partition: 0, key: k('x'), record: rec(10, 'old') }])).toEqual([false])
+      expect(await engine.applyRecords([{ partition: 0, key: k('x'), record: newer }])).toEqual([false])
+      expect(await engine.getRecords(0, [k('x')])).toEqual([newer])
+      const tie = rec(20, 'same time, higher node', 'n2')
+      expect(await engine.applyRecords([{ partition: 0, key: k('x'), record: tie }])).toEqual([true])
+      expect(await engine.getRecords(0, [k('x')])).toEqual([tie])
+    })
+
+    it('resolves writes to one key within one call and across concurrent calls', async () => {
+      const results = await Promise.all([
+        engine.applyRecords([
+          { partition: 1, key: k('y'), record: rec(5, 'a') },
+          { partition: 1, key: k('y'), record: rec(7, 'c') },
+          { partition: 1, key: k('y'), record: rec(6, 'b') },
+        ]),
+        engine.applyRecords([{ partition: 1, key: k('y'), record: rec(4, 'z') }]),
+      ])
+      expect(results[0]).toEqual([true, true, false])
+      const [held] = await engine.getRecords(1, [k('y')])
+      expect(recordVersion(held!)).toEqual(recordVersion(rec(7, 'c')))
+    })
+
+    it('stores tombstones like any other version', async () => {
+      await engine.applyRecords([{ partition: 0, key: k('d'), record: rec(1, 'v') }])
+      const tomb = rec(2, undefined)
+      expect(await engine.applyRecords([{ partition: 0, key: k('d'), record: tomb }])).toEqual([true])
+      expect(await engine.getRecords(0, [k('d')])).toEqual([tomb])
+      expect(await engine.applyRecords([{ partition: 0, key: k('d'), record: rec(1, 'v') }])).toEqual([false])
+    })
+
+    it('scans one partition in key order within [gte, lt) and up to a limit', async () => {
+      const keys = ['b', 'a', 'd', 'c', 'e']
+      await engine.applyRecords(keys.map((key) => ({ partition: 2, key: k(key), record: rec(1, key) })))
+      await engine.applyRecords([{ partition: 3, key: k('a0'), record: rec(1, 'other') }])
+      const all = await engine.scanPartition(2, { limit: 100 })
+      expect(all.map((e) => e.key.toString())).toEqual(['a', 'b', 'c', 'd', 'e'])
+      const range = await engine.scanPartition(2, { gte: k('b'), lt: k('d'), limit: 100 })
+      expect(range.map((e) => e.key.toString())).toEqual(['b', 'c'])
+      expect((await engine.scanPartition(2, { gte: k('b'), limit: 2 })).map((e) => e.key.toString())).toEqual(['b', 'c'])
+      expect(await engine.scanPartition(2, { limit: 0 })).toEqual([])
+      expect(await engine.scanPartition(5, { limit: 10 })).toEqual([])
+    })
+
+    it('drops a whole partition', async () => {
+      await engine.applyRecords([
+        { partition: 6, key: k('a'), record: rec(1, 'a') },
+        { partition: 7, key: k('a'), record: rec(1, 'a') },
+      ])
+      await engine.dropPartition(6)
+      expect(await engine.getRecords(6, [k('a')])).toEqual([undefined])
+      expect((await engine.getRecords(7, [k('a')]))[0]).toBeDefined()
+    })
+
+    it('holds hints per target, oldest first, until deleted', async () => {
+      await engine.putHints(
+        [
+          { target: 'n2', partition: 1, key: k('a'), record: rec(1, 'a') },
+          { target: 'n3', partition: 1, key: k('b'), record: rec(1, 'b') },
+          { target: 'n2', partition: 2, key: k('c'), record: rec(2, 'c') },
+        ],
+        1000,
+      )
+      expect(engine.hintCounts()).toEqual(new Map([['n2', 2], ['n3', 1]]))
+      const hints = await engine.readHints('n2', 10)
+      expect(hints.map((h) => [h.partition, h.key.toString(), h.storedAtMs])).toEqual([
+        [1, 'a', 1000],
+        [2, 'c', 1000],
+      ])
+      await engine.deleteHints([hints[0]!.id])
+      await engine.deleteHints([hints[0]!.id]) // deleting twice is harmless
+      expect(engine.hintCounts().get('n2')).toBe(1)
+      expect((await engine.readHints('n2', 10)).map((h) => h.key.toString())).toEqual(['c'])
+      // Hints are not data.
+      expect(await engine.getRecords(1, [k('a')])).toEqual([undefined])
+    })
+
+    it('keeps records, hints and metadata across a reopen', async () => {
+      const r = rec(3, 'kept')
+      await engine.applyRecords([{ partition: 9, key: k('p'), record: r }])
+      await engine.putHints([{ target: 'n9', partition: 9, key: k('p'), record: r }], 5)
+      await engine.putMeta('thing', Buffer.from('value'))
+      engine = await factory.reopen(engine)
+      expect(await engine.getRecords(9, [k('p')])).toEqual([r])
+      expect(engine.hintCounts().get('n9')).toBe(1)
+      expect((await engine.getMeta('thing'))?.toString()).toBe('value')
+      expect(await engine.getMeta('nothing')).toBeUndefined()
+    })
+  })
+}

@@ -1,0 +1,120 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { connect, KumoError, startNode, type KumoClient } from '../../src/index.js'
+import { startCluster, type TestCluster } from '../helpers/cluster.js'
+import { RawKv } from '../helpers/raw.js'
+import { fromServiceError } from '../../src/wire/status.js'
+
+let cluster: TestCluster
+let db: KumoClient
+let raw: RawKv
+beforeAll(async () => {
+  cluster = await startCluster(3)
+  db = await connect({ seeds: [cluster.addresses[0]!] })
+  raw = new RawKv(cluster.addresses[1]!)
+})
+afterAll(async () => {
+  raw?.close()
+  await db?.close()
+  await cluster?.close()
+})
+
+async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise
+  } catch (err) {
+    expect(err).toBeInstanceOf(KumoError)
+    return (err as KumoError).code
+  }
+  return 'no error'
+}
+
+const big = (bytes: number): Buffer => Buffer.alloc(bytes, 0x61)
+
+describe('bad input through the client library', () => {
+  it('rejects each with INVALID_ARGUMENT', async () => {
+    expect(await codeOf(db.put('', 'v'))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(db.get(''))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(db.put(big(4097), 'v'))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(db.put('k', big(1024 * 1024 + 1)))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(db.batch(Array.from({ length: 1001 }, (_, i) => ({ type: 'put' as const, key: `k${i}`, value: 'v' }))))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(db.batch(Array.from({ length: 5 }, (_, i) => ({ type: 'put' as const, key: `k${i}`, value: big(1024 * 1024) }))))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(db.put('k', 'v', { consistency: 'most' as never }))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(db.put('k', 'v', { ttlMs: -1 }))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(db.put(42 as never, 'v'))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(db.batch([{ type: 'upsert', key: 'k' } as never]))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(db.getMany(Array.from({ length: 1001 }, (_, i) => `k${i}`)))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(connect({ seeds: ['nonsense'] }))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(connect({ seeds: [cluster.addresses[0]!], consistency: 'two' as never }))).toBe('INVALID_ARGUMENT')
+    // A value of exactly the limits is fine.
+    await db.put(big(4096), big(1024 * 1024))
+    expect((await db.get(big(4096)))?.length).toBe(1024 * 1024)
+  })
+})
+
+describe('bad input straight to the gRPC port', () => {
+  it('answers INVALID_ARGUMENT and keeps serving', async () => {
+    expect((await raw.error('Put', { key: Buffer.alloc(0), value: Buffer.from('v') })).code).toBe('INVALID_ARGUMENT')
+    expect((await raw.error('Get', { key: big(4097) })).code).toBe('INVALID_ARGUMENT')
+    expect((await raw.error('Put', { key: Buffer.from('k'), value: big(1024 * 1024 + 1) })).code).toBe('INVALID_ARGUMENT')
+    expect((await raw.error('Put', { key: Buffer.from('k'), value: Buffer.from('v'), consistency: 'sometimes' })).code).toBe('INVALID_ARGUMENT')
+    expect(
+      (await raw.error('Batch', { ops: Array.from({ length: 1001 }, (_, i) => ({ type: 'PUT', key: Buffer.from(`k${i}`), value: Buffer.from('v') })) })).code,
+    ).toBe('INVALID_ARGUMENT')
+    expect(
+      (await raw.error('Batch', { ops: Array.from({ length: 5 }, (_, i) => ({ type: 'PUT', key: Buffer.from(`k${i}`), value: big(1024 * 1024) })) })).code,
+    ).toBe('INVALID_ARGUMENT')
+    expect((await raw.error('GetMany', { keys: Array.from({ length: 1001 }, (_, i) => Buffer.from(`k${i}`)) })).code).toBe('INVALID_ARGUMENT')
+    const scanError = await new Promise<KumoError>((resolve) => {
+      const stream = raw.client.scan({ limit: 2_000_000 })
+      stream.on('data', () => undefined)
+      stream.on('error', (err: unknown) => resolve(fromServiceError(err)))
+    })
+    expect(scanError.code).toBe('INVALID_ARGUMENT')
+    for (const path of ['/kumo.Kv/Put', '/kumo.Kv/Get', '/kumo.Kv/Batch', '/kumo.Kv/Topology', '/kumo.Peer/Gossip']) {
+      const error = await raw.sendBytes(path, Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f])).then(
+        () => undefined,
+        (err: KumoError) => err,
+      )
+      expect(error?.code, path).toBe('INVALID_ARGUMENT')
+    }
+    // Still serving, every node.
+    await db.put('still', 'alive')
+    expect((await raw.call('Get', { key: Buffer.from('still') })).value.toString()).toBe('alive')
+  })
+})
+
+describe('bad startup', () => {
+  it('refuses a second node on a data directory in use', async () => {
+    const error = await startNode({ id: 'twin', listen: '127.0.0.1:0', dataDir: cluster.dirs[0]! }).then(
+      (node) => node.stop().then(() => undefined),
+      (err: KumoError) => err,
+    )
+    expect(error?.code).toBe('DATA_DIR_LOCKED')
+    expect(error?.message).toMatch(/in use/)
+  })
+
+  it('refuses a listen address in use', async () => {
+    const error = await startNode({ id: 'clash', listen: cluster.addresses[0]!, dataDir: `${cluster.dirs[0]}-clash` }).then(
+      (node) => node.stop().then(() => undefined),
+      (err: KumoError) => err,
+    )
+    expect(error?.code).toBe('ADDRESS_IN_USE')
+  })
+
+  it('refuses bad options with INVALID_ARGUMENT', async () => {
+    for (const options of [
+      { id: '', listen: '127.0.0.1:0', dataDir: 'x' },
+      { id: 'a b', listen: '127.0.0.1:0', dataDir: 'x' },
+      { id: 'a', listen: 'nowhere', dataDir: 'x' },
+      { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', partitions: 100 },
+      { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', replicationFactor: 0 },
+      { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', consistency: 'most' as never },
+    ]) {
+      const error = await startNode(options).then(
+        (node) => node.stop().then(() => undefined),
+        (err: KumoError) => err,
+      )
+      expect(error?.code, JSON.stringify(options)).toBe('INVALID_ARGUMENT')
+    }
+  })
+})

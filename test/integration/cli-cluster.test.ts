@@ -1,0 +1,90 @@
+import { execFile, spawn } from 'node:child_process'
+import net from 'node:net'
+import path from 'node:path'
+import { rm } from 'node:fs/promises'
+import { promisify } from 'node:util'
+import { afterAll, expect, it } from 'vitest'
+import { cliPath } from '../../scripts/local-cluster.js'
+import { tempDir, waitFor } from '../helpers/cluster.js'
+
+const run = promisify(execFile)
+const clusterScript = path.resolve(path.dirname(cliPath), '../../scripts/cluster.js')
+
+/** A base port with `count` free ports after it. */
+async function freeRun(count: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20000 + Math.floor(Math.random() * 30000)
+    const ok = await Promise.all(
+      Array.from({ length: count }, (_, i) =>
+        new Promise<boolean>((resolve) => {
+          const s = net.createServer()
+          s.once('error', () => resolve(false))
+          s.listen(base + i, '127.0.0.1', () => s.close(() => resolve(true)))
+        }),
+      ),
+    )
+    if (ok.every(Boolean)) return base
+  }
+  throw new Error('no free port run')
+}
+
+const cleanup: (() => Promise<void>)[] = []
+afterAll(async () => {
+  for (const fn of cleanup.reverse()) await fn()
+})
+
+it('npm run cluster starts three nodes, serves the CLI, refuses a taken port and stops cleanly', async () => {
+  const base = await freeRun(3)
+  const data = await tempDir('kumo-cluster-')
+  cleanup.push(() => rm(data, { recursive: true, force: true }))
+  const child = spawn(process.execPath, [clusterScript, '--base-port', String(base), '--data', data], { stdio: ['ignore', 'pipe', 'pipe'] })
+  cleanup.push(async () => {
+    if (child.exitCode === null) child.kill('SIGKILL')
+  })
+  let output = ''
+  child.stdout.on('data', (d) => (output += d))
+  child.stderr.on('data', (d) => (output += d))
+  await waitFor('the cluster to report it is running', () => output.includes('Kumo is running'), 45_000, 100)
+  expect(output).toContain('npx kumo --seeds')
+
+  const seeds = [0, 1, 2].map((i) => `127.0.0.1:${base + i}`).join(',')
+  const kumo = (...args: string[]) => run(process.execPath, [cliPath, '--seeds', seeds, ...args], { timeout: 20_000 })
+  expect((await kumo('put', 'greeting', 'hello')).stdout.trim()).toBe('OK')
+  expect((await kumo('get', 'greeting')).stdout.trim()).toBe('hello')
+  expect((await kumo('scan', '--prefix', 'gre')).stdout).toBe('greeting\thello\n')
+  const status = (await kumo('status')).stdout
+  for (const id of ['n1', 'n2', 'n3']) expect(status).toMatch(new RegExp(`${id}\\s+127\\.0\\.0\\.1:\\d+\\s+up`))
+  expect(status).toMatch(/SERVING/)
+  await kumo('del', 'greeting')
+  const missing = await kumo('get', 'greeting').then(() => 0, (err: { code: number }) => err.code)
+  expect(missing).toBe(1)
+  const bad = await kumo('put', '', 'x').then(() => '', (err: { stderr: string }) => err.stderr)
+  expect(bad).toMatch(/INVALID_ARGUMENT/)
+
+  // A second cluster on the same ports says so and exits non-zero.
+  const second = await run(process.execPath, [clusterScript, '--base-port', String(base), '--data', `${data}-2`], { timeout: 20_000 }).then(
+    () => ({ code: 0, stderr: '' }),
+    (err: { code: number; stderr: string }) => err,
+  )
+  expect(second.code).not.toBe(0)
+  expect(second.stderr).toMatch(/already in use/)
+
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  child.kill('SIGTERM')
+  expect(await exited).toBe(0)
+  // Every node process is gone: the ports are free again.
+  await waitFor('the ports to be released', async () => (await freeRunAt(base, 3)), 10_000, 100)
+})
+
+async function freeRunAt(base: number, count: number): Promise<boolean> {
+  const ok = await Promise.all(
+    Array.from({ length: count }, (_, i) =>
+      new Promise<boolean>((resolve) => {
+        const s = net.createServer()
+        s.once('error', () => resolve(false))
+        s.listen(base + i, '127.0.0.1', () => s.close(() => resolve(true)))
+      }),
+    ),
+  )
+  return ok.every(Boolean)
+}

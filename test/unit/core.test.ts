@@ -1,0 +1,286 @@
+import { describe, expect, it } from 'vitest'
+import { createPicker, LeastConnectionsPicker, LeastLoadPicker, RoundRobinPicker, WeightedRoundRobinPicker, type ReplicaStats } from '../../src/core/balancing.js'
+import { parseConsistency, requiredAcks } from '../../src/core/consistency.js'
+import { errorFromWire, ErrorCodes, KumoError, toKumoError } from '../../src/core/errors.js'
+import { PhiAccrualDetector } from '../../src/core/failure-detector.js'
+import { compareHlc, HybridClock } from '../../src/core/hlc.js'
+import { partitionOf } from '../../src/core/partitioner.js'
+import { QuorumTracker } from '../../src/core/quorum.js'
+import { decodeRecord, encodeRecord, liveValue, newerRecord, recordVersion } from '../../src/core/record.js'
+import { checkBatch, checkKey, checkValue, toBuffer } from '../../src/core/validate.js'
+import { compareVersions, decodeVersion, encodeVersion } from '../../src/core/version.js'
+
+describe('partitioner', () => {
+  it('is murmur3_32 with seed 0, top bits', () => {
+    // Reference vectors of MurmurHash3_x86_32, seed 0.
+    const cases: [string, number][] = [
+      ['', 0],
+      ['hello', 0x248bfa47],
+      ['The quick brown fox jumps over the lazy dog', 0x2e4ff723],
+    ]
+    for (const [key, hash] of cases) {
+      expect(partitionOf(Buffer.from(key), 256)).toBe(hash >>> 24)
+      expect(partitionOf(Buffer.from(key), 1024)).toBe(hash >>> 22)
+      expect(partitionOf(Buffer.from(key), 1)).toBe(0)
+    }
+  })
+
+  it('spreads keys evenly over partitions', () => {
+    const counts = new Array(256).fill(0)
+    for (let i = 0; i < 256_000; i++) counts[partitionOf(Buffer.from(`user:${i}`), 256)]++
+    for (const c of counts) expect(Math.abs(c - 1000)).toBeLessThan(150)
+  })
+})
+
+describe('hybrid logical clock', () => {
+  it('never goes backwards, even when the wall clock does', () => {
+    const clock = new HybridClock()
+    let last = clock.now(1000)
+    for (const t of [1000, 999, 500, 1001, 1001, 2000, 10]) {
+      const next = clock.now(t)
+      expect(compareHlc(next, last)).toBeGreaterThan(0)
+      last = next
+    }
+  })
+
+  it('counts within a millisecond and borrows the next one when the counter is full', () => {
+    const clock = new HybridClock()
+    expect(clock.now(5)).toEqual({ ms: 5, counter: 0 })
+    expect(clock.now(5)).toEqual({ ms: 5, counter: 1 })
+    for (let i = 0; i < 65534; i++) clock.now(5)
+    expect(clock.now(5)).toEqual({ ms: 6, counter: 0 })
+  })
+
+  it('stamps after a remote timestamp it has observed, but ignores one too far ahead', () => {
+    const clock = new HybridClock(1000)
+    expect(clock.observe({ ms: 5000, counter: 3 }, 4500)).toBe(true)
+    expect(compareHlc(clock.now(4600), { ms: 5000, counter: 3 })).toBeGreaterThan(0)
+    expect(clock.observe({ ms: 99_000, counter: 0 }, 5000)).toBe(false)
+    expect(clock.now(5000).ms).toBeLessThan(99_000)
+  })
+})
+
+describe('versions and records', () => {
+  it('orders versions by HLC, then by node id', () => {
+    const a = encodeVersion({ ms: 10, counter: 1 }, 'n2')
+    const b = encodeVersion({ ms: 10, counter: 2 }, 'n1')
+    const c = encodeVersion({ ms: 11, counter: 0 }, 'n1')
+    const d = encodeVersion({ ms: 11, counter: 0 }, 'n2')
+    expect(compareVersions(a, b)).toBeLessThan(0)
+    expect(compareVersions(b, c)).toBeLessThan(0)
+    expect(compareVersions(c, d)).toBeLessThan(0)
+    expect(compareVersions(d, d)).toBe(0)
+    expect(decodeVersion(d)).toEqual({ ts: { ms: 11, counter: 0 }, nodeId: 'n2' })
+    expect(compareVersions(encodeVersion({ ms: 2 ** 40, counter: 0 }, 'a'), encodeVersion({ ms: 2 ** 40 - 1, counter: 65535 }, 'z'))).toBeGreaterThan(0)
+  })
+
+  it('round trips records: values, tombstones, expiry', () => {
+    const version = encodeVersion({ ms: 123456789, counter: 7 }, 'node-1')
+    for (const [value, expiresAtMs] of [
+      [Buffer.from('hello'), 0],
+      [Buffer.alloc(0), 0],
+      [undefined, 0],
+      [Buffer.from('ttl'), 2 ** 47],
+    ] as const) {
+      const record = encodeRecord(version, value, expiresAtMs)
+      const decoded = decodeRecord(record)
+      expect(decoded.version).toEqual(version)
+      expect(recordVersion(record)).toEqual(version)
+      expect(decoded.tombstone).toBe(value === undefined)
+      expect(decoded.expiresAtMs).toBe(expiresAtMs)
+      expect(decoded.value).toEqual(value ?? Buffer.alloc(0))
+    }
+  })
+
+  it('hides tombstones and expired values from readers', () => {
+    const v = encodeVersion({ ms: 1, counter: 0 }, 'n')
+    expect(liveValue(encodeRecord(v, Buffer.from('x')), 100)?.toString()).toBe('x')
+    expect(liveValue(encodeRecord(v, undefined), 100)).toBeUndefined()
+    expect(liveValue(encodeRecord(v, Buffer.from('x'), 100), 99)?.toString()).toBe('x')
+    expect(liveValue(encodeRecord(v, Buffer.from('x'), 100), 100)).toBeUndefined()
+    expect(liveValue(undefined, 0)).toBeUndefined()
+  })
+
+  it('picks the newer record', () => {
+    const old = encodeRecord(encodeVersion({ ms: 1, counter: 0 }, 'n'), Buffer.from('old'))
+    const young = encodeRecord(encodeVersion({ ms: 2, counter: 0 }, 'n'), undefined)
+    expect(newerRecord(old, young)).toBe(young)
+    expect(newerRecord(young, old)).toBe(young)
+  })
+
+  it('rejects corrupt records', () => {
+    expect(() => decodeRecord(Buffer.from([1, 2]))).toThrow(/corrupt/)
+    expect(() => decodeRecord(Buffer.from([200, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]))).toThrow(/corrupt/)
+  })
+})
+
+describe('phi-accrual failure detector', () => {
+  const steady = (detector: PhiAccrualDetector, from: number, count: number, every: number, jitter = () => 0): number => {
+    let t = from
+    for (let i = 0; i < count; i++) {
+      t += every + jitter()
+      detector.heartbeat(t)
+    }
+    return t
+  }
+
+  it('is down before any heartbeat and up right after one', () => {
+    const d = new PhiAccrualDetector()
+    expect(d.state(0)).toBe('down')
+    d.heartbeat(0)
+    expect(d.state(10)).toBe('up')
+  })
+
+  it('keeps a steady sender up and marks it suspect, then down, once it stops', () => {
+    const d = new PhiAccrualDetector()
+    const last = steady(d, 0, 50, 1000)
+    expect(d.state(last + 1000)).toBe('up')
+    expect(d.phi(last + 500)).toBeLessThan(1)
+    let t = last
+    while (d.state(t) === 'up') t += 10
+    const suspectAt = t
+    expect(d.state(t)).toBe('suspect')
+    while (d.state(t) === 'suspect') t += 10
+    expect(d.state(t)).toBe('down')
+    // With 1 s heartbeats and a 1 s acceptable pause: suspect after ~2.5 s, down after ~3 s.
+    expect(suspectAt - last).toBeGreaterThan(2000)
+    expect(t - last).toBeLessThan(4000)
+    // phi only grows while silence lasts
+    expect(d.phi(t + 1000)).toBeGreaterThan(d.phi(t))
+  })
+
+  it('tolerates jitter without false suspicion', () => {
+    const d = new PhiAccrualDetector()
+    let seed = 7
+    const jitter = (): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff
+      return (seed % 600) - 300
+    }
+    let t = 0
+    for (let i = 0; i < 200; i++) {
+      const gap = 1000 + jitter()
+      // Just before the next heartbeat arrives, the sender must still look alive.
+      expect(d.state(t + gap - 1)).not.toBe(i === 0 ? 'up-never' : 'down')
+      t += gap
+      d.heartbeat(t)
+      expect(d.state(t + 1300)).toBe('up')
+    }
+  })
+
+  it('comes back up when heartbeats resume', () => {
+    const d = new PhiAccrualDetector()
+    const last = steady(d, 0, 20, 500)
+    expect(d.state(last + 10_000)).toBe('down')
+    d.heartbeat(last + 10_000)
+    expect(d.state(last + 10_100)).toBe('up')
+  })
+
+  it('judges slower senders by their own interval', () => {
+    const fast = new PhiAccrualDetector({ acceptablePauseMs: 0, minStdDevMs: 50 })
+    const slow = new PhiAccrualDetector({ acceptablePauseMs: 0, minStdDevMs: 50 })
+    const a = steady(fast, 0, 30, 100)
+    const b = steady(slow, 0, 30, 2000)
+    expect(fast.phi(a + 1000)).toBeGreaterThan(slow.phi(b + 1000))
+  })
+})
+
+describe('quorum bookkeeping', () => {
+  it('is met at the required acks and fails once they cannot be reached', () => {
+    const q = new QuorumTracker(2, 3)
+    expect(q.state()).toBe('pending')
+    expect(q.fail()).toBe('pending')
+    expect(q.ack()).toBe('pending')
+    expect(q.ack()).toBe('met')
+    const f = new QuorumTracker(2, 3)
+    f.fail()
+    expect(f.fail()).toBe('failed')
+    expect(() => new QuorumTracker(4, 3)).toThrow()
+  })
+
+  it('derives required acks from the consistency level', () => {
+    expect([1, 2, 3, 4, 5].map((n) => requiredAcks('quorum', n))).toEqual([1, 2, 2, 3, 3])
+    expect(requiredAcks('one', 3)).toBe(1)
+    expect(requiredAcks('all', 3)).toBe(3)
+    expect(parseConsistency(undefined, 'quorum')).toBe('quorum')
+    expect(parseConsistency('all', 'quorum')).toBe('all')
+    expect(() => parseConsistency('most', 'quorum')).toThrow(KumoError)
+  })
+})
+
+describe('replica selection policies', () => {
+  const stats = (over: Partial<ReplicaStats> = {}): ReplicaStats => ({
+    inFlight: () => 0,
+    load: () => 0,
+    weight: () => 1,
+    ...over,
+  })
+  const firstPicks = (picker: ReturnType<typeof createPicker>, candidates: string[], s: ReplicaStats, n: number): Map<string, number> => {
+    const counts = new Map<string, number>()
+    for (let i = 0; i < n; i++) {
+      const order = picker.order(candidates, s)
+      expect([...order].sort()).toEqual([...candidates].sort())
+      counts.set(order[0]!, (counts.get(order[0]!) ?? 0) + 1)
+    }
+    return counts
+  }
+
+  it('round-robin takes replicas in turn', () => {
+    const picker = new RoundRobinPicker()
+    expect([0, 1, 2, 3].map(() => picker.order(['a', 'b', 'c'])[0])).toEqual(['a', 'b', 'c', 'a'])
+    expect(picker.order([])).toEqual([])
+  })
+
+  it('weighted round-robin follows the weights, smoothly', () => {
+    const picker = new WeightedRoundRobinPicker()
+    const s = stats({ weight: (id) => ({ a: 5, b: 1, c: 1 })[id] ?? 1 })
+    const sequence = Array.from({ length: 7 }, () => picker.order(['a', 'b', 'c'], s)[0]).join('')
+    expect(sequence).toBe('aabacaa')
+    const counts = firstPicks(new WeightedRoundRobinPicker(), ['a', 'b', 'c'], stats({ weight: (id) => ({ a: 3, b: 2, c: 1 })[id] ?? 1 }), 6000)
+    expect(counts.get('a')).toBe(3000)
+    expect(counts.get('b')).toBe(2000)
+    expect(counts.get('c')).toBe(1000)
+  })
+
+  it('least-connections prefers the fewest in flight and shares ties', () => {
+    const picker = new LeastConnectionsPicker()
+    expect(picker.order(['a', 'b', 'c'], stats({ inFlight: (id) => ({ a: 5, b: 1, c: 3 })[id]! }))).toEqual(['b', 'c', 'a'])
+    const counts = firstPicks(picker, ['a', 'b', 'c'], stats(), 3000)
+    expect(counts.get('a')).toBe(1000)
+  })
+
+  it('least-load avoids a loaded node and treats near-equal loads as equal', () => {
+    const picker = new LeastLoadPicker()
+    const counts = firstPicks(picker, ['a', 'b', 'c'], stats({ load: (id) => ({ a: 0.9, b: 0.1, c: 0.12 })[id]! }), 3000)
+    expect(counts.get('a') ?? 0).toBe(0)
+    expect(counts.get('b')).toBe(1500)
+    expect(counts.get('c')).toBe(1500)
+  })
+})
+
+describe('errors', () => {
+  it('map each code to a gRPC status and back', () => {
+    for (const code of Object.keys(ErrorCodes) as (keyof typeof ErrorCodes)[]) {
+      const error = new KumoError(code, 'x')
+      expect(errorFromWire(code, error.grpcStatus, 'x').code).toBe(code)
+    }
+    expect(errorFromWire(undefined, 14, 'down').code).toBe('UNAVAILABLE')
+    expect(errorFromWire(undefined, 4, 'slow').code).toBe('TIMEOUT')
+    expect(errorFromWire('NONSENSE', 3, 'bad').code).toBe('INVALID_ARGUMENT')
+    expect(toKumoError(new Error('boom')).code).toBe('INTERNAL')
+    expect(new KumoError('UNAVAILABLE', 'x').retryable).toBe(true)
+    expect(new KumoError('INVALID_ARGUMENT', 'x').retryable).toBe(false)
+  })
+
+  it('validates keys, values and batches at the limits', () => {
+    expect(() => checkKey(Buffer.alloc(0))).toThrow(/empty/)
+    expect(() => checkKey(Buffer.alloc(4096))).not.toThrow()
+    expect(() => checkKey(Buffer.alloc(4097))).toThrow(/4096/)
+    expect(() => checkValue(Buffer.alloc(1024 * 1024))).not.toThrow()
+    expect(() => checkValue(Buffer.alloc(1024 * 1024 + 1))).toThrow(/1 MiB/)
+    expect(() => checkBatch(Array.from({ length: 1000 }, () => ({ key: Buffer.from('k') })))).not.toThrow()
+    expect(() => checkBatch(Array.from({ length: 1001 }, () => ({ key: Buffer.from('k') })))).toThrow(/1000/)
+    expect(() => checkBatch(Array.from({ length: 5 }, () => ({ key: Buffer.from('k'), value: Buffer.alloc(1024 * 1024) })))).toThrow(/4 MiB/)
+    expect(toBuffer('é', 'key')).toEqual(Buffer.from([0xc3, 0xa9]))
+    expect(() => toBuffer(5 as never, 'key')).toThrow(KumoError)
+  })
+})
