@@ -65,6 +65,10 @@ program
   .option('--replicas <n>', 'replicas per partition (N)', wholeNumber, 3)
   .option('--weight <n>', 'weight for weighted-round-robin', wholeNumber, 1)
   .option('--sync', 'fsync every write batch', false)
+  .addOption(new Option('--quorum <mode>', 'sloppy: hints on fallback nodes count toward W; strict: only replicas').choices(['sloppy', 'strict']).default('sloppy'))
+  .option('--hint-window <ms>', 'drop hints older than this', wholeNumber, 3 * 60 * 60 * 1000)
+  .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)
+  .addOption(new Option('--gossip-interval <ms>', 'gossip and heartbeat period').argParser(wholeNumber).default(1000).hideHelp())
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('warn'))
   .action(async (o, cmd: Command) => {
     const globals = cmd.parent!.opts<GlobalOptions>()
@@ -78,6 +82,10 @@ program
       replicationFactor: o.replicas,
       weight: o.weight,
       sync: o.sync,
+      quorum: o.quorum,
+      hintWindowMs: o.hintWindow,
+      repairIntervalMs: o.repairInterval,
+      gossipIntervalMs: o.gossipInterval,
       consistency: globals.consistency,
       ...(globals.loadBalancing ? { loadBalancing: globals.loadBalancing } : {}),
       logLevel: o.logLevel,
@@ -152,6 +160,24 @@ program
     const opts = program.opts<GlobalOptions>()
     const status = await clusterStatus(list(opts.seeds), opts.timeout)
     process.stdout.write(o.json ? `${JSON.stringify(status, null, 2)}\n` : `${formatStatus(status)}\n`)
+  })
+
+program
+  .command('repair')
+  .description('run anti-entropy now on every node: replicas compare hash trees and exchange what differs')
+  .option('--partition <n>', 'only this partition', wholeNumber)
+  .action(async (o) => {
+    await withClient(async (db) => {
+      process.stdout.write(`repairing ${o.partition === undefined ? 'every partition' : `partition ${o.partition}`} on each node...\n`)
+      await db.repair({
+        ...(o.partition === undefined ? {} : { partition: o.partition }),
+        onNode: (r) =>
+          process.stdout.write(
+            `  ${r.node}: ${r.partitions} partitions in ${(r.durationMs / 1000).toFixed(1)} s, pulled ${r.pulled}, pushed ${r.pushed}${r.skipped ? `, ${r.skipped} replica comparisons skipped (peer down)` : ''}\n`,
+          ),
+      })
+      process.stdout.write('repair done\n')
+    })
   })
 
 program

@@ -1,5 +1,5 @@
 import { primaryCounts, replicaCounts } from '../core/partition-map.js'
-import { connect, type Topology } from '../client/client.js'
+import { connect, type RepairState, type Topology } from '../client/client.js'
 import { healthProbe, tcpProbe, type ProbeResult } from './probes.js'
 
 export interface NodeStatus {
@@ -13,6 +13,9 @@ export interface NodeStatus {
   l7: ProbeResult
   /** Hints held by other nodes for this node. */
   hintsFor: number
+  /** Hints this node holds, by target. */
+  hintsHeld: Record<string, number>
+  repair: RepairState | undefined
 }
 
 export interface ClusterStatus {
@@ -61,7 +64,12 @@ export async function clusterStatus(seeds: string[], timeoutMs: number): Promise
           if (seen !== undefined && viewer !== node.id) seenAs[viewer] = seen.state
           hintsFor += seen?.hintsHeld ?? 0
         }
+        const own = views.get(node.id)
+        const hintsHeld: Record<string, number> = {}
+        for (const n of own?.nodes ?? []) if (n.hintsHeld > 0) hintsHeld[n.id] = n.hintsHeld
         return {
+          hintsHeld,
+          repair: own?.repair,
           id: node.id,
           address: node.address,
           seenAs,
@@ -86,7 +94,8 @@ function pad(cells: string[][]): string {
 }
 
 export function formatStatus(status: ClusterStatus): string {
-  const rows = [['NODE', 'ADDRESS', 'STATE', 'SEEN AS', 'PRIMARY', 'REPLICA', 'L4 TCP', 'L7 HEALTH', 'HINTS FOR IT']]
+  const rows = [['NODE', 'ADDRESS', 'STATE', 'SEEN AS', 'PRIMARY', 'REPLICA', 'L4 TCP', 'L7 HEALTH', 'HINTS FOR IT', 'HINTS HELD', 'REPAIR']]
+  const now = Date.now()
   for (const n of status.nodes) {
     const views = Object.values(n.seenAs)
     const state = !n.l4.ok ? 'down' : n.l7.ok ? 'up' : n.l7.detail.toLowerCase()
@@ -100,7 +109,22 @@ export function formatStatus(status: ClusterStatus): string {
       n.l4.ok ? `ok ${n.l4.ms.toFixed(1)}ms` : `fail (${n.l4.detail})`,
       n.l7.ok ? `${n.l7.detail} ${n.l7.ms.toFixed(1)}ms` : `fail (${n.l7.detail})`,
       String(n.hintsFor),
+      Object.entries(n.hintsHeld).map(([to, count]) => `${to}:${count}`).join(',') || '0',
+      formatRepair(n.repair, now),
     ])
   }
   return `cluster epoch ${status.epoch}, ${status.partitionCount} partitions, N=${status.replicationFactor}\n${pad(rows)}`
+}
+
+function formatRepair(repair: RepairState | undefined, now: number): string {
+  if (repair === undefined) return '-'
+  const age = (ms: number): string => {
+    const s = Math.round((now - ms) / 1000)
+    return s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`
+  }
+  const parts = [`${repair.partitionsRepaired}/${repair.partitionsHeld} repaired`]
+  if (repair.oldestRepairMs > 0) parts.push(`oldest ${age(repair.oldestRepairMs)}`)
+  else if (repair.lastRepairMs > 0) parts.push(`last ${age(repair.lastRepairMs)}`)
+  if (repair.inProgress) parts.push('IN PROGRESS')
+  return parts.join(', ')
 }

@@ -55,6 +55,23 @@ export interface NodeState {
   hintsHeld: number
 }
 
+export interface RepairState {
+  inProgress: boolean
+  partitionsRepaired: number
+  partitionsHeld: number
+  oldestRepairMs: number
+  lastRepairMs: number
+}
+
+export interface RepairReport {
+  node: string
+  partitions: number
+  pulled: number
+  pushed: number
+  skipped: number
+  durationMs: number
+}
+
 export interface Topology {
   epoch: number
   partitionCount: number
@@ -63,6 +80,8 @@ export interface Topology {
   /** Preference list per partition, primary first. */
   partitions: string[][]
   answeredBy: string
+  /** Anti-entropy on the answering node. */
+  repair: RepairState | undefined
 }
 
 const empty = Buffer.alloc(0)
@@ -75,6 +94,7 @@ function toTopology(msg: TopologyMsg): Topology {
     nodes: msg.nodes.map((n) => ({ ...n, state: n.state as NodeState['state'] })),
     partitions: msg.partitions.map((p) => p.nodes),
     answeredBy: msg.answeredBy,
+    repair: msg.repair ?? undefined,
   }
 }
 
@@ -345,6 +365,28 @@ export class KumoClient {
         if (!mapped.retryable || ++attempts > live.length + 1) throw mapped
       }
     }
+  }
+
+  /**
+   * Runs anti-entropy on every live node in turn (each compares the partitions it holds with
+   * their other replicas and exchanges the differences). `onNode` reports each as it finishes.
+   */
+  async repair(options: { partition?: number; timeoutMs?: number; onNode?: (report: RepairReport) => void } = {}): Promise<RepairReport[]> {
+    if (options.partition !== undefined && (!Number.isInteger(options.partition) || options.partition < 0 || options.partition >= this.topology_.partitionCount)) {
+      throw new KumoError('INVALID_ARGUMENT', `partition must be 0..${this.topology_.partitionCount - 1}`)
+    }
+    await this.refresh().catch(() => undefined)
+    const reports: RepairReport[] = []
+    for (const node of this.topology_.nodes) {
+      if (node.state === 'down') continue
+      const conn = this.connection(node.id)
+      if (conn === undefined || !conn.reachable) continue
+      const report = await conn.repair(options.partition, options.timeoutMs ?? 30 * 60 * 1000)
+      reports.push(report)
+      options.onNode?.(report)
+    }
+    if (reports.length === 0) throw new KumoError('UNAVAILABLE', 'no node was reachable to repair')
+    return reports
   }
 
   /** The partition map and node states, fresh from a node. */

@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js'
 import { KumoError } from '../core/errors.js'
 import { frameBytesMax, frameOpsMax } from '../core/limits.js'
 import { FrameBatcher } from '../wire/frame-batcher.js'
-import type { RequestFrameMsg, RequestMsg, ResponseFrameMsg, ResponseMsg, ScanRequestMsg, TopologyMsg } from '../wire/messages.js'
+import type { RepairResponseMsg, RequestFrameMsg, RequestMsg, ResponseFrameMsg, ResponseMsg, ScanRequestMsg, TopologyMsg } from '../wire/messages.js'
 import { PendingTable } from '../wire/pending-table.js'
 import { KvClient } from '../wire/proto.js'
 import { channelOptions, fromServiceError } from '../wire/status.js'
@@ -89,6 +89,16 @@ export class NodeConnection {
         if (err) reject(fromServiceError(err))
         else resolve(res)
       })
+    })
+  }
+
+  repair(partition: number | undefined, timeoutMs: number): Promise<RepairResponseMsg> {
+    return new Promise((resolve, reject) => {
+      this.client.repair(
+        { partition: partition ?? 0, onePartition: partition !== undefined },
+        { deadline: Date.now() + timeoutMs },
+        (err: unknown, res: RepairResponseMsg) => (err ? reject(fromServiceError(err)) : resolve(res)),
+      )
     })
   }
 

@@ -10,7 +10,8 @@ import { encodeVersion } from '../core/version.js'
 import type { Membership } from '../cluster/membership.js'
 import type { StorageEngine } from '../storage/engine.js'
 import type { BatchOpMsg, RequestMsg, ResponseMsg } from '../wire/messages.js'
-import type { PeerPool } from './peer-channel.js'
+import type { PeerPool } from '../wire/peer-channel.js'
+import { noPeerFields } from '../wire/peer-fields.js'
 
 export interface CoordinatorConfig {
   defaultConsistency: Consistency
@@ -19,6 +20,11 @@ export interface CoordinatorConfig {
   /** Deadline of a request that did not bring its own. */
   requestTimeoutMs: number
   loadBalancing: LoadBalancing
+  /**
+   * sloppy: a hint stored on a healthy non-replica stands in for a failed replica and counts
+   * toward W (Dynamo). strict: only true replicas count; hints are still stored.
+   */
+  quorum: 'sloppy' | 'strict'
 }
 
 export interface CoordinatorDeps {
@@ -315,14 +321,62 @@ export class Coordinator {
           )
         }
       }
+      const usedFallbacks = new Set<string>()
+      // A replica that is down or fails gets a hint: on a fallback node (counting toward W
+      // when sloppy), or, when there is none, on this node (not counting).
+      const onReplicaFailure = (id: string, err: unknown): void => {
+        const fallback = this.fallbackFor(partition, replicas, usedFallbacks)
+        if (fallback !== undefined) usedFallbacks.add(fallback)
+        this.storeHint(fallback, id, partition, keys, records, timeoutMs).then(
+          () => {
+            if (fallback !== undefined && this.config.quorum === 'sloppy') onAck()
+            else onFail(err)
+          },
+          () => onFail(err),
+        )
+      }
       for (const id of replicas) {
         if (id !== this.deps.selfId && !this.deps.membership.isAlive(id)) {
-          onFail(new KumoError('UNAVAILABLE', `node ${id} is down`))
+          onReplicaFailure(id, new KumoError('UNAVAILABLE', `node ${id} is down`))
           continue
         }
-        this.writeReplica(id, partition, keys, records, timeoutMs).then(onAck, onFail)
+        this.writeReplica(id, partition, keys, records, timeoutMs).then(onAck, (err) => onReplicaFailure(id, err))
       }
     })
+  }
+
+  /** The first live node after the preference list, in a per-partition ring order. */
+  private fallbackFor(partition: number, replicas: readonly string[], used: Set<string>): string | undefined {
+    const nodes = this.partitionMap.nodes
+    for (let i = 0; i < nodes.length; i++) {
+      const id = nodes[(partition + i) % nodes.length]!
+      if (replicas.includes(id) || used.has(id) || id === this.deps.selfId) continue
+      if (this.deps.membership.isAlive(id)) return id
+    }
+    return undefined
+  }
+
+  /** Stores records as hints for `target` on `holder` (this node when undefined). */
+  private async storeHint(
+    holder: string | undefined,
+    target: string,
+    partition: number,
+    keys: Buffer[],
+    records: Buffer[],
+    timeoutMs: number,
+  ): Promise<void> {
+    if (holder === undefined || holder === this.deps.selfId) {
+      await this.deps.storage.putHints(
+        keys.map((key, i) => ({ target, partition, key, record: records[i]! })),
+        Date.now(),
+      )
+      return
+    }
+    const address = this.deps.membership.address(holder)
+    if (address === undefined) throw new KumoError('UNAVAILABLE', `no address known for node ${holder}`)
+    await this.deps.peers
+      .get(holder, address)
+      .request({ ...noPeerFields, op: 'HINT', partition, keys, records, hintTarget: target }, timeoutMs)
   }
 
   private async batch(req: RequestMsg, consistency: Consistency, deadlineMs: number, forwarded: boolean): Promise<void> {
@@ -374,15 +428,4 @@ function reply(id: number, value: Buffer | undefined): ResponseMsg {
     found: value !== undefined,
     value: value ?? emptyBuffer,
   }
-}
-
-export const noPeerFields = {
-  partition: 0,
-  keys: [] as Buffer[],
-  records: [] as Buffer[],
-  forward: null,
-  gte: emptyBuffer,
-  lt: emptyBuffer,
-  limit: 0,
-  hintTarget: '',
 }

@@ -10,6 +10,7 @@ import type {
   ResponseFrameMsg,
   ResponseMsg,
   ScanRequestMsg,
+  RepairResponseMsg,
   TopologyMsg,
 } from '../wire/messages.js'
 import { toServiceError } from '../wire/status.js'
@@ -24,6 +25,7 @@ export interface KvServiceDeps {
   /** Refuses new work while starting or draining. */
   admit: () => KumoError | undefined
   track: (delta: number) => void
+  repair: (partition: number | undefined) => Promise<RepairResponseMsg>
 }
 
 type Unary = grpc.handleUnaryCall<unknown, unknown>
@@ -132,6 +134,21 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
       } catch (err) {
         callback(toServiceError(err))
       }
+    },
+    Repair: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      if (isMalformed(call.request)) {
+        callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed request')))
+        return
+      }
+      const refused = deps.admit()
+      if (refused !== undefined) {
+        callback(toServiceError(refused))
+        return
+      }
+      deps.repair(call.request.onePartition ? call.request.partition : undefined).then(
+        (res) => callback(null, res),
+        (err) => callback(toServiceError(err)),
+      )
     },
     Scan: (call: grpc.ServerWritableStream<ScanRequestMsg, unknown>) => {
       void scan(call, deps)

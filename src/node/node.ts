@@ -20,9 +20,12 @@ import { frameBytesMax, frameOpsMax } from '../core/limits.js'
 import { isMalformed, kvService, peerService } from '../wire/proto.js'
 import { toServiceError } from '../wire/status.js'
 import { mapToMsg } from '../cluster/map-codec.js'
-import { Coordinator, noPeerFields } from './coordinator.js'
+import { AntiEntropy, defaultAntiEntropyConfig } from '../cluster/anti-entropy.js'
+import { defaultHintDeliveryConfig, HintDelivery } from '../cluster/hint-delivery.js'
+import { Coordinator } from './coordinator.js'
+import { noPeerFields } from '../wire/peer-fields.js'
 import { kvHandlers } from './kv-service.js'
-import { PeerPool } from './peer-channel.js'
+import { PeerPool } from '../wire/peer-channel.js'
 import { ReplicaService } from './replica-service.js'
 
 export interface NodeOptions {
@@ -48,6 +51,14 @@ export interface NodeOptions {
   logLevel?: string
   /** How long stop() lets in-flight requests finish. */
   drainTimeoutMs?: number
+  /** sloppy (default): hints on fallback nodes count toward W. strict: only true replicas count. */
+  quorum?: 'sloppy' | 'strict'
+  /** Hints older than this are dropped (default 3 hours). */
+  hintWindowMs?: number
+  /** Background anti-entropy period (default 10 minutes; 0 turns it off). */
+  repairIntervalMs?: number
+  /** Records per second anti-entropy may move (default 20,000). */
+  repairRecordsPerSecond?: number
 }
 
 export interface KumoNode {
@@ -56,6 +67,8 @@ export interface KumoNode {
   readonly address: string
   readonly storage: StorageEngine
   readonly membership: Membership
+  readonly hintDelivery: HintDelivery
+  readonly antiEntropy: AntiEntropy
   /** True once storage is open and the node is in the cluster's partition map. */
   serving(): boolean
   topology(): TopologyMsg
@@ -77,6 +90,9 @@ function checkOptions(o: NodeOptions): void {
   if (!Number.isInteger(n) || n < 1 || n > 7) bad('replication factor must be 1 to 7')
   const w = o.weight ?? 1
   if (!Number.isInteger(w) || w < 1 || w > 100) bad('weight must be a whole number from 1 to 100')
+  if (o.quorum !== undefined && o.quorum !== 'sloppy' && o.quorum !== 'strict') bad(`quorum must be sloppy or strict, got ${JSON.stringify(o.quorum)}`)
+  if (o.hintWindowMs !== undefined && !(o.hintWindowMs > 0)) bad('hint window must be positive')
+  if (o.repairIntervalMs !== undefined && !(o.repairIntervalMs >= 0)) bad('repair interval must be 0 or more')
   if (o.loadBalancing !== undefined && !loadBalancingPolicies.includes(o.loadBalancing)) {
     bad(`unknown load balancing ${JSON.stringify(o.loadBalancing)}: use ${loadBalancingPolicies.join(', ')}`)
   }
@@ -184,12 +200,39 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       replicaTimeoutMs: options.replicaTimeoutMs ?? 1000,
       requestTimeoutMs: options.requestTimeoutMs ?? 5000,
       loadBalancing: options.loadBalancing ?? defaultLoadBalancing,
+      quorum: options.quorum ?? 'sloppy',
+    },
+  )
+  const hintDelivery = new HintDelivery(
+    { selfId: options.id, storage, membership, peers, logger },
+    { ...defaultHintDeliveryConfig, windowMs: options.hintWindowMs ?? defaultHintDeliveryConfig.windowMs },
+  )
+  const antiEntropy = new AntiEntropy(
+    { selfId: options.id, storage, membership, peers, logger },
+    {
+      ...defaultAntiEntropyConfig,
+      intervalMs: options.repairIntervalMs ?? defaultAntiEntropyConfig.intervalMs,
+      recordsPerSecondMax: options.repairRecordsPerSecond ?? defaultAntiEntropyConfig.recordsPerSecondMax,
     },
   )
   const replicaService = new ReplicaService({
     storage,
     coordinate: (req) => coordinator.handle(req, true),
-    extensions: {},
+    extensions: {
+      HINT: async (req) => {
+        if (!req.hintTarget) throw new KumoError('INVALID_ARGUMENT', 'HINT without a target')
+        await storage.putHints(
+          req.keys.map((key, i) => ({ target: req.hintTarget, partition: req.partition, key, record: req.records[i]! })),
+          Date.now(),
+        )
+        return {}
+      },
+      DIGEST: async (req) => ({ hashes: await antiEntropy.leafHashes(req.partition) }),
+      LEAVES: async (req) => {
+        const entries = await antiEntropy.leafEntries(req.partition, req.leaves)
+        return { keys: entries.map((e) => e.key), records: entries.map((e) => e.version) }
+      },
+    },
   })
 
   let state: 'starting' | 'serving' | 'draining' | 'stopped' = 'starting'
@@ -218,7 +261,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       weight: m.weight,
       hintsHeld: hints.get(m.id) ?? 0,
     }))
-    return mapToMsg(map, nodes, options.id)
+    return { ...mapToMsg(map, nodes, options.id), repair: antiEntropy.state() }
   }
 
   const readPage = async (partition: number, gte: Buffer | undefined, lt: Buffer | undefined, limit: number): Promise<StoredRecord[]> => {
@@ -254,6 +297,10 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
         state === 'serving' ? undefined : new KumoError('NOT_SERVING', `node ${options.id} is ${state === 'starting' ? 'starting' : 'shutting down'}`),
       track: (delta) => {
         inFlight += delta
+      },
+      repair: async (partition) => {
+        const result = await antiEntropy.repair(partition === undefined ? undefined : [partition])
+        return { node: options.id, ...result }
       },
     }),
   )
@@ -302,6 +349,8 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   health.addToServer(server)
 
   membership.start()
+  hintDelivery.start()
+  antiEntropy.start()
   updateHealth()
   logger.info({ address, dataDir: options.dataDir }, 'started')
 
@@ -312,6 +361,8 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     health.setStatus('kumo.Kv', 'NOT_SERVING')
     await membership.announceStopping().catch(() => undefined)
     membership.stop()
+    hintDelivery.stop()
+    antiEntropy.stop()
     const deadline = Date.now() + (options.drainTimeoutMs ?? 5000)
     while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
     await new Promise<void>((resolve) => {
@@ -337,6 +388,8 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     address,
     storage,
     membership,
+    hintDelivery,
+    antiEntropy,
     serving: () => state === 'serving',
     topology,
     stop,

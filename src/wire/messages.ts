@@ -36,7 +36,7 @@ export interface ResponseFrameMsg {
   epoch: number
 }
 
-export type PeerOpName = 'READ' | 'WRITE' | 'FORWARD' | 'SCAN' | 'HINT' | 'DIGEST'
+export type PeerOpName = 'READ' | 'WRITE' | 'FORWARD' | 'SCAN' | 'HINT' | 'DIGEST' | 'LEAVES'
 
 export interface PeerRequestMsg {
   id: number
@@ -49,6 +49,7 @@ export interface PeerRequestMsg {
   lt: Buffer
   limit: number
   hintTarget: string
+  leaves: number[]
 }
 
 export interface PeerResponseMsg {
@@ -85,6 +86,24 @@ export interface TopologyMsg {
   nodes: NodeInfoMsg[]
   partitions: { nodes: string[] }[]
   answeredBy: string
+  repair?: RepairStateMsg | null
+}
+
+export interface RepairStateMsg {
+  inProgress: boolean
+  partitionsRepaired: number
+  partitionsHeld: number
+  oldestRepairMs: number
+  lastRepairMs: number
+}
+
+export interface RepairResponseMsg {
+  node: string
+  partitions: number
+  pulled: number
+  pushed: number
+  skipped: number
+  durationMs: number
 }
 
 export interface MemberMsg {

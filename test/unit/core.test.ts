@@ -284,3 +284,29 @@ describe('errors', () => {
     expect(() => toBuffer(5 as never, 'key')).toThrow(KumoError)
   })
 })
+
+import { differingLeaves, LeafHasher, planExchange } from '../../src/core/digest.js'
+
+describe('anti-entropy digests', () => {
+  const v = (ms: number): Buffer => encodeVersion({ ms, counter: 0 }, 'n1')
+  it('hashes leaves independently of visit order and tells where replicas differ', () => {
+    const a = new LeafHasher(64)
+    const b = new LeafHasher(64)
+    const entries = Array.from({ length: 500 }, (_, i) => [Buffer.from(`k${i}`), v(i)] as const)
+    for (const [key, version] of entries) a.add(key, version)
+    for (const [key, version] of [...entries].reverse()) b.add(key, version)
+    expect(differingLeaves(a.hashes, b.hashes)).toEqual([])
+    b.add(Buffer.from('extra'), v(1))
+    expect(differingLeaves(a.hashes, b.hashes)).toHaveLength(1)
+    const c = new LeafHasher(64)
+    for (const [key, version] of entries) c.add(key, key.toString() === 'k7' ? v(9999) : version)
+    expect(differingLeaves(a.hashes, c.hashes)).toHaveLength(1)
+  })
+
+  it('pulls what the peer has newer or alone, pushes what we have newer or alone', () => {
+    const kv = (key: string, ms: number) => ({ key: Buffer.from(key), version: v(ms) })
+    const plan = planExchange([kv('same', 1), kv('mine-newer', 5), kv('only-mine', 1), kv('theirs-newer', 1)], [kv('same', 1), kv('mine-newer', 4), kv('only-theirs', 1), kv('theirs-newer', 2)])
+    expect(plan.pull.map(String).sort()).toEqual(['only-theirs', 'theirs-newer'])
+    expect(plan.push.map(String).sort()).toEqual(['mine-newer', 'only-mine'])
+  })
+})

@@ -1,11 +1,11 @@
 import * as grpc from '@grpc/grpc-js'
 import { KumoError } from '../core/errors.js'
 import { frameBytesMax, frameOpsMax } from '../core/limits.js'
-import { FrameBatcher } from '../wire/frame-batcher.js'
-import type { GossipMsg, PeerRequestMsg, PeerRequestFrameMsg, PeerResponseFrameMsg, PeerResponseMsg } from '../wire/messages.js'
-import { PendingTable } from '../wire/pending-table.js'
-import { PeerClient } from '../wire/proto.js'
-import { channelOptions, fromServiceError } from '../wire/status.js'
+import { FrameBatcher } from './frame-batcher.js'
+import type { GossipMsg, PeerRequestMsg, PeerRequestFrameMsg, PeerResponseFrameMsg, PeerResponseMsg } from './messages.js'
+import { PendingTable } from './pending-table.js'
+import { PeerClient } from './proto.js'
+import { channelOptions, fromServiceError } from './status.js'
 
 export type PeerRequest = Omit<PeerRequestMsg, 'id'>
 

@@ -1,0 +1,220 @@
+import type { Logger } from 'pino'
+import { differingLeaves, LeafHasher, leafOf, planExchange, leafCountDefault, type KeyVersion } from '../core/digest.js'
+import { KumoError } from '../core/errors.js'
+import { recordVersion } from '../core/record.js'
+import type { StorageEngine } from '../storage/engine.js'
+import type { PeerChannel, PeerPool } from '../wire/peer-channel.js'
+import { noPeerFields } from '../wire/peer-fields.js'
+import type { Membership } from './membership.js'
+
+export interface AntiEntropyConfig {
+  /** Background repair of the partitions this node is primary for, every this often (0: off). */
+  intervalMs: number
+  /** Records sent or received per second at most, so repair does not starve requests. */
+  recordsPerSecondMax: number
+  leafCount: number
+  timeoutMs: number
+}
+
+export const defaultAntiEntropyConfig: AntiEntropyConfig = {
+  intervalMs: 10 * 60 * 1000,
+  recordsPerSecondMax: 20_000,
+  leafCount: leafCountDefault,
+  timeoutMs: 10_000,
+}
+
+export interface RepairResult {
+  partitions: number
+  pulled: number
+  pushed: number
+  skipped: number
+  durationMs: number
+}
+
+const pageSize = 1000
+const exchangeBatchMax = 500
+
+/**
+ * Anti-entropy: replicas of a partition compare leaf hashes of (key, version) and exchange only
+ * the records that differ, both ways, newest version winning. This is what makes replicas
+ * converge when hints expired or a node lost its disk.
+ */
+export class AntiEntropy {
+  private timer: NodeJS.Timeout | undefined
+  private readonly lastRepairMs = new Map<number, number>()
+  private active = 0
+  private tokens: number
+  private refillAtMs = Date.now()
+  private chain: Promise<unknown> = Promise.resolve()
+
+  constructor(
+    private readonly deps: { selfId: string; storage: StorageEngine; membership: Membership; peers: PeerPool; logger: Logger },
+    private readonly config: AntiEntropyConfig,
+  ) {
+    this.tokens = config.recordsPerSecondMax
+  }
+
+  start(): void {
+    if (this.config.intervalMs <= 0) return
+    this.timer = setInterval(() => {
+      const map = this.deps.membership.map
+      if (map === undefined || this.active > 0) return
+      const mine = map.replicas.flatMap((list, p) => (list[0] === this.deps.selfId ? [p] : []))
+      void this.repair(mine).catch((err) => this.deps.logger.warn({ err }, 'background repair failed'))
+    }, this.config.intervalMs)
+    this.timer.unref()
+  }
+
+  stop(): void {
+    if (this.timer !== undefined) clearInterval(this.timer)
+    this.timer = undefined
+  }
+
+  state(): { inProgress: boolean; partitionsRepaired: number; partitionsHeld: number; oldestRepairMs: number; lastRepairMs: number } {
+    const map = this.deps.membership.map
+    const held = map === undefined ? [] : map.replicas.flatMap((list, p) => (list.includes(this.deps.selfId) ? [p] : []))
+    const times = held.map((p) => this.lastRepairMs.get(p)).filter((t): t is number => t !== undefined)
+    return {
+      inProgress: this.active > 0,
+      partitionsRepaired: times.length,
+      partitionsHeld: held.length,
+      oldestRepairMs: times.length === held.length && times.length > 0 ? Math.min(...times) : 0,
+      lastRepairMs: times.length > 0 ? Math.max(...times) : 0,
+    }
+  }
+
+  lastRepairOf(partition: number): number | undefined {
+    return this.lastRepairMs.get(partition)
+  }
+
+  /** Repairs the given partitions (default: every partition this node holds), one at a time. */
+  repair(partitions?: number[]): Promise<RepairResult> {
+    // Repairs queue behind each other: two at once would only compete for the same budget.
+    const run = this.chain.then(() => this.repairNow(partitions))
+    this.chain = run.catch(() => undefined)
+    return run
+  }
+
+  private async repairNow(partitions?: number[]): Promise<RepairResult> {
+    const started = Date.now()
+    const map = this.deps.membership.map
+    if (map === undefined) throw new KumoError('NOT_SERVING', 'this node has not joined a cluster yet')
+    const held = map.replicas.flatMap((list, p) => (list.includes(this.deps.selfId) ? [p] : []))
+    const targets = partitions === undefined ? held : partitions.filter((p) => held.includes(p))
+    if (partitions !== undefined) {
+      for (const p of partitions) {
+        if (!Number.isInteger(p) || p < 0 || p >= map.partitionCount) {
+          throw new KumoError('INVALID_ARGUMENT', `partition ${p} does not exist (0..${map.partitionCount - 1})`)
+        }
+      }
+    }
+    const result: RepairResult = { partitions: 0, pulled: 0, pushed: 0, skipped: 0, durationMs: 0 }
+    this.active++
+    try {
+      for (const partition of targets) {
+        let complete = true
+        for (const peer of map.replicas[partition]!) {
+          if (peer === this.deps.selfId) continue
+          const address = this.deps.membership.address(peer)
+          const channel = address === undefined ? undefined : this.deps.peers.get(peer, address)
+          if (channel === undefined || !this.deps.membership.isAlive(peer) || !channel.reachable) {
+            result.skipped++
+            complete = false
+            continue
+          }
+          try {
+            const { pulled, pushed } = await this.syncWith(channel, partition)
+            result.pulled += pulled
+            result.pushed += pushed
+          } catch (err) {
+            this.deps.logger.warn({ err, partition, peer }, 'partition repair with peer failed')
+            result.skipped++
+            complete = false
+          }
+        }
+        if (complete) this.lastRepairMs.set(partition, Date.now())
+        result.partitions++
+      }
+    } finally {
+      this.active--
+    }
+    result.durationMs = Date.now() - started
+    return result
+  }
+
+  /** Leaf hashes of one local partition. */
+  async leafHashes(partition: number): Promise<number[]> {
+    const hasher = new LeafHasher(this.config.leafCount)
+    await this.forEachRecord(partition, (key, record) => hasher.add(key, recordVersion(record)))
+    return [...hasher.hashes]
+  }
+
+  /** Keys and versions of one local partition that fall in the given leaves. */
+  async leafEntries(partition: number, leaves: readonly number[]): Promise<KeyVersion[]> {
+    const wanted = new Set(leaves)
+    const out: KeyVersion[] = []
+    await this.forEachRecord(partition, (key, record) => {
+      if (wanted.has(leafOf(key, this.config.leafCount))) out.push({ key, version: Buffer.from(recordVersion(record)) })
+    })
+    return out
+  }
+
+  private async forEachRecord(partition: number, visit: (key: Buffer, record: Buffer) => void): Promise<void> {
+    let gte: Buffer | undefined
+    for (;;) {
+      const page = await this.deps.storage.scanPartition(partition, { gte, limit: pageSize })
+      for (const { key, record } of page) visit(key, record)
+      if (page.length < pageSize) return
+      gte = Buffer.concat([page[page.length - 1]!.key, Buffer.from([0])])
+    }
+  }
+
+  private async syncWith(channel: PeerChannel, partition: number): Promise<{ pulled: number; pushed: number }> {
+    const timeout = this.config.timeoutMs
+    const [mine, theirs] = await Promise.all([
+      this.leafHashes(partition),
+      channel.request({ ...noPeerFields, op: 'DIGEST', partition }, timeout).then((r) => r.hashes),
+    ])
+    const leaves = differingLeaves(mine, theirs)
+    if (leaves.length === 0) return { pulled: 0, pushed: 0 }
+    const [ours, peers] = await Promise.all([
+      this.leafEntries(partition, leaves),
+      channel.request({ ...noPeerFields, op: 'LEAVES', partition, leaves }, timeout).then((r) =>
+        r.keys.map((key, i) => ({ key, version: r.records[i]! })),
+      ),
+    ])
+    const { pull, push } = planExchange(ours, peers)
+    for (let i = 0; i < pull.length; i += exchangeBatchMax) {
+      const keys = pull.slice(i, i + exchangeBatchMax)
+      await this.throttle(keys.length)
+      const res = await channel.request({ ...noPeerFields, op: 'READ', partition, keys }, timeout)
+      const writes = keys.flatMap((key, j) => (res.records[j]?.length ? [{ partition, key, record: res.records[j]! }] : []))
+      await this.deps.storage.applyRecords(writes)
+    }
+    for (let i = 0; i < push.length; i += exchangeBatchMax) {
+      const keys = push.slice(i, i + exchangeBatchMax)
+      await this.throttle(keys.length)
+      const records = await this.deps.storage.getRecords(partition, keys)
+      const present = keys.flatMap((key, j) => (records[j] !== undefined ? [{ key, record: records[j]! }] : []))
+      await channel.request(
+        { ...noPeerFields, op: 'WRITE', partition, keys: present.map((e) => e.key), records: present.map((e) => e.record) },
+        timeout,
+      )
+    }
+    return { pulled: pull.length, pushed: push.length }
+  }
+
+  /** Token bucket over records exchanged. */
+  private async throttle(records: number): Promise<void> {
+    for (;;) {
+      const now = Date.now()
+      this.tokens = Math.min(this.config.recordsPerSecondMax, this.tokens + ((now - this.refillAtMs) * this.config.recordsPerSecondMax) / 1000)
+      this.refillAtMs = now
+      if (this.tokens >= records || this.tokens >= this.config.recordsPerSecondMax) {
+        this.tokens -= records
+        return
+      }
+      await new Promise((r) => setTimeout(r, Math.ceil(((records - this.tokens) * 1000) / this.config.recordsPerSecondMax)))
+    }
+  }
+}

@@ -1,0 +1,115 @@
+import type { Logger } from 'pino'
+import type { Membership } from './membership.js'
+import type { StorageEngine, HintEntry } from '../storage/engine.js'
+import type { PeerPool } from '../wire/peer-channel.js'
+import { noPeerFields } from '../wire/peer-fields.js'
+
+export interface HintDeliveryConfig {
+  intervalMs: number
+  /** Hints read and sent per round trip. */
+  batchMax: number
+  /** Hints older than this are dropped undelivered (anti-entropy covers what they carried). */
+  windowMs: number
+  timeoutMs: number
+}
+
+export const defaultHintDeliveryConfig: HintDeliveryConfig = {
+  intervalMs: 250,
+  batchMax: 500,
+  windowMs: 3 * 60 * 60 * 1000,
+  timeoutMs: 5000,
+}
+
+/**
+ * Hands hints to their target once it is back: in batches, oldest first, deleting each batch
+ * only after the target acknowledged it. Replaying a hint twice is harmless (its record keeps
+ * the original version, and storage keeps the newest).
+ */
+export class HintDelivery {
+  private timer: NodeJS.Timeout | undefined
+  private running = false
+  delivered = 0
+  expired = 0
+
+  constructor(
+    private readonly deps: { selfId: string; storage: StorageEngine; membership: Membership; peers: PeerPool; logger: Logger },
+    private readonly config: HintDeliveryConfig,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.tick(), this.config.intervalMs)
+    this.timer.unref()
+  }
+
+  stop(): void {
+    if (this.timer !== undefined) clearInterval(this.timer)
+    this.timer = undefined
+  }
+
+  /** One pass over every target with hints; resolves when it is done. */
+  async tick(): Promise<void> {
+    if (this.running) return
+    this.running = true
+    try {
+      for (const [target] of this.deps.storage.hintCounts()) {
+        if (target === this.deps.selfId) {
+          await this.deliverLocally()
+          continue
+        }
+        if (!this.deps.membership.isAlive(target)) continue
+        await this.deliver(target).catch((err) => this.deps.logger.debug({ err, target }, 'hint delivery paused'))
+      }
+    } finally {
+      this.running = false
+    }
+  }
+
+  private async expire(hints: HintEntry[]): Promise<HintEntry[]> {
+    const oldest = Date.now() - this.config.windowMs
+    const stale = hints.filter((h) => h.storedAtMs < oldest)
+    if (stale.length > 0) {
+      await this.deps.storage.deleteHints(stale.map((h) => h.id))
+      this.expired += stale.length
+    }
+    return hints.filter((h) => h.storedAtMs >= oldest)
+  }
+
+  private async deliver(target: string): Promise<void> {
+    const address = this.deps.membership.address(target)
+    if (address === undefined) return
+    const channel = this.deps.peers.get(target, address)
+    for (;;) {
+      if (!channel.reachable || !this.deps.membership.isAlive(target)) return
+      const hints = await this.deps.storage.readHints(target, this.config.batchMax)
+      if (hints.length === 0) return
+      const live = await this.expire(hints)
+      const byPartition = new Map<number, HintEntry[]>()
+      for (const hint of live) {
+        let group = byPartition.get(hint.partition)
+        if (group === undefined) byPartition.set(hint.partition, (group = []))
+        group.push(hint)
+      }
+      await Promise.all(
+        [...byPartition].map(([partition, group]) =>
+          channel.request(
+            { ...noPeerFields, op: 'WRITE', partition, keys: group.map((h) => h.key), records: group.map((h) => h.record) },
+            this.config.timeoutMs,
+          ),
+        ),
+      )
+      await this.deps.storage.deleteHints(live.map((h) => h.id))
+      this.delivered += live.length
+      if (hints.length < this.config.batchMax) return
+    }
+  }
+
+  /** Hints for this node itself (held while it was not in the map, say): apply them here. */
+  private async deliverLocally(): Promise<void> {
+    for (;;) {
+      const hints = await this.expire(await this.deps.storage.readHints(this.deps.selfId, this.config.batchMax))
+      if (hints.length === 0) return
+      await this.deps.storage.applyRecords(hints.map((h) => ({ partition: h.partition, key: h.key, record: h.record })))
+      await this.deps.storage.deleteHints(hints.map((h) => h.id))
+    }
+  }
+}

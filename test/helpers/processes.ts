@@ -1,0 +1,153 @@
+import type { ChildProcess } from 'node:child_process'
+import { rm } from 'node:fs/promises'
+import path from 'node:path'
+import { connect, type KumoClient } from '../../src/index.js'
+import { spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from '../../scripts/local-cluster.js'
+import { freePort, tempDir, waitFor } from './cluster.js'
+import { RawKv } from './raw.js'
+
+/** A cluster of real node processes (the compiled CLI) on loopback ports and temp dirs. */
+export class ProcessCluster {
+  readonly children = new Map<string, ChildProcess>()
+  readonly logs = new Map<string, string[]>()
+  private constructor(
+    readonly specs: LocalNodeSpec[],
+    readonly root: string,
+    private readonly extraArgs: string[],
+  ) {}
+
+  static async start(count = 3, extraArgs: string[] = []): Promise<ProcessCluster> {
+    const root = await tempDir('kumo-proc-')
+    const ports = await Promise.all(Array.from({ length: count }, () => freePort()))
+    const specs = ports.map((port, i) => ({ id: `n${i + 1}`, address: `127.0.0.1:${port}`, dataDir: path.join(root, `node${i + 1}`) }))
+    const cluster = new ProcessCluster(specs, root, ['--gossip-interval', '200', ...extraArgs])
+    for (const spec of specs) cluster.spawn(spec.id)
+    await waitHealthy(specs, 30_000)
+    return cluster
+  }
+
+  get seeds(): string[] {
+    return this.specs.map((s) => s.address)
+  }
+
+  spec(id: string): LocalNodeSpec {
+    return this.specs.find((s) => s.id === id)!
+  }
+
+  spawn(id: string): ChildProcess {
+    const spec = this.spec(id)
+    const log = this.logs.get(id) ?? []
+    this.logs.set(id, log)
+    const child = spawnNode(spec, this.seeds, this.extraArgs, (line) => {
+      log.push(line)
+      if (log.length > 200) log.shift()
+    })
+    this.children.set(id, child)
+    return child
+  }
+
+  /** kill -9: no goodbye, no flush. */
+  async kill(id: string): Promise<void> {
+    const child = this.children.get(id)!
+    const exited = new Promise((resolve) => child.once('exit', resolve))
+    child.kill('SIGKILL')
+    await exited
+  }
+
+  async stop(id: string): Promise<void> {
+    await stopChild(this.children.get(id)!)
+  }
+
+  /** Starts a stopped node again and waits until it serves. */
+  async restart(id: string): Promise<void> {
+    this.spawn(id)
+    await waitFor(`${id} to serve again`, async () => {
+      const raw = new RawKv(this.spec(id).address)
+      try {
+        await raw.call('Topology', {})
+        return true
+      } finally {
+        raw.close()
+      }
+    }, 20_000, 50)
+  }
+
+  async wipe(id: string): Promise<void> {
+    await rm(this.spec(id).dataDir, { recursive: true, force: true })
+  }
+
+  /** Hints held anywhere in the cluster, as each live node reports. */
+  async hintsHeld(): Promise<number> {
+    let total = 0
+    for (const spec of this.specs) {
+      const child = this.children.get(spec.id)
+      if (child === undefined || child.exitCode !== null || child.signalCode !== null) continue
+      const raw = new RawKv(spec.address)
+      try {
+        const topology = await raw.call('Topology', {})
+        for (const n of topology.nodes) total += Number(n.hintsHeld)
+      } finally {
+        raw.close()
+      }
+    }
+    return total
+  }
+
+  /** Values of `keys` in one node's own storage (consistency one, read locally). */
+  async localValues(id: string, keys: string[]): Promise<(string | undefined)[]> {
+    const raw = new RawKv(this.spec(id).address)
+    try {
+      const out: (string | undefined)[] = []
+      for (let i = 0; i < keys.length; i += 1000) {
+        const res = await raw.call('GetMany', { keys: keys.slice(i, i + 1000).map((k) => Buffer.from(k)), consistency: 'one' })
+        for (const v of res.values) out.push(v.found ? v.value.toString() : undefined)
+      }
+      return out
+    } finally {
+      raw.close()
+    }
+  }
+
+  client(options: { timeoutMs?: number } = {}): Promise<KumoClient> {
+    return connect({ seeds: this.seeds, ...options })
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.children.values()].map((c) => stopChild(c, 5000)))
+    await rm(this.root, { recursive: true, force: true })
+  }
+}
+
+export interface WriteLoad {
+  acked: string[]
+  failures: { key: string; error: string }[]
+  stop(): Promise<void>
+}
+
+/** Writes unique keys continuously with `concurrency` in flight until stopped (or `maxWrites`). */
+export function writeLoad(db: KumoClient, prefix: string, concurrency = 16, maxWrites = 200_000): WriteLoad {
+  const acked: string[] = []
+  const failures: { key: string; error: string }[] = []
+  let running = true
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (running && next < maxWrites) {
+      const key = `${prefix}${String(next++).padStart(7, '0')}`
+      try {
+        await db.put(key, `value-of-${key}`)
+        acked.push(key)
+      } catch (err) {
+        failures.push({ key, error: `${(err as { code?: string }).code}: ${(err as Error).message}` })
+      }
+    }
+  }
+  const workers = Array.from({ length: concurrency }, worker)
+  return {
+    acked,
+    failures,
+    async stop() {
+      running = false
+      await Promise.all(workers)
+    },
+  }
+}
