@@ -1,0 +1,240 @@
+import type { ChildProcess } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { Command, InvalidArgumentError } from 'commander'
+import * as hdr from 'hdr-histogram-js'
+import { connect, type KumoClient } from '../src/index.js'
+import { localSpecs, portTaken, spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from './local-cluster.js'
+
+function wholeNumber(value: string): number {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('must be a positive whole number')
+  return n
+}
+
+const program = new Command()
+  .name('npm run chaos --')
+  .description(
+    'Runs a read/write load against a local three-node cluster while killing (kill -9) and restarting\n' +
+      'random nodes, never more than one down at a time; then reports failures, latency and lost writes.\n' +
+      'It starts its own cluster (so it can kill its processes) on --base-port..+2, data in a temp dir.',
+  )
+  .option('--duration <s>', 'seconds of load', wholeNumber, 60)
+  .option('--concurrency <n>', 'requests in flight', wholeNumber, 32)
+  .option('--base-port <port>', 'port of the first node', wholeNumber, 7101)
+  .option('--down <ms>', 'how long a killed node stays down (random up to this)', wholeNumber, 5000)
+  .option('--between <ms>', 'pause between a restart and the next kill (random up to this)', wholeNumber, 6000)
+  .option('--seed <n>', 'random seed (printed, so a run can be replayed)', wholeNumber)
+  .option('--json', 'print the report as JSON too')
+  .parse()
+const opts = program.opts<{ duration: number; concurrency: number; basePort: number; down: number; between: number; seed?: number; json?: boolean }>()
+
+/** mulberry32: a seeded PRNG so the kill schedule replays. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+const histogram = (): hdr.Histogram => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 })
+const ms = (us: number): string => `${(us / 1000).toFixed(2)} ms`
+
+interface KillWindow {
+  node: string
+  atMs: number
+  downMs: number
+  histogram: hdr.Histogram
+  failures: number
+}
+
+async function main(): Promise<void> {
+  const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 31)
+  const random = rng(seed)
+  const root = await mkdtemp(path.join(os.tmpdir(), 'kumo-chaos-'))
+  const specs = localSpecs(3, opts.basePort, root)
+  for (const spec of specs) {
+    const taken = await portTaken(spec.address)
+    if (taken !== undefined) {
+      process.stderr.write(`chaos: ${taken}; use --base-port\n`)
+      process.exit(1)
+    }
+  }
+  const seeds = specs.map((s) => s.address)
+  const children = new Map<string, ChildProcess>()
+  const spawn = (spec: LocalNodeSpec): void => {
+    children.set(spec.id, spawnNode(spec, seeds, ['--gossip-interval', '500']))
+  }
+  let db: KumoClient | undefined
+  const cleanup = async (): Promise<void> => {
+    await db?.close()
+    await Promise.all([...children.values()].map((c) => stopChild(c, 5000)))
+    await rm(root, { recursive: true, force: true })
+  }
+  process.on('SIGINT', () => void cleanup().then(() => process.exit(130)))
+
+  process.stdout.write(`chaos: seed ${seed}; starting 3 nodes on ${seeds.join(', ')}...\n`)
+  for (const spec of specs) spawn(spec)
+  await waitHealthy(specs, 30_000)
+  db = await connect({ seeds, timeoutMs: 5000 })
+
+  const overall = histogram()
+  const windows: KillWindow[] = []
+  const acked = new Map<string, string>()
+  const ackedKeys: string[] = []
+  let requests = 0
+  let failures = 0
+  const failureSamples: string[] = []
+  let mismatches = 0
+  let running = true
+  let nextKey = 0
+  const started = Date.now()
+  const endAt = started + opts.duration * 1000
+  const requestsMax = opts.duration * 200_000
+
+  const record = (startedNs: bigint, ok: boolean): void => {
+    const us = Number((process.hrtime.bigint() - startedNs) / 1000n)
+    requests++
+    overall.recordValue(Math.max(1, us))
+    const now = Date.now()
+    for (const w of windows) {
+      if (now - w.atMs <= 5000) {
+        w.histogram.recordValue(Math.max(1, us))
+        if (!ok) w.failures++
+      }
+    }
+  }
+
+  const worker = async (): Promise<void> => {
+    while (running && requests < requestsMax) {
+      const t0 = process.hrtime.bigint()
+      const write = ackedKeys.length < 100 || random() < 0.5
+      try {
+        if (write) {
+          const key = `chaos/${String(nextKey++).padStart(8, '0')}`
+          const value = `v-${key}`
+          await db!.put(key, value)
+          acked.set(key, value)
+          ackedKeys.push(key)
+        } else {
+          const key = ackedKeys[Math.floor(random() * ackedKeys.length)]!
+          const value = await db!.get(key)
+          if (value?.toString() !== acked.get(key)) mismatches++
+        }
+        record(t0, true)
+      } catch (err) {
+        failures++
+        if (failureSamples.length < 5) failureSamples.push(`${(err as { code?: string }).code}: ${(err as Error).message}`)
+        record(t0, false)
+      }
+    }
+  }
+
+  const progress = setInterval(() => {
+    const s = ((Date.now() - started) / 1000).toFixed(0)
+    const down = specs.filter((sp) => children.get(sp.id)?.exitCode !== null || children.get(sp.id)?.signalCode !== null).map((sp) => sp.id)
+    process.stdout.write(`  ${s}s: ${requests} requests, ${failures} failed, ${acked.size} writes acknowledged${down.length ? `, down: ${down.join(',')}` : ''}\n`)
+  }, 5000)
+
+  const chaos = async (): Promise<void> => {
+    await new Promise((r) => setTimeout(r, 2000 + random() * opts.between))
+    while (Date.now() < endAt - 3000) {
+      const spec = specs[Math.floor(random() * specs.length)]!
+      const downMs = Math.max(1000, Math.floor(random() * opts.down))
+      const child = children.get(spec.id)!
+      const exited = new Promise((r) => child.once('exit', r))
+      child.kill('SIGKILL')
+      await exited
+      const window: KillWindow = { node: spec.id, atMs: Date.now(), downMs, histogram: histogram(), failures: 0 }
+      windows.push(window)
+      process.stdout.write(`  ${((window.atMs - started) / 1000).toFixed(1)}s: kill -9 ${spec.id}, down for ${(downMs / 1000).toFixed(1)} s\n`)
+      await new Promise((r) => setTimeout(r, downMs))
+      spawn(spec)
+      await waitHealthy(specs, 30_000)
+      process.stdout.write(`  ${((Date.now() - started) / 1000).toFixed(1)}s: ${spec.id} back\n`)
+      await new Promise((r) => setTimeout(r, 1000 + random() * opts.between))
+    }
+  }
+
+  const workers = Array.from({ length: opts.concurrency }, worker)
+  await Promise.race([chaos(), new Promise((r) => setTimeout(r, endAt - Date.now()))])
+  while (Date.now() < endAt) await new Promise((r) => setTimeout(r, 100))
+  running = false
+  await Promise.all(workers)
+  clearInterval(progress)
+  // Make sure every node runs before judging convergence.
+  for (const spec of specs) {
+    const child = children.get(spec.id)!
+    if (child.exitCode !== null || child.signalCode !== null) spawn(spec)
+  }
+  await waitHealthy(specs, 30_000)
+
+  // Convergence: every node holds every acknowledged write in its own storage.
+  const convergeStarted = Date.now()
+  const keys = [...acked.keys()]
+  let converged = false
+  let missingLast = 0
+  while (Date.now() - convergeStarted < 120_000) {
+    missingLast = 0
+    for (const spec of specs) {
+      const one = await connect({ seeds: [spec.address], timeoutMs: 10_000 })
+      for (let i = 0; i < keys.length; i += 1000) {
+        const chunk = keys.slice(i, i + 1000)
+        const values = await one.getMany(chunk, { consistency: 'one' }).catch(() => chunk.map(() => undefined))
+        missingLast += values.filter((v, j) => v?.toString() !== acked.get(chunk[j]!)).length
+      }
+      await one.close()
+    }
+    if (missingLast === 0) {
+      converged = true
+      break
+    }
+    await new Promise((r) => setTimeout(r, 500))
+  }
+  const convergeMs = Date.now() - convergeStarted
+
+  // Lost: acknowledged, but a quorum read does not return it.
+  let lost = 0
+  for (let i = 0; i < keys.length; i += 1000) {
+    const chunk = keys.slice(i, i + 1000)
+    const values = await db.getMany(chunk)
+    lost += values.filter((v, j) => v?.toString() !== acked.get(chunk[j]!)).length
+  }
+
+  const seconds = opts.duration
+  const lines = [
+    '',
+    `Kumo chaos report (seed ${seed}, ${seconds} s, ${opts.concurrency} in flight, 50% writes / 50% reads, quorum)`,
+    `  requests              ${requests} (${Math.round(requests / seconds)}/s)`,
+    `  failed requests       ${failures}${failureSamples.length ? ` e.g. ${failureSamples[0]}` : ''}`,
+    `  stale/missing reads   ${mismatches}`,
+    `  latency overall       p50 ${ms(overall.getValueAtPercentile(50))}  p99 ${ms(overall.getValueAtPercentile(99))}  max ${ms(overall.maxValue)}`,
+    ...windows.map(
+      (w) =>
+        `  5 s after kill ${w.node.padEnd(3)} at ${((w.atMs - started) / 1000).toFixed(1).padStart(5)}s: ${String(w.histogram.totalCount).padStart(6)} requests, ${w.failures} failed, p50 ${ms(w.histogram.getValueAtPercentile(50))}  p99 ${ms(w.histogram.getValueAtPercentile(99))}  max ${ms(w.histogram.maxValue)}`,
+    ),
+    `  kills                 ${windows.length}`,
+    `  acknowledged writes   ${acked.size}`,
+    `  acknowledged lost     ${lost}`,
+    `  replicas converged    ${converged ? `yes, ${(convergeMs / 1000).toFixed(1)} s after the load stopped` : `NO (${missingLast} replica copies still missing after 120 s)`}`,
+    '',
+  ]
+  process.stdout.write(lines.join('\n'))
+  if (opts.json) {
+    process.stdout.write(
+      `${JSON.stringify({ seed, requests, failures, mismatches, lost, kills: windows.length, acknowledged: acked.size, converged, convergeMs, p50us: overall.getValueAtPercentile(50), p99us: overall.getValueAtPercentile(99), maxUs: overall.maxValue })}\n`,
+    )
+  }
+  await cleanup()
+  process.exit(failures === 0 && lost === 0 && converged ? 0 : 1)
+}
+
+void main().catch((err) => {
+  process.stderr.write(`chaos: ${(err as Error).stack ?? err}\n`)
+  process.exit(2)
+})
