@@ -36,11 +36,17 @@ export function portTaken(address: string): Promise<string | undefined> {
   })
 }
 
-export function spawnNode(spec: LocalNodeSpec, seeds: string[], extraArgs: string[] = [], onLine?: (line: string) => void): ChildProcess {
+export function spawnNode(
+  spec: LocalNodeSpec,
+  seeds: string[],
+  extraArgs: string[] = [],
+  onLine?: (line: string) => void,
+  env: Record<string, string> = {},
+): ChildProcess {
   const child = spawn(
     process.execPath,
     [cliPath, 'start', '--id', spec.id, '--listen', spec.address, '--data', spec.dataDir, '--seeds', seeds.join(','), ...extraArgs],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } },
   )
   const forward = (stream: NodeJS.ReadableStream | null): void => {
     let buffer = ''

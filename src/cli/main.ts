@@ -68,6 +68,8 @@ program
   .addOption(new Option('--quorum <mode>', 'sloppy: hints on fallback nodes count toward W; strict: only replicas').choices(['sloppy', 'strict']).default('sloppy'))
   .option('--hint-window <ms>', 'drop hints older than this', wholeNumber, 3 * 60 * 60 * 1000)
   .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)
+  .option('--metrics-port <port>', 'serve Prometheus metrics on http://<listen host>:<port>/metrics', wholeNumber)
+  .addOption(new Option('--load-balancing <policy>', 'how this node picks replicas to read from and forward to').choices(loadBalancingPolicies as string[]))
   .addOption(new Option('--gossip-interval <ms>', 'gossip and heartbeat period').argParser(wholeNumber).default(1000).hideHelp())
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('warn'))
   .action(async (o, cmd: Command) => {
@@ -87,10 +89,14 @@ program
       repairIntervalMs: o.repairInterval,
       gossipIntervalMs: o.gossipInterval,
       consistency: globals.consistency,
-      ...(globals.loadBalancing ? { loadBalancing: globals.loadBalancing } : {}),
+      ...(o.metricsPort !== undefined ? { metricsPort: o.metricsPort } : {}),
+      ...((o.loadBalancing ?? globals.loadBalancing) ? { loadBalancing: o.loadBalancing ?? globals.loadBalancing } : {}),
       logLevel: o.logLevel,
     })
-    process.stdout.write(`kumo node ${node.id} listening on ${node.address}, data in ${o.data}\n`)
+    process.stdout.write(
+      `kumo node ${node.id} listening on ${node.address}, data in ${o.data}${node.metricsPort !== undefined ? `, metrics on :${node.metricsPort}/metrics` : ''}\n`,
+    )
+    burnForTests()
     let stopping = false
     const stop = (signal: string): void => {
       if (stopping) return
@@ -108,6 +114,22 @@ program
     process.on('SIGTERM', () => stop('SIGTERM'))
     await new Promise(() => undefined)
   })
+
+/**
+ * Test-only switch: KUMO_TEST_BURN_PERCENT=80 makes this process spin for 80% of every 10 ms,
+ * so tests can show that load balancing steers traffic away from a slow node.
+ */
+function burnForTests(): void {
+  const percent = Number(process.env.KUMO_TEST_BURN_PERCENT ?? 0)
+  if (!(percent > 0)) return
+  const burnMs = Math.min(95, percent) / 10
+  setInterval(() => {
+    const until = performance.now() + burnMs
+    while (performance.now() < until) {
+      // spin
+    }
+  }, 10)
+}
 
 program
   .command('put <key> <value>')

@@ -1,6 +1,7 @@
 import net from 'node:net'
 import * as grpc from '@grpc/grpc-js'
 import { service as healthService } from 'grpc-health-check'
+import { KvClient } from '../wire/proto.js'
 
 export interface ProbeResult {
   ok: boolean
@@ -41,6 +42,20 @@ export function healthProbe(address: string, timeoutMs: number, service = ''): P
         const status = typeof res.status === 'number' ? ['UNKNOWN', 'SERVING', 'NOT_SERVING', 'SERVICE_UNKNOWN'][res.status] ?? String(res.status) : res.status
         resolve({ ok: status === 'SERVING', ms, detail: status })
       }
+    })
+  })
+}
+
+/** L7 storage probe: the node writes and reads back a reserved key in its own storage. */
+export function storageProbe(address: string, timeoutMs: number): Promise<ProbeResult & { writeMs?: number; readMs?: number }> {
+  const client = new KvClient(address, grpc.credentials.createInsecure()) as grpc.Client & Record<string, Function>
+  const started = performance.now()
+  return new Promise((resolve) => {
+    client.probe({}, { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: { ok: boolean; detail: string; writeMs: number; readMs: number }) => {
+      const ms = performance.now() - started
+      client.close()
+      if (err) resolve({ ok: false, ms, detail: err.details || err.message })
+      else resolve({ ok: res.ok, ms, detail: res.detail, writeMs: res.writeMs, readMs: res.readMs })
     })
   })
 }

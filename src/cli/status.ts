@@ -1,6 +1,6 @@
 import { primaryCounts, replicaCounts } from '../core/partition-map.js'
 import { connect, type RepairState, type Topology } from '../client/client.js'
-import { healthProbe, tcpProbe, type ProbeResult } from './probes.js'
+import { healthProbe, storageProbe, tcpProbe, type ProbeResult } from './probes.js'
 
 export interface NodeStatus {
   id: string
@@ -11,6 +11,7 @@ export interface NodeStatus {
   replicas: number
   l4: ProbeResult
   l7: ProbeResult
+  storage: ProbeResult & { writeMs?: number; readMs?: number }
   /** Hints held by other nodes for this node. */
   hintsFor: number
   /** Hints this node holds, by target. */
@@ -56,7 +57,7 @@ export async function clusterStatus(seeds: string[], timeoutMs: number): Promise
     )
     const nodes = await Promise.all(
       topology.nodes.map(async (node): Promise<NodeStatus> => {
-        const [l4, l7] = await Promise.all([tcpProbe(node.address, timeoutMs), healthProbe(node.address, timeoutMs)])
+        const [l4, l7, storage] = await Promise.all([tcpProbe(node.address, timeoutMs), healthProbe(node.address, timeoutMs), storageProbe(node.address, timeoutMs)])
         const seenAs: Record<string, string> = {}
         let hintsFor = 0
         for (const [viewer, view] of views) {
@@ -77,6 +78,7 @@ export async function clusterStatus(seeds: string[], timeoutMs: number): Promise
           replicas: replicas.get(node.id) ?? 0,
           l4,
           l7,
+          storage,
           hintsFor,
         }
       }),
@@ -94,7 +96,7 @@ function pad(cells: string[][]): string {
 }
 
 export function formatStatus(status: ClusterStatus): string {
-  const rows = [['NODE', 'ADDRESS', 'STATE', 'SEEN AS', 'PRIMARY', 'REPLICA', 'L4 TCP', 'L7 HEALTH', 'HINTS FOR IT', 'HINTS HELD', 'REPAIR']]
+  const rows = [['NODE', 'ADDRESS', 'STATE', 'SEEN AS', 'PRIMARY', 'REPLICA', 'L4 TCP', 'L7 HEALTH', 'L7 STORAGE', 'HINTS FOR IT', 'HINTS HELD', 'REPAIR']]
   const now = Date.now()
   for (const n of status.nodes) {
     const views = Object.values(n.seenAs)
@@ -108,6 +110,7 @@ export function formatStatus(status: ClusterStatus): string {
       String(n.replicas),
       n.l4.ok ? `ok ${n.l4.ms.toFixed(1)}ms` : `fail (${n.l4.detail})`,
       n.l7.ok ? `${n.l7.detail} ${n.l7.ms.toFixed(1)}ms` : `fail (${n.l7.detail})`,
+      n.storage.ok ? `ok w ${n.storage.writeMs!.toFixed(1)}ms r ${n.storage.readMs!.toFixed(1)}ms` : `fail (${n.storage.detail})`,
       String(n.hintsFor),
       Object.entries(n.hintsHeld).map(([to, count]) => `${to}:${count}`).join(',') || '0',
       formatRepair(n.repair, now),

@@ -115,6 +115,9 @@ export class KumoClient {
   private readonly timer: NodeJS.Timeout
   private closed = false
   private readonly nodeState = new Map<string, NodeState>()
+  /** Nodes that answered NOT_SERVING (draining): skipped until this time. */
+  private readonly avoidUntil = new Map<string, number>()
+  private readonly sent = new Map<string, number>()
 
   /** Use connect(). */
   constructor(
@@ -139,7 +142,15 @@ export class KumoClient {
   private adopt(topology: Topology): void {
     this.topology_ = topology
     this.nodeState.clear()
-    for (const node of topology.nodes) this.nodeState.set(node.id, node)
+    for (const node of topology.nodes) {
+      this.nodeState.set(node.id, node)
+      // The cluster sees it up but our channel is still in reconnect backoff: dial afresh.
+      const conn = this.connections.get(node.id)
+      if (node.state === 'up' && conn !== undefined && !conn.reachable) {
+        conn.close()
+        this.connections.delete(node.id)
+      }
+    }
   }
 
   private connection(id: string): NodeConnection | undefined {
@@ -190,8 +201,10 @@ export class KumoClient {
   private candidates(key: Buffer): string[] {
     const partition = partitionOf(key, this.topology_.partitionCount)
     const replicas = this.topology_.partitions[partition] ?? []
+    const now = Date.now()
     const usable = (id: string): boolean => {
       if (this.nodeState.get(id)?.state === 'down') return false
+      if ((this.avoidUntil.get(id) ?? 0) > now) return false
       const conn = this.connections.get(id)
       return conn === undefined || conn.reachable
     }
@@ -210,6 +223,7 @@ export class KumoClient {
     req.timeoutMs = budget
     let lastError: KumoError | undefined
     const tried = new Set<string>()
+    const attempts: string[] = []
     for (let round = 0; round < 2; round++) {
       for (const id of this.candidates(key)) {
         if (tried.has(id)) continue
@@ -222,15 +236,20 @@ export class KumoClient {
         const attemptMs = tried.size === 1 ? Math.max(1, Math.floor(remaining * 0.6)) : remaining
         try {
           req.timeoutMs = attemptMs
+          this.sent.set(id, (this.sent.get(id) ?? 0) + 1)
           const res = await conn.request({ ...req }, attemptMs)
           if (res.errorCode === '') return res
           const error = new KumoError(res.errorCode as KumoError['code'], res.errorMessage)
+          // A draining node: stop sending to it now, before the cluster reports it down.
+          if (error.code === 'NOT_SERVING') this.avoidUntil.set(id, Date.now() + 3000)
           if (!error.retryable) throw error
           lastError = error
         } catch (err) {
           const error = toKumoError(err)
           if (!error.retryable && error.code !== 'TIMEOUT') throw error
           lastError = error
+        } finally {
+          if (lastError !== undefined && attempts.length < tried.size) attempts.push(`${id}: ${lastError.message}`)
         }
       }
       // Every known node failed: the map may be stale. Refresh once and try the rest.
@@ -241,9 +260,10 @@ export class KumoClient {
       }
     }
     if (Date.now() >= deadline && (lastError === undefined || lastError.code === 'TIMEOUT')) {
-      throw new KumoError('TIMEOUT', `request did not complete within ${budget} ms`)
+      throw new KumoError('TIMEOUT', `request did not complete within ${budget} ms (tried ${attempts.join(', ') || 'no node'})`)
     }
-    throw lastError ?? new KumoError('UNAVAILABLE', 'no node of the cluster is reachable')
+    if (lastError === undefined) throw new KumoError('UNAVAILABLE', 'no node of the cluster is reachable')
+    throw new KumoError(lastError.code, attempts.length > 1 ? `every node failed: ${attempts.join('; ')}` : lastError.message)
   }
 
   async get(key: Bytes, options: CallOptions = {}): Promise<Buffer | undefined> {
@@ -393,6 +413,15 @@ export class KumoClient {
   async topology(): Promise<Topology> {
     await this.refresh()
     return this.topology_
+  }
+
+  /** Requests this client has sent to each node, and how many are in flight now. */
+  requestStats(): Record<string, { sent: number; inFlight: number }> {
+    const out: Record<string, { sent: number; inFlight: number }> = {}
+    for (const node of this.topology_.nodes) {
+      out[node.id] = { sent: this.sent.get(node.id) ?? 0, inFlight: this.connections.get(node.id)?.inFlight ?? 0 }
+    }
+    return out
   }
 
   /** The cached topology (no network). */

@@ -195,36 +195,41 @@ export class Coordinator {
           if (stale.length > 0) this.repair(partition, key, newest, stale)
         }
       }
-      const launch = (): void => {
-        while (!settled && answers.size + outstanding < required && next < candidates.length) {
+      // Called after every answer or failure: finish, ask another replica, or give up.
+      const step = (): void => {
+        if (settled) return
+        if (answers.size >= required) {
+          finish()
+          return
+        }
+        while (answers.size + outstanding < required && next < candidates.length) {
           const id = candidates[next++]!
           outstanding++
           this.readReplica(id, partition, key, deadlineMs).then(
             (record) => {
               outstanding--
-              if (settled) return
               answers.set(id, record)
-              if (answers.size >= required) finish()
+              step()
             },
             (err) => {
               outstanding--
-              if (settled) return
               lastError = toKumoError(err)
-              launch()
-              if (!settled && outstanding === 0 && answers.size < required) {
-                settled = true
-                reject(
-                  new KumoError(
-                    lastError.code === 'TIMEOUT' ? 'TIMEOUT' : 'UNAVAILABLE',
-                    `read got ${answers.size} of ${required} required replies (${consistency}): ${lastError.message}`,
-                  ),
-                )
-              }
+              step()
             },
           )
         }
+        if (!settled && answers.size + outstanding < required) {
+          settled = true
+          const cause = lastError ?? new KumoError('UNAVAILABLE', 'no replica answered')
+          reject(
+            new KumoError(
+              cause.code === 'TIMEOUT' ? 'TIMEOUT' : 'UNAVAILABLE',
+              `read got ${answers.size} of ${required} required replies (${consistency}): ${cause.message}`,
+            ),
+          )
+        }
       }
-      launch()
+      step()
     })
   }
 

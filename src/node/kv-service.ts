@@ -26,6 +26,7 @@ export interface KvServiceDeps {
   admit: () => KumoError | undefined
   track: (delta: number) => void
   repair: (partition: number | undefined) => Promise<RepairResponseMsg>
+  probe: () => Promise<{ ok: boolean; detail: string; writeMs: number; readMs: number }>
 }
 
 type Unary = grpc.handleUnaryCall<unknown, unknown>
@@ -134,6 +135,12 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
       } catch (err) {
         callback(toServiceError(err))
       }
+    },
+    Probe: (_call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      deps.probe().then(
+        (res) => callback(null, res),
+        (err) => callback(toServiceError(err)),
+      )
     },
     Repair: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       if (isMalformed(call.request)) {

@@ -47,15 +47,20 @@ export async function* mergedScan(
   nowMs: () => number,
 ): AsyncGenerator<{ key: Buffer; value: Buffer }[]> {
   if (bounds.gte !== undefined && bounds.lt !== undefined && Buffer.compare(bounds.gte, bounds.lt) >= 0) return
-  const perPartition = Math.max(16, Math.min(256, limit > 0 ? limit : 256))
+  // Keys spread evenly over partitions, so a scan of L keys needs about L/P from each: start
+  // with twice that and double a cursor's page each time it runs dry.
+  const firstPage = limit > 0 ? Math.min(256, Math.max(4, Math.ceil((2 * limit) / partitionCount))) : 64
   const cursors = Array.from({ length: partitionCount }, (_, p) => new Cursor(p))
+  const pageOf = new Map<Cursor, number>()
   const refill = async (cursor: Cursor): Promise<void> => {
     const last = cursor.buffer[cursor.buffer.length - 1]
     const from = last === undefined ? bounds.gte : Buffer.concat([last.key, Buffer.from([0])])
-    const page = await readPage(cursor.partition, from, bounds.lt, perPartition)
+    const size = pageOf.get(cursor) ?? firstPage
+    pageOf.set(cursor, Math.min(1000, size * 2))
+    const page = await readPage(cursor.partition, from, bounds.lt, size)
     cursor.buffer = page
     cursor.index = 0
-    if (page.length < perPartition) cursor.done = true
+    if (page.length < size) cursor.done = true
   }
   await Promise.all(cursors.map(refill))
 

@@ -26,6 +26,7 @@ import { Coordinator } from './coordinator.js'
 import { noPeerFields } from '../wire/peer-fields.js'
 import { kvHandlers } from './kv-service.js'
 import { PeerPool } from '../wire/peer-channel.js'
+import { NodeMetrics } from './metrics.js'
 import { ReplicaService } from './replica-service.js'
 
 export interface NodeOptions {
@@ -59,6 +60,9 @@ export interface NodeOptions {
   repairIntervalMs?: number
   /** Records per second anti-entropy may move (default 20,000). */
   repairRecordsPerSecond?: number
+  /** Serve Prometheus metrics on http://<metricsHost>:<port>/metrics (0 picks a port; unset: off). */
+  metricsPort?: number
+  metricsHost?: string
 }
 
 export interface KumoNode {
@@ -69,10 +73,15 @@ export interface KumoNode {
   readonly membership: Membership
   readonly hintDelivery: HintDelivery
   readonly antiEntropy: AntiEntropy
+  readonly metrics: NodeMetrics
+  /** The port metrics are served on, if they are. */
+  readonly metricsPort: number | undefined
   /** True once storage is open and the node is in the cluster's partition map. */
   serving(): boolean
   topology(): TopologyMsg
-  /** Graceful stop: NOT_SERVING, tell peers, drain in-flight requests, close storage. */
+  /** First half of a graceful stop: NOT_SERVING, tell peers, let in-flight requests finish. */
+  drain(): Promise<void>
+  /** Graceful stop: drain, then close the server and storage. */
   stop(): Promise<void>
 }
 
@@ -96,6 +105,7 @@ function checkOptions(o: NodeOptions): void {
   if (o.loadBalancing !== undefined && !loadBalancingPolicies.includes(o.loadBalancing)) {
     bad(`unknown load balancing ${JSON.stringify(o.loadBalancing)}: use ${loadBalancingPolicies.join(', ')}`)
   }
+  if (o.metricsPort !== undefined && (!Number.isInteger(o.metricsPort) || o.metricsPort < 0 || o.metricsPort > 65535)) bad('metrics port must be 0 to 65535')
   for (const seed of o.seeds ?? []) if (!/^[^:\s]+:\d+$/.test(seed)) bad(`seed ${JSON.stringify(seed)} must be host:port`)
 }
 
@@ -156,7 +166,20 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   const host = options.listen.slice(0, options.listen.lastIndexOf(':'))
   const address = options.advertise ?? `${host}:${port}`
 
-  const peers = new PeerPool()
+  const metrics = new NodeMetrics(options.id, (m) => {
+    m.hintsPending.reset()
+    for (const [target, count] of storage.hintCounts()) m.hintsPending.set({ target }, count)
+    const repair = antiEntropy.state()
+    m.repairPartitionsRepaired.set(repair.partitionsRepaired)
+    m.repairInProgress.set(repair.inProgress ? 1 : 0)
+    const map = membership.map
+    m.partitionsHeld.set({ role: 'primary' }, map?.replicas.filter((l) => l[0] === options.id).length ?? 0)
+    m.partitionsHeld.set({ role: 'replica' }, map?.replicas.filter((l) => l.includes(options.id)).length ?? 0)
+    const states = { up: 0, suspect: 0, down: 0 }
+    for (const member of membership.allMembers()) if (member.id !== options.id) states[membership.health(member.id)]++
+    for (const [state, count] of Object.entries(states)) m.peers.set({ state }, count)
+  })
+  const peers = new PeerPool((op) => metrics.replicaMessages.inc({ op, direction: 'sent' }))
   const seedChannels = new PeerPool()
   let elu = performance.eventLoopUtilization()
   let persistChain = Promise.resolve()
@@ -248,6 +271,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     }
   }
   membership.onChange(updateHealth)
+  membership.onRestart((id) => peers.reset(id))
 
   const topology = (): TopologyMsg => {
     const map = membership.map
@@ -288,7 +312,26 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   server.addService(
     kvService,
     kvHandlers({
-      handle: (req) => coordinator.handle(req),
+      handle: async (req) => {
+        const started = performance.now()
+        const res = await coordinator.handle(req)
+        metrics.requests.inc({ op: req.op, outcome: res.errorCode || 'OK' })
+        const seconds = (performance.now() - started) / 1000
+        metrics.latency.observe({ op: req.op }, seconds)
+        if (seconds > 1) logger.warn({ op: req.op, ms: Math.round(seconds * 1000), error: res.errorCode || undefined, message: res.errorMessage || undefined }, 'slow request')
+        return res
+      },
+      probe: async () => {
+        // L7: a write and a read of a reserved key in this node's own storage.
+        const stamp = Buffer.from(String(Date.now()))
+        const t0 = performance.now()
+        await storage.putMeta('probe', stamp)
+        const t1 = performance.now()
+        const back = await storage.getMeta('probe')
+        const t2 = performance.now()
+        const ok = back !== undefined && back.equals(stamp)
+        return { ok, detail: ok ? 'read back what it wrote' : 'read back something else', writeMs: t1 - t0, readMs: t2 - t1 }
+      },
       topology,
       epoch: () => membership.map?.epoch ?? 0,
       partitionCount: () => membership.map?.partitionCount ?? partitionConfig.partitionCount,
@@ -321,6 +364,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
           return
         }
         for (const req of frame.requests) {
+          metrics.replicaMessages.inc({ op: req.op, direction: 'received' })
           void replicaService.handle(req).then((res) => {
             let bytes = 16
             for (const r of res.records) bytes += r.length
@@ -348,23 +392,45 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   })
   health.addToServer(server)
 
+  let metricsPort: number | undefined
+  if (options.metricsPort !== undefined) {
+    try {
+      metricsPort = await metrics.listen(options.metricsPort, options.metricsHost ?? host)
+    } catch (err) {
+      server.forceShutdown()
+      await storage.close()
+      throw new KumoError('ADDRESS_IN_USE', `cannot serve metrics on port ${options.metricsPort}: ${(err as Error).message}`)
+    }
+  }
   membership.start()
   hintDelivery.start()
   antiEntropy.start()
   updateHealth()
   logger.info({ address, dataDir: options.dataDir }, 'started')
 
-  const stop = async (): Promise<void> => {
-    if (state === 'stopped' || state === 'draining') return
-    state = 'draining'
-    health.setStatus('', 'NOT_SERVING')
-    health.setStatus('kumo.Kv', 'NOT_SERVING')
-    await membership.announceStopping().catch(() => undefined)
-    membership.stop()
-    hintDelivery.stop()
-    antiEntropy.stop()
-    const deadline = Date.now() + (options.drainTimeoutMs ?? 5000)
-    while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+  let draining: Promise<void> | undefined
+  const drain = (): Promise<void> => {
+    draining ??= (async () => {
+      state = 'draining'
+      health.setStatus('', 'NOT_SERVING')
+      health.setStatus('kumo.Kv', 'NOT_SERVING')
+      // Peers (and through them, clients) stop routing here before the server goes away.
+      await membership.announceStopping().catch(() => undefined)
+      membership.stop()
+      hintDelivery.stop()
+      antiEntropy.stop()
+      const deadline = Date.now() + (options.drainTimeoutMs ?? 5000)
+      while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+    })()
+    return draining
+  }
+  let stopping: Promise<void> | undefined
+  const stop = (): Promise<void> => {
+    stopping ??= stopNow()
+    return stopping
+  }
+  const stopNow = async (): Promise<void> => {
+    await drain()
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => {
         server.forceShutdown()
@@ -377,6 +443,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     })
     peers.close()
     seedChannels.close()
+    await metrics.close()
     await persistChain
     await storage.close()
     state = 'stopped'
@@ -390,6 +457,9 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     membership,
     hintDelivery,
     antiEntropy,
+    metrics,
+    metricsPort,
+    drain,
     serving: () => state === 'serving',
     topology,
     stop,

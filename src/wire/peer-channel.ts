@@ -34,6 +34,7 @@ export class PeerChannel {
   constructor(
     readonly nodeId: string,
     readonly address: string,
+    private readonly onSend?: (op: string) => void,
   ) {
     this.client = new PeerClient(address, grpc.credentials.createInsecure(), channelOptions) as never
     this.pending = new PendingTable(`node ${nodeId} (${address})`)
@@ -63,6 +64,7 @@ export class PeerChannel {
       this.client.getChannel().getConnectivityState(true)
       return Promise.reject(new KumoError('UNAVAILABLE', `node ${this.nodeId} (${this.address}) is unreachable`))
     }
+    this.onSend?.(req.op)
     return new Promise<PeerResponseMsg>((resolve, reject) => {
       const id = this.pending.add(timeoutMs, resolve, reject)
       this.batcher.push({ ...req, id }, requestBytes(req))
@@ -111,11 +113,12 @@ export class PeerChannel {
     })
   }
 
-  close(): void {
+  /** Closes the channel; requests in flight fail with `code` (UNAVAILABLE lets callers fail over). */
+  close(code: 'CLOSED' | 'UNAVAILABLE' = 'CLOSED'): void {
     if (this.closed) return
     this.closed = true
     this.batcher.drain()
-    this.pending.rejectAll(new KumoError('CLOSED', 'peer channel closed'))
+    this.pending.rejectAll(new KumoError(code, `channel to node ${this.nodeId} closed`))
     this.pending.close()
     this.stream?.cancel()
     this.stream = undefined
@@ -127,6 +130,8 @@ export class PeerChannel {
 export class PeerPool {
   private readonly channels = new Map<string, PeerChannel>()
 
+  constructor(private readonly onSend?: (op: string) => void) {}
+
   get(nodeId: string, address: string): PeerChannel {
     let channel = this.channels.get(nodeId)
     if (channel !== undefined && channel.address !== address) {
@@ -134,10 +139,22 @@ export class PeerPool {
       channel = undefined
     }
     if (channel === undefined) {
-      channel = new PeerChannel(nodeId, address)
+      channel = new PeerChannel(nodeId, address, this.onSend)
       this.channels.set(nodeId, channel)
     }
     return channel
+  }
+
+  /**
+   * Drops the channel to a node, so the next request dials afresh. Used when a node restarts:
+   * the old channel may sit in reconnect backoff for a while after the node is back.
+   */
+  reset(nodeId: string): void {
+    const channel = this.channels.get(nodeId)
+    if (channel === undefined) return
+    this.channels.delete(nodeId)
+    // In-flight requests on the old channel fail over as on any broken stream.
+    channel.close('UNAVAILABLE')
   }
 
   find(nodeId: string): PeerChannel | undefined {

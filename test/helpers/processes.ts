@@ -16,11 +16,14 @@ export class ProcessCluster {
     private readonly extraArgs: string[],
   ) {}
 
-  static async start(count = 3, extraArgs: string[] = []): Promise<ProcessCluster> {
+  readonly env = new Map<string, Record<string, string>>()
+
+  static async start(count = 3, extraArgs: string[] = [], env: Record<string, Record<string, string>> = {}): Promise<ProcessCluster> {
     const root = await tempDir('kumo-proc-')
     const ports = await Promise.all(Array.from({ length: count }, () => freePort()))
     const specs = ports.map((port, i) => ({ id: `n${i + 1}`, address: `127.0.0.1:${port}`, dataDir: path.join(root, `node${i + 1}`) }))
     const cluster = new ProcessCluster(specs, root, ['--gossip-interval', '200', ...extraArgs])
+    for (const [id, vars] of Object.entries(env)) cluster.env.set(id, vars)
     for (const spec of specs) cluster.spawn(spec.id)
     await waitHealthy(specs, 30_000)
     return cluster
@@ -41,7 +44,7 @@ export class ProcessCluster {
     const child = spawnNode(spec, this.seeds, this.extraArgs, (line) => {
       log.push(line)
       if (log.length > 200) log.shift()
-    })
+    }, this.env.get(id) ?? {})
     this.children.set(id, child)
     return child
   }

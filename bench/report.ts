@@ -1,0 +1,32 @@
+import type { RunResult } from './runner.js'
+
+function pad(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
+  return rows.map((r) => '| ' + r.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ') + ' |').join('\n')
+}
+
+const n = (x: number): string => Math.round(x).toLocaleString('en-US')
+const t = (ms: number): string => ms.toFixed(2)
+
+/** A Markdown table of every run, then the ratios and targets of issue #4. */
+export function formatTable(results: RunResult[]): string {
+  const rows = [['target', 'workload', 'ops/s', 'p50 ms', 'p95 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'errors']]
+  for (const r of results) rows.push([r.target, r.workload, n(r.opsPerSecond), t(r.p50), t(r.p95), t(r.p99), t(r.p999), t(r.max), String(r.errors)])
+  const table = pad(rows)
+  const find = (target: string, workload: string): RunResult | undefined => results.find((r) => r.target === target && r.workload === workload)
+  const lines: string[] = []
+  const ratio = (label: string, workload: string, goal: number): void => {
+    const base = find('embedded', workload)
+    const cluster = find('kumo-3', workload)
+    if (base === undefined || cluster === undefined) return
+    const value = cluster.opsPerSecond / base.opsPerSecond
+    lines.push(`${label}: kumo-3 ${n(cluster.opsPerSecond)}/s vs embedded ${n(base.opsPerSecond)}/s = ${(value * 100).toFixed(0)}% (goal ≥ ${goal * 100}%: ${value >= goal ? 'met' : 'not met'}); kumo-3 p99 ${t(cluster.p99)} ms (goal < 10 ms: ${cluster.p99 < 10 ? 'met' : 'not met'})`)
+  }
+  ratio('writes', 'write', 0.4)
+  ratio('reads', 'read', 0.6)
+  for (const w of ['batch-write', 'batch-read']) {
+    const cluster = find('kumo-3', w)
+    if (cluster !== undefined) lines.push(`${w} of 100: kumo-3 ${n(cluster.opsPerSecond)} ops/s (goal ≥ 100,000: ${cluster.opsPerSecond >= 100_000 ? 'met' : 'not met'})`)
+  }
+  return lines.length > 0 ? `${table}\n\n${lines.join('\n')}` : table
+}

@@ -1,0 +1,128 @@
+import { writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import { Command, InvalidArgumentError, Option } from 'commander'
+import { load, run, valuePool, type RunConfig, type RunResult } from './runner.js'
+import { embeddedTarget, kumoLocalTarget, kumoTarget, tempRoot, type BenchTarget } from './targets.js'
+import { fullSet, quickSet, workloads, type WorkloadName } from './workloads.js'
+import { rm } from 'node:fs/promises'
+import { formatTable } from './report.js'
+
+function wholeNumber(value: string): number {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('must be a whole number')
+  return n
+}
+
+const program = new Command()
+  .name('npm run bench --')
+  .description(
+    'Read/write benchmarks. With no --seeds it measures, one after another on this machine:\n' +
+      '  embedded  classic-level in this process (the ceiling)\n' +
+      '  kumo-1    one Kumo node, N=1\n' +
+      '  kumo-3    three Kumo nodes, N=3, quorum reads and writes\n' +
+      'and prints a table with the ratio of kumo-3 to embedded.',
+  )
+  .option('--seeds <hosts>', 'measure a running cluster instead (comma-separated host:port)')
+  .option('--quick', 'a run of under a minute: fewer records, shorter runs, fewer workloads')
+  .option('--workload <names>', `comma-separated: ${fullSet.join(', ')} (default: all; --quick: ${quickSet.join(', ')})`)
+  .option('--targets <names>', 'comma-separated: embedded, kumo-1, kumo-3', 'embedded,kumo-1,kumo-3')
+  .option('--records <n>', 'records loaded before the runs', wholeNumber)
+  .option('--operations <n>', 'operations per run at most (0: time-bound only)', wholeNumber, 0)
+  .option('--duration <s>', 'seconds per run', wholeNumber)
+  .option('--concurrency <n>', 'requests in flight', wholeNumber, 64)
+  .option('--value-size <bytes>', 'value size (YCSB uses 1000)', wholeNumber, 100)
+  .addOption(new Option('--distribution <d>', 'key choice').choices(['zipfian', 'uniform']).default('zipfian'))
+  .option('--seed <n>', 'random seed', wholeNumber, 42)
+  .option('--json <file>', 'write the results as JSON')
+  .option('--no-progress', 'no progress bars')
+  .parse()
+
+interface Options {
+  seeds?: string
+  quick?: boolean
+  workload?: string
+  targets: string
+  records?: number
+  operations: number
+  duration?: number
+  concurrency: number
+  valueSize: number
+  distribution: 'zipfian' | 'uniform'
+  seed: number
+  json?: string
+  progress: boolean
+}
+const opts = program.opts<Options>()
+
+async function main(): Promise<void> {
+  const names = (opts.workload?.split(',').map((s) => s.trim()) ?? (opts.quick ? quickSet : fullSet)) as WorkloadName[]
+  for (const name of names) if (!(name in workloads)) throw new InvalidArgumentError(`unknown workload ${name}`)
+  const records = opts.records ?? (opts.quick ? 20_000 : 200_000)
+  const config: RunConfig = {
+    records,
+    operations: opts.operations,
+    durationMs: (opts.duration ?? (opts.quick ? 2 : 10)) * 1000,
+    concurrency: opts.concurrency,
+    valueBytes: opts.valueSize,
+    distribution: opts.distribution,
+    seed: opts.seed,
+    progress: opts.progress && process.stdout.isTTY === true,
+  }
+  const values = valuePool(config.valueBytes)
+  const root = await tempRoot()
+  const results: RunResult[] = []
+  const targetNames = opts.seeds ? ['cluster'] : opts.targets.split(',').map((s) => s.trim())
+  process.stdout.write(
+    `Kumo benchmark: ${records} records, ${config.valueBytes}-byte values, ${config.distribution}, ${config.concurrency} in flight, ${config.durationMs / 1000} s per run\n` +
+      `machine: ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}\n`,
+  )
+  try {
+    for (const name of targetNames) {
+      let target: BenchTarget
+      if (opts.seeds) target = await kumoTarget('cluster', `running cluster at ${opts.seeds}`, opts.seeds.split(','))
+      else if (name === 'embedded') target = await embeddedTarget(root)
+      else if (name === 'kumo-1') target = await kumoLocalTarget(root, 'kumo-1', 1, 1)
+      else if (name === 'kumo-3') target = await kumoLocalTarget(root, 'kumo-3', 3, 3)
+      else throw new InvalidArgumentError(`unknown target ${name}`)
+      process.stdout.write(`\n${target.name}: ${target.description}\n`)
+      try {
+        const loadSeconds = await load(target, records, values, config.progress)
+        process.stdout.write(`  loaded ${records} records in ${loadSeconds.toFixed(1)} s\n`)
+        const inserted = { count: records }
+        for (const workloadName of names) {
+          const result = await run(target, workloads[workloadName], config, values, inserted)
+          results.push(result)
+          if (!config.progress) {
+            process.stdout.write(`  ${workloadName.padEnd(11)} ${Math.round(result.opsPerSecond).toLocaleString('en-US')} ops/s, p99 ${result.p99.toFixed(2)} ms${result.errors ? `, ${result.errors} errors (${result.firstError})` : ''}\n`)
+          }
+        }
+      } finally {
+        await target.close()
+      }
+    }
+  } finally {
+    await rm(root, { recursive: true, force: true })
+  }
+  process.stdout.write(`\n${formatTable(results)}\n`)
+  if (opts.json) {
+    await writeFile(
+      opts.json,
+      JSON.stringify(
+        {
+          date: new Date().toISOString(),
+          machine: { cores: os.cpus().length, memoryGiB: os.totalmem() / 2 ** 30, node: process.version },
+          config: { ...config, workloads: names, targets: targetNames },
+          results,
+        },
+        null,
+        2,
+      ),
+    )
+    process.stdout.write(`results written to ${opts.json}\n`)
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench: ${(err as Error).message}\n`)
+  process.exit(1)
+})

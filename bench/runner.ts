@@ -1,0 +1,167 @@
+import { randomBytes } from 'node:crypto'
+import * as hdr from 'hdr-histogram-js'
+import cliProgress from 'cli-progress'
+import { LatestChooser, ScrambledZipfianChooser, UniformChooser, seededRandom, type KeyChooser, type Random } from './distributions.js'
+import type { BenchTarget } from './targets.js'
+import type { Workload } from './workloads.js'
+
+export interface RunConfig {
+  records: number
+  /** Stop after this many operations (0: no limit)... */
+  operations: number
+  /** ...or after this long, whichever comes first. */
+  durationMs: number
+  concurrency: number
+  valueBytes: number
+  distribution: 'zipfian' | 'uniform'
+  seed: number
+  progress: boolean
+}
+
+export interface RunResult {
+  target: string
+  workload: string
+  ops: number
+  seconds: number
+  opsPerSecond: number
+  errors: number
+  firstError?: string
+  /** Latency per call in milliseconds. */
+  p50: number
+  p95: number
+  p99: number
+  p999: number
+  max: number
+}
+
+export const keyOf = (i: number): Buffer => Buffer.from(`user${String(i).padStart(10, '0')}`)
+
+export function valuePool(bytes: number, count = 64): Buffer[] {
+  return Array.from({ length: count }, () => randomBytes(bytes))
+}
+
+/** Loads `records` keys with batches of 100, `concurrency` batches in flight. */
+export async function load(target: BenchTarget, records: number, values: Buffer[], progress: boolean): Promise<number> {
+  const started = performance.now()
+  const bar = progress ? new cliProgress.SingleBar({ format: `  load ${target.name.padEnd(10)} {bar} {percentage}% | {value}/{total} records`, hideCursor: true }, cliProgress.Presets.shades_classic) : undefined
+  bar?.start(records, 0)
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < records) {
+      const from = next
+      next = Math.min(records, next + 100)
+      const entries: [Buffer, Buffer][] = []
+      for (let i = from; i < next; i++) entries.push([keyOf(i), values[i % values.length]!])
+      await target.putMany(entries)
+      bar?.update(next)
+    }
+  }
+  await Promise.all(Array.from({ length: 16 }, worker))
+  bar?.stop()
+  return (performance.now() - started) / 1000
+}
+
+export async function run(target: BenchTarget, workload: Workload, config: RunConfig, values: Buffer[], inserted: { count: number }): Promise<RunResult> {
+  const random: Random = seededRandom(config.seed)
+  const chooser: KeyChooser = workload.latest
+    ? new LatestChooser(config.records, random)
+    : config.distribution === 'zipfian'
+      ? new ScrambledZipfianChooser(config.records, random)
+      : new UniformChooser(random)
+  const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 })
+  let ops = 0
+  let calls = 0
+  let errors = 0
+  let firstError: string | undefined
+  const started = performance.now()
+  const deadline = started + config.durationMs
+  const opsMax = config.operations > 0 ? config.operations : Infinity
+  const bar = config.progress
+    ? new cliProgress.SingleBar(
+        { format: `  ${target.name.padEnd(10)} ${workload.name.padEnd(11)} {bar} {percentage}% | {rate} ops/s`, hideCursor: true },
+        cliProgress.Presets.shades_classic,
+      )
+    : undefined
+  bar?.start(100, 0, { rate: 0 })
+  const ticker = setInterval(() => {
+    const elapsed = performance.now() - started
+    bar?.update(Math.min(100, Math.floor((elapsed / config.durationMs) * 100)), { rate: Math.round(ops / (elapsed / 1000)) })
+  }, 250)
+
+  const pick = (): Buffer => keyOf(chooser.next(inserted.count))
+  const value = (): Buffer => values[(calls + ops) % values.length]!
+  const one = async (): Promise<number> => {
+    const r = random()
+    let at = workload.read
+    if (r < at) {
+      await target.get(pick())
+      return 1
+    }
+    if (r < (at += workload.update)) {
+      await target.put(pick(), value())
+      return 1
+    }
+    if (r < (at += workload.insert)) {
+      await target.put(keyOf(inserted.count++), value())
+      return 1
+    }
+    if (r < (at += workload.scan)) {
+      await target.scan(pick(), 1 + Math.floor(random() * 100))
+      return 1
+    }
+    const key = pick()
+    await target.get(key)
+    await target.put(key, value())
+    return 1
+  }
+  const many = async (): Promise<number> => {
+    if (workload.insert > 0) {
+      const entries: [Buffer, Buffer][] = []
+      for (let i = 0; i < workload.batch; i++) entries.push([keyOf(inserted.count++), value()])
+      await target.putMany(entries)
+    } else {
+      const keys: Buffer[] = []
+      for (let i = 0; i < workload.batch; i++) keys.push(pick())
+      await target.getMany(keys)
+    }
+    return workload.batch
+  }
+  const call = workload.batch > 1 ? many : one
+
+  const worker = async (): Promise<void> => {
+    while (ops < opsMax && performance.now() < deadline) {
+      const t0 = performance.now()
+      try {
+        // Not `ops += await call()`: that reads `ops` before the await and loses other workers' counts.
+        const done = await call()
+        ops += done
+      } catch (err) {
+        errors++
+        firstError ??= `${(err as { code?: string }).code ?? ''} ${(err as Error).message}`
+      }
+      calls++
+      histogram.recordValue(Math.max(1, Math.round((performance.now() - t0) * 1000)))
+    }
+  }
+  await Promise.all(Array.from({ length: config.concurrency }, worker))
+  clearInterval(ticker)
+  bar?.update(100, { rate: Math.round(ops / ((performance.now() - started) / 1000)) })
+  bar?.stop()
+  const seconds = (performance.now() - started) / 1000
+  const at = (p: number): number => histogram.getValueAtPercentile(p) / 1000
+  const result: RunResult = {
+    target: target.name,
+    workload: workload.name,
+    ops,
+    seconds,
+    opsPerSecond: ops / seconds,
+    errors,
+    p50: at(50),
+    p95: at(95),
+    p99: at(99),
+    p999: at(99.9),
+    max: histogram.maxValue / 1000,
+  }
+  if (firstError !== undefined) result.firstError = firstError
+  return result
+}

@@ -1,0 +1,101 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import type { ChildProcess } from 'node:child_process'
+import { ClassicLevel } from 'classic-level'
+import { connect, type KumoClient } from '../src/index.js'
+import { spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from '../scripts/local-cluster.js'
+
+/** What a benchmark drives: the same operations on every system measured. */
+export interface BenchTarget {
+  readonly name: string
+  readonly description: string
+  put(key: Buffer, value: Buffer): Promise<unknown>
+  get(key: Buffer): Promise<unknown>
+  /** Reads up to `count` entries from `start` in key order; resolves how many it read. */
+  scan(start: Buffer, count: number): Promise<number>
+  putMany(entries: [Buffer, Buffer][]): Promise<unknown>
+  getMany(keys: Buffer[]): Promise<unknown>
+  close(): Promise<void>
+}
+
+export async function tempRoot(): Promise<string> {
+  return mkdtemp(path.join(os.tmpdir(), 'kumo-bench-'))
+}
+
+/** (a) The ceiling: classic-level in this process. No network, no replication, no versions. */
+export async function embeddedTarget(root: string): Promise<BenchTarget> {
+  const dir = path.join(root, 'embedded')
+  const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
+  await db.open()
+  return {
+    name: 'embedded',
+    description: 'classic-level in the benchmark process (no network, no replication)',
+    put: (key, value) => db.put(key, value),
+    get: (key) => db.get(key),
+    async scan(start, count) {
+      const entries = await db.iterator({ gte: start, limit: count }).all()
+      return entries.length
+    },
+    putMany: (entries) => db.batch(entries.map(([key, value]) => ({ type: 'put' as const, key, value }))),
+    getMany: (keys) => db.getMany(keys),
+    async close() {
+      await db.close()
+      await rm(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/** A Kumo cluster of `nodes` node processes with N = `replicas`, started for the run. */
+export async function kumoLocalTarget(root: string, name: string, nodes: number, replicas: number): Promise<BenchTarget> {
+  const ports = await Promise.all(Array.from({ length: nodes }, () => freePort()))
+  const specs: LocalNodeSpec[] = ports.map((port, i) => ({ id: `n${i + 1}`, address: `127.0.0.1:${port}`, dataDir: path.join(root, name, `node${i + 1}`) }))
+  const seeds = specs.map((s) => s.address)
+  const children: ChildProcess[] = specs.map((spec) => spawnNode(spec, seeds, ['--replicas', String(replicas), '--log-level', 'error', '--repair-interval', '0']))
+  try {
+    await waitHealthy(specs, 30_000)
+  } catch (err) {
+    await Promise.all(children.map((c) => stopChild(c)))
+    throw err
+  }
+  const target = await kumoTarget(name, `${nodes} node${nodes > 1 ? 's' : ''}, N=${replicas}, quorum`, seeds)
+  return {
+    ...target,
+    async close() {
+      await target.close()
+      await Promise.all(children.map((c) => stopChild(c)))
+      await rm(path.join(root, name), { recursive: true, force: true })
+    },
+  }
+}
+
+/** A running Kumo cluster reached through its seeds. */
+export async function kumoTarget(name: string, description: string, seeds: string[]): Promise<BenchTarget> {
+  const db: KumoClient = await connect({ seeds, timeoutMs: 10_000 })
+  return {
+    name,
+    description,
+    put: (key, value) => db.put(key, value),
+    get: (key) => db.get(key),
+    async scan(start, count) {
+      let n = 0
+      for await (const _ of db.scan({ gte: start, limit: count, pageSize: Math.max(1, count) })) n++
+      return n
+    },
+    putMany: (entries) => db.batch(entries.map(([key, value]) => ({ type: 'put' as const, key, value }))),
+    getMany: (keys) => db.getMany(keys),
+    close: () => db.close(),
+  }
+}

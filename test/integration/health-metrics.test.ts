@@ -1,0 +1,69 @@
+import { afterAll, beforeAll, expect, it } from 'vitest'
+import { healthProbe, storageProbe, tcpProbe } from '../../src/cli/probes.js'
+import { connect, KumoError } from '../../src/index.js'
+import { startCluster, type TestCluster } from '../helpers/cluster.js'
+import { RawKv } from '../helpers/raw.js'
+
+let cluster: TestCluster
+beforeAll(async () => {
+  cluster = await startCluster(3, { metricsPort: 0 })
+})
+afterAll(async () => {
+  await cluster?.close()
+})
+
+it('answers L4 and L7 probes: TCP connect, gRPC health SERVING, storage write and read', async () => {
+  for (const address of cluster.addresses) {
+    expect((await tcpProbe(address, 2000)).ok).toBe(true)
+    const health = await healthProbe(address, 2000)
+    expect(health).toMatchObject({ ok: true, detail: 'SERVING' })
+    expect((await healthProbe(address, 2000, 'kumo.Kv')).detail).toBe('SERVING')
+    const storage = await storageProbe(address, 2000)
+    expect(storage.ok).toBe(true)
+    expect(storage.writeMs).toBeGreaterThanOrEqual(0)
+  }
+  const closed = await tcpProbe('127.0.0.1:1', 1000)
+  expect(closed.ok).toBe(false)
+})
+
+it('serves Prometheus metrics: requests, latency, replica messages, hints, partitions, peers', async () => {
+  const db = await connect({ seeds: [cluster.addresses[0]!] })
+  await Promise.all(Array.from({ length: 50 }, (_, i) => db.put(`m${i}`, 'v')))
+  await db.get('m1')
+  await db.put('', 'x').catch(() => undefined)
+  await db.close()
+  let text = ''
+  for (const node of cluster.nodes) {
+    const res = await fetch(`http://127.0.0.1:${node!.metricsPort}/metrics`)
+    expect(res.status).toBe(200)
+    text += await res.text()
+  }
+  expect(text).toMatch(/kumo_requests_total\{[^}]*op="PUT",outcome="OK"[^}]*\} \d+/)
+  expect(text).toMatch(/kumo_request_duration_seconds_bucket\{[^}]*le="0.0005"[^}]*op="PUT"[^}]*\}/)
+  expect(text).toMatch(/kumo_replica_messages_total\{[^}]*op="WRITE",direction="(sent|received)"[^}]*\}/)
+  expect(text).toContain('kumo_hints_pending')
+  expect(text).toMatch(/kumo_partitions_held\{[^}]*role="replica"[^}]*\} 64/)
+  expect(text).toMatch(/kumo_peers\{[^}]*state="up"[^}]*\} 2/)
+  expect(text).toContain('kumo_repair_in_progress')
+  expect(text).toContain('kumo_process_cpu_user_seconds_total')
+  const missing = await fetch(`http://127.0.0.1:${cluster.nodes[0]!.metricsPort}/nope`)
+  expect(missing.status).toBe(404)
+})
+
+it('reports NOT_SERVING and refuses requests while draining, and its peers see it go', async () => {
+  const node = cluster.nodes[2]!
+  await node.drain()
+  expect((await healthProbe(node.address, 2000)).detail).toBe('NOT_SERVING')
+  const raw = new RawKv(node.address)
+  const error = await raw.error('Put', { key: Buffer.from('k'), value: Buffer.from('v') })
+  raw.close()
+  expect(error).toBeInstanceOf(KumoError)
+  expect(error.code).toBe('NOT_SERVING')
+  expect(cluster.nodes[0]!.membership.health('n3')).toBe('down')
+  // The rest of the cluster serves as before.
+  const db = await connect({ seeds: [cluster.addresses[0]!] })
+  await db.put('after-drain', 'ok')
+  expect((await db.get('after-drain'))?.toString()).toBe('ok')
+  await db.close()
+  await cluster.stopNode(2)
+})
