@@ -157,7 +157,9 @@ export class KumoClient {
     const node = this.nodeState.get(id)
     if (node === undefined) return undefined
     let conn = this.connections.get(id)
-    if (conn !== undefined && conn.address !== node.address) {
+    // Replace a connection whose address changed, or that sits in reconnect backoff while the
+    // cluster reports the node up (grpc-js fails calls at once until the backoff ends).
+    if (conn !== undefined && (conn.address !== node.address || (!conn.reachable && node.state === 'up' && Date.now() - conn.createdAtMs > 50))) {
       conn.close()
       conn = undefined
     }
@@ -215,7 +217,7 @@ export class KumoClient {
     return [...first, ...others, ...last]
   }
 
-  private async call(key: Buffer, req: Omit<RequestMsg, 'id'>, timeoutMs: number | undefined): Promise<ResponseMsg> {
+  private async call(key: Buffer, req: Omit<RequestMsg, 'id'>, timeoutMs: number | undefined, prefer?: string): Promise<ResponseMsg> {
     if (this.closed) throw new KumoError('CLOSED', 'client is closed')
     const budget = timeoutMs ?? this.timeoutMs
     checkTimeout(budget)
@@ -225,7 +227,9 @@ export class KumoClient {
     const tried = new Set<string>()
     const attempts: string[] = []
     for (let round = 0; round < 2; round++) {
-      for (const id of this.candidates(key)) {
+      const candidates = this.candidates(key)
+      if (prefer !== undefined && round === 0 && candidates.includes(prefer)) candidates.unshift(...candidates.splice(candidates.indexOf(prefer), 1))
+      for (const id of candidates) {
         if (tried.has(id)) continue
         const remaining = deadline - Date.now()
         if (remaining <= 0) break
@@ -310,20 +314,37 @@ export class KumoClient {
     })
     checkBatch(normalized.map((op) => ({ key: op.key, value: op.type === 'PUT' ? op.value : undefined })))
     const consistency = this.level(options.consistency)
-    const groups = new Map<number, typeof normalized>()
-    for (const op of normalized) {
-      const p = partitionOf(op.key, this.topology_.partitionCount)
-      let group = groups.get(p)
-      if (group === undefined) groups.set(p, (group = []))
-      group.push(op)
-    }
+    // One BATCH per coordinating node; the node splits it by preference list.
+    const groups = this.byCoordinator(normalized)
     await Promise.all(
-      [...groups.values()].map((group) => {
+      [...groups].map(([node, group]) => {
         const req = request('BATCH', empty, empty, consistency)
         req.ops = group
-        return this.call(group[0]!.key, req, options.timeoutMs)
+        return this.call(group[0]!.key, req, options.timeoutMs, node)
       }),
     )
+  }
+
+  /**
+   * Items grouped by the node that should coordinate them: for each item, the first usable
+   * replica of its partition in one policy order, so one call carries all of a node's share.
+   */
+  private byCoordinator<T extends { key: Buffer }>(items: readonly T[]): Map<string, T[]> {
+    const now = Date.now()
+    const usable = this.topology_.nodes
+      .map((n) => n.id)
+      .filter((id) => this.nodeState.get(id)?.state !== 'down' && (this.avoidUntil.get(id) ?? 0) <= now && (this.connections.get(id)?.reachable ?? true))
+    const order = this.picker.order(usable, this.stats)
+    const groups = new Map<string, T[]>()
+    const count = this.topology_.partitionCount
+    for (const item of items) {
+      const replicas = this.topology_.partitions[partitionOf(item.key, count)] ?? []
+      const node = order.find((id) => replicas.includes(id)) ?? order[0] ?? replicas[0] ?? ''
+      let group = groups.get(node)
+      if (group === undefined) groups.set(node, (group = []))
+      group.push(item)
+    }
+    return groups
   }
 
   async getMany(keys: readonly Bytes[], options: CallOptions = {}): Promise<(Buffer | undefined)[]> {
@@ -335,12 +356,21 @@ export class KumoClient {
       return k
     })
     const consistency = this.level(options.consistency)
-    // One request per key; requests made together share frames, so this is one message per node.
-    return Promise.all(
-      buffers.map((k) =>
-        this.call(k, request('GET', k, empty, consistency), options.timeoutMs).then((res) => (res.found ? res.value : undefined)),
-      ),
+    const out: (Buffer | undefined)[] = new Array(buffers.length)
+    const groups = this.byCoordinator(buffers.map((key, index) => ({ key, index })))
+    await Promise.all(
+      [...groups].map(async ([node, group]) => {
+        const req = request('GET_MANY', empty, empty, consistency)
+        req.keys = group.map((g) => g.key)
+        const res = await this.call(group[0]!.key, req, options.timeoutMs, node)
+        const values = res.values ?? []
+        group.forEach((g, i) => {
+          const value = values[i]
+          out[g.index] = value?.found ? value.value : undefined
+        })
+      }),
     )
+    return out
   }
 
   /** Entries in key order across the whole cluster, fetched page by page. */
@@ -447,7 +477,7 @@ export class KumoClient {
 }
 
 function request(op: RequestMsg['op'], key: Buffer, value: Buffer, consistency: Consistency): Omit<RequestMsg, 'id'> {
-  return { op, key, value, consistency, ttlMs: 0, timeoutMs: 0, ops: [] }
+  return { op, key, value, consistency, ttlMs: 0, timeoutMs: 0, ops: [], keys: [] }
 }
 
 /** Connects to a cluster through its seeds; resolves once one seed has answered with the map. */

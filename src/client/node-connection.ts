@@ -10,6 +10,7 @@ import { channelOptions, fromServiceError } from '../wire/status.js'
 function requestBytes(req: RequestMsg): number {
   let bytes = 24 + req.key.length + req.value.length
   for (const op of req.ops) bytes += 8 + op.key.length + op.value.length
+  for (const key of req.keys) bytes += 4 + key.length
   return bytes
 }
 
@@ -23,6 +24,7 @@ export class NodeConnection {
   private readonly pending: PendingTable<ResponseMsg>
   private readonly batcher: FrameBatcher<RequestMsg>
   private closed = false
+  readonly createdAtMs = Date.now()
 
   constructor(
     readonly nodeId: string,

@@ -5,11 +5,11 @@ import type { HybridClock } from '../core/hlc.js'
 import { partitionOf } from '../core/partitioner.js'
 import { QuorumTracker } from '../core/quorum.js'
 import { encodeRecord, liveValue, recordVersion } from '../core/record.js'
-import { checkBatch, checkKey, checkTtl, checkValue } from '../core/validate.js'
+import { checkBatch, checkGetMany, checkKey, checkTtl, checkValue } from '../core/validate.js'
 import { encodeVersion } from '../core/version.js'
 import type { Membership } from '../cluster/membership.js'
 import type { StorageEngine } from '../storage/engine.js'
-import type { BatchOpMsg, RequestMsg, ResponseMsg } from '../wire/messages.js'
+import type { RequestMsg, ResponseMsg } from '../wire/messages.js'
 import type { PeerPool } from '../wire/peer-channel.js'
 import { noPeerFields } from '../wire/peer-fields.js'
 
@@ -79,8 +79,16 @@ export class Coordinator {
       switch (req.op) {
         case 'GET': {
           checkKey(req.key)
-          const value = await this.get(req, consistency, deadlineMs, forwarded)
+          const [value] = await this.getMany(req, [req.key], consistency, deadlineMs, forwarded)
           return reply(req.id, value)
+        }
+        case 'GET_MANY': {
+          checkGetMany(req.keys.length)
+          for (const key of req.keys) checkKey(key)
+          const values = await this.getMany(req, req.keys, consistency, deadlineMs, forwarded)
+          const res = reply(req.id, undefined)
+          res.values = values.map((v) => ({ found: v !== undefined, value: v ?? emptyBuffer }))
+          return res
         }
         case 'PUT':
           checkKey(req.key)
@@ -92,9 +100,14 @@ export class Coordinator {
           checkKey(req.key)
           await this.write(req, [{ key: req.key, value: undefined, ttlMs: 0 }], consistency, deadlineMs, forwarded)
           return reply(req.id, undefined)
-        case 'BATCH':
-          await this.batch(req, consistency, deadlineMs, forwarded)
+        case 'BATCH': {
+          const ops = req.ops
+          checkBatch(ops.map((op) => ({ key: op.key, value: op.type === 'PUT' ? op.value : undefined })))
+          for (const op of ops) checkTtl(op.ttlMs)
+          const writes = ops.map((op) => ({ key: op.key, value: op.type === 'DEL' ? undefined : op.value, ttlMs: op.ttlMs }))
+          await this.write(req, writes, consistency, deadlineMs, forwarded)
           return reply(req.id, undefined)
+        }
         default:
           throw new KumoError('INVALID_ARGUMENT', `unknown operation ${JSON.stringify(req.op)}`)
       }
@@ -104,14 +117,43 @@ export class Coordinator {
     }
   }
 
-  private replicasOf(partition: number): readonly string[] {
-    return this.partitionMap.replicas[partition]!
-  }
-
   /** Live replicas in the order the balancing policy prefers. */
   private ordered(replicas: readonly string[]): string[] {
     const alive = replicas.filter((id) => this.deps.membership.isAlive(id))
     return this.picker.order(alive, this.stats)
+  }
+
+  /**
+   * Splits keys into groups that share a preference list, so each group is one message per
+   * replica. Keys of partitions this node does not hold (and may not coordinate) are set apart.
+   */
+  private group<T extends { key: Buffer }>(items: readonly T[], forwarded: boolean): { groups: Group<T>[]; foreign: T[] } {
+    const map = this.partitionMap
+    if (items.length === 1) {
+      // The common case, one key: no grouping work.
+      const partition = partitionOf(items[0]!.key, map.partitionCount)
+      const replicas = map.replicas[partition]!
+      if (!forwarded && !replicas.includes(this.deps.selfId)) return { groups: [], foreign: [items[0]!] }
+      return { groups: [{ replicas, items: [items[0]!], partitions: [partition], indexes: [0] }], foreign: [] }
+    }
+    const byList = new Map<string, Group<T>>()
+    const foreign: T[] = []
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i]!
+      const partition = partitionOf(item.key, map.partitionCount)
+      const replicas = map.replicas[partition]!
+      if (!forwarded && !replicas.includes(this.deps.selfId)) {
+        foreign.push(item)
+        continue
+      }
+      const id = replicas.length === 1 ? replicas[0]! : replicas.join('\u0000')
+      let group = byList.get(id)
+      if (group === undefined) byList.set(id, (group = { replicas, items: [], partitions: [], indexes: [] }))
+      group.items.push(item)
+      group.partitions.push(partition)
+      group.indexes.push(i)
+    }
+    return { groups: [...byList.values()], foreign }
   }
 
   /** Sends the request to a replica (trying the next one on failure) and returns its answer. */
@@ -131,6 +173,7 @@ export class Coordinator {
           lastError = new KumoError(answer.errorCode, answer.errorMessage)
           continue
         }
+        if (answer.errorCode) throw new KumoError(answer.errorCode as KumoError['code'], answer.errorMessage)
         return answer
       } catch (err) {
         lastError = toKumoError(err)
@@ -140,31 +183,69 @@ export class Coordinator {
     throw lastError
   }
 
-  private async get(
+  /**
+   * Forwards the items of partitions this node holds no replica of: one request per preference
+   * list, built by `build` from that list's items. Answers come back in the items' order.
+   */
+  private async forwardForeign<T extends { key: Buffer }>(
+    items: T[],
+    build: (items: T[]) => RequestMsg,
+    deadlineMs: number,
+  ): Promise<{ item: T; answer: ResponseMsg; position: number }[]> {
+    const map = this.partitionMap
+    const byList = new Map<string, { replicas: readonly string[]; items: T[] }>()
+    for (const item of items) {
+      const replicas = map.replicas[partitionOf(item.key, map.partitionCount)]!
+      const id = replicas.join('\u0000')
+      let group = byList.get(id)
+      if (group === undefined) byList.set(id, (group = { replicas, items: [] }))
+      group.items.push(item)
+    }
+    const answered = await Promise.all(
+      [...byList.values()].map(async (g) => {
+        const answer = await this.forward(build(g.items), g.replicas, deadlineMs)
+        return g.items.map((item, position) => ({ item, answer, position }))
+      }),
+    )
+    return answered.flat()
+  }
+
+  private async getMany(
     req: RequestMsg,
+    keys: readonly Buffer[],
     consistency: Consistency,
     deadlineMs: number,
     forwarded: boolean,
-  ): Promise<Buffer | undefined> {
-    const partition = partitionOf(req.key, this.partitionMap.partitionCount)
-    const replicas = this.replicasOf(partition)
-    if (!forwarded && !replicas.includes(this.deps.selfId)) {
-      const answer = await this.forward(req, replicas, deadlineMs)
-      if (answer.errorCode) throw new KumoError(answer.errorCode as KumoError['code'], answer.errorMessage)
-      return answer.found ? answer.value : undefined
+  ): Promise<(Buffer | undefined)[]> {
+    const out: (Buffer | undefined)[] = new Array(keys.length)
+    const items = keys.map((key, index) => ({ key, index }))
+    const { groups, foreign } = this.group(items, forwarded)
+    const now = Date.now()
+    const work: Promise<void>[] = groups.map(async (group) => {
+      const records = await this.readGroup(group, consistency, deadlineMs)
+      for (let i = 0; i < records.length; i++) out[group.items[i]!.index] = liveValue(records[i], now)
+    })
+    if (foreign.length > 0) {
+      // Forwarded as one GET_MANY per preference list, whatever came in.
+      work.push(
+        this.forwardForeign(foreign, (group) => ({ ...req, op: 'GET_MANY', key: emptyBuffer, keys: group.map((f) => f.key) }), deadlineMs).then(
+          (answers) => {
+            for (const { item, answer, position } of answers) {
+              const value = answer.values?.[position]
+              out[item.index] = value?.found ? value.value : undefined
+            }
+          },
+        ),
+      )
     }
-    const record = await this.readRecord(partition, req.key, replicas, consistency, deadlineMs)
-    return liveValue(record, Date.now())
+    await Promise.all(work)
+    return out
   }
 
-  /** The newest record among R replicas (read repair for the stale ones runs after). */
-  private readRecord(
-    partition: number,
-    key: Buffer,
-    replicas: readonly string[],
-    consistency: Consistency,
-    deadlineMs: number,
-  ): Promise<Buffer | undefined> {
+  /** The newest record per key among R replicas of one preference list (read repair after). */
+  private readGroup(group: Group<{ key: Buffer }>, consistency: Consistency, deadlineMs: number): Promise<(Buffer | undefined)[]> {
+    const replicas = group.replicas
+    const keys = group.items.map((i) => i.key)
     const required = requiredAcks(consistency, replicas.length)
     const candidates = this.ordered(replicas)
     // The local replica costs no network hop: ask it first.
@@ -176,23 +257,38 @@ export class Coordinator {
       )
     }
     return new Promise((resolve, reject) => {
-      const answers = new Map<string, Buffer | undefined>()
+      const answers = new Map<string, (Buffer | undefined)[]>()
       let next = 0
       let outstanding = 0
       let settled = false
       let lastError: KumoError | undefined
       const finish = (): void => {
         settled = true
-        let newest: Buffer | undefined
-        for (const record of answers.values()) {
-          if (record !== undefined && (newest === undefined || Buffer.compare(recordVersion(record), recordVersion(newest)) > 0)) {
-            newest = record
+        const newest: (Buffer | undefined)[] = new Array(keys.length)
+        for (const records of answers.values()) {
+          for (let i = 0; i < keys.length; i++) {
+            const record = records[i]
+            const held = newest[i]
+            if (record !== undefined && (held === undefined || Buffer.compare(recordVersion(record), recordVersion(held)) > 0)) newest[i] = record
           }
         }
         resolve(newest)
-        if (newest !== undefined) {
-          const stale = [...answers].filter(([, r]) => r === undefined || !r.equals(newest!)).map(([id]) => id)
-          if (stale.length > 0) this.repair(partition, key, newest, stale)
+        for (const [id, records] of answers) {
+          const stale: number[] = []
+          for (let i = 0; i < keys.length; i++) {
+            const best = newest[i]
+            if (best !== undefined && (records[i] === undefined || !records[i]!.equals(best))) stale.push(i)
+          }
+          if (stale.length > 0) {
+            // Read repair: best effort; anti-entropy catches what it misses.
+            void this.writeReplica(
+              id,
+              stale.map((i) => group.partitions[i]!),
+              stale.map((i) => keys[i]!),
+              stale.map((i) => newest[i]!),
+              this.config.replicaTimeoutMs,
+            ).catch(() => undefined)
+          }
         }
       }
       // Called after every answer or failure: finish, ask another replica, or give up.
@@ -205,10 +301,10 @@ export class Coordinator {
         while (answers.size + outstanding < required && next < candidates.length) {
           const id = candidates[next++]!
           outstanding++
-          this.readReplica(id, partition, key, deadlineMs).then(
-            (record) => {
+          this.readReplica(id, group.partitions, keys, deadlineMs).then(
+            (records) => {
               outstanding--
-              answers.set(id, record)
+              answers.set(id, records)
               step()
             },
             (err) => {
@@ -233,75 +329,67 @@ export class Coordinator {
     })
   }
 
-  private async readReplica(id: string, partition: number, key: Buffer, deadlineMs: number): Promise<Buffer | undefined> {
-    if (id === this.deps.selfId) {
-      const [record] = await this.deps.storage.getRecords(partition, [key])
-      return record
-    }
+  private async readReplica(id: string, partitions: number[], keys: Buffer[], deadlineMs: number): Promise<(Buffer | undefined)[]> {
+    if (id === this.deps.selfId) return this.deps.storage.getRecordsAt(partitions, keys)
     const address = this.deps.membership.address(id)
     if (address === undefined) throw new KumoError('UNAVAILABLE', `no address known for node ${id}`)
     const timeoutMs = Math.max(1, Math.min(this.config.replicaTimeoutMs, deadlineMs - Date.now()))
-    const res = await this.deps.peers
-      .get(id, address)
-      .request({ ...noPeerFields, op: 'READ', partition, keys: [key] }, timeoutMs)
-    const record = res.records[0]
-    return record === undefined || record.length === 0 ? undefined : record
+    const res = await this.deps.peers.get(id, address).request({ ...noPeerFields, op: 'READ', ...partitionFields(partitions), keys }, timeoutMs)
+    return res.records.map((r) => (r.length === 0 ? undefined : r))
   }
 
-  /** Writes the newest record to replicas that answered with an older one. Best effort. */
-  private repair(partition: number, key: Buffer, record: Buffer, stale: string[]): void {
-    for (const id of stale) {
-      void this.writeReplica(id, partition, [key], [record], this.config.replicaTimeoutMs).catch(() => {
-        // Anti-entropy catches what read repair misses.
-      })
-    }
-  }
-
-  private async writeReplica(
-    id: string,
-    partition: number,
-    keys: Buffer[],
-    records: Buffer[],
-    timeoutMs: number,
-  ): Promise<void> {
+  private async writeReplica(id: string, partitions: number[], keys: Buffer[], records: Buffer[], timeoutMs: number): Promise<void> {
     if (id === this.deps.selfId) {
-      await this.deps.storage.applyRecords(keys.map((key, i) => ({ partition, key, record: records[i]! })))
+      await this.deps.storage.applyRecords(keys.map((key, i) => ({ partition: partitions[i]!, key, record: records[i]! })))
       return
     }
     const address = this.deps.membership.address(id)
     if (address === undefined) throw new KumoError('UNAVAILABLE', `no address known for node ${id}`)
-    await this.deps.peers.get(id, address).request({ ...noPeerFields, op: 'WRITE', partition, keys, records }, timeoutMs)
+    await this.deps.peers.get(id, address).request({ ...noPeerFields, op: 'WRITE', ...partitionFields(partitions), keys, records }, timeoutMs)
   }
 
-  private async write(
-    req: RequestMsg,
-    writes: KeyWrite[],
-    consistency: Consistency,
-    deadlineMs: number,
-    forwarded: boolean,
-  ): Promise<void> {
-    const partition = partitionOf(writes[0]!.key, this.partitionMap.partitionCount)
-    const replicas = this.replicasOf(partition)
-    if (!forwarded && !replicas.includes(this.deps.selfId)) {
-      const answer = await this.forward(req, replicas, deadlineMs)
-      if (answer.errorCode) throw new KumoError(answer.errorCode as KumoError['code'], answer.errorMessage)
-      return
+  /**
+   * Writes (one put, one delete, or a batch) stamped with one version. Keys are grouped by
+   * preference list; each group is one atomic write on each of its replicas.
+   */
+  private async write(req: RequestMsg, writes: KeyWrite[], consistency: Consistency, deadlineMs: number, forwarded: boolean): Promise<void> {
+    if (writes.length === 0) return
+    const { groups, foreign } = this.group(writes, forwarded)
+    const work: Promise<unknown>[] = groups.map((group) => this.replicate(group, consistency, deadlineMs))
+    if (foreign.length > 0) {
+      // Forwarded as one BATCH per preference list, whatever came in.
+      work.push(
+        this.forwardForeign(
+          foreign,
+          (group) => ({
+            ...req,
+            op: 'BATCH',
+            ops: group.map((w) => ({ type: w.value === undefined ? ('DEL' as const) : ('PUT' as const), key: w.key, value: w.value ?? emptyBuffer, ttlMs: w.ttlMs })),
+          }),
+          deadlineMs,
+        ),
+      )
     }
-    await this.replicate(partition, writes, replicas, consistency, deadlineMs)
+    const results = await Promise.allSettled(work)
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed.length > 0) {
+      const first = toKumoError(failed[0]!.reason)
+      if (results.length === 1) throw first
+      throw new KumoError(
+        first.code,
+        `${failed.length} of ${results.length} replica groups of the batch failed (each group is atomic on each replica): ${first.message}`,
+      )
+    }
   }
 
-  /** Stamps the writes with one version and sends them to every replica; resolves at W acks. */
-  private replicate(
-    partition: number,
-    writes: KeyWrite[],
-    replicas: readonly string[],
-    consistency: Consistency,
-    deadlineMs: number,
-  ): Promise<void> {
+  /** Sends one group's writes to every replica; resolves at W acknowledgements. */
+  private replicate(group: Group<KeyWrite>, consistency: Consistency, deadlineMs: number): Promise<void> {
+    const replicas = group.replicas
     const now = Date.now()
     const version = encodeVersion(this.deps.clock.now(now), this.deps.selfId)
-    const keys = writes.map((w) => w.key)
-    const records = writes.map((w) => encodeRecord(version, w.value, w.ttlMs > 0 ? now + w.ttlMs : 0))
+    const keys = group.items.map((w) => w.key)
+    const records = group.items.map((w) => encodeRecord(version, w.value, w.ttlMs > 0 ? now + w.ttlMs : 0))
+    const partitions = group.partitions
     const required = requiredAcks(consistency, replicas.length)
     const tracker = new QuorumTracker(required, replicas.length)
     const timeoutMs = Math.max(1, Math.min(this.config.replicaTimeoutMs, deadlineMs - now))
@@ -330,9 +418,9 @@ export class Coordinator {
       // A replica that is down or fails gets a hint: on a fallback node (counting toward W
       // when sloppy), or, when there is none, on this node (not counting).
       const onReplicaFailure = (id: string, err: unknown): void => {
-        const fallback = this.fallbackFor(partition, replicas, usedFallbacks)
+        const fallback = this.fallbackFor(partitions[0]!, replicas, usedFallbacks)
         if (fallback !== undefined) usedFallbacks.add(fallback)
-        this.storeHint(fallback, id, partition, keys, records, timeoutMs).then(
+        this.storeHint(fallback, id, partitions, keys, records, timeoutMs).then(
           () => {
             if (fallback !== undefined && this.config.quorum === 'sloppy') onAck()
             else onFail(err)
@@ -345,7 +433,7 @@ export class Coordinator {
           onReplicaFailure(id, new KumoError('UNAVAILABLE', `node ${id} is down`))
           continue
         }
-        this.writeReplica(id, partition, keys, records, timeoutMs).then(onAck, (err) => onReplicaFailure(id, err))
+        this.writeReplica(id, partitions, keys, records, timeoutMs).then(onAck, (err) => onReplicaFailure(id, err))
       }
     })
   }
@@ -365,14 +453,14 @@ export class Coordinator {
   private async storeHint(
     holder: string | undefined,
     target: string,
-    partition: number,
+    partitions: number[],
     keys: Buffer[],
     records: Buffer[],
     timeoutMs: number,
   ): Promise<void> {
     if (holder === undefined || holder === this.deps.selfId) {
       await this.deps.storage.putHints(
-        keys.map((key, i) => ({ target, partition, key, record: records[i]! })),
+        keys.map((key, i) => ({ target, partition: partitions[i]!, key, record: records[i]! })),
         Date.now(),
       )
       return
@@ -381,48 +469,24 @@ export class Coordinator {
     if (address === undefined) throw new KumoError('UNAVAILABLE', `no address known for node ${holder}`)
     await this.deps.peers
       .get(holder, address)
-      .request({ ...noPeerFields, op: 'HINT', partition, keys, records, hintTarget: target }, timeoutMs)
+      .request({ ...noPeerFields, op: 'HINT', ...partitionFields(partitions), keys, records, hintTarget: target }, timeoutMs)
   }
+}
 
-  private async batch(req: RequestMsg, consistency: Consistency, deadlineMs: number, forwarded: boolean): Promise<void> {
-    const ops = req.ops
-    checkBatch(ops.map((op) => ({ key: op.key, value: op.type === 'PUT' ? op.value : undefined })))
-    for (const op of ops) checkTtl(op.ttlMs)
-    if (ops.length === 0) return
-    const byPartition = new Map<number, BatchOpMsg[]>()
-    const count = this.partitionMap.partitionCount
-    for (const op of ops) {
-      const p = partitionOf(op.key, count)
-      let group = byPartition.get(p)
-      if (group === undefined) byPartition.set(p, (group = []))
-      group.push(op)
-    }
-    const results = await Promise.allSettled(
-      [...byPartition].map(([partition, group]) => {
-        const replicas = this.replicasOf(partition)
-        if (!forwarded && !replicas.includes(this.deps.selfId)) {
-          const sub: RequestMsg = { ...req, ops: group }
-          return this.forward(sub, replicas, deadlineMs).then((answer) => {
-            if (answer.errorCode) throw new KumoError(answer.errorCode as KumoError['code'], answer.errorMessage)
-          })
-        }
-        const writes = group.map((op) => ({
-          key: op.key,
-          value: op.type === 'DEL' ? undefined : op.value,
-          ttlMs: op.ttlMs,
-        }))
-        return this.replicate(partition, writes, replicas, consistency, deadlineMs)
-      }),
-    )
-    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected')
-    if (failed.length > 0) {
-      const first = toKumoError(failed[0]!.reason)
-      throw new KumoError(
-        first.code,
-        `${failed.length} of ${results.length} partition groups of the batch failed (each group is atomic on each replica): ${first.message}`,
-      )
-    }
-  }
+interface Group<T> {
+  replicas: readonly string[]
+  items: T[]
+  /** Partition of each item. */
+  partitions: number[]
+  /** Position of each item in the request. */
+  indexes: number[]
+}
+
+/** One partition for all keys goes in `partition`; several go per key in `partitions`. */
+function partitionFields(partitions: number[]): { partition: number; partitions: number[] } {
+  const first = partitions[0] ?? 0
+  for (let i = 1; i < partitions.length; i++) if (partitions[i] !== first) return { partition: 0, partitions }
+  return { partition: first, partitions: [] }
 }
 
 function reply(id: number, value: Buffer | undefined): ResponseMsg {

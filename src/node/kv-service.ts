@@ -33,16 +33,16 @@ type Unary = grpc.handleUnaryCall<unknown, unknown>
 
 const empty = Buffer.alloc(0)
 
-function request(fields: Partial<RequestMsg>): RequestMsg {
+function request(fields: Partial<RequestMsg> & { op: RequestMsg['op'] }): RequestMsg {
   return {
     id: 0,
-    op: 'GET',
     key: empty,
     value: empty,
     consistency: '',
     ttlMs: 0,
     timeoutMs: 0,
     ops: [],
+    keys: [],
     ...fields,
   }
 }
@@ -115,14 +115,9 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
         callback(toServiceError(err))
         return
       }
-      Promise.all(
-        (m.keys as Buffer[]).map((key) =>
-          run(request({ op: 'GET', key, consistency: m.consistency, timeoutMs: m.timeoutMs })),
-        ),
-      ).then((answers) => {
-        const failed = answers.find((a) => a.errorCode)
-        if (failed) callback(toServiceError(new KumoError(failed.errorCode as KumoError['code'], failed.errorMessage)))
-        else callback(null, { values: answers.map((a) => ({ found: a.found, value: a.value })) })
+      run(request({ op: 'GET_MANY', keys: m.keys, consistency: m.consistency, timeoutMs: m.timeoutMs })).then((res) => {
+        if (res.errorCode) callback(toServiceError(new KumoError(res.errorCode as KumoError['code'], res.errorMessage)))
+        else callback(null, { values: res.values ?? [] })
       }, (err) => callback(toServiceError(err)))
     },
     Topology: (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {

@@ -29,13 +29,17 @@ export class ReplicaService {
   private async dispatch(req: PeerRequestMsg): Promise<Partial<PeerResponseMsg>> {
     switch (req.op) {
       case 'READ': {
-        const records = await this.deps.storage.getRecords(req.partition, req.keys)
+        const records =
+          req.partitions.length > 0
+            ? await this.deps.storage.getRecordsAt(checkPartitions(req), req.keys)
+            : await this.deps.storage.getRecords(req.partition, req.keys)
         return { records: records.map((r) => r ?? empty) }
       }
       case 'WRITE': {
         if (req.keys.length !== req.records.length) throw new KumoError('INVALID_ARGUMENT', 'keys and records differ in count')
+        const partitions = req.partitions.length > 0 ? checkPartitions(req) : undefined
         await this.deps.storage.applyRecords(
-          req.keys.map((key, i) => ({ partition: req.partition, key, record: req.records[i]! })),
+          req.keys.map((key, i) => ({ partition: partitions?.[i] ?? req.partition, key, record: req.records[i]! })),
         )
         return {}
       }
@@ -59,6 +63,12 @@ export class ReplicaService {
       }
     }
   }
+}
+
+/** Per-key partitions of a multi-partition request, checked to be one per key. */
+export function checkPartitions(req: PeerRequestMsg): number[] {
+  if (req.partitions.length !== req.keys.length) throw new KumoError('INVALID_ARGUMENT', 'partitions and keys differ in count')
+  return req.partitions
 }
 
 function blank(id: number): PeerResponseMsg {

@@ -92,7 +92,15 @@ export class ClassicLevelEngine implements StorageEngine {
   }
 
   getRecords(partition: number, keys: readonly Buffer[]): Promise<(Buffer | undefined)[]> {
-    const stored = keys.map((key) => dataKey(partition, key))
+    return this.read(keys.map((key) => dataKey(partition, key)))
+  }
+
+  getRecordsAt(partitions: readonly number[], keys: readonly Buffer[]): Promise<(Buffer | undefined)[]> {
+    assert.equal(partitions.length, keys.length, 'one partition per key')
+    return this.read(keys.map((key, i) => dataKey(partitions[i]!, key)))
+  }
+
+  private read(stored: Buffer[]): Promise<(Buffer | undefined)[]> {
     return new Promise((resolve, reject) => {
       this.readQueue.push({ keys: stored, resolve, reject })
       if (!this.readScheduled) {

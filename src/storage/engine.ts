@@ -37,6 +37,8 @@ export interface StorageEngine {
 
   /** The records held for `keys` in `partition`, undefined where none. */
   getRecords(partition: number, keys: readonly Buffer[]): Promise<(Buffer | undefined)[]>
+  /** The same across partitions: `partitions[i]` is the partition of `keys[i]`. */
+  getRecordsAt(partitions: readonly number[], keys: readonly Buffer[]): Promise<(Buffer | undefined)[]>
 
   /**
    * Applies writes last-writer-wins: a record is stored only if its version is newer than the

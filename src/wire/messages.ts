@@ -1,5 +1,5 @@
 /** TypeScript shapes of the decoded proto messages (proto-loader: camelCase, defaults on). */
-export type OpName = 'GET' | 'PUT' | 'DEL' | 'BATCH'
+export type OpName = 'GET' | 'PUT' | 'DEL' | 'BATCH' | 'GET_MANY'
 
 export interface BatchOpMsg {
   type: 'PUT' | 'DEL'
@@ -17,6 +17,7 @@ export interface RequestMsg {
   ttlMs: number
   timeoutMs: number
   ops: BatchOpMsg[]
+  keys: Buffer[]
 }
 
 export interface ResponseMsg {
@@ -25,6 +26,7 @@ export interface ResponseMsg {
   errorMessage: string
   found: boolean
   value: Buffer
+  values?: { found: boolean; value: Buffer }[]
 }
 
 export interface RequestFrameMsg {
@@ -50,6 +52,7 @@ export interface PeerRequestMsg {
   limit: number
   hintTarget: string
   leaves: number[]
+  partitions: number[]
 }
 
 export interface PeerResponseMsg {

@@ -28,6 +28,7 @@ export class PeerChannel {
   private readonly pending: PendingTable<PeerResponseMsg>
   private readonly batcher: FrameBatcher<PeerRequestMsg>
   private closed = false
+  readonly createdAtMs = Date.now()
   /** Time of the last stream failure; cleared by the next reply. */
   private failedAtMs = 0
 
@@ -126,16 +127,23 @@ export class PeerChannel {
   }
 }
 
-/** Channels to peers by node id; replaced when a node's address changes. */
+const redialMs = 50
+
+/** Channels to peers by node id; replaced when a node's address changes or it is back. */
 export class PeerPool {
   private readonly channels = new Map<string, PeerChannel>()
 
   constructor(private readonly onSend?: (op: string) => void) {}
 
+  /**
+   * The channel to a node. Callers ask only for nodes they believe alive, so a channel stuck in
+   * reconnect backoff (grpc-js fails calls at once until the backoff ends, even if the node is
+   * back) is replaced by a fresh one, at most every `redialMs`.
+   */
   get(nodeId: string, address: string): PeerChannel {
     let channel = this.channels.get(nodeId)
-    if (channel !== undefined && channel.address !== address) {
-      channel.close()
+    if (channel !== undefined && (channel.address !== address || (!channel.reachable && Date.now() - channel.createdAtMs > redialMs))) {
+      channel.close('UNAVAILABLE')
       channel = undefined
     }
     if (channel === undefined) {

@@ -9,4 +9,5 @@ export const noPeerFields = {
   limit: 0,
   hintTarget: '',
   leaves: [] as number[],
+  partitions: [] as number[],
 }

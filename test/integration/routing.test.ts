@@ -34,6 +34,20 @@ it('forwards a request sent to a node that is not a replica, and answers it', as
   }
 })
 
+it('forwards the parts of a batch and a getMany that a node holds no replica of', async () => {
+  const keys = Array.from({ length: 60 }, (_, i) => Buffer.from(`mixed-${i}`))
+  for (const address of cluster.addresses) {
+    const raw = new RawKv(address)
+    await raw.call('Batch', { ops: keys.map((key) => ({ type: 'PUT', key, value: Buffer.concat([key, Buffer.from(address)]) })) })
+    const res = await raw.call('GetMany', { keys: [...keys, Buffer.from('never-written')] })
+    expect(res.values.map((v: { found: boolean; value: Buffer }) => (v.found ? v.value.toString() : undefined))).toEqual([
+      ...keys.map((k) => `${k}${address}`),
+      undefined,
+    ])
+    raw.close()
+  }
+})
+
 it('sends client requests straight to a replica (no forwarding hop needed)', async () => {
   const db = await connect({ seeds: [cluster.addresses[0]!] })
   const topology = await db.topology()
