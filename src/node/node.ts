@@ -241,6 +241,10 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   const replicaService = new ReplicaService({
     storage,
     coordinate: (req) => coordinator.handle(req, true),
+    // Writes this node stamps later then sort above what it has stored (and skip the version read).
+    observe: (version) => {
+      if (version.length >= 8) clock.observe({ ms: version.readUIntBE(0, 6), counter: version.readUInt16BE(6) }, Date.now())
+    },
     extensions: {
       HINT: async (req) => {
         if (!req.hintTarget) throw new KumoError('INVALID_ARGUMENT', 'HINT without a target')

@@ -1,4 +1,5 @@
 import { KumoError, toKumoError } from '../core/errors.js'
+import { recordVersion } from '../core/record.js'
 import type { StorageEngine } from '../storage/engine.js'
 import type { PeerRequestMsg, PeerResponseMsg, ResponseMsg } from '../wire/messages.js'
 
@@ -6,6 +7,8 @@ export interface ReplicaServiceDeps {
   storage: StorageEngine
   /** Coordinates a request forwarded by a node that is not a replica. */
   coordinate: (req: NonNullable<PeerRequestMsg['forward']>) => Promise<ResponseMsg>
+  /** Sees the newest version of every replicated write, so this node's clock stays ahead of it. */
+  observe: (version: Buffer) => void
   /** Extra operations (hints, digests) handled by other components. */
   extensions: Partial<Record<PeerRequestMsg['op'], (req: PeerRequestMsg) => Promise<Partial<PeerResponseMsg>>>>
 }
@@ -38,6 +41,12 @@ export class ReplicaService {
       case 'WRITE': {
         if (req.keys.length !== req.records.length) throw new KumoError('INVALID_ARGUMENT', 'keys and records differ in count')
         const partitions = req.partitions.length > 0 ? checkPartitions(req) : undefined
+        let newest: Buffer | undefined
+        for (const record of req.records) {
+          const version = recordVersion(record)
+          if (newest === undefined || Buffer.compare(version, newest) > 0) newest = version
+        }
+        if (newest !== undefined) this.deps.observe(newest)
         await this.deps.storage.applyRecords(
           req.keys.map((key, i) => ({ partition: partitions?.[i] ?? req.partition, key, record: req.records[i]! })),
         )

@@ -36,6 +36,10 @@ interface PendingRead {
 
 type Db = ClassicLevel<Buffer, Buffer>
 
+const highWaterKey = metaKey('high-water-version')
+/** Above every real version: with it, every write is checked against storage. */
+const maxVersion = Buffer.alloc(8 + 65, 0xff)
+
 /**
  * The classic-level engine. Reads and writes that arrive in the same event-loop turn share one
  * native call: reads one getMany, writes one getMany (for the version check) and one batch.
@@ -52,6 +56,8 @@ export class ClassicLevelEngine implements StorageEngine {
   private hintSeq = 0
   private lastHintMs = 0
   private readonly hintsByTarget = new Map<string, number>()
+  /** The newest record version ever stored here (see applyGroups). */
+  private highWater: Buffer = Buffer.alloc(0)
 
   constructor(
     readonly location: string,
@@ -80,10 +86,17 @@ export class ClassicLevelEngine implements StorageEngine {
         cause: err,
       })
     }
+    this.highWater = (await this.db.get(highWaterKey)) ?? (await this.hasData() ? maxVersion : Buffer.alloc(0))
     for await (const key of this.db.keys({ ...hintRange })) {
       const { target } = decodeHintKey(key)
       this.hintsByTarget.set(target, (this.hintsByTarget.get(target) ?? 0) + 1)
     }
+  }
+
+  /** Whether any data record exists (a database written before high-water marks were kept). */
+  private async hasData(): Promise<boolean> {
+    const first = await this.db.keys({ lt: hintRange.gte, limit: 1 }).all()
+    return first.length > 0
   }
 
   async close(): Promise<void> {
@@ -162,10 +175,27 @@ export class ClassicLevelEngine implements StorageEngine {
     this.writing = false
   }
 
+  /**
+   * Last-writer-wins needs the stored version of each key, but not always a read: `highWater`
+   * is the newest version this database has ever stored (kept in the same atomic batches as
+   * the data), so a write whose version is above it is newer than anything stored, whatever
+   * the key. Fresh coordinator writes usually are; replays, repairs and late replicas are read.
+   */
   private async applyGroups(groups: PendingWrite[]): Promise<boolean[][]> {
     const keys: Buffer[] = []
-    for (const group of groups) for (const w of group.writes) keys.push(dataKey(w.partition, w.key))
-    const held = await this.db.getMany(keys)
+    const lookups: number[] = []
+    for (const group of groups) {
+      for (const w of group.writes) {
+        if (Buffer.compare(recordVersion(w.record), this.highWater) <= 0) lookups.push(keys.length)
+        keys.push(dataKey(w.partition, w.key))
+      }
+    }
+    const held: (Buffer | undefined)[] = new Array(keys.length)
+    if (lookups.length > 0) {
+      const found = await this.db.getMany(lookups.map((at) => keys[at]!))
+      lookups.forEach((at, j) => (held[at] = found[j] ?? undefined))
+    }
+    let high = this.highWater
     // The newest version per stored key, including writes earlier in this same batch.
     const newest = new Map<string, Buffer>()
     const batch = this.db.batch()
@@ -185,11 +215,16 @@ export class ClassicLevelEngine implements StorageEngine {
         newest.set(id, w.record)
         batch.put(stored, w.record)
         applied.push(true)
+        const version = recordVersion(w.record)
+        if (Buffer.compare(version, high) > 0) high = version
       }
       results.push(applied)
     }
-    if (batch.length > 0) await batch.write({ sync: this.config.sync })
-    else await batch.close()
+    if (batch.length > 0) {
+      if (high !== this.highWater) batch.put(highWaterKey, Buffer.from(high))
+      await batch.write({ sync: this.config.sync })
+      this.highWater = Buffer.from(high)
+    } else await batch.close()
     return results
   }
 

@@ -119,6 +119,16 @@ export function storageEngineConformance(name: string, factory: EngineFactory): 
       expect(await engine.getRecords(1, [k('a')])).toEqual([undefined])
     })
 
+    it('still refuses older versions after a reopen', async () => {
+      const newer = rec(50, 'new')
+      await engine.applyRecords([{ partition: 0, key: k('r'), record: newer }])
+      engine = await factory.reopen(engine)
+      expect(await engine.applyRecords([{ partition: 0, key: k('r'), record: rec(40, 'old') }])).toEqual([false])
+      expect(await engine.applyRecords([{ partition: 0, key: k('other'), record: rec(40, 'old but first') }])).toEqual([true])
+      expect(await engine.getRecords(0, [k('r')])).toEqual([newer])
+      expect(await engine.applyRecords([{ partition: 0, key: k('r'), record: rec(60, 'newest') }])).toEqual([true])
+    })
+
     it('keeps records, hints and metadata across a reopen', async () => {
       const r = rec(3, 'kept')
       await engine.applyRecords([{ partition: 9, key: k('p'), record: r }])
