@@ -6,6 +6,7 @@ import { embeddedTarget, kumoLocalTarget, kumoTarget, tempRoot, type BenchTarget
 import { fullSet, quickSet, workloads, type WorkloadName } from './workloads.js'
 import { rm } from 'node:fs/promises'
 import { formatTable } from './report.js'
+import { installed, redisClusterTarget } from './redis.js'
 
 function wholeNumber(value: string): number {
   const n = Number(value)
@@ -30,9 +31,11 @@ const program = new Command()
   .option('--operations <n>', 'operations per run at most (0: time-bound only)', wholeNumber, 0)
   .option('--duration <s>', 'seconds per run', wholeNumber)
   .option('--concurrency <n>', 'requests in flight', wholeNumber, 64)
+  .option('--batch-concurrency <n>', 'batch/getMany calls in flight (each of 100 operations)', wholeNumber, 8)
   .option('--value-size <bytes>', 'value size (YCSB uses 1000)', wholeNumber, 100)
   .addOption(new Option('--distribution <d>', 'key choice').choices(['zipfian', 'uniform']).default('zipfian'))
   .option('--seed <n>', 'random seed', wholeNumber, 42)
+  .addOption(new Option('--peer <system>', 'also run the same workloads against a system people know').choices(['redis']))
   .option('--json <file>', 'write the results as JSON')
   .option('--no-progress', 'no progress bars')
   .parse()
@@ -51,6 +54,8 @@ interface Options {
   seed: number
   json?: string
   progress: boolean
+  peer?: 'redis'
+  batchConcurrency: number
 }
 const opts = program.opts<Options>()
 
@@ -72,6 +77,10 @@ async function main(): Promise<void> {
   const root = await tempRoot()
   const results: RunResult[] = []
   const targetNames = opts.seeds ? ['cluster'] : opts.targets.split(',').map((s) => s.trim())
+  if (opts.peer === 'redis') {
+    if (installed('redis-server') && installed('redis-cli')) targetNames.push('redis-3')
+    else process.stdout.write('note: --peer redis skipped: redis-server and redis-cli are not installed (Debian: apt-get install redis-server)\n')
+  }
   process.stdout.write(
     `Kumo benchmark: ${records} records, ${config.valueBytes}-byte values, ${config.distribution}, ${config.concurrency} in flight, ${config.durationMs / 1000} s per run\n` +
       `machine: ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}\n`,
@@ -83,6 +92,7 @@ async function main(): Promise<void> {
       else if (name === 'embedded') target = await embeddedTarget(root)
       else if (name === 'kumo-1') target = await kumoLocalTarget(root, 'kumo-1', 1, 1)
       else if (name === 'kumo-3') target = await kumoLocalTarget(root, 'kumo-3', 3, 3)
+      else if (name === 'redis-3') target = await redisClusterTarget(root)
       else throw new InvalidArgumentError(`unknown target ${name}`)
       process.stdout.write(`\n${target.name}: ${target.description}\n`)
       try {
@@ -90,7 +100,9 @@ async function main(): Promise<void> {
         process.stdout.write(`  loaded ${records} records in ${loadSeconds.toFixed(1)} s\n`)
         const inserted = { count: records }
         for (const workloadName of names) {
-          const result = await run(target, workloads[workloadName], config, values, inserted)
+          const workload = workloads[workloadName]
+          if (workload.scan > 0 && target.name === 'redis-3') continue
+          const result = await run(target, workload, workload.batch > 1 ? { ...config, concurrency: opts.batchConcurrency } : config, values, inserted)
           results.push(result)
           if (!config.progress) {
             process.stdout.write(`  ${workloadName.padEnd(11)} ${Math.round(result.opsPerSecond).toLocaleString('en-US')} ops/s, p99 ${result.p99.toFixed(2)} ms${result.errors ? `, ${result.errors} errors (${result.firstError})` : ''}\n`)

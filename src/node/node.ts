@@ -182,6 +182,8 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   const peers = new PeerPool((op) => metrics.replicaMessages.inc({ op, direction: 'sent' }))
   const seedChannels = new PeerPool()
   let elu = performance.eventLoopUtilization()
+  let cpu = process.cpuUsage()
+  let wall = performance.now()
   let persistChain = Promise.resolve()
   const membership = new Membership(
     { id: options.id, address, weight: options.weight ?? 1 },
@@ -205,11 +207,20 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
           .catch((err) => logger.error({ err }, 'could not persist the partition map'))
       },
       now: () => Date.now(),
+      // Load = the busier of event-loop utilization and CPU time (one core = 1) since the last
+      // heartbeat: the event loop shows a node too busy to answer, CPU shows native work
+      // (LevelDB, compression) that the event loop does not see.
       load: () => {
         const next = performance.eventLoopUtilization()
         const delta = performance.eventLoopUtilization(next, elu)
         elu = next
-        return delta.utilization
+        const cpuNow = process.cpuUsage()
+        const wallNow = performance.now()
+        const cpuMs = (cpuNow.user - cpu.user + cpuNow.system - cpu.system) / 1000
+        const cpuShare = wallNow > wall ? Math.min(1, cpuMs / (wallNow - wall)) : 0
+        cpu = cpuNow
+        wall = wallNow
+        return Math.max(delta.utilization, cpuShare)
       },
     },
     restored,
