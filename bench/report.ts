@@ -2,7 +2,9 @@ import type { RunResult } from './runner.js'
 
 function pad(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
-  return rows.map((r) => '| ' + r.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ') + ' |').join('\n')
+  const line = (r: string[]): string => '| ' + r.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ') + ' |'
+  const rule = '|' + widths.map((w, i) => (i < 2 ? ` ${'-'.repeat(w)} ` : ` ${'-'.repeat(w - 1)}: `)).join('|') + '|'
+  return [line(rows[0]!), rule, ...rows.slice(1).map(line)].join('\n')
 }
 
 const n = (x: number): string => Math.round(x).toLocaleString('en-US')
