@@ -1,11 +1,10 @@
 import { mkdtemp, rm } from 'node:fs/promises'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import type { ChildProcess } from 'node:child_process'
 import { ClassicLevel } from 'classic-level'
 import { connect, type KumoClient } from '../src/index.js'
-import { spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from '../scripts/local-cluster.js'
+import { freePort, spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from '../scripts/local-cluster.js'
 
 /** What a benchmark drives: the same operations on every system measured. */
 export interface BenchTarget {
@@ -47,16 +46,6 @@ export async function embeddedTarget(root: string): Promise<BenchTarget> {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
-}
 
 /** A Kumo cluster of `nodes` node processes with N = `replicas`, started for the run. */
 export async function kumoLocalTarget(root: string, name: string, nodes: number, replicas: number): Promise<BenchTarget> {

@@ -5,6 +5,7 @@ import path from 'node:path'
 import { Command, InvalidArgumentError } from 'commander'
 import * as hdr from 'hdr-histogram-js'
 import { connect, type KumoClient } from '../src/index.js'
+import { seededRandom } from '../src/core/random.js'
 import { localSpecs, portTaken, spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from './local-cluster.js'
 
 function wholeNumber(value: string): number {
@@ -30,18 +31,6 @@ const program = new Command()
   .parse()
 const opts = program.opts<{ duration: number; concurrency: number; basePort: number; down: number; between: number; seed?: number; json?: boolean }>()
 
-/** mulberry32: a seeded PRNG so the kill schedule replays. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 const histogram = (): hdr.Histogram => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 })
 const ms = (us: number): string => `${(us / 1000).toFixed(2)} ms`
 
@@ -55,7 +44,7 @@ interface KillWindow {
 
 async function main(): Promise<void> {
   const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 31)
-  const random = rng(seed)
+  const random = seededRandom(seed)
   const root = await mkdtemp(path.join(os.tmpdir(), 'kumo-chaos-'))
   const specs = localSpecs(3, opts.basePort, root)
   for (const spec of specs) {

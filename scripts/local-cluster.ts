@@ -26,6 +26,18 @@ export function localSpecs(count: number, basePort: number, dataRoot: string, ho
   }))
 }
 
+/** A free loopback port (bound, read, released). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+}
+
 /** Resolves to an error message if the port cannot be bound, undefined if it is free. */
 export function portTaken(address: string): Promise<string | undefined> {
   const at = address.lastIndexOf(':')

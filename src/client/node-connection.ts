@@ -1,9 +1,6 @@
 import * as grpc from '@grpc/grpc-js'
-import { KumoError } from '../core/errors.js'
-import { frameBytesMax, frameOpsMax } from '../core/limits.js'
-import { FrameBatcher } from '../wire/frame-batcher.js'
-import type { RepairResponseMsg, RequestFrameMsg, RequestMsg, ResponseFrameMsg, ResponseMsg, ScanRequestMsg, TopologyMsg } from '../wire/messages.js'
-import { PendingTable } from '../wire/pending-table.js'
+import type { RepairResponseMsg, RequestMsg, ResponseFrameMsg, ResponseMsg, ScanRequestMsg, TopologyMsg } from '../wire/messages.js'
+import { MultiplexedStream } from '../wire/multiplexed-stream.js'
 import { KvClient } from '../wire/proto.js'
 import { channelOptions, fromServiceError } from '../wire/status.js'
 
@@ -14,75 +11,38 @@ function requestBytes(req: RequestMsg): number {
   return bytes
 }
 
-/**
- * The client's link to one node: a Pipeline stream carrying every request made in one
- * event-loop turn as one frame, replies matched by id.
- */
+/** The client's link to one node: its Pipeline stream, plus the unary admin calls. */
 export class NodeConnection {
   private readonly client: grpc.Client & Record<string, Function>
-  private stream: grpc.ClientDuplexStream<RequestFrameMsg, ResponseFrameMsg> | undefined
-  private readonly pending: PendingTable<ResponseMsg>
-  private readonly batcher: FrameBatcher<RequestMsg>
-  private closed = false
-  readonly createdAtMs = Date.now()
+  private readonly stream: MultiplexedStream<RequestMsg, ResponseMsg>
 
   constructor(
     readonly nodeId: string,
     readonly address: string,
-    private readonly onEpoch: (epoch: number) => void,
+    onEpoch: (epoch: number) => void,
   ) {
     this.client = new KvClient(address, grpc.credentials.createInsecure(), channelOptions) as never
-    this.pending = new PendingTable(`node ${nodeId} (${address})`)
-    this.batcher = new FrameBatcher((requests) => this.send(requests), frameOpsMax, frameBytesMax)
+    this.stream = new MultiplexedStream(this.client, 'pipeline', `node ${nodeId} (${address})`, requestBytes, (frame) => {
+      const epoch = (frame as ResponseFrameMsg).epoch
+      if (epoch) onEpoch(epoch)
+    })
+  }
+
+  get createdAtMs(): number {
+    return this.stream.createdAtMs
   }
 
   get inFlight(): number {
-    return this.pending.size + this.batcher.pending
+    return this.stream.inFlight
   }
 
   /** False while the transport is known to be broken, so the client skips it at once. */
   get reachable(): boolean {
-    if (this.closed) return false
-    const state = this.client.getChannel().getConnectivityState(false)
-    return state !== grpc.connectivityState.TRANSIENT_FAILURE && state !== grpc.connectivityState.SHUTDOWN
+    return this.stream.reachable
   }
 
   request(req: Omit<RequestMsg, 'id'>, timeoutMs: number): Promise<ResponseMsg> {
-    if (this.closed) return Promise.reject(new KumoError('CLOSED', 'client closed'))
-    if (!this.reachable) {
-      this.client.getChannel().getConnectivityState(true)
-      return Promise.reject(new KumoError('UNAVAILABLE', `node ${this.nodeId} (${this.address}) is unreachable`))
-    }
-    return new Promise<ResponseMsg>((resolve, reject) => {
-      const id = this.pending.add(timeoutMs, resolve, reject)
-      const full = req as RequestMsg
-      full.id = id
-      this.batcher.push(full, requestBytes(full))
-    })
-  }
-
-  private openStream(): grpc.ClientDuplexStream<RequestFrameMsg, ResponseFrameMsg> {
-    const stream = this.client.pipeline() as grpc.ClientDuplexStream<RequestFrameMsg, ResponseFrameMsg>
-    stream.on('data', (frame: ResponseFrameMsg) => {
-      if (frame.epoch) this.onEpoch(frame.epoch)
-      for (const res of frame.responses) this.pending.resolve(res.id, res)
-    })
-    const broken = (err?: unknown): void => {
-      if (this.stream !== stream) return
-      this.stream = undefined
-      const reason = err === undefined ? 'stream closed' : fromServiceError(err).message
-      this.pending.rejectAll(new KumoError('UNAVAILABLE', `node ${this.nodeId} (${this.address}): ${reason}`))
-    }
-    stream.on('error', broken)
-    stream.on('end', () => broken())
-    stream.on('close', () => broken())
-    return stream
-  }
-
-  private send(requests: RequestMsg[]): void {
-    if (this.closed) return
-    if (this.stream === undefined) this.stream = this.openStream()
-    this.stream.write({ requests })
+    return this.stream.request(req, timeoutMs)
   }
 
   topology(timeoutMs: number): Promise<TopologyMsg> {
@@ -109,13 +69,7 @@ export class NodeConnection {
   }
 
   close(): void {
-    if (this.closed) return
-    this.closed = true
-    this.batcher.drain()
-    this.pending.rejectAll(new KumoError('CLOSED', 'client closed'))
-    this.pending.close()
-    this.stream?.end()
-    this.stream = undefined
+    this.stream.close()
     this.client.close()
   }
 }

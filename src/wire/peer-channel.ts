@@ -1,36 +1,23 @@
 import * as grpc from '@grpc/grpc-js'
 import { KumoError } from '../core/errors.js'
-import { frameBytesMax, frameOpsMax } from '../core/limits.js'
-import { FrameBatcher } from './frame-batcher.js'
-import type { GossipMsg, PeerRequestMsg, PeerRequestFrameMsg, PeerResponseFrameMsg, PeerResponseMsg } from './messages.js'
-import { PendingTable } from './pending-table.js'
+import type { GossipMsg, PeerRequestMsg, PeerResponseMsg } from './messages.js'
+import { MultiplexedStream } from './multiplexed-stream.js'
 import { PeerClient } from './proto.js'
 import { channelOptions, fromServiceError } from './status.js'
 
 export type PeerRequest = Omit<PeerRequestMsg, 'id'>
 
-function requestBytes(req: PeerRequest): number {
+function requestBytes(req: PeerRequestMsg): number {
   let bytes = 16
   for (const k of req.keys) bytes += k.length
   for (const r of req.records) bytes += r.length
   return bytes
 }
 
-/**
- * One long-lived bidirectional stream to a peer node. Requests made in the same event-loop
- * turn travel in one frame; replies are matched by id. When the stream breaks, everything in
- * flight fails at once with UNAVAILABLE (the coordinator moves on to other replicas) and the
- * next request opens a new stream.
- */
+/** The link to one peer node: its Exchange stream for replica traffic, and gossip calls. */
 export class PeerChannel {
   private readonly client: grpc.Client & Record<string, Function>
-  private stream: grpc.ClientDuplexStream<PeerRequestFrameMsg, PeerResponseFrameMsg> | undefined
-  private readonly pending: PendingTable<PeerResponseMsg>
-  private readonly batcher: FrameBatcher<PeerRequestMsg>
-  private closed = false
-  readonly createdAtMs = Date.now()
-  /** Time of the last stream failure; cleared by the next reply. */
-  private failedAtMs = 0
+  private readonly stream: MultiplexedStream<PeerRequestMsg, PeerResponseMsg>
 
   constructor(
     readonly nodeId: string,
@@ -38,71 +25,29 @@ export class PeerChannel {
     private readonly onSend?: (op: string) => void,
   ) {
     this.client = new PeerClient(address, grpc.credentials.createInsecure(), channelOptions) as never
-    this.pending = new PendingTable(`node ${nodeId} (${address})`)
-    this.batcher = new FrameBatcher((requests) => this.sendFrame(requests), frameOpsMax, frameBytesMax)
+    this.stream = new MultiplexedStream(this.client, 'exchange', `node ${nodeId} (${address})`, requestBytes)
+  }
+
+  get createdAtMs(): number {
+    return this.stream.createdAtMs
   }
 
   /** Requests awaiting a reply from this peer (the least-connections signal). */
   get inFlight(): number {
-    return this.pending.size + this.batcher.pending
+    return this.stream.inFlight
   }
 
   /** False while the transport is known to be broken: callers skip this peer without waiting. */
   get reachable(): boolean {
-    if (this.closed) return false
-    const state = this.client.getChannel().getConnectivityState(false)
-    return state !== grpc.connectivityState.TRANSIENT_FAILURE && state !== grpc.connectivityState.SHUTDOWN
+    return this.stream.reachable
   }
 
-  get recentlyFailed(): boolean {
-    return this.failedAtMs !== 0 && Date.now() - this.failedAtMs < 1000
-  }
-
-  request(req: PeerRequest, timeoutMs: number): Promise<PeerResponseMsg> {
-    if (this.closed) return Promise.reject(new KumoError('CLOSED', 'peer channel closed'))
-    if (!this.reachable) {
-      // Ask for a reconnect so the channel recovers without waiting for the next request.
-      this.client.getChannel().getConnectivityState(true)
-      return Promise.reject(new KumoError('UNAVAILABLE', `node ${this.nodeId} (${this.address}) is unreachable`))
-    }
+  /** Sends a replica request; an error answer rejects with the peer's error code. */
+  async request(req: PeerRequest, timeoutMs: number): Promise<PeerResponseMsg> {
     this.onSend?.(req.op)
-    return new Promise<PeerResponseMsg>((resolve, reject) => {
-      const id = this.pending.add(timeoutMs, resolve, reject)
-      this.batcher.push({ ...req, id }, requestBytes(req))
-    }).then((res) => {
-      if (res.errorCode !== '') {
-        throw new KumoError(
-          (res.errorCode as KumoError['code']) ?? 'INTERNAL',
-          `node ${this.nodeId}: ${res.errorMessage}`,
-        )
-      }
-      return res
-    })
-  }
-
-  private openStream(): grpc.ClientDuplexStream<PeerRequestFrameMsg, PeerResponseFrameMsg> {
-    const stream = this.client.exchange() as grpc.ClientDuplexStream<PeerRequestFrameMsg, PeerResponseFrameMsg>
-    stream.on('data', (frame: PeerResponseFrameMsg) => {
-      this.failedAtMs = 0
-      for (const res of frame.responses) this.pending.resolve(res.id, res)
-    })
-    const broken = (err?: unknown): void => {
-      if (this.stream !== stream) return
-      this.stream = undefined
-      this.failedAtMs = Date.now()
-      const reason = err === undefined ? 'stream ended' : fromServiceError(err).message
-      this.pending.rejectAll(new KumoError('UNAVAILABLE', `node ${this.nodeId} (${this.address}): ${reason}`))
-    }
-    stream.on('error', broken)
-    stream.on('end', () => broken())
-    stream.on('close', () => broken())
-    return stream
-  }
-
-  private sendFrame(requests: PeerRequestMsg[]): void {
-    if (this.closed) return
-    if (this.stream === undefined) this.stream = this.openStream()
-    this.stream.write({ requests })
+    const res = await this.stream.request(req, timeoutMs)
+    if (res.errorCode !== '') throw new KumoError(res.errorCode as KumoError['code'], `node ${this.nodeId}: ${res.errorMessage}`)
+    return res
   }
 
   gossip(message: GossipMsg, timeoutMs: number): Promise<GossipMsg> {
@@ -116,13 +61,7 @@ export class PeerChannel {
 
   /** Closes the channel; requests in flight fail with `code` (UNAVAILABLE lets callers fail over). */
   close(code: 'CLOSED' | 'UNAVAILABLE' = 'CLOSED'): void {
-    if (this.closed) return
-    this.closed = true
-    this.batcher.drain()
-    this.pending.rejectAll(new KumoError(code, `channel to node ${this.nodeId} closed`))
-    this.pending.close()
-    this.stream?.cancel()
-    this.stream = undefined
+    this.stream.close(code)
     this.client.close()
   }
 }

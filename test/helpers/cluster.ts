@@ -1,20 +1,10 @@
 import { mkdtemp, rm } from 'node:fs/promises'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { startNode, type KumoNode, type NodeOptions } from '../../src/index.js'
 
-/** A free loopback port (bound, read, released). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
-}
+export { freePort } from '../../scripts/local-cluster.js'
+import { freePort } from '../../scripts/local-cluster.js'
 
 export async function tempDir(prefix = 'kumo-test-'): Promise<string> {
   return mkdtemp(path.join(os.tmpdir(), prefix))

@@ -14,16 +14,7 @@ const clusterScript = path.resolve(path.dirname(cliPath), '../../scripts/cluster
 async function freeRun(count: number): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
     const base = 20000 + Math.floor(Math.random() * 30000)
-    const ok = await Promise.all(
-      Array.from({ length: count }, (_, i) =>
-        new Promise<boolean>((resolve) => {
-          const s = net.createServer()
-          s.once('error', () => resolve(false))
-          s.listen(base + i, '127.0.0.1', () => s.close(() => resolve(true)))
-        }),
-      ),
-    )
-    if (ok.every(Boolean)) return base
+    if (await freeRunAt(base, count)) return base
   }
   throw new Error('no free port run')
 }

@@ -8,18 +8,7 @@ import {
   replicaCounts,
   type PartitionMap,
 } from '../../src/core/partition-map.js'
-
-/** A small seeded PRNG (mulberry32) so property runs replay exactly. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { seededRandom } from '../../src/core/random.js'
 
 const ids = (n: number, prefix = 'n'): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}`)
 
@@ -69,7 +58,7 @@ describe('assignPartitions', () => {
 
   it('holds its invariants over random membership histories', () => {
     for (let seed = 1; seed <= 60; seed++) {
-      const random = rng(seed)
+      const random = seededRandom(seed)
       const partitionCount = [8, 64, 256][seed % 3]!
       const replicationFactor = 1 + (seed % 4)
       const config = { partitionCount, replicationFactor }
