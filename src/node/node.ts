@@ -227,6 +227,16 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   )
 
   const clock = new HybridClock()
+  // After a restart the wall clock may be behind what this node already wrote (an NTP step,
+  // a fast clock before): start the HLC above the newest stored version, so a new write is
+  // never ordered before an older one.
+  const highWater = storage.highWaterVersion()
+  if (highWater.length >= 8) {
+    const stored = { ms: highWater.readUIntBE(0, 6), counter: highWater.readUInt16BE(6) }
+    if (!clock.observe(stored, Date.now())) {
+      logger.warn({ storedMs: stored.ms, nowMs: Date.now() }, 'stored versions are far ahead of this clock; check the system time')
+    }
+  }
   const coordinator = new Coordinator(
     { selfId: options.id, storage, membership, peers, clock },
     {

@@ -308,6 +308,10 @@ export class ClassicLevelEngine implements StorageEngine {
     })
   }
 
+  highWaterVersion(): Buffer {
+    return this.highWater === maxVersion ? Buffer.alloc(0) : Buffer.from(this.highWater)
+  }
+
   hintCounts(): Map<string, number> {
     return new Map(this.hintsByTarget)
   }

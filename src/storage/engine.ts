@@ -61,6 +61,9 @@ export interface StorageEngine {
   /** Hints held per target node. */
   hintCounts(): Map<string, number>
 
+  /** The newest record version ever stored (empty when none): a restarted node's clock starts above it. */
+  highWaterVersion(): Buffer
+
   getMeta(name: string): Promise<Buffer | undefined>
   putMeta(name: string, value: Buffer): Promise<void>
 }

@@ -127,6 +127,7 @@ export function storageEngineConformance(name: string, factory: EngineFactory): 
       expect(await engine.applyRecords([{ partition: 0, key: k('other'), record: rec(40, 'old but first') }])).toEqual([true])
       expect(await engine.getRecords(0, [k('r')])).toEqual([newer])
       expect(await engine.applyRecords([{ partition: 0, key: k('r'), record: rec(60, 'newest') }])).toEqual([true])
+      expect(engine.highWaterVersion()).toEqual(encodeVersion({ ms: 60, counter: 0 }, 'n1'))
     })
 
     it('keeps records, hints and metadata across a reopen', async () => {
