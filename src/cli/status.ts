@@ -108,9 +108,9 @@ export function formatStatus(status: ClusterStatus): string {
       Object.entries(n.seenAs).map(([by, s]) => `${by}:${s}`).join(',') || (views.length === 0 ? '-' : ''),
       String(n.primaries),
       String(n.replicas),
-      n.l4.ok ? `ok ${n.l4.ms.toFixed(1)}ms` : `fail (${n.l4.detail})`,
-      n.l7.ok ? `${n.l7.detail} ${n.l7.ms.toFixed(1)}ms` : `fail (${n.l7.detail})`,
-      n.storage.ok ? `ok w ${n.storage.writeMs!.toFixed(1)}ms r ${n.storage.readMs!.toFixed(1)}ms` : `fail (${n.storage.detail})`,
+      n.l4.ok ? `ok ${n.l4.ms.toFixed(1)}ms` : `fail (${short(n.l4.detail)})`,
+      n.l7.ok ? `${n.l7.detail} ${n.l7.ms.toFixed(1)}ms` : `fail (${short(n.l7.detail)})`,
+      n.storage.ok ? `ok w ${n.storage.writeMs!.toFixed(1)}ms r ${n.storage.readMs!.toFixed(1)}ms` : `fail (${short(n.storage.detail)})`,
       String(n.hintsFor),
       Object.entries(n.hintsHeld).map(([to, count]) => `${to}:${count}`).join(',') || '0',
       formatRepair(n.repair, now),
@@ -130,4 +130,12 @@ function formatRepair(repair: RepairState | undefined, now: number): string {
   else if (repair.lastRepairMs > 0) parts.push(`last ${age(repair.lastRepairMs)}`)
   if (repair.inProgress) parts.push('IN PROGRESS')
   return parts.join(', ')
+}
+
+/** A probe failure in a few words (gRPC's details run long). */
+function short(detail: string): string {
+  if (/ECONNREFUSED/.test(detail)) return 'connection refused'
+  if (/timeout|deadline/i.test(detail)) return 'timeout'
+  const first = detail.split(/[.:]/)[0]!.trim()
+  return first.length > 40 ? `${first.slice(0, 37)}...` : first
 }
