@@ -5,7 +5,7 @@ import { loadBalancingPolicies, type LoadBalancing } from '../core/balancing.js'
 import { consistencyLevels, type Consistency } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
 import { startNode } from '../node/node.js'
-import { clusterStatus, formatStatus } from './status.js'
+import { clusterStatus, formatPartitions, formatStatus } from './status.js'
 
 const defaultSeeds = process.env.KUMO_SEEDS ?? '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003'
 
@@ -178,10 +178,12 @@ program
   .command('status')
   .description('each node: state as its peers see it, partitions held, L4 TCP and L7 health checks')
   .option('--json', 'print JSON')
+  .option('--partitions', 'also list every partition: its replicas and when each last repaired it')
   .action(async (o) => {
     const opts = program.opts<GlobalOptions>()
-    const status = await clusterStatus(list(opts.seeds), opts.timeout)
-    process.stdout.write(o.json ? `${JSON.stringify(status, null, 2)}\n` : `${formatStatus(status)}\n`)
+    const status = await clusterStatus(list(opts.seeds), opts.timeout, { partitions: o.partitions === true })
+    if (o.json) process.stdout.write(`${JSON.stringify(status, null, 2)}\n`)
+    else process.stdout.write(`${formatStatus(status)}\n${o.partitions ? `\n${formatPartitions(status)}\n` : ''}`)
   })
 
 program

@@ -1,5 +1,7 @@
 import { primaryCounts, replicaCounts } from '../core/partition-map.js'
-import { connect, type RepairState, type Topology } from '../client/client.js'
+import { connect, type RepairState } from '../client/client.js'
+import { NodeConnection } from '../client/node-connection.js'
+import type { TopologyMsg } from '../wire/messages.js'
 import { healthProbe, storageProbe, tcpProbe, type ProbeResult } from './probes.js'
 
 export interface NodeStatus {
@@ -19,14 +21,23 @@ export interface NodeStatus {
   repair: RepairState | undefined
 }
 
+export interface PartitionStatus {
+  partition: number
+  replicas: string[]
+  /** Per replica, wall-clock ms of its last completed repair of this partition (0: never, absent: unreachable). */
+  lastRepairMs: Record<string, number>
+}
+
 export interface ClusterStatus {
   epoch: number
   partitionCount: number
   replicationFactor: number
   nodes: NodeStatus[]
+  /** With { partitions: true }. */
+  partitions?: PartitionStatus[]
 }
 
-export async function clusterStatus(seeds: string[], timeoutMs: number): Promise<ClusterStatus> {
+export async function clusterStatus(seeds: string[], timeoutMs: number, options: { partitions?: boolean } = {}): Promise<ClusterStatus> {
   const db = await connect({ seeds, timeoutMs })
   try {
     const topology = await db.topology()
@@ -40,18 +51,16 @@ export async function clusterStatus(seeds: string[], timeoutMs: number): Promise
     const primaries = primaryCounts(map)
     const replicas = replicaCounts(map)
     // Every node's own view, so a disagreement (a partition between nodes) shows.
-    const views = new Map<string, Topology>()
+    const views = new Map<string, TopologyMsg>()
     await Promise.all(
       topology.nodes.map(async (node) => {
+        const conn = new NodeConnection(node.id, node.address, () => undefined)
         try {
-          const one = await connect({ seeds: [node.address], timeoutMs: Math.min(timeoutMs, 2000) })
-          try {
-            views.set(node.id, one.cachedTopology())
-          } finally {
-            await one.close()
-          }
+          views.set(node.id, await conn.topology(Math.min(timeoutMs, 2000), options.partitions === true))
         } catch {
           // Unreachable: its view is simply absent.
+        } finally {
+          conn.close()
         }
       }),
     )
@@ -70,7 +79,7 @@ export async function clusterStatus(seeds: string[], timeoutMs: number): Promise
         for (const n of own?.nodes ?? []) if (n.hintsHeld > 0) hintsHeld[n.id] = n.hintsHeld
         return {
           hintsHeld,
-          repair: own?.repair,
+          repair: own?.repair ?? undefined,
           id: node.id,
           address: node.address,
           seenAs,
@@ -84,7 +93,18 @@ export async function clusterStatus(seeds: string[], timeoutMs: number): Promise
       }),
     )
     nodes.sort((a, b) => (a.id < b.id ? -1 : 1))
-    return { epoch: topology.epoch, partitionCount: topology.partitionCount, replicationFactor: topology.replicationFactor, nodes }
+    const status: ClusterStatus = { epoch: topology.epoch, partitionCount: topology.partitionCount, replicationFactor: topology.replicationFactor, nodes }
+    if (options.partitions) {
+      status.partitions = topology.partitions.map((replicas, partition) => {
+        const lastRepairMs: Record<string, number> = {}
+        for (const id of replicas) {
+          const times = views.get(id)?.repair?.partitionRepairedMs
+          if (times !== undefined) lastRepairMs[id] = times[partition] ?? 0
+        }
+        return { partition, replicas, lastRepairMs }
+      })
+    }
+    return status
   } finally {
     await db.close()
   }
@@ -119,15 +139,30 @@ export function formatStatus(status: ClusterStatus): string {
   return `cluster epoch ${status.epoch}, ${status.partitionCount} partitions, N=${status.replicationFactor}\n${pad(rows)}`
 }
 
+function age(ms: number, now: number): string {
+  const s = Math.round((now - ms) / 1000)
+  return s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`
+}
+
+/** One row per partition: its replicas and when each last completed a repair of it. */
+export function formatPartitions(status: ClusterStatus): string {
+  const now = Date.now()
+  const rows = [['PARTITION', 'REPLICAS (primary first)', 'LAST REPAIR']]
+  for (const p of status.partitions ?? []) {
+    const repairs = p.replicas.map((id) => {
+      const at = p.lastRepairMs[id]
+      return `${id}:${at === undefined ? 'unreachable' : at === 0 ? 'never' : age(at, now)}`
+    })
+    rows.push([String(p.partition), p.replicas.join(','), repairs.join(' ')])
+  }
+  return pad(rows)
+}
+
 function formatRepair(repair: RepairState | undefined, now: number): string {
   if (repair === undefined) return '-'
-  const age = (ms: number): string => {
-    const s = Math.round((now - ms) / 1000)
-    return s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`
-  }
   const parts = [`${repair.partitionsRepaired}/${repair.partitionsHeld} repaired`]
-  if (repair.oldestRepairMs > 0) parts.push(`oldest ${age(repair.oldestRepairMs)}`)
-  else if (repair.lastRepairMs > 0) parts.push(`last ${age(repair.lastRepairMs)}`)
+  if (repair.oldestRepairMs > 0) parts.push(`oldest ${age(repair.oldestRepairMs, now)}`)
+  else if (repair.lastRepairMs > 0) parts.push(`last ${age(repair.lastRepairMs, now)}`)
   if (repair.inProgress) parts.push('IN PROGRESS')
   return parts.join(', ')
 }

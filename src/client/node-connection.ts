@@ -45,9 +45,9 @@ export class NodeConnection {
     return this.stream.request(req, timeoutMs)
   }
 
-  topology(timeoutMs: number): Promise<TopologyMsg> {
+  topology(timeoutMs: number, repairDetail = false): Promise<TopologyMsg> {
     return new Promise((resolve, reject) => {
-      this.client.topology({}, { deadline: Date.now() + timeoutMs }, (err: unknown, res: TopologyMsg) => {
+      this.client.topology({ repairDetail }, { deadline: Date.now() + timeoutMs }, (err: unknown, res: TopologyMsg) => {
         if (err) reject(fromServiceError(err))
         else resolve(res)
       })

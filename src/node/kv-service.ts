@@ -18,7 +18,7 @@ import { mergedScan, scanBounds, type PartitionPageReader } from './merged-scan.
 
 export interface KvServiceDeps {
   handle: (req: RequestMsg) => Promise<ResponseMsg>
-  topology: () => TopologyMsg
+  topology: (repairDetail: boolean) => TopologyMsg
   epoch: () => number
   partitionCount: () => number
   readPage: PartitionPageReader
@@ -120,13 +120,13 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
         else callback(null, { values: res.values ?? [] })
       }, (err) => callback(toServiceError(err)))
     },
-    Topology: (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+    Topology: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       if (isMalformed(call.request)) {
         callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed request')))
         return
       }
       try {
-        callback(null, deps.topology())
+        callback(null, deps.topology(call.request.repairDetail === true))
       } catch (err) {
         callback(toServiceError(err))
       }

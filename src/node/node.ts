@@ -78,7 +78,7 @@ export interface KumoNode {
   readonly metricsPort: number | undefined
   /** True once storage is open and the node is in the cluster's partition map. */
   serving(): boolean
-  topology(): TopologyMsg
+  topology(repairDetail?: boolean): TopologyMsg
   /** First half of a graceful stop: NOT_SERVING, tell peers, let in-flight requests finish. */
   drain(): Promise<void>
   /** Graceful stop: drain, then close the server and storage. */
@@ -298,7 +298,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   membership.onChange(updateHealth)
   membership.onRestart((id) => peers.reset(id))
 
-  const topology = (): TopologyMsg => {
+  const topology = (repairDetail = false): TopologyMsg => {
     const map = membership.map
     if (map === undefined) throw new KumoError('NOT_SERVING', 'this node has not joined a cluster yet')
     const hints = storage.hintCounts()
@@ -310,7 +310,9 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       weight: m.weight,
       hintsHeld: hints.get(m.id) ?? 0,
     }))
-    return { ...mapToMsg(map, nodes, options.id), repair: antiEntropy.state() }
+    const repair = antiEntropy.state()
+    const detail = repairDetail ? { partitionRepairedMs: map.replicas.map((_, p) => antiEntropy.lastRepairOf(p) ?? 0) } : {}
+    return { ...mapToMsg(map, nodes, options.id), repair: { ...repair, ...detail } }
   }
 
   const readPage = async (partition: number, gte: Buffer | undefined, lt: Buffer | undefined, limit: number): Promise<StoredRecord[]> => {

@@ -98,6 +98,7 @@ export interface RepairStateMsg {
   partitionsHeld: number
   oldestRepairMs: number
   lastRepairMs: number
+  partitionRepairedMs?: number[]
 }
 
 export interface RepairResponseMsg {

@@ -46,6 +46,14 @@ it('npm run cluster starts three nodes, serves the CLI, refuses a taken port and
   const status = (await kumo('status')).stdout
   for (const id of ['n1', 'n2', 'n3']) expect(status).toMatch(new RegExp(`${id}\\s+127\\.0\\.0\\.1:\\d+\\s+up`))
   expect(status).toMatch(/SERVING/)
+  const repair = (await kumo('repair', '--partition', '3')).stdout
+  expect(repair).toMatch(/n1: 1 partitions/)
+  expect(repair).toMatch(/repair done/)
+  const partitions = (await kumo('status', '--partitions')).stdout
+  expect(partitions).toMatch(/^3\s+n\d,n\d,n\d\s+n\d:\d+s ago n\d:\d+s ago n\d:\d+s ago$/m)
+  expect(partitions).toMatch(/^4\s+n\d,n\d,n\d\s+n\d:never/m)
+  const json = JSON.parse((await kumo('status', '--json')).stdout)
+  expect(json.nodes.map((n: { id: string }) => n.id)).toEqual(['n1', 'n2', 'n3'])
   await kumo('del', 'greeting')
   const missing = await kumo('get', 'greeting').then(() => 0, (err: { code: number }) => err.code)
   expect(missing).toBe(1)
