@@ -68,6 +68,7 @@ program
   .addOption(new Option('--quorum <mode>', 'sloppy: hints on fallback nodes count toward W; strict: only replicas').choices(['sloppy', 'strict']).default('sloppy'))
   .option('--hint-window <ms>', 'drop hints older than this', wholeNumber, 3 * 60 * 60 * 1000)
   .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)
+  .option('--tombstone-grace <ms>', 'purge tombstones and expired values this long after they died', wholeNumber, 10 * 24 * 60 * 60 * 1000)
   .option('--metrics-port <port>', 'serve Prometheus metrics on http://<listen host>:<port>/metrics', wholeNumber)
   .addOption(new Option('--load-balancing <policy>', 'how this node picks replicas to read from and forward to').choices(loadBalancingPolicies as string[]))
   .addOption(new Option('--gossip-interval <ms>', 'gossip and heartbeat period').argParser(wholeNumber).default(1000).hideHelp())
@@ -87,6 +88,7 @@ program
       quorum: o.quorum,
       hintWindowMs: o.hintWindow,
       repairIntervalMs: o.repairInterval,
+      tombstoneGraceMs: o.tombstoneGrace,
       gossipIntervalMs: o.gossipInterval,
       consistency: globals.consistency,
       ...(o.metricsPort !== undefined ? { metricsPort: o.metricsPort } : {}),

@@ -79,3 +79,15 @@ export function liveValue(record: Buffer | undefined, nowMs: number): Buffer | u
 export function newerRecord(a: Buffer, b: Buffer): Buffer {
   return Buffer.compare(recordVersion(a), recordVersion(b)) >= 0 ? a : b
 }
+
+/**
+ * When a record stopped being visible: a tombstone's write time, or an expired value's expiry;
+ * undefined for a live value. Once every replica has had a grace period to learn of it, the
+ * record can be purged.
+ */
+export function deadSinceMs(record: Buffer, nowMs: number): number | undefined {
+  const decoded = decodeRecord(record)
+  if (decoded.tombstone) return decoded.version.readUIntBE(0, 6)
+  if (decoded.expiresAtMs !== 0 && decoded.expiresAtMs <= nowMs) return decoded.expiresAtMs
+  return undefined
+}

@@ -22,6 +22,7 @@ import { toServiceError } from '../wire/status.js'
 import { mapToMsg } from '../cluster/map-codec.js'
 import { AntiEntropy, defaultAntiEntropyConfig } from '../cluster/anti-entropy.js'
 import { defaultHintDeliveryConfig, HintDelivery } from '../cluster/hint-delivery.js'
+import { defaultPurgerConfig, Purger } from '../cluster/purger.js'
 import { Coordinator } from './coordinator.js'
 import { noPeerFields } from '../wire/peer-fields.js'
 import { kvHandlers } from './kv-service.js'
@@ -60,6 +61,10 @@ export interface NodeOptions {
   repairIntervalMs?: number
   /** Records per second anti-entropy may move (default 20,000). */
   repairRecordsPerSecond?: number
+  /** Tombstones and expired values are purged this long after they died (default 10 days). */
+  tombstoneGraceMs?: number
+  /** How often the purge sweeps (default 1 hour; 0 turns it off). */
+  purgeIntervalMs?: number
   /** Serve Prometheus metrics on http://<metricsHost>:<port>/metrics (0 picks a port; unset: off). */
   metricsPort?: number
   metricsHost?: string
@@ -73,6 +78,7 @@ export interface KumoNode {
   readonly membership: Membership
   readonly hintDelivery: HintDelivery
   readonly antiEntropy: AntiEntropy
+  readonly purger: Purger
   readonly metrics: NodeMetrics
   /** The port metrics are served on, if they are. */
   readonly metricsPort: number | undefined
@@ -102,6 +108,8 @@ function checkOptions(o: NodeOptions): void {
   if (o.quorum !== undefined && o.quorum !== 'sloppy' && o.quorum !== 'strict') bad(`quorum must be sloppy or strict, got ${JSON.stringify(o.quorum)}`)
   if (o.hintWindowMs !== undefined && !(o.hintWindowMs > 0)) bad('hint window must be positive')
   if (o.repairIntervalMs !== undefined && !(o.repairIntervalMs >= 0)) bad('repair interval must be 0 or more')
+  if (o.tombstoneGraceMs !== undefined && !(o.tombstoneGraceMs >= 0)) bad('tombstone grace must be 0 or more')
+  if (o.purgeIntervalMs !== undefined && !(o.purgeIntervalMs >= 0)) bad('purge interval must be 0 or more')
   if (o.loadBalancing !== undefined && !loadBalancingPolicies.includes(o.loadBalancing)) {
     bad(`unknown load balancing ${JSON.stringify(o.loadBalancing)}: use ${loadBalancingPolicies.join(', ')}`)
   }
@@ -245,6 +253,13 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       requestTimeoutMs: options.requestTimeoutMs ?? 5000,
       loadBalancing: options.loadBalancing ?? defaultLoadBalancing,
       quorum: options.quorum ?? 'sloppy',
+    },
+  )
+  const purger = new Purger(
+    { selfId: options.id, storage, membership, logger },
+    {
+      intervalMs: options.purgeIntervalMs ?? defaultPurgerConfig.intervalMs,
+      graceMs: options.tombstoneGraceMs ?? defaultPurgerConfig.graceMs,
     },
   )
   const hintDelivery = new HintDelivery(
@@ -432,6 +447,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   membership.start()
   hintDelivery.start()
   antiEntropy.start()
+  purger.start()
   updateHealth()
   logger.info({ address, dataDir: options.dataDir }, 'started')
 
@@ -446,6 +462,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       membership.stop()
       hintDelivery.stop()
       antiEntropy.stop()
+      purger.stop()
       const deadline = Date.now() + (options.drainTimeoutMs ?? 5000)
       while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
     })()
@@ -484,6 +501,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     membership,
     hintDelivery,
     antiEntropy,
+    purger,
     metrics,
     metricsPort,
     drain,

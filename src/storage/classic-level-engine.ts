@@ -24,6 +24,8 @@ export interface ClassicLevelEngineConfig {
 
 interface PendingWrite {
   writes: readonly RecordWrite[]
+  /** Compare-and-delete instead of last-writer-wins put. */
+  purge?: boolean
   resolve: (applied: boolean[]) => void
   reject: (err: unknown) => void
 }
@@ -154,6 +156,17 @@ export class ClassicLevelEngine implements StorageEngine {
     })
   }
 
+  purgeRecords(entries: readonly RecordWrite[]): Promise<boolean[]> {
+    if (entries.length === 0) return Promise.resolve([])
+    return new Promise((resolve, reject) => {
+      this.writeQueue.push({ writes: entries, purge: true, resolve, reject })
+      if (!this.writing) {
+        this.writing = true
+        setImmediate(() => void this.flushWrites())
+      }
+    })
+  }
+
   private async flushWrites(): Promise<void> {
     while (this.writeQueue.length > 0) {
       // Take whole groups up to the op limit: a group is atomic, so it is never split.
@@ -186,7 +199,7 @@ export class ClassicLevelEngine implements StorageEngine {
     const lookups: number[] = []
     for (const group of groups) {
       for (const w of group.writes) {
-        if (Buffer.compare(recordVersion(w.record), this.highWater) <= 0) lookups.push(keys.length)
+        if (group.purge === true || Buffer.compare(recordVersion(w.record), this.highWater) <= 0) lookups.push(keys.length)
         keys.push(dataKey(w.partition, w.key))
       }
     }
@@ -196,8 +209,9 @@ export class ClassicLevelEngine implements StorageEngine {
       lookups.forEach((at, j) => (held[at] = found[j] ?? undefined))
     }
     let high = this.highWater
-    // The newest version per stored key, including writes earlier in this same batch.
-    const newest = new Map<string, Buffer>()
+    // The newest record per stored key, including writes earlier in this same batch (null:
+    // deleted earlier in this batch).
+    const newest = new Map<string, Buffer | null>()
     const batch = this.db.batch()
     const results: boolean[][] = []
     let i = 0
@@ -206,8 +220,18 @@ export class ClassicLevelEngine implements StorageEngine {
       for (const w of group.writes) {
         const stored = keys[i]!
         const id = stored.toString('latin1')
-        const current = newest.get(id) ?? held[i]
+        const known = newest.get(id)
+        const current = known === null ? undefined : (known ?? held[i])
         i++
+        if (group.purge === true) {
+          const same = current !== undefined && current.equals(w.record)
+          if (same) {
+            batch.del(stored)
+            newest.set(id, null)
+          }
+          applied.push(same)
+          continue
+        }
         if (current !== undefined && Buffer.compare(recordVersion(w.record), recordVersion(current)) <= 0) {
           applied.push(false)
           continue

@@ -47,6 +47,13 @@ export interface StorageEngine {
    */
   applyRecords(writes: readonly RecordWrite[]): Promise<boolean[]>
 
+  /**
+   * Deletes each record only if the stored record is still exactly that one, so a write that
+   * landed since it was read is never lost. Ordered with applyRecords. Resolves, per entry,
+   * whether it was deleted. (Used to purge tombstones and expired records after a grace period.)
+   */
+  purgeRecords(entries: readonly RecordWrite[]): Promise<boolean[]>
+
   /** Records of one partition in user-key order within the range, at most `limit`. */
   scanPartition(partition: number, range: ScanRange): Promise<StoredRecord[]>
 

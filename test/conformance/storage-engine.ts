@@ -73,6 +73,33 @@ export function storageEngineConformance(name: string, factory: EngineFactory): 
       expect(await engine.applyRecords([{ partition: 0, key: k('d'), record: rec(1, 'v') }])).toEqual([false])
     })
 
+    it('purges a record only while it is still the stored one', async () => {
+      const tomb = rec(5, undefined)
+      await engine.applyRecords([
+        { partition: 2, key: k('gone'), record: tomb },
+        { partition: 2, key: k('kept'), record: rec(5, undefined) },
+      ])
+      // A newer write lands on 'kept' before the purge runs: it must survive.
+      const newer = rec(6, 'back')
+      await engine.applyRecords([{ partition: 2, key: k('kept'), record: newer }])
+      expect(
+        await engine.purgeRecords([
+          { partition: 2, key: k('gone'), record: tomb },
+          { partition: 2, key: k('kept'), record: rec(5, undefined) },
+          { partition: 2, key: k('never'), record: tomb },
+        ]),
+      ).toEqual([true, false, false])
+      expect(await engine.getRecords(2, [k('gone'), k('kept')])).toEqual([undefined, newer])
+      // Purge and write to one key in flight together keep their order.
+      const [purged, written] = await Promise.all([
+        engine.purgeRecords([{ partition: 2, key: k('kept'), record: newer }]),
+        engine.applyRecords([{ partition: 2, key: k('kept'), record: rec(7, 'later') }]),
+      ])
+      expect(purged).toEqual([true])
+      expect(written).toEqual([true])
+      expect((await engine.getRecords(2, [k('kept')]))[0]).toEqual(rec(7, 'later'))
+    })
+
     it('scans one partition in key order within [gte, lt) and up to a limit', async () => {
       const keys = ['b', 'a', 'd', 'c', 'e']
       await engine.applyRecords(keys.map((key) => ({ partition: 2, key: k(key), record: rec(1, key) })))

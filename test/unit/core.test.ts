@@ -6,7 +6,7 @@ import { PhiAccrualDetector } from '../../src/core/failure-detector.js'
 import { compareHlc, HybridClock } from '../../src/core/hlc.js'
 import { partitionOf } from '../../src/core/partitioner.js'
 import { QuorumTracker } from '../../src/core/quorum.js'
-import { decodeRecord, encodeRecord, liveValue, newerRecord, recordVersion } from '../../src/core/record.js'
+import { deadSinceMs, decodeRecord, encodeRecord, liveValue, newerRecord, recordVersion } from '../../src/core/record.js'
 import { checkBatch, checkKey, checkValue, toBuffer } from '../../src/core/validate.js'
 import { compareVersions, decodeVersion, encodeVersion } from '../../src/core/version.js'
 
@@ -106,6 +106,14 @@ describe('versions and records', () => {
     const young = encodeRecord(encodeVersion({ ms: 2, counter: 0 }, 'n'), undefined)
     expect(newerRecord(old, young)).toBe(young)
     expect(newerRecord(young, old)).toBe(young)
+  })
+
+  it('tells when a record died: tombstones at their write, values at their expiry', () => {
+    const v = encodeVersion({ ms: 1000, counter: 3 }, 'n')
+    expect(deadSinceMs(encodeRecord(v, undefined), 5000)).toBe(1000)
+    expect(deadSinceMs(encodeRecord(v, Buffer.from('x')), 5000)).toBeUndefined()
+    expect(deadSinceMs(encodeRecord(v, Buffer.from('x'), 4000), 5000)).toBe(4000)
+    expect(deadSinceMs(encodeRecord(v, Buffer.from('x'), 6000), 5000)).toBeUndefined()
   })
 
   it('rejects corrupt records', () => {
