@@ -6,6 +6,7 @@ import { scanLimitMax } from '../core/limits.js'
 import { checkBatch, checkGetMany, checkKey, checkTimeout, checkTtl, checkValue, toBuffer, type Bytes } from '../core/validate.js'
 import type { RequestMsg, ResponseMsg, TopologyMsg } from '../wire/messages.js'
 import { fromServiceError } from '../wire/status.js'
+import { PerTurn } from '../wire/per-turn.js'
 import { NodeConnection } from './node-connection.js'
 
 export interface ConnectOptions {
@@ -85,6 +86,8 @@ export interface Topology {
 }
 
 const empty = Buffer.alloc(0)
+/** How far a turn's chosen node may run ahead of the least busy replica, in requests in flight. */
+const stickyInFlightMax = 16
 
 function toTopology(msg: TopologyMsg): Topology {
   return {
@@ -108,6 +111,7 @@ export class KumoClient {
   private readonly connections = new Map<string, NodeConnection>()
   private topology_: Topology
   private readonly picker: ReplicaPicker
+  private readonly policy: LoadBalancing
   private readonly stats: ReplicaStats
   private readonly consistency: Consistency
   private readonly timeoutMs: number
@@ -118,6 +122,7 @@ export class KumoClient {
   /** Nodes that answered NOT_SERVING (draining): skipped until this time. */
   private readonly avoidUntil = new Map<string, number>()
   private readonly sent = new Map<string, number>()
+  private readonly turnOrder = new PerTurn<string[]>()
 
   /** Use connect(). */
   constructor(
@@ -127,7 +132,8 @@ export class KumoClient {
   ) {
     this.consistency = parseConsistency(options.consistency, 'quorum')
     this.timeoutMs = options.timeoutMs ?? 5000
-    this.picker = createPicker(options.loadBalancing ?? defaultLoadBalancing)
+    this.policy = options.loadBalancing ?? defaultLoadBalancing
+    this.picker = createPicker(this.policy)
     this.stats = {
       inFlight: (id) => this.connections.get(id)?.inFlight ?? 0,
       load: (id) => this.nodeState.get(id)?.load ?? 0,
@@ -210,7 +216,16 @@ export class KumoClient {
       const conn = this.connections.get(id)
       return conn === undefined || conn.reachable
     }
-    const first = this.picker.order(replicas.filter(usable), this.stats)
+    // The policy orders the nodes once per event-loop turn; each request takes the first of them
+    // that holds its key, so requests made together share a coordinator and a frame.
+    const order = this.turnOrder.get(() => this.picker.order(this.topology_.nodes.map((n) => n.id).filter(usable), this.stats))
+    let first = order.filter((id) => replicas.includes(id) && usable(id))
+    // ...unless that node already has many more requests in flight than another replica (it is
+    // slow, or this turn has sent it plenty): then this request is placed on its own.
+    if (this.policy === 'least-connections' && first.length > 1) {
+      const least = Math.min(...first.map((id) => this.stats.inFlight(id)))
+      if (this.stats.inFlight(first[0]!) > least + stickyInFlightMax) first = this.picker.order(first, this.stats)
+    }
     const others = this.topology_.nodes.map((n) => n.id).filter((id) => !replicas.includes(id) && usable(id))
     // Down-marked replicas last: the cluster's view may be older than the node's recovery.
     const last = replicas.filter((id) => !usable(id))

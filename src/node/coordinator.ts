@@ -12,6 +12,7 @@ import type { StorageEngine } from '../storage/engine.js'
 import type { RequestMsg, ResponseMsg } from '../wire/messages.js'
 import type { PeerPool } from '../wire/peer-channel.js'
 import { noPeerFields } from '../wire/peer-fields.js'
+import { PerTurn } from '../wire/per-turn.js'
 
 export interface CoordinatorConfig {
   defaultConsistency: Consistency
@@ -42,6 +43,8 @@ interface KeyWrite {
 }
 
 const emptyBuffer = Buffer.alloc(0)
+/** How far a turn's chosen replica may run ahead of the least busy one, in requests in flight. */
+const stickyInFlightMax = 16
 
 /**
  * Coordinates client requests: finds the key's replicas in the partition map, writes to all of
@@ -52,6 +55,7 @@ const emptyBuffer = Buffer.alloc(0)
 export class Coordinator {
   private readonly picker: ReplicaPicker
   private readonly stats: ReplicaStats
+  private readonly turnOrder = new PerTurn<string[]>()
 
   constructor(
     private readonly deps: CoordinatorDeps,
@@ -117,10 +121,20 @@ export class Coordinator {
     }
   }
 
-  /** Live replicas in the order the balancing policy prefers. */
+  /**
+   * Live replicas in the order the balancing policy prefers. The policy orders all live nodes
+   * once per event-loop turn, so the reads of one turn go to the same replicas in one frame.
+   */
   private ordered(replicas: readonly string[]): string[] {
-    const alive = replicas.filter((id) => this.deps.membership.isAlive(id))
-    return this.picker.order(alive, this.stats)
+    const order = this.turnOrder.get(() => this.picker.order(this.partitionMap.nodes.filter((id) => this.deps.membership.isAlive(id)), this.stats))
+    const chosen = order.filter((id) => replicas.includes(id))
+    // A node far busier than another replica (slow, or given plenty this turn) loses the turn's
+    // preference for this request.
+    if (this.config.loadBalancing === 'least-connections' && chosen.length > 1) {
+      const least = Math.min(...chosen.map((id) => this.stats.inFlight(id)))
+      if (this.stats.inFlight(chosen[0]!) > least + stickyInFlightMax) return this.picker.order(chosen, this.stats)
+    }
+    return chosen
   }
 
   /**
