@@ -61,6 +61,10 @@ export interface NodeOptions {
   repairIntervalMs?: number
   /** Records per second anti-entropy may move (default 20,000). */
   repairRecordsPerSecond?: number
+  /** Client requests a node coordinates at once; past it, requests get OVERLOADED (default 10,000). */
+  requestsInFlightMax?: number
+  /** Hints held per target node at most; past it, writes for that node are left to anti-entropy (default 1,000,000). */
+  hintsPerTargetMax?: number
   /** Tombstones and expired values are purged this long after they died (default 10 days). */
   tombstoneGraceMs?: number
   /** How often the purge sweeps (default 1 hour; 0 turns it off). */
@@ -108,6 +112,8 @@ function checkOptions(o: NodeOptions): void {
   if (o.quorum !== undefined && o.quorum !== 'sloppy' && o.quorum !== 'strict') bad(`quorum must be sloppy or strict, got ${JSON.stringify(o.quorum)}`)
   if (o.hintWindowMs !== undefined && !(o.hintWindowMs > 0)) bad('hint window must be positive')
   if (o.repairIntervalMs !== undefined && !(o.repairIntervalMs >= 0)) bad('repair interval must be 0 or more')
+  if (o.requestsInFlightMax !== undefined && !(Number.isInteger(o.requestsInFlightMax) && o.requestsInFlightMax >= 1)) bad('requestsInFlightMax must be a whole number of at least 1')
+  if (o.hintsPerTargetMax !== undefined && !(Number.isInteger(o.hintsPerTargetMax) && o.hintsPerTargetMax >= 0)) bad('hintsPerTargetMax must be a whole number of at least 0')
   if (o.tombstoneGraceMs !== undefined && !(o.tombstoneGraceMs >= 0)) bad('tombstone grace must be 0 or more')
   if (o.purgeIntervalMs !== undefined && !(o.purgeIntervalMs >= 0)) bad('purge interval must be 0 or more')
   if (o.loadBalancing !== undefined && !loadBalancingPolicies.includes(o.loadBalancing)) {
@@ -253,6 +259,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       requestTimeoutMs: options.requestTimeoutMs ?? 5000,
       loadBalancing: options.loadBalancing ?? defaultLoadBalancing,
       quorum: options.quorum ?? 'sloppy',
+      hintsPerTargetMax: options.hintsPerTargetMax ?? 1_000_000,
     },
   )
   const purger = new Purger(
@@ -284,6 +291,10 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     extensions: {
       HINT: async (req) => {
         if (!req.hintTarget) throw new KumoError('INVALID_ARGUMENT', 'HINT without a target')
+        const hintsMax = options.hintsPerTargetMax ?? 1_000_000
+        if ((storage.hintCounts().get(req.hintTarget) ?? 0) + req.keys.length > hintsMax) {
+          throw new KumoError('OVERLOADED', `hints for node ${req.hintTarget} are at the limit (${hintsMax})`)
+        }
         await storage.putHints(
           req.keys.map((key, i) => ({ target: req.hintTarget, partition: req.partition, key, record: req.records[i]! })),
           Date.now(),
@@ -300,6 +311,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
 
   let state: 'starting' | 'serving' | 'draining' | 'stopped' = 'starting'
   let inFlight = 0
+  const requestsInFlightMax = options.requestsInFlightMax ?? 10_000
   const health = new HealthImplementation({ '': 'NOT_SERVING', 'kumo.Kv': 'NOT_SERVING' })
   const inMap = (): boolean => membership.map?.replicas !== undefined && membership.map.nodes.includes(options.id)
   const updateHealth = (): void => {
@@ -378,8 +390,13 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       epoch: () => membership.map?.epoch ?? 0,
       partitionCount: () => membership.map?.partitionCount ?? partitionConfig.partitionCount,
       readPage,
-      admit: () =>
-        state === 'serving' ? undefined : new KumoError('NOT_SERVING', `node ${options.id} is ${state === 'starting' ? 'starting' : 'shutting down'}`),
+      admit: () => {
+        if (state !== 'serving') return new KumoError('NOT_SERVING', `node ${options.id} is ${state === 'starting' ? 'starting' : 'shutting down'}`)
+        // Back-pressure: past this many client requests in flight, refuse rather than queue
+        // without bound; the client tries another replica or backs off.
+        if (inFlight >= requestsInFlightMax) return new KumoError('OVERLOADED', `node ${options.id} has ${inFlight} requests in flight (limit ${requestsInFlightMax})`)
+        return undefined
+      },
       track: (delta) => {
         inFlight += delta
       },

@@ -83,6 +83,30 @@ describe('bad input straight to the gRPC port', () => {
   })
 })
 
+describe('back-pressure', () => {
+  it('answers OVERLOADED past requestsInFlightMax and keeps serving', async () => {
+    const small = await startCluster(1, { requestsInFlightMax: 2 })
+    try {
+      const raw = new RawKv(small.addresses[0]!)
+      const results = await Promise.all(
+        Array.from({ length: 200 }, (_, i) =>
+          raw.call('Put', { key: Buffer.from(`bp-${i}`), value: Buffer.alloc(1000) }).then(
+            () => 'ok',
+            (err: KumoError) => err.code,
+          ),
+        ),
+      )
+      expect(results).toContain('OVERLOADED')
+      expect(results).toContain('ok')
+      expect(new Set(results)).toEqual(new Set(['ok', 'OVERLOADED']))
+      await raw.call('Put', { key: Buffer.from('after'), value: Buffer.from('v') })
+      raw.close()
+    } finally {
+      await small.close()
+    }
+  })
+})
+
 describe('bad startup', () => {
   it('refuses a second node on a data directory in use', async () => {
     const error = await startNode({ id: 'twin', listen: '127.0.0.1:0', dataDir: cluster.dirs[0]! }).then(

@@ -59,3 +59,15 @@ it('strict quorum: only true replicas count, so the same write fails, and the hi
   expect(held.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(2)
   await db.close()
 })
+
+it('holds at most hintsPerTargetMax hints for a node; past that the write still succeeds on the live replicas', async () => {
+  cluster = await startCluster(3, { replicationFactor: 2, hintsPerTargetMax: 5 })
+  const keys = keysHeldBy(cluster, ['n1', 'n2'], 12)
+  await cluster.stopNode(1)
+  const db = await connect({ seeds: [cluster.addresses[0]!] })
+  for (const key of keys) await db.put(key, 'v', { consistency: 'one' })
+  const held = cluster.nodes.filter((n) => n !== undefined).map((n) => n!.storage.hintCounts().get('n2') ?? 0)
+  expect(Math.max(...held)).toBe(5)
+  expect((await db.getMany(keys, { consistency: 'one' })).every((v) => v?.toString() === 'v')).toBe(true)
+  await db.close()
+})
