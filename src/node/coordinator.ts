@@ -476,12 +476,10 @@ export class Coordinator {
   ): Promise<void> {
     if (holder === undefined || holder === this.deps.selfId) {
       // A bound on what a long outage can pile up: past it, anti-entropy brings the node back.
-      if ((this.deps.storage.hintCounts().get(target) ?? 0) + keys.length > this.config.hintsPerTargetMax) {
-        throw new KumoError('OVERLOADED', `hints for node ${target} are at the limit (${this.config.hintsPerTargetMax})`)
-      }
       await this.deps.storage.putHints(
         keys.map((key, i) => ({ target, partition: partitions[i]!, key, record: records[i]! })),
         Date.now(),
+        this.config.hintsPerTargetMax,
       )
       return
     }

@@ -28,7 +28,7 @@ import { noPeerFields } from '../wire/peer-fields.js'
 import { kvHandlers } from './kv-service.js'
 import { PeerPool } from '../wire/peer-channel.js'
 import { NodeMetrics } from './metrics.js'
-import { ReplicaService } from './replica-service.js'
+import { checkPartitions, ReplicaService } from './replica-service.js'
 
 export interface NodeOptions {
   /** Unique, stable node id (1-64 bytes). */
@@ -291,13 +291,12 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     extensions: {
       HINT: async (req) => {
         if (!req.hintTarget) throw new KumoError('INVALID_ARGUMENT', 'HINT without a target')
-        const hintsMax = options.hintsPerTargetMax ?? 1_000_000
-        if ((storage.hintCounts().get(req.hintTarget) ?? 0) + req.keys.length > hintsMax) {
-          throw new KumoError('OVERLOADED', `hints for node ${req.hintTarget} are at the limit (${hintsMax})`)
-        }
+        if (req.keys.length !== req.records.length) throw new KumoError('INVALID_ARGUMENT', 'keys and records differ in count')
+        const partitions = req.partitions.length > 0 ? checkPartitions(req) : undefined
         await storage.putHints(
-          req.keys.map((key, i) => ({ target: req.hintTarget, partition: req.partition, key, record: req.records[i]! })),
+          req.keys.map((key, i) => ({ target: req.hintTarget, partition: partitions?.[i] ?? req.partition, key, record: req.records[i]! })),
           Date.now(),
+          options.hintsPerTargetMax ?? 1_000_000,
         )
         return {}
       },

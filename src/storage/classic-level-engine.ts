@@ -278,20 +278,46 @@ export class ClassicLevelEngine implements StorageEngine {
   async putHints(
     hints: readonly { target: string; partition: number; key: Buffer; record: Buffer }[],
     nowMs: number,
+    perTargetMax = Infinity,
   ): Promise<void> {
     if (hints.length === 0) return
+    // Counted before the write (and given back if it fails), so concurrent callers cannot
+    // together pass the limit.
+    const adding = new Map<string, number>()
+    for (const hint of hints) adding.set(hint.target, (adding.get(hint.target) ?? 0) + 1)
+    for (const [target, count] of adding) {
+      if ((this.hintsByTarget.get(target) ?? 0) + count > perTargetMax) {
+        throw new KumoError('OVERLOADED', `hints for node ${target} are at the limit (${perTargetMax})`)
+      }
+    }
+    const change = (sign: number): void => {
+      for (const [target, count] of adding) {
+        const next = (this.hintsByTarget.get(target) ?? 0) + sign * count
+        if (next <= 0) this.hintsByTarget.delete(target)
+        else this.hintsByTarget.set(target, next)
+      }
+    }
+    change(1)
     const batch = this.db.batch()
     for (const hint of hints) {
-      // seq = storedAt ms · 2^16 + counter: unique, ordered, and it tells a hint's age.
+      // seq = storedAt ms · 2^16 + counter: unique, ordered, and it tells a hint's age. A full
+      // counter borrows the next millisecond rather than reuse a sequence number.
       if (nowMs > this.lastHintMs) {
         this.lastHintMs = nowMs
         this.hintSeq = 0
+      } else if (this.hintSeq > 0xffff) {
+        this.lastHintMs++
+        this.hintSeq = 0
       }
-      const seq = BigInt(this.lastHintMs) * 65536n + BigInt(this.hintSeq++ & 0xffff)
+      const seq = BigInt(this.lastHintMs) * 65536n + BigInt(this.hintSeq++)
       batch.put(hintKey(hint.target, seq, hint.partition, hint.key), hint.record)
     }
-    await batch.write({ sync: this.config.sync })
-    for (const hint of hints) this.hintsByTarget.set(hint.target, (this.hintsByTarget.get(hint.target) ?? 0) + 1)
+    try {
+      await batch.write({ sync: this.config.sync })
+    } catch (err) {
+      change(-1)
+      throw err
+    }
   }
 
   async readHints(target: string, limit: number): Promise<HintEntry[]> {

@@ -60,8 +60,11 @@ export interface StorageEngine {
   /** Deletes a partition's records whose user keys fall in the range (used after handoff). */
   dropPartition(partition: number): Promise<void>
 
-  /** Stores writes meant for another node (hinted handoff). */
-  putHints(hints: readonly { target: string; partition: number; key: Buffer; record: Buffer }[], nowMs: number): Promise<void>
+  /**
+   * Stores writes meant for another node (hinted handoff). Rejects with OVERLOADED, storing
+   * none, if a target would hold more than `perTargetMax` hints.
+   */
+  putHints(hints: readonly { target: string; partition: number; key: Buffer; record: Buffer }[], nowMs: number, perTargetMax?: number): Promise<void>
   /** Oldest hints for `target` first, at most `limit`. */
   readHints(target: string, limit: number): Promise<HintEntry[]>
   deleteHints(ids: readonly Buffer[]): Promise<void>

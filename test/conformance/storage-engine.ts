@@ -157,6 +157,18 @@ export function storageEngineConformance(name: string, factory: EngineFactory): 
       expect(engine.highWaterVersion()).toEqual(encodeVersion({ ms: 60, counter: 0 }, 'n1'))
     })
 
+    it('refuses hints past a per-target limit, counting writes still in flight', async () => {
+      const hint = (target: string, key: string) => ({ target, partition: 1, key: k(key), record: rec(1, key) })
+      const results = await Promise.allSettled([
+        engine.putHints([hint('n2', 'a'), hint('n2', 'b')], 10, 3),
+        engine.putHints([hint('n2', 'c'), hint('n2', 'd')], 10, 3),
+        engine.putHints([hint('n3', 'e')], 10, 3),
+      ])
+      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled'])
+      expect((results[1] as PromiseRejectedResult).reason.code).toBe('OVERLOADED')
+      expect(engine.hintCounts()).toEqual(new Map([['n2', 2], ['n3', 1]]))
+    })
+
     it('keeps records, hints and metadata across a reopen', async () => {
       const r = rec(3, 'kept')
       await engine.applyRecords([{ partition: 9, key: k('p'), record: r }])

@@ -27,7 +27,9 @@ it('sloppy quorum: a hint on the fallback node stands in for a dead replica, and
   await cluster.stopNode(1) // n2 goes; n3 is the fallback for these keys
   const db = await connect({ seeds: [cluster.addresses[0]!] })
   // consistency all = 2 acks: n1 plus the hint held by n3.
-  for (const key of keys) await db.put(key, `v-${key}`, { consistency: 'all' })
+  for (const key of keys.slice(0, 10)) await db.put(key, `v-${key}`, { consistency: 'all' })
+  // One batch across several partitions: one hint message carrying each key's own partition.
+  await db.batch(keys.slice(10).map((key) => ({ type: 'put' as const, key, value: `v-${key}` })), { consistency: 'all' })
   expect(cluster.nodes[2]!.storage.hintCounts().get('n2')).toBe(keys.length)
   // Hints are not data: n3 does not serve them as its own replica.
   const map = cluster.nodes[0]!.membership.map!
