@@ -48,6 +48,21 @@ it('forwards the parts of a batch and a getMany that a node holds no replica of'
   }
 })
 
+it('scans in key order through a node that holds only some partitions', async () => {
+  const db = await connect({ seeds: [cluster.addresses[0]!] })
+  const keys = Array.from({ length: 400 }, (_, i) => `routed-scan/${String(i).padStart(4, '0')}`)
+  await db.batch(keys.map((key) => ({ type: 'put' as const, key, value: key })))
+  await db.close()
+  for (const address of cluster.addresses) {
+    // A client seeded with one node scans through it; it reads the partitions it lacks remotely.
+    const one = await connect({ seeds: [address] })
+    const seen: string[] = []
+    for await (const { key } of one.scan({ prefix: 'routed-scan/', pageSize: 50 })) seen.push(key.toString())
+    expect(seen).toEqual(keys)
+    await one.close()
+  }
+})
+
 it('sends client requests straight to a replica (no forwarding hop needed)', async () => {
   const db = await connect({ seeds: [cluster.addresses[0]!] })
   const topology = await db.topology()
