@@ -31,4 +31,8 @@ export const channelOptions: grpc.ChannelOptions = {
   'grpc.initial_reconnect_backoff_ms': 100,
   'grpc.max_reconnect_backoff_ms': 1_000,
   'grpc-node.max_session_memory': 64,
+  // grpc-js shares subchannels between channels to the same address by default, so a channel
+  // made to replace one stuck in reconnect backoff would inherit the backoff. Each channel
+  // owns its connection instead.
+  'grpc.use_local_subchannel_pool': 1,
 }
