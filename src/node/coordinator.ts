@@ -162,7 +162,7 @@ export class Coordinator {
         foreign.push(item)
         continue
       }
-      const id = replicas.length === 1 ? replicas[0]! : replicas.join('\u0000')
+      const id = replicaSetId(replicas)
       let group = byList.get(id)
       if (group === undefined) byList.set(id, (group = { replicas, items: [], partitions: [], indexes: [] }))
       group.items.push(item)
@@ -232,7 +232,7 @@ export class Coordinator {
     const byList = new Map<string, { replicas: readonly string[]; items: T[] }>()
     for (const item of items) {
       const replicas = map.replicas[partitionOf(item.key, map.partitionCount)]!
-      const id = replicas.join('\u0000')
+      const id = replicaSetId(replicas)
       let group = byList.get(id)
       if (group === undefined) byList.set(id, (group = { replicas, items: [] }))
       group.items.push(item)
@@ -518,6 +518,14 @@ interface Group<T> {
   partitions: number[]
   /** Position of each item in the request. */
   indexes: number[]
+}
+
+/**
+ * Groups are by replica *set*: writes go to every replica and reads pick replicas by policy,
+ * so list order (the primary) does not matter, and [a,b,c] and [b,c,a] share one message.
+ */
+function replicaSetId(replicas: readonly string[]): string {
+  return replicas.length === 1 ? replicas[0]! : [...replicas].sort().join('\u0000')
 }
 
 /** One partition for all keys goes in `partition`; several go per key in `partitions`. */
