@@ -125,11 +125,7 @@ export class KumoClient {
   private readonly turnOrder = new PerTurn<string[]>()
 
   /** Use connect(). */
-  constructor(
-    private readonly seeds: string[],
-    topology: Topology,
-    options: ConnectOptions,
-  ) {
+  constructor(topology: Topology, options: ConnectOptions) {
     this.consistency = parseConsistency(options.consistency, 'quorum')
     this.timeoutMs = options.timeoutMs ?? 5000
     this.policy = options.loadBalancing ?? defaultLoadBalancing
@@ -148,15 +144,7 @@ export class KumoClient {
   private adopt(topology: Topology): void {
     this.topology_ = topology
     this.nodeState.clear()
-    for (const node of topology.nodes) {
-      this.nodeState.set(node.id, node)
-      // The cluster sees it up but our channel is still in reconnect backoff: dial afresh.
-      const conn = this.connections.get(node.id)
-      if (node.state === 'up' && conn !== undefined && !conn.reachable) {
-        conn.close()
-        this.connections.delete(node.id)
-      }
-    }
+    for (const node of topology.nodes) this.nodeState.set(node.id, node)
   }
 
   private connection(id: string): NodeConnection | undefined {
@@ -486,9 +474,6 @@ export class KumoClient {
     this.connections.clear()
   }
 
-  get seedAddresses(): readonly string[] {
-    return this.seeds
-  }
 }
 
 function request(op: RequestMsg['op'], key: Buffer, value: Buffer, consistency: Consistency): Omit<RequestMsg, 'id'> {
@@ -515,7 +500,7 @@ export async function connect(options: ConnectOptions): Promise<KumoClient> {
       const conn = new NodeConnection('seed', seed, () => undefined)
       try {
         const topology = toTopology(await conn.topology(Math.max(1, Math.min(2000, deadline - Date.now()))))
-        return new KumoClient(options.seeds, topology, options)
+        return new KumoClient(topology, options)
       } catch (err) {
         lastError = err
       } finally {

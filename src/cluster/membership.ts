@@ -15,7 +15,6 @@ export interface MemberView {
 
 export interface MembershipConfig {
   gossipIntervalMs: number
-  gossipTimeoutMs: number
   phi: Partial<PhiAccrualConfig>
   partitions: PartitionMapConfig
 }
@@ -84,11 +83,6 @@ export class Membership {
     this.listeners.push(listener)
   }
 
-  private readonly restartListeners: ((id: string) => void)[] = []
-  /** Called when a known member comes back as a new process (its generation changed). */
-  onRestart(listener: (id: string) => void): void {
-    this.restartListeners.push(listener)
-  }
 
   private changed(): void {
     for (const listener of this.listeners) listener()
@@ -201,8 +195,6 @@ export class Membership {
         if (heartbeatAdvanced && status === 'up') {
           let detector = this.detectors.get(incoming.id)
           const wasDown = detector === undefined || detector.state(now) === 'down'
-          const restarted = known !== undefined && known.generation !== 0 && incoming.generation !== known.generation
-          if (restarted) for (const listener of this.restartListeners) listener(incoming.id)
           if (detector === undefined || (known !== undefined && incoming.generation !== known.generation)) {
             detector = new PhiAccrualDetector({ firstIntervalMs: this.config.gossipIntervalMs, ...this.config.phi })
             this.detectors.set(incoming.id, detector)

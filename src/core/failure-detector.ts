@@ -87,8 +87,4 @@ export class PhiAccrualDetector {
     if (phi >= this.config.suspectThreshold) return 'suspect'
     return 'up'
   }
-
-  lastHeartbeatMs(): number | undefined {
-    return this.lastMs
-  }
 }

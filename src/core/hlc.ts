@@ -50,8 +50,4 @@ export class HybridClock {
     }
     return true
   }
-
-  peek(): HlcTimestamp {
-    return { ms: this.ms, counter: this.counter }
-  }
 }

@@ -174,26 +174,7 @@ export class Coordinator {
 
   /** Sends the request to a replica (trying the next one on failure) and returns its answer. */
   private async forward(req: RequestMsg, replicas: readonly string[], deadlineMs: number): Promise<ResponseMsg> {
-    let lastError: KumoError = new KumoError('UNAVAILABLE', 'no replica of this key is reachable')
-    // Two rounds: a channel that was still connecting (a peer that just started) gets a second
-    // chance a moment later, within the deadline.
-    for (let round = 0; round < 2; round++) {
-      if (round === 1) {
-        if (deadlineMs - Date.now() < 200) break
-        await new Promise((resolve) => setTimeout(resolve, 100))
-      }
-      const answer = await this.forwardRound(req, replicas, deadlineMs, (err) => (lastError = err))
-      if (answer !== undefined) return answer
-    }
-    throw lastError
-  }
-
-  private async forwardRound(
-    req: RequestMsg,
-    replicas: readonly string[],
-    deadlineMs: number,
-    failed: (err: KumoError) => void,
-  ): Promise<ResponseMsg | undefined> {
+    let lastError = new KumoError('UNAVAILABLE', 'no replica of this key is reachable')
     for (const id of this.ordered(replicas)) {
       const address = this.deps.membership.address(id)
       const remaining = deadlineMs - Date.now()
@@ -205,18 +186,17 @@ export class Coordinator {
           .request({ ...noPeerFields, op: 'FORWARD', forward: { ...req, timeoutMs: remaining } }, remaining)
         const answer = res.forward!
         if (answer.errorCode === 'UNAVAILABLE' || answer.errorCode === 'NOT_SERVING') {
-          failed(new KumoError(answer.errorCode, answer.errorMessage))
+          lastError = new KumoError(answer.errorCode, answer.errorMessage)
           continue
         }
         if (answer.errorCode) throw new KumoError(answer.errorCode as KumoError['code'], answer.errorMessage)
         return answer
       } catch (err) {
-        const error = toKumoError(err)
-        failed(error)
-        if (!error.retryable) throw error
+        lastError = toKumoError(err)
+        if (!lastError.retryable) throw lastError
       }
     }
-    return undefined
+    throw lastError
   }
 
   /**

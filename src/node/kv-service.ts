@@ -1,8 +1,8 @@
 import * as grpc from '@grpc/grpc-js'
 import { KumoError, toKumoError } from '../core/errors.js'
-import { frameBytesMax, frameOpsMax, scanLimitMax } from '../core/limits.js'
+import { scanLimitMax } from '../core/limits.js'
 import { checkGetMany } from '../core/validate.js'
-import { FrameBatcher } from '../wire/frame-batcher.js'
+import { serveMultiplexed } from '../wire/serve-stream.js'
 import { isMalformed, malformed } from '../wire/proto.js'
 import type {
   RequestFrameMsg,
@@ -156,52 +156,16 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
       void scan(call, deps)
     },
     Pipeline: (call: grpc.ServerDuplexStream<RequestFrameMsg, ResponseFrameMsg>) => {
-      let open = true
-      const batcher = new FrameBatcher<ResponseMsg>(
-        (responses) => {
-          if (open) call.write({ responses, epoch: deps.epoch() })
-        },
-        frameOpsMax,
-        frameBytesMax,
+      serveMultiplexed(
+        call,
+        (req: RequestMsg) =>
+          run(req).catch((err): ResponseMsg => {
+            const error = toKumoError(err)
+            return { id: req.id, errorCode: error.code, errorMessage: error.message, found: false, value: empty }
+          }),
+        bytesOf,
+        () => ({ epoch: deps.epoch() }),
       )
-      call.on('data', (frame: RequestFrameMsg) => {
-        if (isMalformed(frame)) {
-          open = false
-          call.emit('error', toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed request frame')))
-          return
-        }
-        for (const req of frame.requests) {
-          outstanding++
-          run(req)
-            .catch((err): ResponseMsg => {
-              const error = toKumoError(err)
-              return { id: req.id, errorCode: error.code, errorMessage: error.message, found: false, value: empty }
-            })
-            .then((res) => {
-              batcher.push(res, bytesOf(res))
-              outstanding--
-              if (ending && outstanding === 0) finish()
-            })
-        }
-      })
-      // The client is done sending: answer what is in flight, then close.
-      let outstanding = 0
-      let ending = false
-      const finish = (): void => {
-        batcher.flush()
-        if (open) call.end()
-        open = false
-      }
-      call.on('end', () => {
-        ending = true
-        if (outstanding === 0) finish()
-      })
-      call.on('cancelled', () => {
-        open = false
-      })
-      call.on('error', () => {
-        open = false
-      })
     },
   }
 }

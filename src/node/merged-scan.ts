@@ -1,4 +1,3 @@
-import { KumoError } from '../core/errors.js'
 import { liveValue } from '../core/record.js'
 import type { StoredRecord } from '../storage/engine.js'
 import { prefixUpperBound } from '../storage/keys.js'
@@ -104,8 +103,4 @@ export async function* mergedScan(
     if (heap.length > 0) down(0)
   }
   if (page.length > 0) yield page
-}
-
-export function assertScanLimit(limit: number): void {
-  if (!Number.isInteger(limit) || limit < 0) throw new KumoError('INVALID_ARGUMENT', `scan limit must be a whole number >= 0`)
 }

@@ -14,9 +14,8 @@ import { Membership, type MemberView } from '../cluster/membership.js'
 import { ClassicLevelEngine } from '../storage/classic-level-engine.js'
 import type { StorageEngine, StoredRecord } from '../storage/engine.js'
 import { partitionCountMax } from '../storage/keys.js'
-import type { PeerRequestFrameMsg, PeerResponseFrameMsg, PeerResponseMsg, TopologyMsg } from '../wire/messages.js'
-import { FrameBatcher } from '../wire/frame-batcher.js'
-import { frameBytesMax, frameOpsMax } from '../core/limits.js'
+import type { PeerRequestFrameMsg, PeerRequestMsg, PeerResponseFrameMsg, PeerResponseMsg, TopologyMsg } from '../wire/messages.js'
+import { serveMultiplexed } from '../wire/serve-stream.js'
 import { isMalformed, kvService, peerService } from '../wire/proto.js'
 import { toServiceError } from '../wire/status.js'
 import { mapToMsg } from '../cluster/map-codec.js'
@@ -193,6 +192,8 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     for (const member of membership.allMembers()) if (member.id !== options.id) states[membership.health(member.id)]++
     for (const [state, count] of Object.entries(states)) m.peers.set({ state }, count)
   })
+  // A gossip round must not outlast the interval much: an unanswered peer is the detector's job.
+  const gossipTimeoutMs = Math.max(200, options.gossipIntervalMs ?? 1000)
   const peers = new PeerPool((op) => metrics.replicaMessages.inc({ op, direction: 'sent' }))
   const seedChannels = new PeerPool()
   let elu = performance.eventLoopUtilization()
@@ -204,13 +205,12 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     options.seeds ?? [],
     {
       gossipIntervalMs: options.gossipIntervalMs ?? 1000,
-      gossipTimeoutMs: 1000,
       phi: { firstIntervalMs: options.gossipIntervalMs ?? 1000 },
       partitions: partitionConfig,
     },
     {
       gossip: (id, addr, message) =>
-        (id !== undefined ? peers.get(id, addr) : seedChannels.get(`seed:${addr}`, addr)).gossip(message, 1000),
+        (id !== undefined ? peers.get(id, addr) : seedChannels.get(`seed:${addr}`, addr)).gossip(message, gossipTimeoutMs),
       persist: (map, members) => {
         // Writes are chained so an older map can never land after a newer one.
         persistChain = persistChain
@@ -322,7 +322,6 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     }
   }
   membership.onChange(updateHealth)
-  membership.onRestart((id) => peers.reset(id))
 
   const topology = (repairDetail = false): TopologyMsg => {
     const map = membership.map
@@ -407,38 +406,18 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   )
   server.addService(peerService, {
     Exchange: (call: grpc.ServerDuplexStream<PeerRequestFrameMsg, PeerResponseFrameMsg>) => {
-      let open = true
-      const batcher = new FrameBatcher<PeerResponseMsg>(
-        (responses) => {
-          if (open) call.write({ responses })
-        },
-        frameOpsMax,
-        frameBytesMax,
-      )
-      call.on('data', (frame: PeerRequestFrameMsg) => {
-        if (isMalformed(frame)) {
-          open = false
-          call.emit('error', toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed peer frame')))
-          return
-        }
-        for (const req of frame.requests) {
+      serveMultiplexed(
+        call,
+        (req: PeerRequestMsg) => {
           metrics.replicaMessages.inc({ op: req.op, direction: 'received' })
-          void replicaService.handle(req).then((res) => {
-            let bytes = 16
-            for (const r of res.records) bytes += r.length
-            batcher.push(res, bytes)
-          })
-        }
-      })
-      const close = (): void => {
-        open = false
-      }
-      call.on('end', () => {
-        close()
-        call.end()
-      })
-      call.on('cancelled', close)
-      call.on('error', close)
+          return replicaService.handle(req)
+        },
+        (res: PeerResponseMsg) => {
+          let bytes = 16
+          for (const r of res.records) bytes += r.length
+          return bytes
+        },
+      )
     },
     Gossip: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       if (isMalformed(call.request)) {

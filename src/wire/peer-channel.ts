@@ -92,18 +92,6 @@ export class PeerPool {
     return channel
   }
 
-  /**
-   * Drops the channel to a node, so the next request dials afresh. Used when a node restarts:
-   * the old channel may sit in reconnect backoff for a while after the node is back.
-   */
-  reset(nodeId: string): void {
-    const channel = this.channels.get(nodeId)
-    if (channel === undefined) return
-    this.channels.delete(nodeId)
-    // In-flight requests on the old channel fail over as on any broken stream.
-    channel.close('UNAVAILABLE')
-  }
-
   find(nodeId: string): PeerChannel | undefined {
     return this.channels.get(nodeId)
   }
