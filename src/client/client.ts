@@ -7,6 +7,7 @@ import { checkBatch, checkGetMany, checkKey, checkTimeout, checkTtl, checkValue,
 import type { RequestMsg, ResponseMsg, TopologyMsg } from '../wire/messages.js'
 import { fromServiceError } from '../wire/status.js'
 import { PerTurn } from '../wire/per-turn.js'
+import { DirectPath } from './direct-path.js'
 import { NodeConnection } from './node-connection.js'
 
 export interface ConnectOptions {
@@ -20,7 +21,17 @@ export interface ConnectOptions {
   loadBalancing?: LoadBalancing
   /** How often node states and the partition map are refreshed (default 1000 ms). */
   refreshIntervalMs?: number
+  /**
+   * Who coordinates reads and writes. 'client' (default): this client stamps versions and talks
+   * to every replica itself, one hop (Dynamo's client-driven coordination), and hands a request
+   * to a node whenever a replica is down or fails. 'node': each request goes to one node,
+   * which coordinates it.
+   */
+  coordination?: Coordination
 }
+
+export type Coordination = 'client' | 'node'
+export const coordinationModes: readonly Coordination[] = ['client', 'node']
 
 export interface CallOptions {
   consistency?: Consistency
@@ -123,6 +134,7 @@ export class KumoClient {
   private readonly avoidUntil = new Map<string, number>()
   private readonly sent = new Map<string, number>()
   private readonly turnOrder = new PerTurn<string[]>()
+  private readonly direct: DirectPath | undefined
 
   /** Use connect(). */
   constructor(topology: Topology, options: ConnectOptions) {
@@ -137,6 +149,18 @@ export class KumoClient {
     }
     this.topology_ = topology
     this.adopt(topology)
+    this.direct =
+      options.coordination === 'node'
+        ? undefined
+        : new DirectPath({
+            allReplicas: (replicas) => this.allReplicas(replicas),
+            replicasInOrder: (replicas) => this.replicasInOrder(replicas),
+            coordinate: (key, req, timeoutMs) => this.call(key, req, timeoutMs),
+            sending: (id) => this.sent.set(id, (this.sent.get(id) ?? 0) + 1),
+            replicaFailed: (id, error) => {
+              if (error.code === 'NOT_SERVING') this.avoidUntil.set(id, Date.now() + 3000)
+            },
+          })
     this.timer = setInterval(() => void this.refresh().catch(() => undefined), options.refreshIntervalMs ?? 1000)
     this.timer.unref()
   }
@@ -193,30 +217,61 @@ export class KumoClient {
     return this.refreshing
   }
 
-  /** Nodes to try for a key: its live replicas in policy order, then any other live node. */
-  private candidates(key: Buffer): string[] {
-    const partition = partitionOf(key, this.topology_.partitionCount)
-    const replicas = this.topology_.partitions[partition] ?? []
-    const now = Date.now()
-    const usable = (id: string): boolean => {
-      if (this.nodeState.get(id)?.state === 'down') return false
-      if ((this.avoidUntil.get(id) ?? 0) > now) return false
-      const conn = this.connections.get(id)
-      return conn === undefined || conn.reachable
-    }
-    // The policy orders the nodes once per event-loop turn; each request takes the first of them
-    // that holds its key, so requests made together share a coordinator and a frame.
-    const order = this.turnOrder.get(() => this.picker.order(this.topology_.nodes.map((n) => n.id).filter(usable), this.stats))
-    let first = order.filter((id) => replicas.includes(id) && usable(id))
-    // ...unless that node already has many more requests in flight than another replica (it is
+  /** Not reported down (with `upOnly`, reported up), not draining, not known to be unreachable. */
+  private usable(id: string, now: number, upOnly = false): boolean {
+    const state = this.nodeState.get(id)?.state
+    if (state === 'down' || (upOnly && state !== 'up')) return false
+    if ((this.avoidUntil.get(id) ?? 0) > now) return false
+    const conn = this.connections.get(id)
+    return conn === undefined || conn.reachable
+  }
+
+  /**
+   * Usable replicas in the policy's order. The policy orders the nodes once per event-loop turn,
+   * so requests made together go to the same nodes in one frame each...
+   */
+  private orderedReplicas(replicas: readonly string[], now: number): string[] {
+    const order = this.turnOrder.get(() => this.picker.order(this.topology_.nodes.map((n) => n.id).filter((id) => this.usable(id, now)), this.stats))
+    let first = order.filter((id) => replicas.includes(id) && this.usable(id, now))
+    // ...unless the first already has many more requests in flight than another replica (it is
     // slow, or this turn has sent it plenty): then this request is placed on its own.
     if (this.policy === 'least-connections' && first.length > 1) {
       const least = Math.min(...first.map((id) => this.stats.inFlight(id)))
       if (this.stats.inFlight(first[0]!) > least + stickyInFlightMax) first = this.picker.order(first, this.stats)
     }
-    const others = this.topology_.nodes.map((n) => n.id).filter((id) => !replicas.includes(id) && usable(id))
+    return first
+  }
+
+  private allReplicas(replicas: readonly string[]): NodeConnection[] | undefined {
+    const now = Date.now()
+    const conns: NodeConnection[] = []
+    for (const id of replicas) {
+      const conn = this.usable(id, now, true) ? this.connection(id) : undefined
+      if (conn === undefined) return undefined
+      conns.push(conn)
+    }
+    return conns
+  }
+
+  private replicasInOrder(replicas: readonly string[]): NodeConnection[] {
+    const conns: NodeConnection[] = []
+    const now = Date.now()
+    for (const id of this.orderedReplicas(replicas, now)) {
+      const conn = this.usable(id, now, true) ? this.connection(id) : undefined
+      if (conn !== undefined) conns.push(conn)
+    }
+    return conns
+  }
+
+  /** Nodes to try for a key: its live replicas in policy order, then any other live node. */
+  private candidates(key: Buffer): string[] {
+    const partition = partitionOf(key, this.topology_.partitionCount)
+    const replicas = this.topology_.partitions[partition] ?? []
+    const now = Date.now()
+    const first = this.orderedReplicas(replicas, now)
+    const others = this.topology_.nodes.map((n) => n.id).filter((id) => !replicas.includes(id) && this.usable(id, now))
     // Down-marked replicas last: the cluster's view may be older than the node's recovery.
-    const last = replicas.filter((id) => !usable(id))
+    const last = replicas.filter((id) => !this.usable(id, now))
     return [...first, ...others, ...last]
   }
 
@@ -276,7 +331,10 @@ export class KumoClient {
   async get(key: Bytes, options: CallOptions = {}): Promise<Buffer | undefined> {
     const k = toBuffer(key, 'key')
     checkKey(k)
-    const res = await this.call(k, request('GET', k, empty, this.level(options.consistency)), options.timeoutMs)
+    const consistency = this.level(options.consistency)
+    const replicas = this.directReplicas(k)
+    if (replicas !== undefined) return (await this.direct!.read(replicas, [k], consistency, this.budget(options.timeoutMs)))[0]
+    const res = await this.call(k, request('GET', k, empty, consistency), options.timeoutMs)
     return res.found ? res.value : undefined
   }
 
@@ -287,7 +345,13 @@ export class KumoClient {
     checkValue(v)
     const ttlMs = options.ttlMs ?? 0
     checkTtl(ttlMs)
-    const req = request('PUT', k, v, this.level(options.consistency))
+    const consistency = this.level(options.consistency)
+    const replicas = this.directReplicas(k)
+    if (replicas !== undefined) {
+      await this.direct!.write(replicas, [k], [this.direct!.record(v, ttlMs)], consistency, this.budget(options.timeoutMs))
+      return
+    }
+    const req = request('PUT', k, v, consistency)
     req.ttlMs = ttlMs
     await this.call(k, req, options.timeoutMs)
   }
@@ -295,7 +359,13 @@ export class KumoClient {
   async del(key: Bytes, options: CallOptions = {}): Promise<void> {
     const k = toBuffer(key, 'key')
     checkKey(k)
-    await this.call(k, request('DEL', k, empty, this.level(options.consistency)), options.timeoutMs)
+    const consistency = this.level(options.consistency)
+    const replicas = this.directReplicas(k)
+    if (replicas !== undefined) {
+      await this.direct!.write(replicas, [k], [this.direct!.record(undefined, 0)], consistency, this.budget(options.timeoutMs))
+      return
+    }
+    await this.call(k, request('DEL', k, empty, consistency), options.timeoutMs)
   }
 
   /**
@@ -317,6 +387,25 @@ export class KumoClient {
     })
     checkBatch(normalized.map((op) => ({ key: op.key, value: op.type === 'PUT' ? op.value : undefined })))
     const consistency = this.level(options.consistency)
+    if (this.direct !== undefined && normalized.length > 0 && this.topology_.partitions.length > 0) {
+      // Each replica set's share is written straight to its replicas, in order (a later
+      // operation on the same key gets the later version).
+      const budget = this.budget(options.timeoutMs)
+      const direct = this.direct
+      const sets = this.byReplicaSet(normalized)
+      await Promise.all(
+        sets.map(({ replicas, items }) =>
+          direct.write(
+            replicas,
+            items.map((op) => op.key),
+            items.map((op) => direct.record(op.type === 'PUT' ? op.value : undefined, op.ttlMs)),
+            consistency,
+            budget,
+          ),
+        ),
+      )
+      return
+    }
     // One BATCH per coordinating node; the node splits it by preference list.
     const groups = this.byCoordinator(normalized)
     await Promise.all(
@@ -326,6 +415,35 @@ export class KumoClient {
         return this.call(group[0]!.key, req, options.timeoutMs, node)
       }),
     )
+  }
+
+  /** The replicas to talk to directly for `key`, or undefined to go through a node. */
+  private directReplicas(key: Buffer): readonly string[] | undefined {
+    if (this.direct === undefined) return undefined
+    const replicas = this.topology_.partitions[partitionOf(key, this.topology_.partitionCount)]
+    return replicas !== undefined && replicas.length > 0 ? replicas : undefined
+  }
+
+  /** A call's time budget, checked. */
+  private budget(timeoutMs: number | undefined): number {
+    if (this.closed) throw new KumoError('CLOSED', 'client is closed')
+    const budget = timeoutMs ?? this.timeoutMs
+    checkTimeout(budget)
+    return budget
+  }
+
+  /** Items grouped by replica set (order within a group kept). */
+  private byReplicaSet<T extends { key: Buffer }>(items: readonly T[]): { replicas: readonly string[]; items: T[] }[] {
+    const count = this.topology_.partitionCount
+    const sets = new Map<string, { replicas: readonly string[]; items: T[] }>()
+    for (const item of items) {
+      const replicas = this.topology_.partitions[partitionOf(item.key, count)] ?? []
+      const id = [...replicas].sort().join('\u0000')
+      let set = sets.get(id)
+      if (set === undefined) sets.set(id, (set = { replicas, items: [] }))
+      set.items.push(item)
+    }
+    return [...sets.values()]
   }
 
   /**
@@ -360,6 +478,18 @@ export class KumoClient {
     })
     const consistency = this.level(options.consistency)
     const out: (Buffer | undefined)[] = new Array(buffers.length)
+    if (this.direct !== undefined && buffers.length > 0 && this.topology_.partitions.length > 0) {
+      const budget = this.budget(options.timeoutMs)
+      const direct = this.direct
+      const sets = this.byReplicaSet(buffers.map((key, index) => ({ key, index })))
+      await Promise.all(
+        sets.map(async ({ replicas, items }) => {
+          const values = await direct.read(replicas, items.map((item) => item.key), consistency, budget)
+          items.forEach((item, i) => (out[item.index] = values[i]))
+        }),
+      )
+      return out
+    }
     const groups = this.byCoordinator(buffers.map((key, index) => ({ key, index })))
     await Promise.all(
       [...groups].map(async ([node, group]) => {
@@ -477,7 +607,7 @@ export class KumoClient {
 }
 
 function request(op: RequestMsg['op'], key: Buffer, value: Buffer, consistency: Consistency): Omit<RequestMsg, 'id'> {
-  return { op, key, value, consistency, ttlMs: 0, timeoutMs: 0, ops: [], keys: [] }
+  return { op, key, value, consistency, ttlMs: 0, timeoutMs: 0, ops: [], keys: [], records: [] }
 }
 
 /** Connects to a cluster through its seeds; resolves once one seed has answered with the map. */
@@ -490,6 +620,9 @@ export async function connect(options: ConnectOptions): Promise<KumoClient> {
   }
   if (options.loadBalancing !== undefined && !loadBalancingPolicies.includes(options.loadBalancing)) {
     throw new KumoError('INVALID_ARGUMENT', `unknown load balancing ${JSON.stringify(options.loadBalancing)}: use ${loadBalancingPolicies.join(', ')}`)
+  }
+  if (options.coordination !== undefined && !coordinationModes.includes(options.coordination)) {
+    throw new KumoError('INVALID_ARGUMENT', `unknown coordination ${JSON.stringify(options.coordination)}: use ${coordinationModes.join(' or ')}`)
   }
   parseConsistency(options.consistency, 'quorum')
   if (options.timeoutMs !== undefined) checkTimeout(options.timeoutMs)

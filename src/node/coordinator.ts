@@ -5,7 +5,7 @@ import type { HybridClock } from '../core/hlc.js'
 import { partitionOf } from '../core/partitioner.js'
 import { QuorumTracker } from '../core/quorum.js'
 import { encodeRecord, liveValue, recordVersion } from '../core/record.js'
-import { checkBatch, checkGetMany, checkKey, checkTtl, checkValue } from '../core/validate.js'
+import { checkBatch, checkGetMany, checkKey, checkRecords, checkTtl, checkValue } from '../core/validate.js'
 import { encodeVersion } from '../core/version.js'
 import type { Membership } from '../cluster/membership.js'
 import type { StorageEngine } from '../storage/engine.js'
@@ -42,6 +42,8 @@ interface KeyWrite {
   key: Buffer
   value: Buffer | undefined
   ttlMs: number
+  /** Already stamped by the client (REPLICATE): written as it is. */
+  record?: Buffer
 }
 
 const emptyBuffer = Buffer.alloc(0)
@@ -114,6 +116,26 @@ export class Coordinator {
           await this.write(req, writes, consistency, deadlineMs, forwarded)
           return reply(req.id, undefined)
         }
+        case 'REPLICATE': {
+          this.observe(checkRecords(req.keys, req.records, Date.now()))
+          const writes = req.keys.map((key, i) => ({ key, value: undefined, ttlMs: 0, record: req.records[i]! }))
+          await this.write(req, writes, consistency, deadlineMs, forwarded)
+          return reply(req.id, undefined)
+        }
+        case 'REPLICA_READ': {
+          checkGetMany(req.keys.length)
+          for (const key of req.keys) checkKey(key)
+          const records = await this.deps.storage.getRecordsAt(this.heldPartitions(req.keys), req.keys)
+          const res = reply(req.id, undefined)
+          res.records = records.map((r) => r ?? emptyBuffer)
+          return res
+        }
+        case 'REPLICA_WRITE': {
+          this.observe(checkRecords(req.keys, req.records, Date.now()))
+          const partitions = this.heldPartitions(req.keys)
+          await this.deps.storage.applyRecords(req.keys.map((key, i) => ({ partition: partitions[i]!, key, record: req.records[i]! })))
+          return reply(req.id, undefined)
+        }
         default:
           throw new KumoError('INVALID_ARGUMENT', `unknown operation ${JSON.stringify(req.op)}`)
       }
@@ -121,6 +143,28 @@ export class Coordinator {
       const error = toKumoError(err)
       return { id: req.id, errorCode: error.code, errorMessage: error.message, found: false, value: emptyBuffer }
     }
+  }
+
+  /**
+   * The partition of each key, for a client that reads or writes this node's replicas
+   * directly: every key must be of a partition this node holds, or the client's map is stale.
+   */
+  private heldPartitions(keys: readonly Buffer[]): number[] {
+    const map = this.partitionMap
+    const partitions = new Array<number>(keys.length)
+    for (let i = 0; i < keys.length; i++) {
+      const partition = partitionOf(keys[i]!, map.partitionCount)
+      if (!map.replicas[partition]!.includes(this.deps.selfId)) {
+        throw new KumoError('UNAVAILABLE', `node ${this.deps.selfId} holds no replica of partition ${partition} (partition map epoch ${map.epoch})`)
+      }
+      partitions[i] = partition
+    }
+    return partitions
+  }
+
+  /** Later writes this node stamps sort above a client's newest version. */
+  private observe(version: Buffer | undefined): void {
+    if (version !== undefined) this.deps.clock.observe({ ms: version.readUIntBE(0, 6), counter: version.readUInt16BE(6) }, Date.now())
   }
 
   /**
@@ -377,11 +421,14 @@ export class Coordinator {
       work.push(
         this.forwardForeign(
           foreign,
-          (group) => ({
-            ...req,
-            op: 'BATCH',
-            ops: group.map((w) => ({ type: w.value === undefined ? ('DEL' as const) : ('PUT' as const), key: w.key, value: w.value ?? emptyBuffer, ttlMs: w.ttlMs })),
-          }),
+          (group) =>
+            group[0]!.record !== undefined
+              ? { ...req, op: 'REPLICATE', key: emptyBuffer, keys: group.map((w) => w.key), records: group.map((w) => w.record!) }
+              : {
+                  ...req,
+                  op: 'BATCH',
+                  ops: group.map((w) => ({ type: w.value === undefined ? ('DEL' as const) : ('PUT' as const), key: w.key, value: w.value ?? emptyBuffer, ttlMs: w.ttlMs })),
+                },
           deadlineMs,
         ),
       )
@@ -402,9 +449,9 @@ export class Coordinator {
   private replicate(group: Group<KeyWrite>, consistency: Consistency, deadlineMs: number): Promise<void> {
     const replicas = group.replicas
     const now = Date.now()
-    const version = encodeVersion(this.deps.clock.now(now), this.deps.selfId)
     const keys = group.items.map((w) => w.key)
-    const records = group.items.map((w) => encodeRecord(version, w.value, w.ttlMs > 0 ? now + w.ttlMs : 0))
+    const version = group.items[0]!.record === undefined ? encodeVersion(this.deps.clock.now(now), this.deps.selfId) : undefined
+    const records = group.items.map((w) => w.record ?? encodeRecord(version!, w.value, w.ttlMs > 0 ? now + w.ttlMs : 0))
     const partitions = group.partitions
     const required = requiredAcks(consistency, replicas.length)
     const tracker = new QuorumTracker(required, replicas.length)

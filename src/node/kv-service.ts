@@ -43,6 +43,7 @@ function request(fields: Partial<RequestMsg> & { op: RequestMsg['op'] }): Reques
     timeoutMs: 0,
     ops: [],
     keys: [],
+    records: [],
     ...fields,
   }
 }

@@ -1,5 +1,5 @@
 /** TypeScript shapes of the decoded proto messages (proto-loader: camelCase, defaults on). */
-export type OpName = 'GET' | 'PUT' | 'DEL' | 'BATCH' | 'GET_MANY'
+export type OpName = 'GET' | 'PUT' | 'DEL' | 'BATCH' | 'GET_MANY' | 'REPLICA_READ' | 'REPLICA_WRITE' | 'REPLICATE'
 
 export interface BatchOpMsg {
   type: 'PUT' | 'DEL'
@@ -18,6 +18,7 @@ export interface RequestMsg {
   timeoutMs: number
   ops: BatchOpMsg[]
   keys: Buffer[]
+  records: Buffer[]
 }
 
 export interface ResponseMsg {
@@ -27,6 +28,7 @@ export interface ResponseMsg {
   found: boolean
   value: Buffer
   values?: { found: boolean; value: Buffer }[]
+  records?: Buffer[]
 }
 
 export interface RequestFrameMsg {

@@ -27,11 +27,16 @@ it('answers L4 and L7 probes: TCP connect, gRPC health SERVING, storage write an
 })
 
 it('serves Prometheus metrics: requests, latency, replica messages, hints, partitions, peers', async () => {
-  const db = await connect({ seeds: [cluster.addresses[0]!] })
-  await Promise.all(Array.from({ length: 50 }, (_, i) => db.put(`m${i}`, 'v')))
-  await db.get('m1')
-  await db.put('', 'x').catch(() => undefined)
-  await db.close()
+  // Node-coordinated requests (PUT, and the replica WRITEs they cause), and client-coordinated
+  // ones (REPLICA_WRITE straight to each replica).
+  const viaNode = await connect({ seeds: [cluster.addresses[0]!], coordination: 'node' })
+  await Promise.all(Array.from({ length: 50 }, (_, i) => viaNode.put(`m${i}`, 'v')))
+  await viaNode.get('m1')
+  await viaNode.put('', 'x').catch(() => undefined)
+  await viaNode.close()
+  const direct = await connect({ seeds: [cluster.addresses[0]!] })
+  await Promise.all(Array.from({ length: 50 }, (_, i) => direct.put(`d${i}`, 'v')))
+  await direct.close()
   let text = ''
   for (const node of cluster.nodes) {
     const res = await fetch(`http://127.0.0.1:${node!.metricsPort}/metrics`)
@@ -40,6 +45,7 @@ it('serves Prometheus metrics: requests, latency, replica messages, hints, parti
   }
   expect(text).toMatch(/kumo_requests_total\{[^}]*op="PUT",outcome="OK"[^}]*\} \d+/)
   expect(text).toMatch(/kumo_request_duration_seconds_bucket\{[^}]*le="0.0005"[^}]*op="PUT"[^}]*\}/)
+  expect(text).toMatch(/kumo_requests_total\{[^}]*op="REPLICA_WRITE",outcome="OK"[^}]*\} \d+/)
   expect(text).toMatch(/kumo_replica_messages_total\{[^}]*op="WRITE",direction="(sent|received)"[^}]*\}/)
   expect(text).toContain('kumo_hints_pending')
   expect(text).toMatch(/kumo_partitions_held\{[^}]*role="replica"[^}]*\} 64/)

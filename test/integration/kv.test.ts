@@ -4,20 +4,26 @@ import { startCluster, waitFor, type TestCluster } from '../helpers/cluster.js'
 import { RawKv } from '../helpers/raw.js'
 
 let cluster: TestCluster
-let db: KumoClient
 beforeAll(async () => {
   cluster = await startCluster(3)
-  db = await connect({ seeds: [cluster.addresses[0]!] })
 })
 afterAll(async () => {
-  await db?.close()
   await cluster?.close()
 })
 
-describe('a three-node cluster', () => {
+// Every behaviour twice: with the client coordinating (the default), and through a node.
+describe.each(['client', 'node'] as const)('a three-node cluster, %s-coordinated', (coordination) => {
+  let db: KumoClient
+  beforeAll(async () => {
+    db = await connect({ seeds: [cluster.addresses[0]!], coordination })
+  })
+  afterAll(async () => {
+    await db?.close()
+  })
+
   it('round trips put, get and del through each node', async () => {
     for (const [i, address] of cluster.addresses.entries()) {
-      const one = await connect({ seeds: [address] })
+      const one = await connect({ seeds: [address], coordination })
       await one.put(`node-${i}`, `value-${i}`)
       for (const other of cluster.addresses) {
         const raw = new RawKv(other)
@@ -73,7 +79,7 @@ describe('a three-node cluster', () => {
     await Promise.all(Array.from({ length: 50 }, (_, i) => db.put('hot', `v${i}`)))
     const seen = new Set<string>()
     for (const address of cluster.addresses) {
-      const one = await connect({ seeds: [address] })
+      const one = await connect({ seeds: [address], coordination })
       seen.add((await one.get('hot', { consistency: 'all' }))!.toString())
       await one.close()
     }

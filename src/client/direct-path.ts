@@ -1,0 +1,174 @@
+import { randomBytes } from 'node:crypto'
+import { requiredAcks, type Consistency } from '../core/consistency.js'
+import { KumoError, toKumoError } from '../core/errors.js'
+import { HybridClock } from '../core/hlc.js'
+import { QuorumTracker } from '../core/quorum.js'
+import { encodeRecord, liveValue, recordVersion } from '../core/record.js'
+import { encodeVersion } from '../core/version.js'
+import type { RequestMsg, ResponseMsg } from '../wire/messages.js'
+import type { NodeConnection } from './node-connection.js'
+
+/** What the direct path needs of the client: its connections, its policy, and the node path. */
+export interface DirectPathHost {
+  /** Connections to every replica in `replicas`, or undefined when any of them is not usable. */
+  allReplicas(replicas: readonly string[]): NodeConnection[] | undefined
+  /** Usable replicas of `replicas`, in the balancing policy's order for this turn. */
+  replicasInOrder(replicas: readonly string[]): NodeConnection[]
+  /** The node-coordinated path: sends `req` to a node (retrying others) within `timeoutMs`. */
+  coordinate(key: Buffer, req: Omit<RequestMsg, 'id'>, timeoutMs: number): Promise<ResponseMsg>
+  /** A request is going to this node (for requestStats). */
+  sending(id: string): void
+  /** A replica answered with an error (a draining node is avoided from then on). */
+  replicaFailed(id: string, error: KumoError): void
+}
+
+/** How long one replica may take before its share is handed to a coordinating node. */
+export const directReplicaTimeoutMs = 1000
+
+const empty = Buffer.alloc(0)
+
+function request(op: RequestMsg['op'], keys: Buffer[], records: Buffer[], consistency: Consistency, timeoutMs: number): Omit<RequestMsg, 'id'> {
+  return { op, key: empty, value: empty, consistency, ttlMs: 0, timeoutMs, ops: [], keys, records }
+}
+
+/**
+ * Client-driven coordination (Dynamo, section 6.4): the client stamps each write with a version
+ * from its own hybrid logical clock and sends the records to every replica itself, answering at
+ * W acknowledgements; a read asks R replicas and returns the newest record, repairing stale
+ * replicas after. One hop instead of two, and no coordinator work on the nodes.
+ *
+ * Failure handling stays on the nodes: whenever a replica is not usable or fails, the same
+ * versioned records go to a node to coordinate (sloppy quorum, hints), and a read is retried
+ * through a node. Re-sending a record is harmless: replicas keep the newest version.
+ */
+export class DirectPath {
+  private readonly clock = new HybridClock()
+  /** The writer id in this client's versions: distinct per client, so versions never tie. */
+  readonly writerId = `c${randomBytes(6).toString('hex')}`
+
+  constructor(private readonly host: DirectPathHost) {}
+
+  /** A record for `value` (undefined: a tombstone) under a fresh version. */
+  record(value: Buffer | undefined, ttlMs: number): Buffer {
+    const now = Date.now()
+    return encodeRecord(encodeVersion(this.clock.now(now), this.writerId), value, ttlMs > 0 ? now + ttlMs : 0)
+  }
+
+  /** Writes records of keys sharing one replica set; resolves at W acknowledgements. */
+  write(replicas: readonly string[], keys: Buffer[], records: Buffer[], consistency: Consistency, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    const handOff = (): Promise<unknown> =>
+      this.host.coordinate(keys[0]!, request('REPLICATE', keys, records, consistency, 0), Math.max(1, deadline - Date.now()))
+    const conns = this.host.allReplicas(replicas)
+    if (conns === undefined) return handOff().then(() => undefined)
+    const tracker = new QuorumTracker(requiredAcks(consistency, conns.length), conns.length)
+    const replicaMs = Math.min(timeoutMs, directReplicaTimeoutMs)
+    return new Promise((resolve, reject) => {
+      let settled = false
+      let handedOff = false
+      const settle = (error?: unknown): void => {
+        if (settled) return
+        settled = true
+        if (error === undefined) resolve()
+        else reject(error)
+      }
+      // A replica that failed still needs the records: a node takes them over and stores a
+      // hint for it. If W is not met directly, the call's outcome is the node's.
+      const failed = (): void => {
+        tracker.fail()
+        if (handedOff) return
+        handedOff = true
+        handOff().then(() => settle(), (err) => settle(toKumoError(err)))
+      }
+      for (const conn of conns) {
+        this.host.sending(conn.nodeId)
+        conn.request(request('REPLICA_WRITE', keys, records, consistency, replicaMs), replicaMs).then(
+          (res) => {
+            if (res.errorCode === '') {
+              if (tracker.ack() === 'met') settle()
+              return
+            }
+            const error = new KumoError(res.errorCode as KumoError['code'], res.errorMessage)
+            this.host.replicaFailed(conn.nodeId, error)
+            if (!error.retryable) settle(error)
+            else failed()
+          },
+          () => failed(),
+        )
+      }
+    })
+  }
+
+  /** Live values of keys sharing one replica set: the newest of R replicas' records. */
+  read(replicas: readonly string[], keys: Buffer[], consistency: Consistency, timeoutMs: number): Promise<(Buffer | undefined)[]> {
+    const deadline = Date.now() + timeoutMs
+    const viaNode = async (): Promise<(Buffer | undefined)[]> => {
+      const res = await this.host.coordinate(keys[0]!, request('GET_MANY', keys, [], consistency, 0), Math.max(1, deadline - Date.now()))
+      return keys.map((_, i) => (res.values?.[i]?.found ? res.values[i]!.value : undefined))
+    }
+    const required = requiredAcks(consistency, replicas.length)
+    const order = this.host.replicasInOrder(replicas)
+    if (order.length < required) return viaNode()
+    const replicaMs = Math.min(timeoutMs, directReplicaTimeoutMs)
+    const asked = order.slice(0, required)
+    return Promise.all(
+      asked.map((conn) => {
+        this.host.sending(conn.nodeId)
+        return conn.request(request('REPLICA_READ', keys, [], consistency, replicaMs), replicaMs).then((res) => {
+          if (res.errorCode !== '') {
+            const error = new KumoError(res.errorCode as KumoError['code'], res.errorMessage)
+            this.host.replicaFailed(conn.nodeId, error)
+            throw error
+          }
+          return res.records ?? []
+        })
+      }),
+    ).then(
+      (answers) => this.newest(asked, keys, answers),
+      (err) => {
+        const error = toKumoError(err)
+        if (!error.retryable && error.code !== 'TIMEOUT') throw error
+        return viaNode()
+      },
+    )
+  }
+
+  /** The newest record per key across the answers; stale replicas are repaired in the background. */
+  private newest(asked: NodeConnection[], keys: Buffer[], answers: Buffer[][]): (Buffer | undefined)[] {
+    const now = Date.now()
+    const newest: (Buffer | undefined)[] = new Array(keys.length)
+    for (const records of answers) {
+      for (let i = 0; i < keys.length; i++) {
+        const record = records[i]
+        if (record === undefined || record.length === 0) continue
+        const held = newest[i]
+        if (held === undefined || Buffer.compare(recordVersion(record), recordVersion(held)) > 0) newest[i] = record
+      }
+    }
+    if (answers.length > 1) {
+      answers.forEach((records, a) => {
+        const stale: number[] = []
+        for (let i = 0; i < keys.length; i++) {
+          const best = newest[i]
+          if (best !== undefined && (records[i] === undefined || !records[i]!.equals(best))) stale.push(i)
+        }
+        if (stale.length === 0) return
+        // Read repair, best effort: anti-entropy catches what it misses.
+        void asked[a]!.request(
+          request('REPLICA_WRITE', stale.map((i) => keys[i]!), stale.map((i) => newest[i]!), 'one', directReplicaTimeoutMs),
+          directReplicaTimeoutMs,
+        ).catch(() => undefined)
+      })
+    }
+    const values: (Buffer | undefined)[] = new Array(keys.length)
+    for (let i = 0; i < keys.length; i++) {
+      const record = newest[i]
+      if (record === undefined) continue
+      // Writes this client makes after reading this one sort above it.
+      const version = recordVersion(record)
+      this.clock.observe({ ms: version.readUIntBE(0, 6), counter: version.readUInt16BE(6) }, now)
+      values[i] = liveValue(record, now)
+    }
+    return values
+  }
+}

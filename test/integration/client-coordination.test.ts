@@ -1,0 +1,153 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { NodeConnection } from '../../src/client/node-connection.js'
+import { partitionOf } from '../../src/core/partitioner.js'
+import { decodeRecord, encodeRecord } from '../../src/core/record.js'
+import { decodeVersion, encodeVersion } from '../../src/core/version.js'
+import { connect, type KumoClient } from '../../src/index.js'
+import type { RequestMsg } from '../../src/wire/messages.js'
+import { startCluster, waitFor, type TestCluster } from '../helpers/cluster.js'
+
+// N = 2 on three nodes, so every key has a node that holds no replica of it.
+let cluster: TestCluster
+let db: KumoClient
+const conns: NodeConnection[] = []
+beforeAll(async () => {
+  cluster = await startCluster(3, { replicationFactor: 2 })
+  db = await connect({ seeds: [cluster.addresses[0]!] })
+  for (const [i, address] of cluster.addresses.entries()) conns.push(new NodeConnection(`n${i + 1}`, address, () => undefined))
+})
+afterAll(async () => {
+  for (const conn of conns) conn.close()
+  await db?.close()
+  await cluster?.close()
+})
+
+const empty = Buffer.alloc(0)
+function req(op: RequestMsg['op'], keys: Buffer[], records: Buffer[] = []): Omit<RequestMsg, 'id'> {
+  return { op, key: empty, value: empty, consistency: '', ttlMs: 0, timeoutMs: 5000, ops: [], keys, records }
+}
+
+function replicasOf(key: Buffer): { partition: number; replicas: string[]; outsider: number } {
+  const map = cluster.nodes[0]!.membership.map!
+  const partition = partitionOf(key, map.partitionCount)
+  const replicas = [...map.replicas[partition]!]
+  return { partition, replicas, outsider: cluster.nodes.findIndex((n) => !replicas.includes(n!.id)) }
+}
+
+async function stored(node: number, key: Buffer): Promise<Buffer | undefined> {
+  const [record] = await cluster.nodes[node]!.storage.getRecords(replicasOf(key).partition, [key])
+  return record
+}
+
+describe('client-coordinated requests', () => {
+  it('write straight to the replicas, stamped with the client\'s own version', async () => {
+    for (let i = 0; i < 20; i++) {
+      const key = Buffer.from(`direct-${i}`)
+      await db.put(key, `v${i}`, { consistency: 'all' })
+      const { replicas } = replicasOf(key)
+      for (const [n, node] of cluster.nodes.entries()) {
+        const record = await stored(n, key)
+        expect(record !== undefined).toBe(replicas.includes(node!.id))
+        if (record !== undefined) {
+          expect(decodeRecord(record).value.toString()).toBe(`v${i}`)
+          expect(decodeVersion(decodeRecord(record).version).nodeId).toMatch(/^c[0-9a-f]{12}$/)
+        }
+      }
+      expect((await db.get(key))?.toString()).toBe(`v${i}`)
+    }
+  })
+
+  it('apply a later operation on the same key in one batch over an earlier one', async () => {
+    await db.batch([
+      { type: 'put', key: 'same', value: 'first' },
+      { type: 'put', key: 'same', value: 'second' },
+      { type: 'put', key: 'gone', value: 'x' },
+      { type: 'del', key: 'gone' },
+    ])
+    expect((await db.get('same', { consistency: 'all' }))?.toString()).toBe('second')
+    expect(await db.get('gone', { consistency: 'all' })).toBeUndefined()
+  })
+
+  it('read the newest version among the replicas and repair the stale one', async () => {
+    const key = Buffer.from('repair-me')
+    await db.put(key, 'old', { consistency: 'all' })
+    const { replicas } = replicasOf(key)
+    const newer = encodeRecord(encodeVersion({ ms: Date.now() + 1000, counter: 0 }, 'test'), Buffer.from('new'))
+    const first = cluster.nodes.findIndex((n) => n!.id === replicas[0])
+    const second = cluster.nodes.findIndex((n) => n!.id === replicas[1])
+    const res = await conns[first]!.request(req('REPLICA_WRITE', [key], [newer]), 5000)
+    expect(res.errorCode).toBe('')
+    expect(decodeRecord((await stored(second, key))!).value.toString()).toBe('old')
+    expect((await db.get(key, { consistency: 'all' }))?.toString()).toBe('new')
+    await waitFor('read repair of the stale replica', async () => (await stored(second, key))?.equals(newer))
+  })
+
+  it('are refused by a node that holds no replica of the key (the client map is stale)', async () => {
+    const key = Buffer.from('not-here')
+    const { outsider } = replicasOf(key)
+    const record = encodeRecord(encodeVersion({ ms: Date.now(), counter: 0 }, 'test'), Buffer.from('v'))
+    for (const op of ['REPLICA_WRITE', 'REPLICA_READ'] as const) {
+      const res = await conns[outsider]!.request(req(op, [key], op === 'REPLICA_WRITE' ? [record] : []), 5000)
+      expect(res.errorCode).toBe('UNAVAILABLE')
+      expect(res.errorMessage).toMatch(/holds no replica of partition/)
+    }
+    expect(await stored(outsider, key)).toBeUndefined()
+  })
+
+  it('are handed to a node to coordinate (REPLICATE) when sent to a node that is not a replica', async () => {
+    const key = Buffer.from('replicate-me')
+    const { outsider, replicas } = replicasOf(key)
+    const record = encodeRecord(encodeVersion({ ms: Date.now(), counter: 0 }, 'test'), Buffer.from('coordinated'))
+    const res = await conns[outsider]!.request({ ...req('REPLICATE', [key], [record]), consistency: 'all' }, 5000)
+    expect(res.errorCode).toBe('')
+    for (const [n, node] of cluster.nodes.entries()) expect((await stored(n, key))?.equals(record) ?? false).toBe(replicas.includes(node!.id))
+  })
+
+  it('answer INVALID_ARGUMENT for malformed records and versions far ahead of the node clock', async () => {
+    const key = Buffer.from('bad-records')
+    const { replicas } = replicasOf(key)
+    const replica = cluster.nodes.findIndex((n) => n!.id === replicas[0])
+    const farAhead = encodeRecord(encodeVersion({ ms: Date.now() + 3_600_000, counter: 0 }, 'test'), Buffer.from('v'))
+    const ok = encodeRecord(encodeVersion({ ms: Date.now(), counter: 0 }, 'test'), Buffer.from('v'))
+    const cases: [Buffer[], Buffer[], RegExp][] = [
+      [[key], [Buffer.from([1, 2, 3])], /record 0/],
+      [[key], [farAhead], /ahead of this node's clock/],
+      [[key, key], [ok], /2 keys but 1 records/],
+      [[Buffer.alloc(0)], [ok], /key must not be empty/],
+      [[key], [encodeRecord(encodeVersion({ ms: Date.now(), counter: 0 }, 'test'), Buffer.alloc(1024 * 1024 + 1))], /value is/],
+    ]
+    for (const op of ['REPLICA_WRITE', 'REPLICATE'] as const) {
+      for (const [keys, records, message] of cases) {
+        const res = await conns[replica]!.request(req(op, keys, records), 5000)
+        expect(res.errorCode).toBe('INVALID_ARGUMENT')
+        expect(res.errorMessage).toMatch(message)
+      }
+    }
+    expect(await stored(replica, key)).toBeUndefined()
+    // And the node keeps serving.
+    await db.put(key, 'fine')
+    expect((await db.get(key))?.toString()).toBe('fine')
+  })
+
+  it('go through a node when a replica is down, and the stopped replica catches up from hints', async () => {
+    const writer = await connect({ seeds: [cluster.addresses[0]!], coordination: 'client', refreshIntervalMs: 100 })
+    try {
+      await cluster.stopNode(2)
+      const keys = Array.from({ length: 30 }, (_, i) => Buffer.from(`while-down-${i}`))
+      // The client keeps writing through the outage: direct when both replicas are up, through
+      // a node (with a hint for n3) otherwise.
+      for (const key of keys) await writer.put(key, 'v')
+      // N = 2: a quorum read needs both replicas, so read at one.
+      for (const key of keys) expect((await writer.get(key, { consistency: 'one' }))?.toString()).toBe('v')
+      await cluster.restartNode(2)
+      const held = keys.filter((key) => replicasOf(key).replicas.includes('n3'))
+      expect(held.length).toBeGreaterThan(0)
+      await waitFor('hints to reach n3', async () => {
+        for (const key of held) if ((await stored(2, key)) === undefined) return false
+        return true
+      }, 30_000, 100)
+    } finally {
+      await writer.close()
+    }
+  })
+})
