@@ -88,7 +88,9 @@ export async function run(target: BenchTarget, workload: Workload, config: RunCo
     bar?.update(Math.min(100, Math.floor((elapsed / config.durationMs) * 100)), { rate: Math.round(ops / (elapsed / 1000)) })
   }, 250)
 
-  const pick = (): Buffer => keyOf(chooser.next(inserted.count))
+  // As in YCSB: reads and updates choose among the loaded records, so every target reads the
+  // same key space whatever earlier runs inserted; only D ("latest") follows the inserts.
+  const pick = (): Buffer => keyOf(chooser.next(workload.latest ? inserted.count : config.records))
   const value = (): Buffer => values[(calls + ops) % values.length]!
   const one = async (): Promise<number> => {
     const r = random()

@@ -4,6 +4,7 @@ import path from 'node:path'
 import type { ChildProcess } from 'node:child_process'
 import { ClassicLevel } from 'classic-level'
 import { connect, type KumoClient } from '../src/index.js'
+import { levelOptions } from '../src/storage/classic-level-engine.js'
 import { freePort, spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from '../scripts/local-cluster.js'
 
 /** What a benchmark drives: the same operations on every system measured. */
@@ -26,7 +27,8 @@ export async function tempRoot(): Promise<string> {
 /** (a) The ceiling: classic-level in this process. No network, no replication, no versions. */
 export async function embeddedTarget(root: string): Promise<BenchTarget> {
   const dir = path.join(root, 'embedded')
-  const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
+  // The same LevelDB settings as a Kumo node's storage.
+  const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer', ...levelOptions })
   await db.open()
   return {
     name: 'embedded',

@@ -40,5 +40,7 @@ export const workloads: Record<WorkloadName, Workload> = {
   'batch-read': w('batch-read', 'getMany of 100 keys per call', { read: 1, batch: 100 }),
 }
 
-export const fullSet: WorkloadName[] = ['write', 'read', 'A', 'B', 'C', 'D', 'E', 'F', 'batch-write', 'batch-read']
-export const quickSet: WorkloadName[] = ['write', 'read', 'A', 'batch-write', 'batch-read']
+// batch-read runs before batch-write, so it reads the loaded records rather than a store still
+// compacting the ~1M records a batch-write run inserts.
+export const fullSet: WorkloadName[] = ['write', 'read', 'A', 'B', 'C', 'D', 'E', 'F', 'batch-read', 'batch-write']
+export const quickSet: WorkloadName[] = ['write', 'read', 'A', 'batch-read', 'batch-write']

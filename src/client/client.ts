@@ -135,6 +135,8 @@ export class KumoClient {
   private readonly sent = new Map<string, number>()
   private readonly turnOrder = new PerTurn<string[]>()
   private readonly direct: DirectPath | undefined
+  /** Per partition, an id of its replica set (the same for [a,b,c] and [b,c,a]). */
+  private replicaSetIds: string[] = []
 
   /** Use connect(). */
   constructor(topology: Topology, options: ConnectOptions) {
@@ -167,6 +169,7 @@ export class KumoClient {
 
   private adopt(topology: Topology): void {
     this.topology_ = topology
+    this.replicaSetIds = topology.partitions.map((replicas) => [...replicas].sort().join('\u0000'))
     this.nodeState.clear()
     for (const node of topology.nodes) this.nodeState.set(node.id, node)
   }
@@ -437,10 +440,10 @@ export class KumoClient {
     const count = this.topology_.partitionCount
     const sets = new Map<string, { replicas: readonly string[]; items: T[] }>()
     for (const item of items) {
-      const replicas = this.topology_.partitions[partitionOf(item.key, count)] ?? []
-      const id = [...replicas].sort().join('\u0000')
+      const partition = partitionOf(item.key, count)
+      const id = this.replicaSetIds[partition] ?? ''
       let set = sets.get(id)
-      if (set === undefined) sets.set(id, (set = { replicas, items: [] }))
+      if (set === undefined) sets.set(id, (set = { replicas: this.topology_.partitions[partition] ?? [], items: [] }))
       set.items.push(item)
     }
     return [...sets.values()]

@@ -45,13 +45,14 @@ export class DirectPath {
   private readonly clock = new HybridClock()
   /** The writer id in this client's versions: distinct per client, so versions never tie. */
   readonly writerId = `c${randomBytes(6).toString('hex')}`
+  private readonly writerIdBytes = Buffer.from(this.writerId)
 
   constructor(private readonly host: DirectPathHost) {}
 
   /** A record for `value` (undefined: a tombstone) under a fresh version. */
   record(value: Buffer | undefined, ttlMs: number): Buffer {
     const now = Date.now()
-    return encodeRecord(encodeVersion(this.clock.now(now), this.writerId), value, ttlMs > 0 ? now + ttlMs : 0)
+    return encodeRecord(encodeVersion(this.clock.now(now), this.writerIdBytes), value, ttlMs > 0 ? now + ttlMs : 0)
   }
 
   /** Writes records of keys sharing one replica set; resolves at W acknowledgements. */

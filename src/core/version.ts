@@ -11,8 +11,8 @@ export type Version = Buffer
 export const nodeIdBytesMax = 64
 export const hlcBytes = 8
 
-export function encodeVersion(ts: HlcTimestamp, nodeId: string): Version {
-  const id = Buffer.from(nodeId, 'utf8')
+export function encodeVersion(ts: HlcTimestamp, nodeId: string | Buffer): Version {
+  const id = typeof nodeId === 'string' ? Buffer.from(nodeId, 'utf8') : nodeId
   assert.ok(id.length >= 1 && id.length <= nodeIdBytesMax, 'node id must be 1..64 bytes')
   const out = Buffer.allocUnsafe(hlcBytes + id.length)
   out.writeUIntBE(ts.ms, 0, 6)
