@@ -34,7 +34,14 @@ export interface RunResult {
   max: number
 }
 
-export const keyOf = (i: number): Buffer => Buffer.from(`user${String(i).padStart(10, '0')}`)
+const formatKey = (i: number): Buffer => Buffer.from(`user${String(i).padStart(10, '0')}`)
+/** Keys of the loaded records, made once: key formatting is the benchmark's cost, not the target's. */
+const keyCache: Buffer[] = []
+const keyCacheMax = 1_000_000
+export const keyOf = (i: number): Buffer => {
+  if (i >= keyCacheMax) return formatKey(i)
+  return (keyCache[i] ??= formatKey(i))
+}
 
 export function valuePool(bytes: number, count = 64): Buffer[] {
   return Array.from({ length: count }, () => randomBytes(bytes))

@@ -83,7 +83,7 @@ export class DirectPath {
       }
       for (const conn of conns) {
         this.host.sending(conn.nodeId)
-        conn.request(request('REPLICA_WRITE', keys, records, consistency, replicaMs), replicaMs).then(
+        conn.replica.write(keys, records, replicaMs).then(
           (res) => {
             if (res.errorCode === '') {
               if (tracker.ack() === 'met') settle()
@@ -115,13 +115,13 @@ export class DirectPath {
     return Promise.all(
       asked.map((conn) => {
         this.host.sending(conn.nodeId)
-        return conn.request(request('REPLICA_READ', keys, [], consistency, replicaMs), replicaMs).then((res) => {
+        return conn.replica.read(keys, replicaMs).then((res) => {
           if (res.errorCode !== '') {
             const error = new KumoError(res.errorCode as KumoError['code'], res.errorMessage)
             this.host.replicaFailed(conn.nodeId, error)
             throw error
           }
-          return res.records ?? []
+          return res.records
         })
       }),
     ).then(
@@ -155,10 +155,7 @@ export class DirectPath {
         }
         if (stale.length === 0) return
         // Read repair, best effort: anti-entropy catches what it misses.
-        void asked[a]!.request(
-          request('REPLICA_WRITE', stale.map((i) => keys[i]!), stale.map((i) => newest[i]!), 'one', directReplicaTimeoutMs),
-          directReplicaTimeoutMs,
-        ).catch(() => undefined)
+        void asked[a]!.replica.write(stale.map((i) => keys[i]!), stale.map((i) => newest[i]!), directReplicaTimeoutMs).catch(() => undefined)
       })
     }
     const values: (Buffer | undefined)[] = new Array(keys.length)

@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js'
 import type { RepairResponseMsg, RequestMsg, ResponseFrameMsg, ResponseMsg, ScanRequestMsg, TopologyMsg } from '../wire/messages.js'
 import { MultiplexedStream } from '../wire/multiplexed-stream.js'
 import { KvClient } from '../wire/proto.js'
+import { ReplicaCoalescer } from './replica-coalescer.js'
 import { channelOptions, fromServiceError } from '../wire/status.js'
 
 function requestBytes(req: RequestMsg): number {
@@ -33,7 +34,7 @@ export class NodeConnection {
   }
 
   get inFlight(): number {
-    return this.stream.inFlight
+    return this.stream.inFlight + this.replica.inFlight
   }
 
   /** False while the transport is known to be broken, so the client skips it at once. */
@@ -41,9 +42,12 @@ export class NodeConnection {
     return this.stream.reachable
   }
 
-  request(req: Omit<RequestMsg, 'id'>, timeoutMs: number): Promise<ResponseMsg> {
-    return this.stream.request(req, timeoutMs)
+  request(req: Omit<RequestMsg, 'id'>, timeoutMs: number, immediate = false): Promise<ResponseMsg> {
+    return this.stream.request(req, timeoutMs, immediate)
   }
+
+  /** Direct replica reads and writes of one turn, merged into one request each. */
+  readonly replica = new ReplicaCoalescer(this)
 
   topology(timeoutMs: number, repairDetail = false): Promise<TopologyMsg> {
     return new Promise((resolve, reject) => {

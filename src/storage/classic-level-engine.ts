@@ -52,7 +52,7 @@ const highWaterKey = metaKey('high-water-version')
 /** Above every real version: with it, every write is checked against storage. */
 const maxVersion = Buffer.alloc(8 + 65, 0xff)
 /** Reads of at most this many keys run synchronously (see read()); larger ones go to the thread pool. */
-const syncReadKeysMax = 8
+const syncReadKeysMax = 64
 
 /**
  * The classic-level engine. Reads and writes that arrive in the same event-loop turn share one

@@ -50,8 +50,11 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
     return state !== grpc.connectivityState.TRANSIENT_FAILURE && state !== grpc.connectivityState.SHUTDOWN
   }
 
-  /** Sends `req` (its id is assigned here) and resolves with the reply. */
-  request(req: Omit<Req, 'id'>, timeoutMs: number): Promise<Res> {
+  /**
+   * Sends `req` (its id is assigned here) and resolves with the reply. `immediate`: the frame
+   * goes out now, with whatever else is queued, instead of at the end of the turn.
+   */
+  request(req: Omit<Req, 'id'>, timeoutMs: number, immediate = false): Promise<Res> {
     if (this.closed) return Promise.reject(new KumoError('CLOSED', `${this.describe}: closed`))
     if (!this.reachable) {
       // Ask for a reconnect so the channel recovers without waiting for the next request.
@@ -62,6 +65,7 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
       const full = req as Req
       full.id = this.pending.add(timeoutMs, resolve, reject)
       this.batcher.push(full, this.bytesOf(full))
+      if (immediate) this.batcher.flush()
     })
   }
 

@@ -57,6 +57,31 @@ describe('client-coordinated requests', () => {
     }
   })
 
+  it('made in one event-loop turn reach each replica as one merged request', async () => {
+    const count = async (op: string): Promise<number> => {
+      let total = 0
+      for (const node of cluster.nodes) {
+        const metric = await node!.metrics.requests.get()
+        for (const v of metric.values) if (v.labels.op === op) total += v.value
+      }
+      return total
+    }
+    const writesBefore = await count('REPLICA_WRITE')
+    const readsBefore = await count('REPLICA_READ')
+    const keys = Array.from({ length: 200 }, (_, i) => `merged-${i}`)
+    await Promise.all(keys.map((key) => db.put(key, key)))
+    const values = await Promise.all(keys.map((key) => db.get(key)))
+    expect(values.map((v) => v?.toString())).toEqual(keys)
+    // 200 puts to two replicas each would be 400 requests unmerged; one turn makes one per node.
+    expect((await count('REPLICA_WRITE')) - writesBefore).toBeLessThanOrEqual(3)
+    expect((await count('REPLICA_READ')) - readsBefore).toBeLessThanOrEqual(3)
+    // A merged request stays within the per-request limits (1,000 keys): it is cut in two.
+    const many = Array.from({ length: 1000 }, (_, i) => `merged-${i % 200}`)
+    const [a, b] = await Promise.all([db.getMany(many), db.getMany(many), db.batch(many.map((key) => ({ type: 'put' as const, key, value: key })))])
+    expect(a!.map((v) => v?.toString())).toEqual(many)
+    expect(b!.map((v) => v?.toString())).toEqual(many)
+  })
+
   it('apply a later operation on the same key in one batch over an earlier one', async () => {
     await db.batch([
       { type: 'put', key: 'same', value: 'first' },

@@ -1,0 +1,137 @@
+import { batchBytesMax, batchOpsMax } from '../core/limits.js'
+import type { RequestMsg, ResponseMsg } from '../wire/messages.js'
+
+/** Where merged requests go: a node's multiplexed stream. */
+export interface RequestSender {
+  request(req: Omit<RequestMsg, 'id'>, timeoutMs: number, immediate: boolean): Promise<ResponseMsg>
+}
+
+/** A replica's answer to one caller's share of a merged request. */
+export interface ReplicaAnswer {
+  errorCode: string
+  errorMessage: string
+  /** REPLICA_READ: one record per key of this caller (empty where none). */
+  records: Buffer[]
+}
+
+interface Waiter {
+  from: number
+  count: number
+  resolve: (answer: ReplicaAnswer) => void
+  reject: (err: unknown) => void
+}
+
+interface Merged {
+  keys: Buffer[]
+  records: Buffer[]
+  bytes: number
+  timeoutMs: number
+  waiters: Waiter[]
+}
+
+const empty = Buffer.alloc(0)
+
+/**
+ * Merges the direct replica requests made for one node in one event-loop turn: all of a turn's
+ * REPLICA_WRITEs become one request (one atomic LevelDB batch on the node, one answer), all its
+ * REPLICA_READs one read. Per operation, that saves a request and a response to encode, decode,
+ * track and answer on both sides, which is most of what a small operation costs. Merged
+ * writes are atomic together on the replica, which is stronger than each alone.
+ */
+export class ReplicaCoalescer {
+  private writes: Merged | undefined
+  private reads: Merged | undefined
+  private scheduled = false
+  private waiting = 0
+
+  constructor(private readonly conn: RequestSender) {}
+
+  /** Callers awaiting an answer: each is one request to the load-balancing policy. */
+  get inFlight(): number {
+    return this.waiting
+  }
+
+  write(keys: Buffer[], records: Buffer[], timeoutMs: number): Promise<ReplicaAnswer> {
+    let bytes = 0
+    for (let i = 0; i < keys.length; i++) bytes += keys[i]!.length + records[i]!.length
+    if (this.writes !== undefined && (this.writes.keys.length + keys.length > batchOpsMax || this.writes.bytes + bytes > batchBytesMax)) {
+      this.send('REPLICA_WRITE', this.writes)
+      this.writes = undefined
+    }
+    this.writes ??= { keys: [], records: [], bytes: 0, timeoutMs: 0, waiters: [] }
+    return this.add(this.writes, keys, records, bytes, timeoutMs)
+  }
+
+  read(keys: Buffer[], timeoutMs: number): Promise<ReplicaAnswer> {
+    if (this.reads !== undefined && this.reads.keys.length + keys.length > batchOpsMax) {
+      this.send('REPLICA_READ', this.reads)
+      this.reads = undefined
+    }
+    this.reads ??= { keys: [], records: [], bytes: 0, timeoutMs: 0, waiters: [] }
+    return this.add(this.reads, keys, [], 0, timeoutMs)
+  }
+
+  private add(merged: Merged, keys: Buffer[], records: Buffer[], bytes: number, timeoutMs: number): Promise<ReplicaAnswer> {
+    this.waiting++
+    return new Promise((resolve, reject) => {
+      merged.waiters.push({
+        from: merged.keys.length,
+        count: keys.length,
+        resolve: (answer) => {
+          this.waiting--
+          resolve(answer)
+        },
+        reject: (err) => {
+          this.waiting--
+          reject(err)
+        },
+      })
+      for (let i = 0; i < keys.length; i++) merged.keys.push(keys[i]!)
+      for (let i = 0; i < records.length; i++) merged.records.push(records[i]!)
+      merged.bytes += bytes
+      if (timeoutMs > merged.timeoutMs) merged.timeoutMs = timeoutMs
+      if (!this.scheduled) {
+        this.scheduled = true
+        setImmediate(() => this.flush())
+      }
+    })
+  }
+
+  private flush(): void {
+    this.scheduled = false
+    if (this.writes !== undefined) this.send('REPLICA_WRITE', this.writes)
+    if (this.reads !== undefined) this.send('REPLICA_READ', this.reads)
+    this.writes = undefined
+    this.reads = undefined
+  }
+
+  private send(op: 'REPLICA_WRITE' | 'REPLICA_READ', merged: Merged): void {
+    const req: Omit<RequestMsg, 'id'> = {
+      op,
+      key: empty,
+      value: empty,
+      consistency: '',
+      ttlMs: 0,
+      timeoutMs: merged.timeoutMs,
+      ops: [],
+      keys: merged.keys,
+      records: merged.records,
+    }
+    // Already gathered for this turn: onto the wire now rather than a turn later.
+    this.conn.request(req, merged.timeoutMs, true).then(
+      (res) => {
+        const records = res.records ?? []
+        for (const w of merged.waiters) {
+          w.resolve({
+            errorCode: res.errorCode,
+            errorMessage: res.errorMessage,
+            records: op === 'REPLICA_READ' && res.errorCode === '' ? records.slice(w.from, w.from + w.count) : [],
+          })
+        }
+      },
+      (err) => {
+        for (const w of merged.waiters) w.reject(err)
+      },
+    )
+  }
+}
