@@ -30,6 +30,12 @@ interface Merged {
 }
 
 const empty = Buffer.alloc(0)
+/** Requests of at least this many keys are not merged with others. */
+const coalesceKeysMax = 32
+
+function request(op: 'REPLICA_WRITE' | 'REPLICA_READ', keys: Buffer[], records: Buffer[], timeoutMs: number): Omit<RequestMsg, 'id'> {
+  return { op, key: empty, value: empty, consistency: '', ttlMs: 0, timeoutMs, ops: [], keys, records }
+}
 
 /**
  * Merges the direct replica requests made for one node in one event-loop turn: all of a turn's
@@ -52,6 +58,7 @@ export class ReplicaCoalescer {
   }
 
   write(keys: Buffer[], records: Buffer[], timeoutMs: number): Promise<ReplicaAnswer> {
+    if (keys.length >= coalesceKeysMax) return this.alone('REPLICA_WRITE', keys, records, timeoutMs)
     let bytes = 0
     for (let i = 0; i < keys.length; i++) bytes += keys[i]!.length + records[i]!.length
     if (this.writes !== undefined && (this.writes.keys.length + keys.length > batchOpsMax || this.writes.bytes + bytes > batchBytesMax)) {
@@ -63,12 +70,31 @@ export class ReplicaCoalescer {
   }
 
   read(keys: Buffer[], timeoutMs: number): Promise<ReplicaAnswer> {
+    if (keys.length >= coalesceKeysMax) return this.alone('REPLICA_READ', keys, [], timeoutMs)
     if (this.reads !== undefined && this.reads.keys.length + keys.length > batchOpsMax) {
       this.send('REPLICA_READ', this.reads)
       this.reads = undefined
     }
     this.reads ??= { keys: [], records: [], bytes: 0, timeoutMs: 0, waiters: [] }
     return this.add(this.reads, keys, [], 0, timeoutMs)
+  }
+
+  /**
+   * A request already large enough goes on its own (still in the turn's frame): merging it
+   * would only make callers wait for each other, and the node answers each as it finishes.
+   */
+  private alone(op: 'REPLICA_WRITE' | 'REPLICA_READ', keys: Buffer[], records: Buffer[], timeoutMs: number): Promise<ReplicaAnswer> {
+    this.waiting++
+    return this.conn.request(request(op, keys, records, timeoutMs), timeoutMs, false).then(
+      (res) => {
+        this.waiting--
+        return { errorCode: res.errorCode, errorMessage: res.errorMessage, records: res.records ?? [] }
+      },
+      (err) => {
+        this.waiting--
+        throw err
+      },
+    )
   }
 
   private add(merged: Merged, keys: Buffer[], records: Buffer[], bytes: number, timeoutMs: number): Promise<ReplicaAnswer> {
@@ -106,19 +132,8 @@ export class ReplicaCoalescer {
   }
 
   private send(op: 'REPLICA_WRITE' | 'REPLICA_READ', merged: Merged): void {
-    const req: Omit<RequestMsg, 'id'> = {
-      op,
-      key: empty,
-      value: empty,
-      consistency: '',
-      ttlMs: 0,
-      timeoutMs: merged.timeoutMs,
-      ops: [],
-      keys: merged.keys,
-      records: merged.records,
-    }
     // Already gathered for this turn: onto the wire now rather than a turn later.
-    this.conn.request(req, merged.timeoutMs, true).then(
+    this.conn.request(request(op, merged.keys, merged.records, merged.timeoutMs), merged.timeoutMs, true).then(
       (res) => {
         const records = res.records ?? []
         for (const w of merged.waiters) {

@@ -40,12 +40,6 @@ interface PendingWrite {
   reject: (err: unknown) => void
 }
 
-interface PendingRead {
-  keys: Buffer[]
-  resolve: (records: (Buffer | undefined)[]) => void
-  reject: (err: unknown) => void
-}
-
 type Db = ClassicLevel<Buffer, Buffer>
 
 const highWaterKey = metaKey('high-water-version')
@@ -53,10 +47,13 @@ const highWaterKey = metaKey('high-water-version')
 const maxVersion = Buffer.alloc(8 + 65, 0xff)
 /** Reads of at most this many keys run synchronously (see read()); larger ones go to the thread pool. */
 const syncReadKeysMax = 64
+/** Keys per getMany call of a larger read (see flushReads). */
+const readChunkKeys = 128
 
 /**
- * The classic-level engine. Reads and writes that arrive in the same event-loop turn share one
- * native call: reads one getMany, writes one getMany (for the version check) and one batch.
+ * The classic-level engine. Small reads run synchronously, large ones as parallel getMany
+ * calls. Writes that arrive in the same event-loop turn share one getMany (for the version
+ * check, when needed) and one batch.
  * Write groups are applied one after another, so the version check and the write are atomic
  * with respect to other writes of this process.
  */
@@ -65,8 +62,6 @@ export class ClassicLevelEngine implements StorageEngine {
   private readonly config: ClassicLevelEngineConfig
   private writeQueue: PendingWrite[] = []
   private writing = false
-  private readQueue: PendingRead[] = []
-  private readScheduled = false
   private hintSeq = 0
   private lastHintMs = 0
   private readonly hintsByTarget = new Map<string, number>()
@@ -141,31 +136,15 @@ export class ClassicLevelEngine implements StorageEngine {
         return Promise.reject(new KumoError('INTERNAL', `storage read failed: ${(err as Error).message}`, { cause: err }))
       }
     }
-    return new Promise((resolve, reject) => {
-      this.readQueue.push({ keys: stored, resolve, reject })
-      if (!this.readScheduled) {
-        this.readScheduled = true
-        setImmediate(() => this.flushReads())
-      }
-    })
-  }
-
-  private flushReads(): void {
-    this.readScheduled = false
-    const queue = this.readQueue
-    this.readQueue = []
-    const keys = queue.length === 1 ? queue[0]!.keys : queue.flatMap((r) => r.keys)
-    this.db.getMany(keys).then(
-      (values) => {
-        let offset = 0
-        for (const read of queue) {
-          read.resolve(values.slice(offset, offset + read.keys.length) as (Buffer | undefined)[])
-          offset += read.keys.length
-        }
-      },
+    // One getMany runs on one thread-pool thread, key after key: a large read is cut into
+    // chunks that run side by side. Each caller's read answers on its own, so one large read
+    // does not hold up another.
+    const chunks: Promise<(Buffer | undefined)[]>[] = []
+    for (let at = 0; at < stored.length; at += readChunkKeys) chunks.push(this.db.getMany(stored.slice(at, at + readChunkKeys)))
+    return Promise.all(chunks).then(
+      (parts) => (parts.length === 1 ? parts[0]! : parts.flat()),
       (err) => {
-        const error = new KumoError('INTERNAL', `storage read failed: ${(err as Error).message}`, { cause: err })
-        for (const read of queue) read.reject(error)
+        throw new KumoError('INTERNAL', `storage read failed: ${(err as Error).message}`, { cause: err })
       },
     )
   }

@@ -45,6 +45,9 @@ describe('bad input through the client library', () => {
     expect(await codeOf(db.getMany(Array.from({ length: 1001 }, (_, i) => `k${i}`)))).toBe('INVALID_ARGUMENT')
     expect(await codeOf(connect({ seeds: ['nonsense'] }))).toBe('INVALID_ARGUMENT')
     expect(await codeOf(connect({ seeds: [cluster.addresses[0]!], consistency: 'two' as never }))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(connect({ seeds: [cluster.addresses[0]!], coordination: 'server' as never }))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(db.put('k', 'v', { timeoutMs: 0 }))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(db.get('k', { timeoutMs: -5 }))).toBe('INVALID_ARGUMENT')
     // A value of exactly the limits is fine.
     await db.put(big(4096), big(1024 * 1024))
     expect((await db.get(big(4096)))?.length).toBe(1024 * 1024)
