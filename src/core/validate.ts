@@ -1,6 +1,6 @@
 import { KumoError } from './errors.js'
 import { batchBytesMax, batchOpsMax, getManyKeysMax, keyBytesMax, valueBytesMax } from './limits.js'
-import { decodeRecord, type DecodedRecord } from './record.js'
+import { RecordFlags } from './record.js'
 import { hlcBytes, nodeIdBytesMax } from './version.js'
 
 export type Bytes = string | Uint8Array
@@ -81,27 +81,38 @@ export function checkRecords(keys: readonly Uint8Array[], records: readonly Buff
   }
   let bytes = 0
   let newest: Buffer | undefined
+  let newestEnd = 0
   for (let i = 0; i < keys.length; i++) {
     checkKey(keys[i]!)
-    let decoded: DecodedRecord
-    try {
-      decoded = decodeRecord(records[i]!)
-    } catch (err) {
-      throw new KumoError('INVALID_ARGUMENT', `record ${i}: ${(err as Error).message}`)
+    const record = records[i]!
+    // The header is read in place (this runs for every record a client sends).
+    const versionBytes = record.length > 0 ? record[0]! : 0
+    if (versionBytes <= hlcBytes || versionBytes > hlcBytes + nodeIdBytesMax || record.length < 2 + versionBytes) {
+      throw new KumoError('INVALID_ARGUMENT', `record ${i}: malformed header (version of ${versionBytes} bytes in a record of ${record.length})`)
     }
-    checkValue(decoded.value)
-    if (decoded.version.length <= hlcBytes || decoded.version.length > hlcBytes + nodeIdBytesMax) {
-      throw new KumoError('INVALID_ARGUMENT', `record ${i}: version is ${decoded.version.length} bytes`)
+    const flags = record[1 + versionBytes]!
+    const valueAt = 2 + versionBytes + (flags & RecordFlags.EXPIRES ? 6 : 0)
+    if ((flags & ~(RecordFlags.TOMBSTONE | RecordFlags.EXPIRES)) !== 0 || valueAt > record.length) {
+      throw new KumoError('INVALID_ARGUMENT', `record ${i}: malformed flags or expiry`)
     }
-    const aheadMs = decoded.version.readUIntBE(0, 6) - nowMs
+    if (flags & RecordFlags.TOMBSTONE && valueAt !== record.length) {
+      throw new KumoError('INVALID_ARGUMENT', `record ${i}: a tombstone carries no value`)
+    }
+    if (record.length - valueAt > valueBytesMax) {
+      throw new KumoError('INVALID_ARGUMENT', `record ${i}: value is ${record.length - valueAt} bytes; the limit is ${valueBytesMax} (1 MiB)`)
+    }
+    const aheadMs = record.readUIntBE(1, 6) - nowMs
     if (aheadMs > clientVersionAheadMsMax) {
       throw new KumoError('INVALID_ARGUMENT', `record ${i}: its version is ${aheadMs} ms ahead of this node's clock (limit ${clientVersionAheadMsMax} ms); check the client's system time`)
     }
-    if (newest === undefined || Buffer.compare(decoded.version, newest) > 0) newest = decoded.version
-    bytes += keys[i]!.length + records[i]!.length
+    if (newest === undefined || record.compare(newest, 1, newestEnd, 1, 1 + versionBytes) > 0) {
+      newest = record
+      newestEnd = 1 + versionBytes
+    }
+    bytes += keys[i]!.length + record.length
   }
   if (bytes > batchBytesMax + batchOpsMax * 96) {
     throw new KumoError('INVALID_ARGUMENT', `request is ${bytes} bytes; the limit is ${batchBytesMax} (4 MiB) plus record headers`)
   }
-  return newest
+  return newest?.subarray(1, newestEnd)
 }

@@ -65,6 +65,23 @@ export function storageEngineConformance(name: string, factory: EngineFactory): 
       expect(recordVersion(held!)).toEqual(recordVersion(rec(7, 'c')))
     })
 
+    it('applies ascending writes in order, the later write to a key winning, and still refuses older ones', async () => {
+      // One writer's stream: every version above the last (engines may skip the version check).
+      expect(
+        await engine.applyRecords([
+          { partition: 2, key: k('s'), record: rec(100, 'first') },
+          { partition: 2, key: k('t'), record: rec(101, 'other') },
+          { partition: 2, key: k('s'), record: rec(102, 'second') },
+        ]),
+      ).toEqual([true, true, true])
+      expect(await engine.getRecords(2, [k('s'), k('t')])).toEqual([rec(102, 'second'), rec(101, 'other')])
+      expect(await engine.applyRecords([{ partition: 2, key: k('s'), record: rec(101, 'late') }])).toEqual([false])
+      expect(await engine.applyRecords([{ partition: 2, key: k('u'), record: rec(50, 'late but new key') }])).toEqual([true])
+      engine = await factory.reopen(engine)
+      expect(await engine.applyRecords([{ partition: 2, key: k('s'), record: rec(101, 'late') }])).toEqual([false])
+      expect(await engine.getRecords(2, [k('s')])).toEqual([rec(102, 'second')])
+    })
+
     it('stores tombstones like any other version', async () => {
       await engine.applyRecords([{ partition: 0, key: k('d'), record: rec(1, 'v') }])
       const tomb = rec(2, undefined)

@@ -7,7 +7,7 @@ import { compareHlc, HybridClock } from '../../src/core/hlc.js'
 import { partitionOf } from '../../src/core/partitioner.js'
 import { QuorumTracker } from '../../src/core/quorum.js'
 import { deadSinceMs, decodeRecord, encodeRecord, liveValue, newerRecord, recordVersion } from '../../src/core/record.js'
-import { checkBatch, checkKey, checkValue, toBuffer } from '../../src/core/validate.js'
+import { checkBatch, checkKey, checkRecords, checkValue, clientVersionAheadMsMax, toBuffer } from '../../src/core/validate.js'
 import { compareVersions, decodeVersion, encodeVersion } from '../../src/core/version.js'
 
 describe('partitioner', () => {
@@ -119,6 +119,58 @@ describe('versions and records', () => {
   it('rejects corrupt records', () => {
     expect(() => decodeRecord(Buffer.from([1, 2]))).toThrow(/corrupt/)
     expect(() => decodeRecord(Buffer.from([200, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]))).toThrow(/corrupt/)
+  })
+})
+
+describe('client-stamped records (checkRecords)', () => {
+  const now = 1_700_000_000_000
+  const version = (ms: number, counter = 0, writer = 'c0123456789ab'): Buffer => encodeVersion({ ms, counter }, writer)
+  const k = Buffer.from('k')
+  const codeOf = (f: () => unknown): string | undefined => {
+    try {
+      f()
+      return undefined
+    } catch (err) {
+      return (err as KumoError).code
+    }
+  }
+
+  it('accepts every well-formed record and returns the newest version', () => {
+    const records = [
+      encodeRecord(version(now - 5), Buffer.from('v')),
+      encodeRecord(version(now, 3), undefined),
+      encodeRecord(version(now, 2), Buffer.from('ttl'), now + 1000),
+      encodeRecord(version(now - 1), Buffer.alloc(1024 * 1024)),
+      encodeRecord(version(now + clientVersionAheadMsMax), Buffer.alloc(0)),
+    ]
+    const newest = checkRecords(records.map(() => k), records, now)
+    expect(newest).toEqual(version(now + clientVersionAheadMsMax))
+    expect(checkRecords([k], [records[1]!], now)).toEqual(version(now, 3))
+    expect(checkRecords([], [], now)).toBeUndefined()
+  })
+
+  it('refuses malformed records, oversized values, far-future versions and mismatched counts', () => {
+    const good = encodeRecord(version(now), Buffer.from('v'))
+    const tombstoneWithValue = Buffer.from(encodeRecord(version(now), undefined))
+    const withValue = Buffer.concat([tombstoneWithValue, Buffer.from('x')])
+    const badFlags = Buffer.from(good)
+    badFlags[1 + good[0]!] = 0x80
+    const truncatedExpiry = encodeRecord(version(now), Buffer.alloc(0), now + 5).subarray(0, 2 + good[0]! + 3)
+    const bad: [Buffer[], Buffer[]][] = [
+      [[k], [Buffer.alloc(0)]],
+      [[k], [Buffer.from([3, 1, 2, 3, 0])]],
+      [[k], [Buffer.from([200, 1, 2])]],
+      [[k], [good.subarray(0, good[0]! + 1)]],
+      [[k], [badFlags]],
+      [[k], [withValue]],
+      [[k], [truncatedExpiry]],
+      [[k], [encodeRecord(version(now), Buffer.alloc(1024 * 1024 + 1))]],
+      [[k], [encodeRecord(version(now + clientVersionAheadMsMax + 1), Buffer.from('v'))]],
+      [[k, k], [good]],
+      [[Buffer.alloc(0)], [good]],
+      [Array.from({ length: 1001 }, () => k), Array.from({ length: 1001 }, () => good)],
+    ]
+    for (const [keys, records] of bad) expect(codeOf(() => checkRecords(keys, records, now))).toBe('INVALID_ARGUMENT')
   })
 })
 
