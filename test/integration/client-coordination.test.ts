@@ -82,6 +82,23 @@ describe('client-coordinated requests', () => {
     expect(b!.map((v) => v?.toString())).toEqual(many)
   })
 
+  it('from several clients to one key converge on every replica to the newest version', async () => {
+    const others = await Promise.all([1, 2].map(() => connect({ seeds: [cluster.addresses[1]!] })))
+    try {
+      const key = Buffer.from('contested')
+      const writers = [db, ...others]
+      await Promise.all(writers.flatMap((w, c) => Array.from({ length: 40 }, (_, i) => w.put(key, `c${c}-${i}`))))
+      const { partition, replicas } = replicasOf(key)
+      const holders = cluster.nodes.filter((n) => replicas.includes(n!.id))
+      // W = 2 of 2 here, so every replica acknowledged every write: they already agree.
+      const stored = await Promise.all(holders.map(async (n) => (await n!.storage.getRecords(partition, [key]))[0]!))
+      expect(stored[0]!.equals(stored[1]!)).toBe(true)
+      for (const w of writers) expect((await w.get(key))?.equals(decodeRecord(stored[0]!).value)).toBe(true)
+    } finally {
+      await Promise.all(others.map((o) => o.close()))
+    }
+  })
+
   it('apply a later operation on the same key in one batch over an earlier one', async () => {
     await db.batch([
       { type: 'put', key: 'same', value: 'first' },
