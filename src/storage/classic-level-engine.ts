@@ -67,6 +67,13 @@ export class ClassicLevelEngine implements StorageEngine {
   private readonly hintsByTarget = new Map<string, number>()
   /** The newest record version ever stored here (see applyGroups). */
   private highWater: Buffer = Buffer.alloc(0)
+  /**
+   * Per partition, the newest version written to it since open; a partition not in the map is
+   * bounded by `openHighWater`, the high-water mark found at open. Either bounds every version
+   * stored in the partition, and is far lower than the global mark when many writers interleave.
+   */
+  private readonly partitionHigh = new Map<number, Buffer>()
+  private openHighWater: Buffer = Buffer.alloc(0)
 
   constructor(
     readonly location: string,
@@ -98,6 +105,7 @@ export class ClassicLevelEngine implements StorageEngine {
       })
     }
     this.highWater = (await this.db.get(highWaterKey)) ?? (await this.hasData() ? maxVersion : Buffer.alloc(0))
+    this.openHighWater = this.highWater
     for await (const key of this.db.keys({ ...hintRange })) {
       const { target } = decodeHintKey(key)
       this.hintsByTarget.set(target, (this.hintsByTarget.get(target) ?? 0) + 1)
@@ -192,20 +200,35 @@ export class ClassicLevelEngine implements StorageEngine {
     this.writing = false
   }
 
+  /** A version above which nothing is stored in `partition`. */
+  private highOf(partition: number): Buffer {
+    return this.partitionHigh.get(partition) ?? this.openHighWater
+  }
+
+  /** Raises the in-memory bounds after a batch with these (partition, version) writes committed. */
+  private raise(written: Map<number, Buffer>): void {
+    for (const [partition, version] of written) {
+      // Never below the mark found at open: records stored before it may be that new. A copy:
+      // the version may be a view into a whole received message.
+      if (Buffer.compare(version, this.highOf(partition)) > 0) this.partitionHigh.set(partition, Buffer.from(version))
+    }
+  }
+
   /**
-   * Last-writer-wins needs the stored version of each key, but not always a read: `highWater`
-   * is the newest version this database has ever stored (kept in the same atomic batches as
-   * the data), so a write whose version is above it is newer than anything stored, whatever
-   * the key. Fresh coordinator writes usually are; replays, repairs and late replicas are read.
+   * Last-writer-wins needs the stored version of each key, but not always a read: the
+   * partition's high-water mark (highOf) bounds every version stored in it, so a write whose
+   * version is above it is newer than anything stored there, whatever the key. Fresh writes
+   * usually are; replays, repairs and late replicas are read. The global mark is persisted in
+   * the same atomic batches as the data, so the bounds hold across a restart.
    */
   private async applyGroups(groups: PendingWrite[]): Promise<boolean[][]> {
-    const fast = this.ascendingAboveHighWater(groups)
+    const fast = this.ascendingPerPartition(groups)
     if (fast !== undefined) return this.putAll(groups, fast)
     const keys: Buffer[] = []
     const lookups: number[] = []
     for (const group of groups) {
       for (const w of group.writes) {
-        if (group.purge === true || Buffer.compare(recordVersion(w.record), this.highWater) <= 0) lookups.push(keys.length)
+        if (group.purge === true || Buffer.compare(recordVersion(w.record), this.highOf(w.partition)) <= 0) lookups.push(keys.length)
         keys.push(dataKey(w.partition, w.key))
       }
     }
@@ -215,6 +238,7 @@ export class ClassicLevelEngine implements StorageEngine {
       lookups.forEach((at, j) => (held[at] = found[j] ?? undefined))
     }
     let high = this.highWater
+    const written = new Map<number, Buffer>()
     // The newest record per stored key, including writes earlier in this same batch (null:
     // deleted earlier in this batch).
     const newest = new Map<string, Buffer | null>()
@@ -247,6 +271,8 @@ export class ClassicLevelEngine implements StorageEngine {
         applied.push(true)
         const version = recordVersion(w.record)
         if (Buffer.compare(version, high) > 0) high = version
+        const before = written.get(w.partition)
+        if (before === undefined || Buffer.compare(version, before) > 0) written.set(w.partition, version)
       }
       results.push(applied)
     }
@@ -254,47 +280,48 @@ export class ClassicLevelEngine implements StorageEngine {
       if (high !== this.highWater) batch.put(highWaterKey, Buffer.from(high))
       await batch.write({ sync: this.config.sync })
       this.highWater = Buffer.from(high)
+      this.raise(written)
     } else await batch.close()
     return results
   }
 
   /**
-   * The newest version if every write is a put whose version is above the high-water mark and
-   * above the write before it (one writer's stream of writes, the common case); otherwise
-   * undefined. Such writes need no version check at all: each is newer than anything stored,
-   * and a later write to the same key in the batch is also the newer one, so LevelDB's in-order
-   * application of the batch is last-writer-wins by itself.
+   * The newest version per partition written, if every write is a put whose version is above
+   * its partition's high-water mark and above the batch's earlier writes to that partition (a
+   * writer's stream of writes, the common case); otherwise undefined. Such writes need no
+   * version check at all: each is newer than anything stored, and a later write to the same
+   * key in the batch is also the newer one, so LevelDB's in-order application of the batch is
+   * last-writer-wins by itself.
    */
-  private ascendingAboveHighWater(groups: PendingWrite[]): Buffer | undefined {
-    let previous = this.highWater
-    let previousStart = 0
-    let previousEnd = previous.length
+  private ascendingPerPartition(groups: PendingWrite[]): Map<number, Buffer> | undefined {
+    const newest = new Map<number, Buffer>()
     for (const group of groups) {
       if (group.purge === true) return undefined
       for (const w of group.writes) {
         const record = w.record
         const end = 1 + record[0]!
-        // record[1..end) is the version; compared in place, without a view per record.
-        if (record.compare(previous, previousStart, previousEnd, 1, end) <= 0) return undefined
-        previous = record
-        previousStart = 1
-        previousEnd = end
+        const bound = newest.get(w.partition) ?? this.highOf(w.partition)
+        // record[1..end) is the version, compared in place.
+        if (record.compare(bound, 0, bound.length, 1, end) <= 0) return undefined
+        newest.set(w.partition, record.subarray(1, end))
       }
     }
-    return previous === this.highWater ? undefined : previous.subarray(previousStart, previousEnd)
+    return newest.size > 0 ? newest : undefined
   }
 
-  private async putAll(groups: PendingWrite[], newest: Buffer): Promise<boolean[][]> {
+  private async putAll(groups: PendingWrite[], written: Map<number, Buffer>): Promise<boolean[][]> {
     const batch = this.db.batch()
     const results: boolean[][] = []
     for (const group of groups) {
       for (const w of group.writes) batch.put(dataKey(w.partition, w.key), w.record)
       results.push(new Array<boolean>(group.writes.length).fill(true))
     }
-    const high = Buffer.from(newest)
-    batch.put(highWaterKey, high)
+    let high = this.highWater
+    for (const version of written.values()) if (Buffer.compare(version, high) > 0) high = version
+    if (high !== this.highWater) batch.put(highWaterKey, Buffer.from(high))
     await batch.write({ sync: this.config.sync })
-    this.highWater = high
+    if (high !== this.highWater) this.highWater = Buffer.from(high)
+    this.raise(written)
     return results
   }
 
