@@ -3,7 +3,7 @@ import { requiredAcks, type Consistency } from '../core/consistency.js'
 import { KumoError, toKumoError } from '../core/errors.js'
 import { HybridClock } from '../core/hlc.js'
 import { QuorumTracker } from '../core/quorum.js'
-import { encodeRecord, liveValue, recordVersion } from '../core/record.js'
+import { encodeRecord, liveValue, newestRecords, recordVersion, staleIndexes } from '../core/record.js'
 import { encodeVersion } from '../core/version.js'
 import type { RequestMsg, ResponseMsg } from '../wire/messages.js'
 import type { NodeConnection } from './node-connection.js'
@@ -137,22 +137,10 @@ export class DirectPath {
   /** The newest record per key across the answers; stale replicas are repaired in the background. */
   private newest(asked: NodeConnection[], keys: Buffer[], answers: Buffer[][]): (Buffer | undefined)[] {
     const now = Date.now()
-    const newest: (Buffer | undefined)[] = new Array(keys.length)
-    for (const records of answers) {
-      for (let i = 0; i < keys.length; i++) {
-        const record = records[i]
-        if (record === undefined || record.length === 0) continue
-        const held = newest[i]
-        if (held === undefined || Buffer.compare(recordVersion(record), recordVersion(held)) > 0) newest[i] = record
-      }
-    }
+    const newest = newestRecords(answers, keys.length)
     if (answers.length > 1) {
       answers.forEach((records, a) => {
-        const stale: number[] = []
-        for (let i = 0; i < keys.length; i++) {
-          const best = newest[i]
-          if (best !== undefined && (records[i] === undefined || !records[i]!.equals(best))) stale.push(i)
-        }
+        const stale = staleIndexes(records, newest)
         if (stale.length === 0) return
         // Read repair, best effort: anti-entropy catches what it misses.
         void asked[a]!.replica.write(stale.map((i) => keys[i]!), stale.map((i) => newest[i]!), directReplicaTimeoutMs).catch(() => undefined)

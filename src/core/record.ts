@@ -81,6 +81,33 @@ export function newerRecord(a: Buffer, b: Buffer): Buffer {
 }
 
 /**
+ * A quorum read's result: per key, the newest of the records the replicas answered with (each
+ * answer has one entry per key; undefined or empty where the replica holds none).
+ */
+export function newestRecords(answers: Iterable<readonly (Buffer | undefined)[]>, keyCount: number): (Buffer | undefined)[] {
+  const newest: (Buffer | undefined)[] = new Array(keyCount)
+  for (const records of answers) {
+    for (let i = 0; i < keyCount; i++) {
+      const record = records[i]
+      if (record === undefined || record.length === 0) continue
+      const held = newest[i]
+      if (held === undefined || Buffer.compare(recordVersion(record), recordVersion(held)) > 0) newest[i] = record
+    }
+  }
+  return newest
+}
+
+/** The keys (by index) for which a replica's answer is not the newest record: read repair's work. */
+export function staleIndexes(records: readonly (Buffer | undefined)[], newest: readonly (Buffer | undefined)[]): number[] {
+  const stale: number[] = []
+  for (let i = 0; i < newest.length; i++) {
+    const best = newest[i]
+    if (best !== undefined && (records[i] === undefined || !records[i]!.equals(best))) stale.push(i)
+  }
+  return stale
+}
+
+/**
  * When a record stopped being visible: a tombstone's write time, or an expired value's expiry;
  * undefined for a live value. Once every replica has had a grace period to learn of it, the
  * record can be purged.

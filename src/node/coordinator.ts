@@ -4,7 +4,7 @@ import { KumoError, toKumoError } from '../core/errors.js'
 import type { HybridClock } from '../core/hlc.js'
 import { partitionOf } from '../core/partitioner.js'
 import { QuorumTracker } from '../core/quorum.js'
-import { encodeRecord, liveValue, recordVersion } from '../core/record.js'
+import { encodeRecord, liveValue, newestRecords, staleIndexes } from '../core/record.js'
 import { checkBatch, checkGetMany, checkKey, checkRecords, checkTtl, checkValue } from '../core/validate.js'
 import { encodeVersion } from '../core/version.js'
 import type { Membership } from '../cluster/membership.js'
@@ -324,21 +324,10 @@ export class Coordinator {
       let lastError: KumoError | undefined
       const finish = (): void => {
         settled = true
-        const newest: (Buffer | undefined)[] = new Array(keys.length)
-        for (const records of answers.values()) {
-          for (let i = 0; i < keys.length; i++) {
-            const record = records[i]
-            const held = newest[i]
-            if (record !== undefined && (held === undefined || Buffer.compare(recordVersion(record), recordVersion(held)) > 0)) newest[i] = record
-          }
-        }
+        const newest = newestRecords(answers.values(), keys.length)
         resolve(newest)
         for (const [id, records] of answers) {
-          const stale: number[] = []
-          for (let i = 0; i < keys.length; i++) {
-            const best = newest[i]
-            if (best !== undefined && (records[i] === undefined || !records[i]!.equals(best))) stale.push(i)
-          }
+          const stale = staleIndexes(records, newest)
           if (stale.length > 0) {
             // Read repair: best effort; anti-entropy catches what it misses.
             void this.writeReplica(

@@ -6,7 +6,7 @@ import { PhiAccrualDetector } from '../../src/core/failure-detector.js'
 import { compareHlc, HybridClock } from '../../src/core/hlc.js'
 import { partitionOf } from '../../src/core/partitioner.js'
 import { QuorumTracker } from '../../src/core/quorum.js'
-import { deadSinceMs, decodeRecord, encodeRecord, liveValue, newerRecord, recordVersion } from '../../src/core/record.js'
+import { deadSinceMs, decodeRecord, encodeRecord, liveValue, newerRecord, newestRecords, recordVersion, staleIndexes } from '../../src/core/record.js'
 import { checkBatch, checkKey, checkRecords, checkValue, clientVersionAheadMsMax, toBuffer } from '../../src/core/validate.js'
 import { compareVersions, decodeVersion, encodeVersion } from '../../src/core/version.js'
 
@@ -119,6 +119,23 @@ describe('versions and records', () => {
   it('rejects corrupt records', () => {
     expect(() => decodeRecord(Buffer.from([1, 2]))).toThrow(/corrupt/)
     expect(() => decodeRecord(Buffer.from([200, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]))).toThrow(/corrupt/)
+  })
+})
+
+describe('quorum read results', () => {
+  const r = (ms: number, node = 'n1'): Buffer => encodeRecord(encodeVersion({ ms, counter: 0 }, node), Buffer.from(`${ms}`))
+  it('take the newest record per key and name the replicas that need repair', () => {
+    const a = [r(5), undefined, r(7), Buffer.alloc(0)]
+    const b = [r(6), r(1), r(7), undefined]
+    const c = [r(4), r(1, 'n2'), r(7), Buffer.alloc(0)]
+    const newest = newestRecords([a, b, c], 4)
+    expect(newest).toEqual([r(6), r(1, 'n2'), r(7), undefined])
+    expect(staleIndexes(a, newest)).toEqual([0, 1])
+    expect(staleIndexes(b, newest)).toEqual([1])
+    expect(staleIndexes(c, newest)).toEqual([0])
+    // Whatever the order the answers arrive in.
+    expect(newestRecords([c, b, a], 4)).toEqual(newest)
+    expect(newestRecords([], 2)).toEqual([undefined, undefined])
   })
 })
 
