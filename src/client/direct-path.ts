@@ -26,6 +26,7 @@ export interface DirectPathHost {
 export const directReplicaTimeoutMs = 1000
 
 const empty = Buffer.alloc(0)
+const ignore = (): void => undefined
 
 function request(op: RequestMsg['op'], keys: Buffer[], records: Buffer[], consistency: Consistency, timeoutMs: number): Omit<RequestMsg, 'id'> {
   return { op, key: empty, value: empty, consistency, ttlMs: 0, timeoutMs, ops: [], keys, records }
@@ -83,19 +84,20 @@ export class DirectPath {
       }
       for (const conn of conns) {
         this.host.sending(conn.nodeId)
-        conn.replica.write(keys, records, replicaMs).then(
-          (res) => {
-            if (res.errorCode === '') {
-              if (tracker.ack() === 'met') settle()
-              return
-            }
-            const error = new KumoError(res.errorCode as KumoError['code'], res.errorMessage)
-            this.host.replicaFailed(conn.nodeId, error)
-            if (!error.retryable) settle(error)
-            else failed()
-          },
-          () => failed(),
-        )
+        conn.replica.write(keys, records, replicaMs, (_err, res) => {
+          if (res === undefined) {
+            failed()
+            return
+          }
+          if (res.errorCode === '') {
+            if (tracker.ack() === 'met') settle()
+            return
+          }
+          const error = new KumoError(res.errorCode as KumoError['code'], res.errorMessage)
+          this.host.replicaFailed(conn.nodeId, error)
+          if (!error.retryable) settle(error)
+          else failed()
+        })
       }
     })
   }
@@ -112,26 +114,31 @@ export class DirectPath {
     if (order.length < required) return viaNode()
     const replicaMs = Math.min(timeoutMs, directReplicaTimeoutMs)
     const asked = order.slice(0, required)
-    return Promise.all(
-      asked.map((conn) => {
+    return new Promise((resolve, reject) => {
+      const answers: Buffer[][] = new Array(asked.length)
+      let pending = asked.length
+      let failed = false
+      const fail = (error: KumoError): void => {
+        if (failed) return
+        failed = true
+        if (!error.retryable && error.code !== 'TIMEOUT') reject(error)
+        else viaNode().then(resolve, reject)
+      }
+      asked.forEach((conn, a) => {
         this.host.sending(conn.nodeId)
-        return conn.replica.read(keys, replicaMs).then((res) => {
+        conn.replica.read(keys, replicaMs, (err, res) => {
+          if (failed) return
+          if (res === undefined) return fail(toKumoError(err))
           if (res.errorCode !== '') {
             const error = new KumoError(res.errorCode as KumoError['code'], res.errorMessage)
             this.host.replicaFailed(conn.nodeId, error)
-            throw error
+            return fail(error)
           }
-          return res.records
+          answers[a] = res.records
+          if (--pending === 0) resolve(this.newest(asked, keys, answers))
         })
-      }),
-    ).then(
-      (answers) => this.newest(asked, keys, answers),
-      (err) => {
-        const error = toKumoError(err)
-        if (!error.retryable && error.code !== 'TIMEOUT') throw error
-        return viaNode()
-      },
-    )
+      })
+    })
   }
 
   /** The newest record per key across the answers; stale replicas are repaired in the background. */
@@ -143,7 +150,7 @@ export class DirectPath {
         const stale = staleIndexes(records, newest)
         if (stale.length === 0) return
         // Read repair, best effort: anti-entropy catches what it misses.
-        void asked[a]!.replica.write(stale.map((i) => keys[i]!), stale.map((i) => newest[i]!), directReplicaTimeoutMs).catch(() => undefined)
+        asked[a]!.replica.write(stale.map((i) => keys[i]!), stale.map((i) => newest[i]!), directReplicaTimeoutMs, ignore)
       })
     }
     const values: (Buffer | undefined)[] = new Array(keys.length)

@@ -14,11 +14,13 @@ export interface ReplicaAnswer {
   records: Buffer[]
 }
 
+/** Called once, with the answer or with the transport error (a callback, not a promise: this runs per operation). */
+export type ReplicaCallback = (err: unknown, answer?: ReplicaAnswer) => void
+
 interface Waiter {
   from: number
   count: number
-  resolve: (answer: ReplicaAnswer) => void
-  reject: (err: unknown) => void
+  done: ReplicaCallback
 }
 
 interface Merged {
@@ -30,6 +32,7 @@ interface Merged {
 }
 
 const empty = Buffer.alloc(0)
+const none: Buffer[] = []
 /** Requests of at least this many keys are not merged with others. */
 const coalesceKeysMax = 32
 
@@ -57,8 +60,8 @@ export class ReplicaCoalescer {
     return this.waiting
   }
 
-  write(keys: Buffer[], records: Buffer[], timeoutMs: number): Promise<ReplicaAnswer> {
-    if (keys.length >= coalesceKeysMax) return this.alone('REPLICA_WRITE', keys, records, timeoutMs)
+  write(keys: Buffer[], records: Buffer[], timeoutMs: number, done: ReplicaCallback): void {
+    if (keys.length >= coalesceKeysMax) return this.alone('REPLICA_WRITE', keys, records, timeoutMs, done)
     let bytes = 0
     for (let i = 0; i < keys.length; i++) bytes += keys[i]!.length + records[i]!.length
     if (this.writes !== undefined && (this.writes.keys.length + keys.length > batchOpsMax || this.writes.bytes + bytes > batchBytesMax)) {
@@ -66,61 +69,48 @@ export class ReplicaCoalescer {
       this.writes = undefined
     }
     this.writes ??= { keys: [], records: [], bytes: 0, timeoutMs: 0, waiters: [] }
-    return this.add(this.writes, keys, records, bytes, timeoutMs)
+    this.add(this.writes, keys, records, bytes, timeoutMs, done)
   }
 
-  read(keys: Buffer[], timeoutMs: number): Promise<ReplicaAnswer> {
-    if (keys.length >= coalesceKeysMax) return this.alone('REPLICA_READ', keys, [], timeoutMs)
+  read(keys: Buffer[], timeoutMs: number, done: ReplicaCallback): void {
+    if (keys.length >= coalesceKeysMax) return this.alone('REPLICA_READ', keys, [], timeoutMs, done)
     if (this.reads !== undefined && this.reads.keys.length + keys.length > batchOpsMax) {
       this.send('REPLICA_READ', this.reads)
       this.reads = undefined
     }
     this.reads ??= { keys: [], records: [], bytes: 0, timeoutMs: 0, waiters: [] }
-    return this.add(this.reads, keys, [], 0, timeoutMs)
+    this.add(this.reads, keys, [], 0, timeoutMs, done)
   }
 
   /**
    * A request already large enough goes on its own (still in the turn's frame): merging it
    * would only make callers wait for each other, and the node answers each as it finishes.
    */
-  private alone(op: 'REPLICA_WRITE' | 'REPLICA_READ', keys: Buffer[], records: Buffer[], timeoutMs: number): Promise<ReplicaAnswer> {
+  private alone(op: 'REPLICA_WRITE' | 'REPLICA_READ', keys: Buffer[], records: Buffer[], timeoutMs: number, done: ReplicaCallback): void {
     this.waiting++
-    return this.conn.request(request(op, keys, records, timeoutMs), timeoutMs, false).then(
+    this.conn.request(request(op, keys, records, timeoutMs), timeoutMs, false).then(
       (res) => {
         this.waiting--
-        return { errorCode: res.errorCode, errorMessage: res.errorMessage, records: res.records ?? [] }
+        done(undefined, { errorCode: res.errorCode, errorMessage: res.errorMessage, records: res.records ?? [] })
       },
       (err) => {
         this.waiting--
-        throw err
+        done(err)
       },
     )
   }
 
-  private add(merged: Merged, keys: Buffer[], records: Buffer[], bytes: number, timeoutMs: number): Promise<ReplicaAnswer> {
+  private add(merged: Merged, keys: Buffer[], records: Buffer[], bytes: number, timeoutMs: number, done: ReplicaCallback): void {
     this.waiting++
-    return new Promise((resolve, reject) => {
-      merged.waiters.push({
-        from: merged.keys.length,
-        count: keys.length,
-        resolve: (answer) => {
-          this.waiting--
-          resolve(answer)
-        },
-        reject: (err) => {
-          this.waiting--
-          reject(err)
-        },
-      })
-      for (let i = 0; i < keys.length; i++) merged.keys.push(keys[i]!)
-      for (let i = 0; i < records.length; i++) merged.records.push(records[i]!)
-      merged.bytes += bytes
-      if (timeoutMs > merged.timeoutMs) merged.timeoutMs = timeoutMs
-      if (!this.scheduled) {
-        this.scheduled = true
-        setImmediate(() => this.flush())
-      }
-    })
+    merged.waiters.push({ from: merged.keys.length, count: keys.length, done })
+    for (let i = 0; i < keys.length; i++) merged.keys.push(keys[i]!)
+    for (let i = 0; i < records.length; i++) merged.records.push(records[i]!)
+    merged.bytes += bytes
+    if (timeoutMs > merged.timeoutMs) merged.timeoutMs = timeoutMs
+    if (!this.scheduled) {
+      this.scheduled = true
+      setImmediate(() => this.flush())
+    }
   }
 
   private flush(): void {
@@ -136,16 +126,15 @@ export class ReplicaCoalescer {
     this.conn.request(request(op, merged.keys, merged.records, merged.timeoutMs), merged.timeoutMs, true).then(
       (res) => {
         const records = res.records ?? []
+        const reading = op === 'REPLICA_READ' && res.errorCode === ''
+        this.waiting -= merged.waiters.length
         for (const w of merged.waiters) {
-          w.resolve({
-            errorCode: res.errorCode,
-            errorMessage: res.errorMessage,
-            records: op === 'REPLICA_READ' && res.errorCode === '' ? records.slice(w.from, w.from + w.count) : [],
-          })
+          w.done(undefined, { errorCode: res.errorCode, errorMessage: res.errorMessage, records: reading ? records.slice(w.from, w.from + w.count) : none })
         }
       },
       (err) => {
-        for (const w of merged.waiters) w.reject(err)
+        this.waiting -= merged.waiters.length
+        for (const w of merged.waiters) w.done(err)
       },
     )
   }
