@@ -28,6 +28,11 @@ export interface ConnectOptions {
    * which coordinates it.
    */
   coordination?: Coordination
+  /**
+   * Client coordination: how long one replica may take before the request is handed to a
+   * node instead (default 1000 ms, bounded by the call's own deadline).
+   */
+  replicaTimeoutMs?: number
 }
 
 export type Coordination = 'client' | 'node'
@@ -162,7 +167,7 @@ export class KumoClient {
             replicaFailed: (id, error) => {
               if (error.code === 'NOT_SERVING') this.avoidUntil.set(id, Date.now() + 3000)
             },
-          })
+          }, options.replicaTimeoutMs)
     this.timer = setInterval(() => void this.refresh().catch(() => undefined), options.refreshIntervalMs ?? 1000)
     this.timer.unref()
   }
@@ -628,6 +633,7 @@ export async function connect(options: ConnectOptions): Promise<KumoClient> {
     throw new KumoError('INVALID_ARGUMENT', `unknown coordination ${JSON.stringify(options.coordination)}: use ${coordinationModes.join(' or ')}`)
   }
   parseConsistency(options.consistency, 'quorum')
+  if (options.replicaTimeoutMs !== undefined) checkTimeout(options.replicaTimeoutMs)
   if (options.timeoutMs !== undefined) checkTimeout(options.timeoutMs)
   const deadline = Date.now() + (options.timeoutMs ?? 5000)
   let lastError: unknown

@@ -22,8 +22,8 @@ export interface DirectPathHost {
   replicaFailed(id: string, error: KumoError): void
 }
 
-/** How long one replica may take before its share is handed to a coordinating node. */
-export const directReplicaTimeoutMs = 1000
+/** How long one replica may take, by default, before its share is handed to a coordinating node. */
+export const defaultReplicaTimeoutMs = 1000
 
 const empty = Buffer.alloc(0)
 const ignore = (): void => undefined
@@ -48,7 +48,10 @@ export class DirectPath {
   readonly writerId = `c${randomBytes(6).toString('hex')}`
   private readonly writerIdBytes = Buffer.from(this.writerId)
 
-  constructor(private readonly host: DirectPathHost) {}
+  constructor(
+    private readonly host: DirectPathHost,
+    private readonly replicaTimeoutMs = defaultReplicaTimeoutMs,
+  ) {}
 
   /** A record for `value` (undefined: a tombstone) under a fresh version. */
   record(value: Buffer | undefined, ttlMs: number): Buffer {
@@ -64,7 +67,7 @@ export class DirectPath {
     const conns = this.host.allReplicas(replicas)
     if (conns === undefined) return handOff().then(() => undefined)
     const tracker = new QuorumTracker(requiredAcks(consistency, conns.length), conns.length)
-    const replicaMs = Math.min(timeoutMs, directReplicaTimeoutMs)
+    const replicaMs = Math.min(timeoutMs, this.replicaTimeoutMs)
     return new Promise((resolve, reject) => {
       let settled = false
       let handedOff = false
@@ -112,7 +115,7 @@ export class DirectPath {
     const required = requiredAcks(consistency, replicas.length)
     const order = this.host.replicasInOrder(replicas)
     if (order.length < required) return viaNode()
-    const replicaMs = Math.min(timeoutMs, directReplicaTimeoutMs)
+    const replicaMs = Math.min(timeoutMs, this.replicaTimeoutMs)
     const asked = order.slice(0, required)
     return new Promise((resolve, reject) => {
       const answers: Buffer[][] = new Array(asked.length)
@@ -150,7 +153,7 @@ export class DirectPath {
         const stale = staleIndexes(records, newest)
         if (stale.length === 0) return
         // Read repair, best effort: anti-entropy catches what it misses.
-        asked[a]!.replica.write(stale.map((i) => keys[i]!), stale.map((i) => newest[i]!), directReplicaTimeoutMs, ignore)
+        asked[a]!.replica.write(stale.map((i) => keys[i]!), stale.map((i) => newest[i]!), this.replicaTimeoutMs, ignore)
       })
     }
     const values: (Buffer | undefined)[] = new Array(keys.length)

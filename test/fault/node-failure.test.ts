@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import { connect } from '../../src/index.js'
 import { waitFor } from '../helpers/cluster.js'
 import { ProcessCluster, writeLoad } from '../helpers/processes.js'
 import { RawKv } from '../helpers/raw.js'
@@ -24,6 +25,49 @@ async function expectEveryReplicaHolds(c: ProcessCluster, keys: string[]): Promi
     expect(missing, `missing on ${spec.id}`).toEqual([])
   }
 }
+
+describe('one node of three freezes (real processes, SIGSTOP)', () => {
+  it('fails no request: writes meet W on the other two, reads move on after the replica timeout', async () => {
+    cluster = await ProcessCluster.start(3, ['--repair-interval', '0'])
+    const db = await connect({ seeds: cluster.seeds, replicaTimeoutMs: 300, timeoutMs: 10_000 })
+    const load = writeLoad(db, 'frozen/')
+    const reads = { count: 0, failures: [] as string[] }
+    let reading = true
+    const reader = (async () => {
+      while (reading) {
+        const key = load.acked[Math.floor(Math.random() * load.acked.length)]
+        if (key === undefined) {
+          await new Promise((r) => setTimeout(r, 5))
+          continue
+        }
+        try {
+          if ((await db.get(key))?.toString() !== `value-of-${key}`) reads.failures.push(`stale ${key}`)
+        } catch (err) {
+          reads.failures.push(String(err))
+        }
+        reads.count++
+      }
+    })()
+    await progress(load, 300)
+    const frozen = cluster.children.get('n3')!
+    frozen.kill('SIGSTOP')
+    try {
+      // Frozen, not dead: its connections stay open and requests to it simply get no answer.
+      await progress(load, 500, 3000)
+    } finally {
+      frozen.kill('SIGCONT')
+    }
+    await progress(load, 300)
+    reading = false
+    await reader
+    await load.stop()
+    expect(load.failures).toEqual([])
+    expect(reads.failures).toEqual([])
+    expect(reads.count).toBeGreaterThan(100)
+    await expectEveryReplicaHolds(cluster, load.acked)
+    await db.close()
+  })
+})
 
 describe('one node of three dies (real processes, kill -9)', () => {
   it('fails no request and loses no acknowledged write; replicas converge after it returns', async () => {

@@ -46,6 +46,7 @@ describe('bad input through the client library', () => {
     expect(await codeOf(connect({ seeds: ['nonsense'] }))).toBe('INVALID_ARGUMENT')
     expect(await codeOf(connect({ seeds: [cluster.addresses[0]!], consistency: 'two' as never }))).toBe('INVALID_ARGUMENT')
     expect(await codeOf(connect({ seeds: [cluster.addresses[0]!], coordination: 'server' as never }))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(connect({ seeds: [cluster.addresses[0]!], replicaTimeoutMs: 0 }))).toBe('INVALID_ARGUMENT')
     expect(await codeOf(db.put('k', 'v', { timeoutMs: 0 }))).toBe('INVALID_ARGUMENT')
     expect(await codeOf(db.get('k', { timeoutMs: -5 }))).toBe('INVALID_ARGUMENT')
     // A value of exactly the limits is fine.
