@@ -1,10 +1,11 @@
 import { createPicker, defaultLoadBalancing, loadBalancingPolicies, type LoadBalancing, type ReplicaPicker, type ReplicaStats } from '../core/balancing.js'
 import { parseConsistency, type Consistency } from '../core/consistency.js'
 import { KumoError, toKumoError } from '../core/errors.js'
+import { replicaSetIds } from '../core/partition-map.js'
 import { partitionOf } from '../core/partitioner.js'
 import { scanLimitMax } from '../core/limits.js'
 import { checkBatch, checkGetMany, checkKey, checkTimeout, checkTtl, checkValue, toBuffer, type Bytes } from '../core/validate.js'
-import type { RequestMsg, ResponseMsg, TopologyMsg } from '../wire/messages.js'
+import { requestMsg, type RequestMsg, type ResponseMsg, type TopologyMsg } from '../wire/messages.js'
 import { fromServiceError } from '../wire/status.js'
 import { PerTurn } from '../wire/per-turn.js'
 import { DirectPath } from './direct-path.js'
@@ -140,8 +141,6 @@ export class KumoClient {
   private readonly sent = new Map<string, number>()
   private readonly turnOrder = new PerTurn<string[]>()
   private readonly direct: DirectPath | undefined
-  /** Per partition, an id of its replica set (the same for [a,b,c] and [b,c,a]). */
-  private replicaSetIds: string[] = []
 
   /** Use connect(). */
   constructor(topology: Topology, options: ConnectOptions) {
@@ -174,7 +173,6 @@ export class KumoClient {
 
   private adopt(topology: Topology): void {
     this.topology_ = topology
-    this.replicaSetIds = topology.partitions.map((replicas) => [...replicas].sort().join('\u0000'))
     this.nodeState.clear()
     for (const node of topology.nodes) this.nodeState.set(node.id, node)
   }
@@ -342,7 +340,7 @@ export class KumoClient {
     const consistency = this.level(options.consistency)
     const replicas = this.directReplicas(k)
     if (replicas !== undefined) return (await this.direct!.read(replicas, [k], consistency, this.budget(options.timeoutMs)))[0]
-    const res = await this.call(k, request('GET', k, empty, consistency), options.timeoutMs)
+    const res = await this.call(k, requestMsg({ op: 'GET', key: k, consistency }), options.timeoutMs)
     return res.found ? res.value : undefined
   }
 
@@ -359,9 +357,7 @@ export class KumoClient {
       await this.direct!.write(replicas, [k], [this.direct!.record(v, ttlMs)], consistency, this.budget(options.timeoutMs))
       return
     }
-    const req = request('PUT', k, v, consistency)
-    req.ttlMs = ttlMs
-    await this.call(k, req, options.timeoutMs)
+    await this.call(k, requestMsg({ op: 'PUT', key: k, value: v, consistency, ttlMs }), options.timeoutMs)
   }
 
   async del(key: Bytes, options: CallOptions = {}): Promise<void> {
@@ -373,7 +369,7 @@ export class KumoClient {
       await this.direct!.write(replicas, [k], [this.direct!.record(undefined, 0)], consistency, this.budget(options.timeoutMs))
       return
     }
-    await this.call(k, request('DEL', k, empty, consistency), options.timeoutMs)
+    await this.call(k, requestMsg({ op: 'DEL', key: k, consistency }), options.timeoutMs)
   }
 
   /**
@@ -418,9 +414,7 @@ export class KumoClient {
     const groups = this.byCoordinator(normalized)
     await Promise.all(
       [...groups].map(([node, group]) => {
-        const req = request('BATCH', empty, empty, consistency)
-        req.ops = group
-        return this.call(group[0]!.key, req, options.timeoutMs, node)
+        return this.call(group[0]!.key, requestMsg({ op: 'BATCH', ops: group, consistency }), options.timeoutMs, node)
       }),
     )
   }
@@ -446,7 +440,7 @@ export class KumoClient {
     const sets = new Map<string, { replicas: readonly string[]; items: T[] }>()
     for (const item of items) {
       const partition = partitionOf(item.key, count)
-      const id = this.replicaSetIds[partition] ?? ''
+      const id = replicaSetIds(this.topology_.partitions)[partition] ?? ''
       let set = sets.get(id)
       if (set === undefined) sets.set(id, (set = { replicas: this.topology_.partitions[partition] ?? [], items: [] }))
       set.items.push(item)
@@ -501,8 +495,7 @@ export class KumoClient {
     const groups = this.byCoordinator(buffers.map((key, index) => ({ key, index })))
     await Promise.all(
       [...groups].map(async ([node, group]) => {
-        const req = request('GET_MANY', empty, empty, consistency)
-        req.keys = group.map((g) => g.key)
+        const req = requestMsg({ op: 'GET_MANY', keys: group.map((g) => g.key), consistency })
         const res = await this.call(group[0]!.key, req, options.timeoutMs, node)
         const values = res.values ?? []
         group.forEach((g, i) => {
@@ -612,10 +605,6 @@ export class KumoClient {
     this.connections.clear()
   }
 
-}
-
-function request(op: RequestMsg['op'], key: Buffer, value: Buffer, consistency: Consistency): Omit<RequestMsg, 'id'> {
-  return { op, key, value, consistency, ttlMs: 0, timeoutMs: 0, ops: [], keys: [], records: [] }
 }
 
 /** Connects to a cluster through its seeds; resolves once one seed has answered with the map. */

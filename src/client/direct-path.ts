@@ -4,8 +4,8 @@ import { KumoError, toKumoError } from '../core/errors.js'
 import { HybridClock } from '../core/hlc.js'
 import { QuorumTracker } from '../core/quorum.js'
 import { encodeRecord, liveValue, newestRecords, recordVersion, staleIndexes } from '../core/record.js'
-import { encodeVersion } from '../core/version.js'
-import type { RequestMsg, ResponseMsg } from '../wire/messages.js'
+import { encodeVersion, versionTimestamp } from '../core/version.js'
+import { requestMsg, type RequestMsg, type ResponseMsg } from '../wire/messages.js'
 import type { NodeConnection } from './node-connection.js'
 
 /** What the direct path needs of the client: its connections, its policy, and the node path. */
@@ -25,12 +25,7 @@ export interface DirectPathHost {
 /** How long one replica may take, by default, before its share is handed to a coordinating node. */
 export const defaultReplicaTimeoutMs = 1000
 
-const empty = Buffer.alloc(0)
 const ignore = (): void => undefined
-
-function request(op: RequestMsg['op'], keys: Buffer[], records: Buffer[], consistency: Consistency, timeoutMs: number): Omit<RequestMsg, 'id'> {
-  return { op, key: empty, value: empty, consistency, ttlMs: 0, timeoutMs, ops: [], keys, records }
-}
 
 /**
  * Client-driven coordination (Dynamo, section 6.4): the client stamps each write with a version
@@ -63,7 +58,7 @@ export class DirectPath {
   write(replicas: readonly string[], keys: Buffer[], records: Buffer[], consistency: Consistency, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs
     const handOff = (): Promise<unknown> =>
-      this.host.coordinate(keys[0]!, request('REPLICATE', keys, records, consistency, 0), Math.max(1, deadline - Date.now()))
+      this.host.coordinate(keys[0]!, requestMsg({ op: 'REPLICATE', keys, records, consistency }), Math.max(1, deadline - Date.now()))
     const conns = this.host.allReplicas(replicas)
     if (conns === undefined) return handOff().then(() => undefined)
     const tracker = new QuorumTracker(requiredAcks(consistency, conns.length), conns.length)
@@ -109,7 +104,7 @@ export class DirectPath {
   read(replicas: readonly string[], keys: Buffer[], consistency: Consistency, timeoutMs: number): Promise<(Buffer | undefined)[]> {
     const deadline = Date.now() + timeoutMs
     const viaNode = async (): Promise<(Buffer | undefined)[]> => {
-      const res = await this.host.coordinate(keys[0]!, request('GET_MANY', keys, [], consistency, 0), Math.max(1, deadline - Date.now()))
+      const res = await this.host.coordinate(keys[0]!, requestMsg({ op: 'GET_MANY', keys, consistency }), Math.max(1, deadline - Date.now()))
       return keys.map((_, i) => (res.values?.[i]?.found ? res.values[i]!.value : undefined))
     }
     const required = requiredAcks(consistency, replicas.length)
@@ -161,8 +156,7 @@ export class DirectPath {
       const record = newest[i]
       if (record === undefined) continue
       // Writes this client makes after reading this one sort above it.
-      const version = recordVersion(record)
-      this.clock.observe({ ms: version.readUIntBE(0, 6), counter: version.readUInt16BE(6) }, now)
+      this.clock.observe(versionTimestamp(recordVersion(record)), now)
       values[i] = liveValue(record, now)
     }
     return values

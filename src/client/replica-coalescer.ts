@@ -1,5 +1,5 @@
 import { batchBytesMax, batchOpsMax } from '../core/limits.js'
-import type { RequestMsg, ResponseMsg } from '../wire/messages.js'
+import { requestMsg, type RequestMsg, type ResponseMsg } from '../wire/messages.js'
 
 /** Where merged requests go: a node's multiplexed stream. */
 export interface RequestSender {
@@ -31,14 +31,9 @@ interface Merged {
   waiters: Waiter[]
 }
 
-const empty = Buffer.alloc(0)
 const none: Buffer[] = []
 /** Requests of at least this many keys are not merged with others. */
 const coalesceKeysMax = 32
-
-function request(op: 'REPLICA_WRITE' | 'REPLICA_READ', keys: Buffer[], records: Buffer[], timeoutMs: number): Omit<RequestMsg, 'id'> {
-  return { op, key: empty, value: empty, consistency: '', ttlMs: 0, timeoutMs, ops: [], keys, records }
-}
 
 /**
  * Merges the direct replica requests made for one node in one event-loop turn: all of a turn's
@@ -88,7 +83,7 @@ export class ReplicaCoalescer {
    */
   private alone(op: 'REPLICA_WRITE' | 'REPLICA_READ', keys: Buffer[], records: Buffer[], timeoutMs: number, done: ReplicaCallback): void {
     this.waiting++
-    this.conn.request(request(op, keys, records, timeoutMs), timeoutMs, false).then(
+    this.conn.request(requestMsg({ op, keys, records, timeoutMs }), timeoutMs, false).then(
       (res) => {
         this.waiting--
         done(undefined, { errorCode: res.errorCode, errorMessage: res.errorMessage, records: res.records ?? [] })
@@ -123,7 +118,7 @@ export class ReplicaCoalescer {
 
   private send(op: 'REPLICA_WRITE' | 'REPLICA_READ', merged: Merged): void {
     // Already gathered for this turn: onto the wire now rather than a turn later.
-    this.conn.request(request(op, merged.keys, merged.records, merged.timeoutMs), merged.timeoutMs, true).then(
+    this.conn.request(requestMsg({ op, keys: merged.keys, records: merged.records, timeoutMs: merged.timeoutMs }), merged.timeoutMs, true).then(
       (res) => {
         const records = res.records ?? []
         const reading = op === 'REPLICA_READ' && res.errorCode === ''

@@ -270,3 +270,21 @@ export function newerMap(a: PartitionMap, b: PartitionMap): PartitionMap {
 export function mapFingerprint(map: PartitionMap): number {
   return murmurhash.v3(JSON.stringify([map.nodes, map.replicas]), 0)
 }
+
+/**
+ * An id of a preference list's replica *set*: requests are grouped by it, because writes go to
+ * every replica and reads pick replicas by policy, so list order (the primary) does not matter
+ * and [a,b,c] and [b,c,a] share one message.
+ */
+export function replicaSetId(replicas: readonly string[]): string {
+  return replicas.length === 1 ? replicas[0]! : [...replicas].sort().join('\u0000')
+}
+
+const setIdsByLists = new WeakMap<readonly (readonly string[])[], string[]>()
+
+/** replicaSetId of every partition's list, computed once per (immutable) list of lists. */
+export function replicaSetIds(lists: readonly (readonly string[])[]): string[] {
+  let ids = setIdsByLists.get(lists)
+  if (ids === undefined) setIdsByLists.set(lists, (ids = lists.map((replicas) => replicaSetId(replicas))))
+  return ids
+}

@@ -24,10 +24,13 @@ export function encodeVersion(ts: HlcTimestamp, nodeId: string | Buffer): Versio
 export function decodeVersion(version: Uint8Array): { ts: HlcTimestamp; nodeId: string } {
   assert.ok(version.length > hlcBytes, 'version too short')
   const buf = Buffer.from(version.buffer, version.byteOffset, version.length)
-  return {
-    ts: { ms: buf.readUIntBE(0, 6), counter: buf.readUInt16BE(6) },
-    nodeId: buf.toString('utf8', hlcBytes),
-  }
+  return { ts: versionTimestamp(buf), nodeId: buf.toString('utf8', hlcBytes) }
+}
+
+/** The HLC reading a version starts with (for a clock to observe), without decoding the rest. */
+export function versionTimestamp(version: Buffer): HlcTimestamp {
+  assert.ok(version.length >= hlcBytes, 'version too short')
+  return { ms: version.readUIntBE(0, 6), counter: version.readUInt16BE(6) }
 }
 
 /** Negative if a is older than b, 0 if the same version, positive if a is newer. */

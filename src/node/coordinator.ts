@@ -2,11 +2,12 @@ import { createPicker, type LoadBalancing, type ReplicaPicker, type ReplicaStats
 import { parseConsistency, requiredAcks, type Consistency } from '../core/consistency.js'
 import { KumoError, toKumoError } from '../core/errors.js'
 import type { HybridClock } from '../core/hlc.js'
+import { replicaSetIds } from '../core/partition-map.js'
 import { partitionOf } from '../core/partitioner.js'
 import { QuorumTracker } from '../core/quorum.js'
 import { encodeRecord, liveValue, newestRecords, staleIndexes } from '../core/record.js'
 import { checkBatch, checkGetMany, checkKey, checkRecords, checkTtl, checkValue } from '../core/validate.js'
-import { encodeVersion } from '../core/version.js'
+import { encodeVersion, hlcBytes, versionTimestamp } from '../core/version.js'
 import type { Membership } from '../cluster/membership.js'
 import type { StorageEngine } from '../storage/engine.js'
 import type { RequestMsg, ResponseMsg } from '../wire/messages.js'
@@ -162,9 +163,9 @@ export class Coordinator {
     return partitions
   }
 
-  /** Later writes this node stamps sort above a client's newest version. */
-  private observe(version: Buffer | undefined): void {
-    if (version !== undefined) this.deps.clock.observe({ ms: version.readUIntBE(0, 6), counter: version.readUInt16BE(6) }, Date.now())
+  /** Later writes this node stamps sort above `version` (the newest of a write it applies). */
+  observe(version: Buffer | undefined): void {
+    if (version !== undefined && version.length >= hlcBytes) this.deps.clock.observe(versionTimestamp(version), Date.now())
   }
 
   /**
@@ -206,7 +207,7 @@ export class Coordinator {
         foreign.push(item)
         continue
       }
-      const id = replicaSetId(replicas)
+      const id = replicaSetIds(map.replicas)[partition]!
       let group = byList.get(id)
       if (group === undefined) byList.set(id, (group = { replicas, items: [], partitions: [], indexes: [] }))
       group.items.push(item)
@@ -255,8 +256,9 @@ export class Coordinator {
     const map = this.partitionMap
     const byList = new Map<string, { replicas: readonly string[]; items: T[] }>()
     for (const item of items) {
-      const replicas = map.replicas[partitionOf(item.key, map.partitionCount)]!
-      const id = replicaSetId(replicas)
+      const partition = partitionOf(item.key, map.partitionCount)
+      const replicas = map.replicas[partition]!
+      const id = replicaSetIds(map.replicas)[partition]!
       let group = byList.get(id)
       if (group === undefined) byList.set(id, (group = { replicas, items: [] }))
       group.items.push(item)
@@ -534,14 +536,6 @@ interface Group<T> {
   partitions: number[]
   /** Position of each item in the request. */
   indexes: number[]
-}
-
-/**
- * Groups are by replica *set*: writes go to every replica and reads pick replicas by policy,
- * so list order (the primary) does not matter, and [a,b,c] and [b,c,a] share one message.
- */
-function replicaSetId(replicas: readonly string[]): string {
-  return replicas.length === 1 ? replicas[0]! : [...replicas].sort().join('\u0000')
 }
 
 /** One partition for all keys goes in `partition`; several go per key in `partitions`. */

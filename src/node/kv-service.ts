@@ -4,8 +4,9 @@ import { scanLimitMax } from '../core/limits.js'
 import { checkGetMany } from '../core/validate.js'
 import { serveMultiplexed } from '../wire/serve-stream.js'
 import { isMalformed, malformed } from '../wire/proto.js'
-import type {
-  RequestFrameMsg,
+import {
+  requestMsg,
+  type RequestFrameMsg,
   RequestMsg,
   ResponseFrameMsg,
   ResponseMsg,
@@ -32,21 +33,6 @@ export interface KvServiceDeps {
 type Unary = grpc.handleUnaryCall<unknown, unknown>
 
 const empty = Buffer.alloc(0)
-
-function request(fields: Partial<RequestMsg> & { op: RequestMsg['op'] }): RequestMsg {
-  return {
-    id: 0,
-    key: empty,
-    value: empty,
-    consistency: '',
-    ttlMs: 0,
-    timeoutMs: 0,
-    ops: [],
-    keys: [],
-    records: [],
-    ...fields,
-  }
-}
 
 function bytesOf(res: ResponseMsg): number {
   return 16 + res.value.length + res.errorMessage.length
@@ -89,19 +75,19 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
 
   return {
     Get: unary(
-      (m) => request({ op: 'GET', key: m.key, consistency: m.consistency, timeoutMs: m.timeoutMs }),
+      (m) => requestMsg({ op: 'GET', key: m.key, consistency: m.consistency, timeoutMs: m.timeoutMs }),
       (res) => ({ found: res.found, value: res.value }),
     ),
     Put: unary(
-      (m) => request({ op: 'PUT', key: m.key, value: m.value, consistency: m.consistency, ttlMs: m.ttlMs, timeoutMs: m.timeoutMs }),
+      (m) => requestMsg({ op: 'PUT', key: m.key, value: m.value, consistency: m.consistency, ttlMs: m.ttlMs, timeoutMs: m.timeoutMs }),
       () => ({}),
     ),
     Delete: unary(
-      (m) => request({ op: 'DEL', key: m.key, consistency: m.consistency, timeoutMs: m.timeoutMs }),
+      (m) => requestMsg({ op: 'DEL', key: m.key, consistency: m.consistency, timeoutMs: m.timeoutMs }),
       () => ({}),
     ),
     Batch: unary(
-      (m) => request({ op: 'BATCH', ops: m.ops, consistency: m.consistency, timeoutMs: m.timeoutMs }),
+      (m) => requestMsg({ op: 'BATCH', ops: m.ops, consistency: m.consistency, timeoutMs: m.timeoutMs }),
       () => ({}),
     ),
     GetMany: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
@@ -116,7 +102,7 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
         callback(toServiceError(err))
         return
       }
-      run(request({ op: 'GET_MANY', keys: m.keys, consistency: m.consistency, timeoutMs: m.timeoutMs })).then((res) => {
+      run(requestMsg({ op: 'GET_MANY', keys: m.keys, consistency: m.consistency, timeoutMs: m.timeoutMs })).then((res) => {
         if (res.errorCode) callback(toServiceError(new KumoError(res.errorCode as KumoError['code'], res.errorMessage)))
         else callback(null, { values: res.values ?? [] })
       }, (err) => callback(toServiceError(err)))

@@ -9,7 +9,7 @@ import { HybridClock } from '../core/hlc.js'
 import { messageBytesMax } from '../core/limits.js'
 import { assertValidMap, type PartitionMap } from '../core/partition-map.js'
 import { defaultPartitionCount } from '../core/partitioner.js'
-import { nodeIdBytesMax } from '../core/version.js'
+import { nodeIdBytesMax, versionTimestamp } from '../core/version.js'
 import { Membership, type MemberView } from '../cluster/membership.js'
 import { ClassicLevelEngine } from '../storage/classic-level-engine.js'
 import type { StorageEngine, StoredRecord } from '../storage/engine.js'
@@ -246,7 +246,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   // never ordered before an older one.
   const highWater = storage.highWaterVersion()
   if (highWater.length >= 8) {
-    const stored = { ms: highWater.readUIntBE(0, 6), counter: highWater.readUInt16BE(6) }
+    const stored = versionTimestamp(highWater)
     if (!clock.observe(stored, Date.now())) {
       logger.warn({ storedMs: stored.ms, nowMs: Date.now() }, 'stored versions are far ahead of this clock; check the system time')
     }
@@ -285,9 +285,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     storage,
     coordinate: (req) => coordinator.handle(req, true),
     // Writes this node stamps later then sort above what it has stored (and skip the version read).
-    observe: (version) => {
-      if (version.length >= 8) clock.observe({ ms: version.readUIntBE(0, 6), counter: version.readUInt16BE(6) }, Date.now())
-    },
+    observe: (version) => coordinator.observe(version),
     extensions: {
       HINT: async (req) => {
         if (!req.hintTarget) throw new KumoError('INVALID_ARGUMENT', 'HINT without a target')

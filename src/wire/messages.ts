@@ -31,6 +31,13 @@ export interface ResponseMsg {
   records?: Buffer[]
 }
 
+const noBytes = Buffer.alloc(0)
+
+/** A request with every field not given at its proto3 default (the id is set when sent). */
+export function requestMsg(fields: Partial<RequestMsg> & { op: OpName }): RequestMsg {
+  return { id: 0, key: noBytes, value: noBytes, consistency: '', ttlMs: 0, timeoutMs: 0, ops: [], keys: [], records: [], ...fields }
+}
+
 export interface RequestFrameMsg {
   requests: RequestMsg[]
 }

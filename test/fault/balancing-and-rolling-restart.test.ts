@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { connect, type LoadBalancing } from '../../src/index.js'
 import { waitHealthy } from '../../scripts/local-cluster.js'
 import { waitFor } from '../helpers/cluster.js'
-import { ProcessCluster, writeLoad } from '../helpers/processes.js'
+import { ProcessCluster, readLoad, writeLoad } from '../helpers/processes.js'
 
 let cluster: ProcessCluster | undefined
 afterEach(async () => {
@@ -50,23 +50,7 @@ describe('graceful shutdown', () => {
     cluster = await ProcessCluster.start(3, ['--repair-interval', '0'])
     const db = await cluster.client()
     const load = writeLoad(db, 'rolling/', 16)
-    const reads = { count: 0, failures: [] as string[] }
-    let reading = true
-    const reader = (async () => {
-      while (reading) {
-        const key = load.acked[Math.floor(Math.random() * load.acked.length)]
-        if (key === undefined) {
-          await new Promise((r) => setTimeout(r, 5))
-          continue
-        }
-        try {
-          if ((await db.get(key))?.toString() !== `value-of-${key}`) reads.failures.push(`stale ${key}`)
-        } catch (err) {
-          reads.failures.push(String(err))
-        }
-        reads.count++
-      }
-    })()
+    const reads = readLoad(db, load)
     for (const spec of cluster.specs) {
       const before = load.acked.length
       await cluster.stop(spec.id) // SIGTERM: drain, then exit 0
@@ -75,8 +59,7 @@ describe('graceful shutdown', () => {
       await waitHealthy(cluster.specs, 30_000)
       await waitFor('writes to continue', () => load.acked.length > before + 200, 10_000, 10)
     }
-    reading = false
-    await reader
+    await reads.stop()
     await load.stop()
     if (load.failures.length + reads.failures.length > 0) {
       for (const [id, log] of cluster.logs) console.log(id, log.filter((l) => l.includes('slow') || l.includes('rror')).slice(-10).join('\n'))

@@ -1,7 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { connect } from '../../src/index.js'
 import { waitFor } from '../helpers/cluster.js'
-import { ProcessCluster, writeLoad } from '../helpers/processes.js'
+import { ProcessCluster, readLoad, writeLoad } from '../helpers/processes.js'
 import { RawKv } from '../helpers/raw.js'
 
 let cluster: ProcessCluster | undefined
@@ -29,25 +28,9 @@ async function expectEveryReplicaHolds(c: ProcessCluster, keys: string[]): Promi
 describe('one node of three freezes (real processes, SIGSTOP)', () => {
   it('fails no request: writes meet W on the other two, reads move on after the replica timeout', async () => {
     cluster = await ProcessCluster.start(3, ['--repair-interval', '0'])
-    const db = await connect({ seeds: cluster.seeds, replicaTimeoutMs: 300, timeoutMs: 10_000 })
+    const db = await cluster.client({ replicaTimeoutMs: 300, timeoutMs: 10_000 })
     const load = writeLoad(db, 'frozen/')
-    const reads = { count: 0, failures: [] as string[] }
-    let reading = true
-    const reader = (async () => {
-      while (reading) {
-        const key = load.acked[Math.floor(Math.random() * load.acked.length)]
-        if (key === undefined) {
-          await new Promise((r) => setTimeout(r, 5))
-          continue
-        }
-        try {
-          if ((await db.get(key))?.toString() !== `value-of-${key}`) reads.failures.push(`stale ${key}`)
-        } catch (err) {
-          reads.failures.push(String(err))
-        }
-        reads.count++
-      }
-    })()
+    const reads = readLoad(db, load)
     await progress(load, 300)
     const frozen = cluster.children.get('n3')!
     frozen.kill('SIGSTOP')
@@ -58,8 +41,7 @@ describe('one node of three freezes (real processes, SIGSTOP)', () => {
       frozen.kill('SIGCONT')
     }
     await progress(load, 300)
-    reading = false
-    await reader
+    await reads.stop()
     await load.stop()
     expect(load.failures).toEqual([])
     expect(reads.failures).toEqual([])

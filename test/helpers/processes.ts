@@ -1,7 +1,7 @@
 import type { ChildProcess } from 'node:child_process'
 import { rm } from 'node:fs/promises'
 import path from 'node:path'
-import { connect, type KumoClient } from '../../src/index.js'
+import { connect, type ConnectOptions, type KumoClient } from '../../src/index.js'
 import { spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from '../../scripts/local-cluster.js'
 import { freePort, tempDir, waitFor } from './cluster.js'
 import { RawKv } from './raw.js'
@@ -111,7 +111,7 @@ export class ProcessCluster {
     }
   }
 
-  client(options: { timeoutMs?: number } = {}): Promise<KumoClient> {
+  client(options: Omit<ConnectOptions, 'seeds'> = {}): Promise<KumoClient> {
     return connect({ seeds: this.seeds, ...options })
   }
 
@@ -153,4 +153,39 @@ export function writeLoad(db: KumoClient, prefix: string, concurrency = 16, maxW
       await Promise.all(workers)
     },
   }
+}
+
+export interface ReadLoad {
+  count: number
+  failures: string[]
+  stop(): Promise<void>
+}
+
+/** Reads keys the write load has acknowledged, one at a time, until stopped; a stale or missing value is a failure. */
+export function readLoad(db: KumoClient, writes: WriteLoad): ReadLoad {
+  let running = true
+  const load: ReadLoad = {
+    count: 0,
+    failures: [],
+    async stop() {
+      running = false
+      await reader
+    },
+  }
+  const reader = (async () => {
+    while (running) {
+      const key = writes.acked[Math.floor(Math.random() * writes.acked.length)]
+      if (key === undefined) {
+        await new Promise((r) => setTimeout(r, 5))
+        continue
+      }
+      try {
+        if ((await db.get(key))?.toString() !== `value-of-${key}`) load.failures.push(`stale ${key}`)
+      } catch (err) {
+        load.failures.push(String(err))
+      }
+      load.count++
+    }
+  })()
+  return load
 }

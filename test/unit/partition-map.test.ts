@@ -6,6 +6,8 @@ import {
   newerMap,
   primaryCounts,
   replicaCounts,
+  replicaSetId,
+  replicaSetIds,
   type PartitionMap,
 } from '../../src/core/partition-map.js'
 import { seededRandom } from '../../src/core/random.js'
@@ -125,5 +127,18 @@ describe('newerMap', () => {
     expect(newerMap(b, a)).toBe(b)
     const c = assignPartitions(a, ['a', 'b', 'd'], config)
     expect(newerMap(b, c)).toBe(newerMap(c, b))
+  })
+})
+
+describe('replica set ids', () => {
+  it('are the same for every order of one set, differ between sets, and are computed once per list', () => {
+    expect(replicaSetId(['a', 'b', 'c'])).toBe(replicaSetId(['c', 'a', 'b']))
+    expect(replicaSetId(['a', 'b', 'c'])).not.toBe(replicaSetId(['a', 'b', 'd']))
+    expect(replicaSetId(['a'])).toBe('a')
+    const lists = [['n1', 'n2'], ['n2', 'n1'], ['n2', 'n3']]
+    const ids = replicaSetIds(lists)
+    expect(ids[0]).toBe(ids[1])
+    expect(ids[0]).not.toBe(ids[2])
+    expect(replicaSetIds(lists)).toBe(ids)
   })
 })
