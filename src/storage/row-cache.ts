@@ -1,0 +1,98 @@
+import assert from 'node:assert/strict'
+
+/** Bytes an entry costs beyond its key and record: the Map slot, the string and Buffer headers. */
+export const rowCacheEntryOverhead = 96
+
+/**
+ * The newest records of recently used keys, bounded in bytes. A LevelDB read walks the
+ * memtable's skip list and a table block even when both are cached; a hit here is one hash
+ * lookup. Keys are stored keys as latin1 strings (one char per byte).
+ *
+ * Two generations instead of a strict LRU list: entries go into the young map; when it holds
+ * half the budget it becomes the old one and the previous old map is dropped whole. A hit in
+ * the old map moves the entry back to the young one. Every operation is O(1), with no
+ * reordering on a hit (deleting from the front of a Map, as an LRU does, leaves holes that
+ * later iterations walk over).
+ *
+ * The engine keeps it equal to what is committed: it fills entries only from synchronous
+ * reads, forgets every key a commit writes or deletes, and drops a partition's keys after the
+ * partition is cleared (see ClassicLevelEngine). Dropping an entry is always safe; the cache
+ * never decides anything.
+ */
+export class RowCache {
+  private young = new Map<string, Buffer>()
+  private old = new Map<string, Buffer>()
+  private youngBytes = 0
+  private oldBytes = 0
+
+  constructor(readonly bytesMax: number) {
+    assert.ok(Number.isSafeInteger(bytesMax) && bytesMax >= 0, 'row cache size is a whole number of bytes')
+  }
+
+  get enabled(): boolean {
+    return this.bytesMax > 0
+  }
+
+  get size(): number {
+    return this.young.size + this.old.size
+  }
+
+  get usedBytes(): number {
+    return this.youngBytes + this.oldBytes
+  }
+
+  /** The cached record (shared: callers must not modify it). */
+  get(id: string): Buffer | undefined {
+    const record = this.young.get(id)
+    if (record !== undefined) return record
+    const aging = this.old.get(id)
+    if (aging !== undefined) this.set(id, aging)
+    return aging
+  }
+
+  has(id: string): boolean {
+    return this.young.has(id) || this.old.has(id)
+  }
+
+  /** Caches `record` for `id`; the cache keeps the Buffer itself, which must not change after. */
+  set(id: string, record: Buffer): void {
+    this.delete(id)
+    const cost = entryCost(id, record)
+    if (cost * 2 > this.bytesMax) return
+    this.young.set(id, record)
+    this.youngBytes += cost
+    if (this.youngBytes * 2 > this.bytesMax) {
+      this.old = this.young
+      this.oldBytes = this.youngBytes
+      this.young = new Map()
+      this.youngBytes = 0
+    }
+  }
+
+  delete(id: string): void {
+    const young = this.young.get(id)
+    if (young !== undefined) {
+      this.young.delete(id)
+      this.youngBytes -= entryCost(id, young)
+    }
+    const old = this.old.get(id)
+    if (old !== undefined) {
+      this.old.delete(id)
+      this.oldBytes -= entryCost(id, old)
+    }
+  }
+
+  /** Drops every entry whose id starts with `prefix`. */
+  deletePrefix(prefix: string): void {
+    for (const map of [this.young, this.old]) for (const id of [...map.keys()]) if (id.startsWith(prefix)) this.delete(id)
+  }
+
+  clear(): void {
+    this.young = new Map()
+    this.old = new Map()
+    this.youngBytes = 0
+    this.oldBytes = 0
+  }
+}
+
+const entryCost = (id: string, record: Buffer): number => id.length + record.length + rowCacheEntryOverhead
