@@ -14,6 +14,7 @@ import {
   prefixUpperBound,
   userKeyOf,
 } from './keys.js'
+import { RowCache } from './row-cache.js'
 
 export interface ClassicLevelEngineConfig {
   /** fsync every write batch (slower, survives power loss rather than only process crashes). */
@@ -24,7 +25,12 @@ export interface ClassicLevelEngineConfig {
   cacheBytes: number
   /** LevelDB's memtable, in bytes (its own default is 4 MiB): larger means fewer small files to compact. */
   writeBufferBytes: number
+  /** Kumo's cache of recently read records, in bytes (0: none); see RowCache. */
+  rowCacheBytes: number
 }
+
+/** The row cache's default size. */
+export const defaultRowCacheBytes = 32 * 1024 * 1024
 
 /**
  * LevelDB settings Kumo opens its storage with. The benchmark opens its embedded baseline with
@@ -74,12 +80,21 @@ export class ClassicLevelEngine implements StorageEngine {
    */
   private readonly partitionHigh = new Map<number, Buffer>()
   private openHighWater: Buffer = Buffer.alloc(0)
+  private readonly cache: RowCache
 
   constructor(
     readonly location: string,
     config: Partial<ClassicLevelEngineConfig> = {},
   ) {
-    this.config = { sync: false, batchOpsMax: 4096, cacheBytes: levelOptions.cacheSize, writeBufferBytes: levelOptions.writeBufferSize, ...config }
+    this.config = {
+      sync: false,
+      batchOpsMax: 4096,
+      cacheBytes: levelOptions.cacheSize,
+      writeBufferBytes: levelOptions.writeBufferSize,
+      rowCacheBytes: defaultRowCacheBytes,
+      ...config,
+    }
+    this.cache = new RowCache(this.config.rowCacheBytes)
     this.db = new ClassicLevel<Buffer, Buffer>(location, {
       keyEncoding: 'buffer',
       valueEncoding: 'buffer',
@@ -120,6 +135,7 @@ export class ClassicLevelEngine implements StorageEngine {
 
   async close(): Promise<void> {
     while (this.writing || this.writeQueue.length > 0) await new Promise((r) => setImmediate(r))
+    this.cache.clear()
     await this.db.close()
   }
 
@@ -133,12 +149,27 @@ export class ClassicLevelEngine implements StorageEngine {
   }
 
   private read(stored: Buffer[]): Promise<(Buffer | undefined)[]> {
+    const cache = this.cache.enabled ? this.cache : undefined
     if (stored.length <= syncReadKeysMax) {
       // A few keys are read on this thread: from LevelDB's cache or the OS page cache that is
       // microseconds, less than the hand-off to libuv's thread pool and back would cost.
       try {
         const values: (Buffer | undefined)[] = new Array(stored.length)
-        for (let i = 0; i < stored.length; i++) values[i] = this.db.getSync(stored[i]!)
+        for (let i = 0; i < stored.length; i++) {
+          if (cache === undefined) {
+            values[i] = this.db.getSync(stored[i]!)
+            continue
+          }
+          const id = stored[i]!.toString('latin1')
+          let record = cache.get(id)
+          if (record === undefined) {
+            // Read now, on this thread: nothing can commit between the read and the fill, and
+            // every commit after it drops the entry (see committed()).
+            record = this.db.getSync(stored[i]!)
+            if (record !== undefined) cache.set(id, record)
+          }
+          values[i] = record
+        }
         return Promise.resolve(values)
       } catch (err) {
         return Promise.reject(new KumoError('INTERNAL', `storage read failed: ${(err as Error).message}`, { cause: err }))
@@ -146,15 +177,36 @@ export class ClassicLevelEngine implements StorageEngine {
     }
     // One getMany runs on one thread-pool thread, key after key: a large read is cut into
     // chunks that run side by side. Each caller's read answers on its own, so one large read
-    // does not hold up another.
-    const chunks: Promise<(Buffer | undefined)[]>[] = []
-    for (let at = 0; at < stored.length; at += readChunkKeys) chunks.push(this.db.getMany(stored.slice(at, at + readChunkKeys)))
+    // does not hold up another. Its results do not fill the row cache: a write may commit
+    // after the thread read the key and before this thread sees the result.
+    const values: (Buffer | undefined)[] = new Array(stored.length)
+    const missing: number[] = []
+    for (let i = 0; i < stored.length; i++) {
+      const record = cache?.get(stored[i]!.toString('latin1'))
+      if (record === undefined) missing.push(i)
+      else values[i] = record
+    }
+    const chunks: Promise<void>[] = []
+    for (let at = 0; at < missing.length; at += readChunkKeys) {
+      const part = missing.slice(at, at + readChunkKeys)
+      chunks.push(this.db.getMany(part.map((i) => stored[i]!)).then((found) => part.forEach((i, j) => (values[i] = found[j] ?? undefined))))
+    }
     return Promise.all(chunks).then(
-      (parts) => (parts.length === 1 ? parts[0]! : parts.flat()),
+      () => values,
       (err) => {
         throw new KumoError('INTERNAL', `storage read failed: ${(err as Error).message}`, { cause: err })
       },
     )
+  }
+
+  /**
+   * After a commit: the row cache forgets a key that was written or deleted. Filling it again is
+   * left to the next synchronous read, so an entry is only ever what LevelDB returned, and a
+   * write costs the cache one delete (no copy of a record that may be a view into a whole
+   * received message).
+   */
+  private committed(stored: Buffer): void {
+    this.cache.delete(stored.toString('latin1'))
   }
 
   applyRecords(writes: readonly RecordWrite[]): Promise<boolean[]> {
@@ -244,6 +296,8 @@ export class ClassicLevelEngine implements StorageEngine {
     const newest = new Map<string, Buffer | null>()
     const batch = this.db.batch()
     const results: boolean[][] = []
+    // Stored keys this batch changes, for the row cache.
+    const changed: Buffer[] = []
     let i = 0
     for (const group of groups) {
       const applied: boolean[] = []
@@ -258,6 +312,7 @@ export class ClassicLevelEngine implements StorageEngine {
           if (same) {
             batch.del(stored)
             newest.set(id, null)
+            changed.push(stored)
           }
           applied.push(same)
           continue
@@ -268,6 +323,7 @@ export class ClassicLevelEngine implements StorageEngine {
         }
         newest.set(id, w.record)
         batch.put(stored, w.record)
+        changed.push(stored)
         applied.push(true)
         const version = recordVersion(w.record)
         if (Buffer.compare(version, high) > 0) high = version
@@ -281,6 +337,7 @@ export class ClassicLevelEngine implements StorageEngine {
       await batch.write({ sync: this.config.sync })
       this.highWater = Buffer.from(high)
       this.raise(written)
+      if (this.cache.enabled) for (const stored of changed) this.committed(stored)
     } else await batch.close()
     return results
   }
@@ -312,8 +369,13 @@ export class ClassicLevelEngine implements StorageEngine {
   private async putAll(groups: PendingWrite[], written: Map<number, Buffer>): Promise<boolean[][]> {
     const batch = this.db.batch()
     const results: boolean[][] = []
+    const stored: Buffer[] = []
     for (const group of groups) {
-      for (const w of group.writes) batch.put(dataKey(w.partition, w.key), w.record)
+      for (const w of group.writes) {
+        const key = dataKey(w.partition, w.key)
+        stored.push(key)
+        batch.put(key, w.record)
+      }
       results.push(new Array<boolean>(group.writes.length).fill(true))
     }
     let high = this.highWater
@@ -322,6 +384,7 @@ export class ClassicLevelEngine implements StorageEngine {
     await batch.write({ sync: this.config.sync })
     if (high !== this.highWater) this.highWater = Buffer.from(high)
     this.raise(written)
+    if (this.cache.enabled) for (const key of stored) this.committed(key)
     return results
   }
 
@@ -346,6 +409,8 @@ export class ClassicLevelEngine implements StorageEngine {
 
   async dropPartition(partition: number): Promise<void> {
     await this.db.clear(partitionRange(partition))
+    // After the clear: a read during it may have cached a record the clear then deleted.
+    this.cache.deletePrefix(partitionRange(partition).gte.toString('latin1'))
   }
 
   async putHints(

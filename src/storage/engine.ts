@@ -1,7 +1,8 @@
 /**
  * The storage engine contract. Records are the encoded bytes of core/record.ts; the engine
- * compares their versions but never interprets values. Buffers returned are owned by the
- * caller. Every method may reject with a KumoError('INTERNAL') on a storage failure.
+ * compares their versions but never interprets values. Buffers returned are read-only to
+ * the caller (an engine may share them, e.g. with a cache of records), and the engine copies
+ * what it keeps of Buffers passed in. Every method may reject with a KumoError('INTERNAL') on a storage failure.
  */
 export interface StoredRecord {
   key: Buffer
