@@ -65,6 +65,7 @@ program
   .option('--replicas <n>', 'replicas per partition (N)', wholeNumber, 3)
   .option('--weight <n>', 'weight for weighted-round-robin', wholeNumber, 1)
   .option('--sync', 'fsync every write batch', false)
+  .option('--row-cache <MiB>', 'memory for recently used records in front of LevelDB (0: none)', wholeNumber, 32)
   .addOption(new Option('--quorum <mode>', 'sloppy: hints on fallback nodes count toward W; strict: only replicas').choices(['sloppy', 'strict']).default('sloppy'))
   .option('--hint-window <ms>', 'drop hints older than this', wholeNumber, 3 * 60 * 60 * 1000)
   .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)
@@ -85,6 +86,7 @@ program
       replicationFactor: o.replicas,
       weight: o.weight,
       sync: o.sync,
+      rowCacheBytes: o.rowCache * 1024 * 1024,
       quorum: o.quorum,
       hintWindowMs: o.hintWindow,
       repairIntervalMs: o.repairInterval,

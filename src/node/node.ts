@@ -48,6 +48,8 @@ export interface NodeOptions {
   requestTimeoutMs?: number
   /** fsync every write batch. */
   sync?: boolean
+  /** Bytes of recently used records kept in memory in front of LevelDB (0: none; default 32 MiB). */
+  rowCacheBytes?: number
   loadBalancing?: LoadBalancing
   logLevel?: string
   /** How long stop() lets in-flight requests finish. */
@@ -114,6 +116,7 @@ function checkOptions(o: NodeOptions): void {
   if (o.requestsInFlightMax !== undefined && !(Number.isInteger(o.requestsInFlightMax) && o.requestsInFlightMax >= 1)) bad('requestsInFlightMax must be a whole number of at least 1')
   if (o.hintsPerTargetMax !== undefined && !(Number.isInteger(o.hintsPerTargetMax) && o.hintsPerTargetMax >= 0)) bad('hintsPerTargetMax must be a whole number of at least 0')
   if (o.tombstoneGraceMs !== undefined && !(o.tombstoneGraceMs >= 0)) bad('tombstone grace must be 0 or more')
+  if (o.rowCacheBytes !== undefined && !(Number.isSafeInteger(o.rowCacheBytes) && o.rowCacheBytes >= 0)) bad('row cache size must be a whole number of bytes, 0 or more')
   if (o.purgeIntervalMs !== undefined && !(o.purgeIntervalMs >= 0)) bad('purge interval must be 0 or more')
   if (o.loadBalancing !== undefined && !loadBalancingPolicies.includes(o.loadBalancing)) {
     bad(`unknown load balancing ${JSON.stringify(o.loadBalancing)}: use ${loadBalancingPolicies.join(', ')}`)
@@ -142,7 +145,10 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     replicationFactor: options.replicationFactor ?? 3,
   }
   const defaultConsistency = parseConsistency(options.consistency, 'quorum')
-  const storage = new ClassicLevelEngine(options.dataDir, { sync: options.sync ?? false })
+  const storage = new ClassicLevelEngine(options.dataDir, {
+    sync: options.sync ?? false,
+    ...(options.rowCacheBytes !== undefined ? { rowCacheBytes: options.rowCacheBytes } : {}),
+  })
   await storage.open()
 
   let restored: { map: PartitionMap; members: MemberView[] } | undefined
