@@ -137,6 +137,8 @@ describe('bad startup', () => {
       { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', partitions: 100 },
       { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', replicationFactor: 0 },
       { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', consistency: 'most' as never },
+      { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', rowCacheBytes: -1 },
+      { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', rowCacheBytes: 1.5 },
     ]) {
       const error = await startNode(options).then(
         (node) => node.stop().then(() => undefined),
