@@ -3,6 +3,9 @@ import assert from 'node:assert/strict'
 /** Bytes an entry costs beyond its key and record: the Map slot, the string and Buffer headers. */
 export const rowCacheEntryOverhead = 96
 
+const slabBytesMin = 4 * 1024
+const slabBytesMax = 256 * 1024
+
 /**
  * The newest records of recently used keys, bounded in bytes. A LevelDB read walks the
  * memtable's skip list and a table block even when both are cached; a hit here is one hash
@@ -14,6 +17,13 @@ export const rowCacheEntryOverhead = 96
  * reordering on a hit (deleting from the front of a Map, as an LRU does, leaves holes that
  * later iterations walk over).
  *
+ * Records are copied into shared slabs rather than kept as the Buffers they came in: a full
+ * cache is then a few hundred ArrayBuffers instead of one per record, which the garbage
+ * collector would otherwise track one by one (measured: a full cache of per-record Buffers cost
+ * a write-heavy load after it 15% of its throughput). A slab lives while any entry in it does;
+ * a generation is charged every byte copied into it, deleted or not, so slabs stay within the
+ * budget plus the one being filled.
+ *
  * The engine keeps it equal to what is committed: it fills entries only from synchronous
  * reads, forgets every key a commit writes or deletes, and drops a partition's keys after the
  * partition is cleared (see ClassicLevelEngine). Dropping an entry is always safe; the cache
@@ -24,9 +34,15 @@ export class RowCache {
   private old = new Map<string, Buffer>()
   private youngBytes = 0
   private oldBytes = 0
+  /** Bytes copied into slabs since the young generation began, deleted or not. */
+  private youngCharged = 0
+  private slab = Buffer.alloc(0)
+  private slabUsed = 0
+  private readonly slabBytes: number
 
   constructor(readonly bytesMax: number) {
     assert.ok(Number.isSafeInteger(bytesMax) && bytesMax >= 0, 'row cache size is a whole number of bytes')
+    this.slabBytes = Math.min(slabBytesMax, Math.max(slabBytesMin, Math.floor(bytesMax / 64)))
   }
 
   get enabled(): boolean {
@@ -54,19 +70,33 @@ export class RowCache {
     return this.young.has(id) || this.old.has(id)
   }
 
-  /** Caches `record` for `id`; the cache keeps the Buffer itself, which must not change after. */
+  /** Caches a copy of `record` for `id`. */
   set(id: string, record: Buffer): void {
     this.delete(id)
     const cost = entryCost(id, record)
     if (cost * 2 > this.bytesMax) return
-    this.young.set(id, record)
+    this.young.set(id, this.copy(record))
     this.youngBytes += cost
-    if (this.youngBytes * 2 > this.bytesMax) {
+    this.youngCharged += cost
+    if (this.youngCharged * 2 > this.bytesMax) {
       this.old = this.young
       this.oldBytes = this.youngBytes
       this.young = new Map()
       this.youngBytes = 0
+      this.youngCharged = 0
     }
+  }
+
+  private copy(record: Buffer): Buffer {
+    if (record.length * 8 > this.slabBytes) return Buffer.from(record)
+    if (this.slab.length - this.slabUsed < record.length) {
+      this.slab = Buffer.allocUnsafeSlow(this.slabBytes)
+      this.slabUsed = 0
+    }
+    const out = this.slab.subarray(this.slabUsed, this.slabUsed + record.length)
+    record.copy(out)
+    this.slabUsed += record.length
+    return out
   }
 
   delete(id: string): void {
@@ -92,6 +122,9 @@ export class RowCache {
     this.old = new Map()
     this.youngBytes = 0
     this.oldBytes = 0
+    this.youngCharged = 0
+    this.slab = Buffer.alloc(0)
+    this.slabUsed = 0
   }
 }
 
