@@ -15,6 +15,10 @@ export class NodeMetrics {
   readonly repairInProgress: Gauge
   readonly partitionsHeld: Gauge<'role'>
   readonly peers: Gauge<'state'>
+  readonly rowCacheHits: Counter
+  readonly rowCacheMisses: Counter
+  readonly rowCacheBytes: Gauge
+  readonly rowCacheEntries: Gauge
   private server: http.Server | undefined
 
   constructor(nodeId: string, collect: (metrics: NodeMetrics) => void) {
@@ -37,6 +41,11 @@ export class NodeMetrics {
     this.repairInProgress = new Gauge({ name: 'kumo_repair_in_progress', help: '1 while anti-entropy runs', registers })
     this.partitionsHeld = new Gauge({ name: 'kumo_partitions_held', help: 'Partitions held, as primary or as any replica', labelNames: ['role'], registers })
     this.peers = new Gauge({ name: 'kumo_peers', help: 'Peers by state as this node sees them', labelNames: ['state'], registers })
+    // Counted by the storage engine on its hot path as plain numbers, copied in at scrape time.
+    this.rowCacheHits = new Counter({ name: 'kumo_row_cache_hits_total', help: 'Record lookups answered from the row cache', registers })
+    this.rowCacheMisses = new Counter({ name: 'kumo_row_cache_misses_total', help: 'Record lookups the row cache could not answer (read from LevelDB)', registers })
+    this.rowCacheBytes = new Gauge({ name: 'kumo_row_cache_bytes', help: 'Bytes of records (with per-entry overhead) held by the row cache', registers })
+    this.rowCacheEntries = new Gauge({ name: 'kumo_row_cache_entries', help: 'Records held by the row cache', registers })
     collectDefaultMetrics({ register: this.registry, prefix: 'kumo_' })
   }
 

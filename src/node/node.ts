@@ -197,6 +197,13 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     const states = { up: 0, suspect: 0, down: 0 }
     for (const member of membership.allMembers()) if (member.id !== options.id) states[membership.health(member.id)]++
     for (const [state, count] of Object.entries(states)) m.peers.set({ state }, count)
+    const cache = storage.rowCacheStats()
+    m.rowCacheHits.reset()
+    m.rowCacheHits.inc(cache.hits)
+    m.rowCacheMisses.reset()
+    m.rowCacheMisses.inc(cache.misses)
+    m.rowCacheBytes.set(cache.bytes)
+    m.rowCacheEntries.set(cache.entries)
   })
   // A gossip round must not outlast the interval much: an unanswered peer is the detector's job.
   const gossipTimeoutMs = Math.max(200, options.gossipIntervalMs ?? 1000)

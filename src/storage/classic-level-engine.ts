@@ -133,6 +133,11 @@ export class ClassicLevelEngine implements StorageEngine {
     return first.length > 0
   }
 
+  /** The row cache's counters and size, for metrics. */
+  rowCacheStats(): { hits: number; misses: number; bytes: number; entries: number } {
+    return { hits: this.cache.hits, misses: this.cache.misses, bytes: this.cache.usedBytes, entries: this.cache.size }
+  }
+
   async close(): Promise<void> {
     while (this.writing || this.writeQueue.length > 0) await new Promise((r) => setImmediate(r))
     this.cache.clear()

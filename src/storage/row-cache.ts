@@ -39,6 +39,9 @@ export class RowCache {
   private slab = Buffer.alloc(0)
   private slabUsed = 0
   private readonly slabBytes: number
+  /** Lookups answered from the cache, and not, since start (for metrics). */
+  hits = 0
+  misses = 0
 
   constructor(readonly bytesMax: number) {
     assert.ok(Number.isSafeInteger(bytesMax) && bytesMax >= 0, 'row cache size is a whole number of bytes')
@@ -60,9 +63,17 @@ export class RowCache {
   /** The cached record (shared: callers must not modify it). */
   get(id: string): Buffer | undefined {
     const record = this.young.get(id)
-    if (record !== undefined) return record
+    if (record !== undefined) {
+      this.hits++
+      return record
+    }
     const aging = this.old.get(id)
-    if (aging !== undefined) this.set(id, aging)
+    if (aging === undefined) {
+      this.misses++
+      return undefined
+    }
+    this.hits++
+    this.set(id, aging)
     return aging
   }
 

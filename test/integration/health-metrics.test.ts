@@ -36,6 +36,8 @@ it('serves Prometheus metrics: requests, latency, replica messages, hints, parti
   await viaNode.close()
   const direct = await connect({ seeds: [cluster.addresses[0]!] })
   await Promise.all(Array.from({ length: 50 }, (_, i) => direct.put(`d${i}`, 'v')))
+  // The first read of a key misses the row cache and fills it; the second is answered from it.
+  for (let round = 0; round < 2; round++) for (let i = 0; i < 10; i++) await direct.get(`d${i}`)
   await direct.close()
   let text = ''
   for (const node of cluster.nodes) {
@@ -52,6 +54,11 @@ it('serves Prometheus metrics: requests, latency, replica messages, hints, parti
   expect(text).toMatch(/kumo_peers\{[^}]*state="up"[^}]*\} 2/)
   expect(text).toContain('kumo_repair_in_progress')
   expect(text).toContain('kumo_process_cpu_user_seconds_total')
+  const sum = (name: string): number => [...text.matchAll(new RegExp(`^${name}\\{[^}]*\\} (\\d+)`, 'gm'))].reduce((n, m) => n + Number(m[1]), 0)
+  expect(sum('kumo_row_cache_misses_total')).toBeGreaterThanOrEqual(10)
+  expect(sum('kumo_row_cache_hits_total')).toBeGreaterThanOrEqual(10)
+  expect(sum('kumo_row_cache_entries')).toBeGreaterThanOrEqual(10)
+  expect(sum('kumo_row_cache_bytes')).toBeGreaterThan(0)
   const missing = await fetch(`http://127.0.0.1:${cluster.nodes[0]!.metricsPort}/nope`)
   expect(missing.status).toBe(404)
 })

@@ -21,6 +21,8 @@ describe('RowCache', () => {
     cache.clear()
     expect(cache.get('b')).toBeUndefined()
     expect(cache.size).toBe(0)
+    // Lookups above: two found, two not.
+    expect([cache.hits, cache.misses]).toEqual([2, 2])
   })
 
   it('is off at size 0 and refuses entries larger than half its budget', () => {
