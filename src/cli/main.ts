@@ -5,7 +5,10 @@ import { loadBalancingPolicies, type LoadBalancing } from '../core/balancing.js'
 import { consistencyLevels, type Consistency } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
 import { startNode } from '../node/node.js'
+import { defaultRowCacheBytes } from '../storage/classic-level-engine.js'
 import { clusterStatus, formatPartitions, formatStatus } from './status.js'
+
+const mebibyte = 1024 * 1024
 
 const defaultSeeds = process.env.KUMO_SEEDS ?? '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003'
 
@@ -65,7 +68,7 @@ program
   .option('--replicas <n>', 'replicas per partition (N)', wholeNumber, 3)
   .option('--weight <n>', 'weight for weighted-round-robin', wholeNumber, 1)
   .option('--sync', 'fsync every write batch', false)
-  .option('--row-cache <MiB>', 'memory for recently used records in front of LevelDB (0: none)', wholeNumber, 32)
+  .option('--row-cache <MiB>', 'memory for recently used records in front of LevelDB (0: none)', wholeNumber, defaultRowCacheBytes / mebibyte)
   .addOption(new Option('--quorum <mode>', 'sloppy: hints on fallback nodes count toward W; strict: only replicas').choices(['sloppy', 'strict']).default('sloppy'))
   .option('--hint-window <ms>', 'drop hints older than this', wholeNumber, 3 * 60 * 60 * 1000)
   .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)
@@ -86,7 +89,7 @@ program
       replicationFactor: o.replicas,
       weight: o.weight,
       sync: o.sync,
-      rowCacheBytes: o.rowCache * 1024 * 1024,
+      rowCacheBytes: o.rowCache * mebibyte,
       quorum: o.quorum,
       hintWindowMs: o.hintWindow,
       repairIntervalMs: o.repairInterval,

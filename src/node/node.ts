@@ -11,7 +11,7 @@ import { assertValidMap, type PartitionMap } from '../core/partition-map.js'
 import { defaultPartitionCount } from '../core/partitioner.js'
 import { nodeIdBytesMax, versionTimestamp } from '../core/version.js'
 import { Membership, type MemberView } from '../cluster/membership.js'
-import { ClassicLevelEngine } from '../storage/classic-level-engine.js'
+import { ClassicLevelEngine, defaultRowCacheBytes } from '../storage/classic-level-engine.js'
 import type { StorageEngine, StoredRecord } from '../storage/engine.js'
 import { partitionCountMax } from '../storage/keys.js'
 import type { PeerRequestFrameMsg, PeerRequestMsg, PeerResponseFrameMsg, PeerResponseMsg, TopologyMsg } from '../wire/messages.js'
@@ -145,10 +145,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     replicationFactor: options.replicationFactor ?? 3,
   }
   const defaultConsistency = parseConsistency(options.consistency, 'quorum')
-  const storage = new ClassicLevelEngine(options.dataDir, {
-    sync: options.sync ?? false,
-    ...(options.rowCacheBytes !== undefined ? { rowCacheBytes: options.rowCacheBytes } : {}),
-  })
+  const storage = new ClassicLevelEngine(options.dataDir, { sync: options.sync ?? false, rowCacheBytes: options.rowCacheBytes ?? defaultRowCacheBytes })
   await storage.open()
 
   let restored: { map: PartitionMap; members: MemberView[] } | undefined

@@ -160,21 +160,7 @@ export class ClassicLevelEngine implements StorageEngine {
       // microseconds, less than the hand-off to libuv's thread pool and back would cost.
       try {
         const values: (Buffer | undefined)[] = new Array(stored.length)
-        for (let i = 0; i < stored.length; i++) {
-          if (cache === undefined) {
-            values[i] = this.db.getSync(stored[i]!)
-            continue
-          }
-          const id = stored[i]!.toString('latin1')
-          let record = cache.get(id)
-          if (record === undefined) {
-            // Read now, on this thread: nothing can commit between the read and the fill, and
-            // every commit after it drops the entry (see committed()).
-            record = this.db.getSync(stored[i]!)
-            if (record !== undefined) cache.set(id, record)
-          }
-          values[i] = record
-        }
+        for (let i = 0; i < stored.length; i++) values[i] = cache === undefined ? this.db.getSync(stored[i]!) : this.getCached(cache, stored[i]!)
         return Promise.resolve(values)
       } catch (err) {
         return Promise.reject(new KumoError('INTERNAL', `storage read failed: ${(err as Error).message}`, { cause: err }))
@@ -204,14 +190,28 @@ export class ClassicLevelEngine implements StorageEngine {
     )
   }
 
+  /** A synchronous read through the row cache. */
+  private getCached(cache: RowCache, stored: Buffer): Buffer | undefined {
+    const id = stored.toString('latin1')
+    let record = cache.get(id)
+    if (record === undefined) {
+      // Read now, on this thread: nothing can commit between the read and the fill, and every
+      // commit after it drops the entry (see forget()).
+      record = this.db.getSync(stored)
+      if (record !== undefined) cache.set(id, record)
+    }
+    return record
+  }
+
   /**
-   * After a commit: the row cache forgets a key that was written or deleted. Filling it again is
+   * After a commit: the row cache forgets the keys written or deleted. Filling them again is
    * left to the next synchronous read, so an entry is only ever what LevelDB returned, and a
-   * write costs the cache one delete (no copy of a record that may be a view into a whole
-   * received message).
+   * write costs the cache one delete per key (no copy of a record that may be a view into a
+   * whole received message).
    */
-  private committed(stored: Buffer): void {
-    this.cache.delete(stored.toString('latin1'))
+  private forget(stored: readonly Buffer[]): void {
+    if (!this.cache.enabled) return
+    for (const key of stored) this.cache.delete(key.toString('latin1'))
   }
 
   applyRecords(writes: readonly RecordWrite[]): Promise<boolean[]> {
@@ -342,7 +342,7 @@ export class ClassicLevelEngine implements StorageEngine {
       await batch.write({ sync: this.config.sync })
       this.highWater = Buffer.from(high)
       this.raise(written)
-      if (this.cache.enabled) for (const stored of changed) this.committed(stored)
+      this.forget(changed)
     } else await batch.close()
     return results
   }
@@ -389,7 +389,7 @@ export class ClassicLevelEngine implements StorageEngine {
     await batch.write({ sync: this.config.sync })
     if (high !== this.highWater) this.highWater = Buffer.from(high)
     this.raise(written)
-    if (this.cache.enabled) for (const key of stored) this.committed(key)
+    this.forget(stored)
     return results
   }
 
@@ -413,9 +413,10 @@ export class ClassicLevelEngine implements StorageEngine {
   }
 
   async dropPartition(partition: number): Promise<void> {
-    await this.db.clear(partitionRange(partition))
+    const range = partitionRange(partition)
+    await this.db.clear(range)
     // After the clear: a read during it may have cached a record the clear then deleted.
-    this.cache.deletePrefix(partitionRange(partition).gte.toString('latin1'))
+    this.cache.deletePrefix(range.gte.toString('latin1'))
   }
 
   async putHints(
