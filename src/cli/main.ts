@@ -4,8 +4,7 @@ import { connect, type KumoClient } from '../client/client.js'
 import { loadBalancingPolicies, type LoadBalancing } from '../core/balancing.js'
 import { consistencyLevels, type Consistency } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
-import { startNode } from '../node/node.js'
-import { defaultRowCacheBytes } from '../storage/classic-level-engine.js'
+import { defaultRowCacheBytes, startNode } from '../node/node.js'
 import { clusterStatus, formatPartitions, formatStatus } from './status.js'
 
 const mebibyte = 1024 * 1024

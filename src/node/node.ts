@@ -29,6 +29,8 @@ import { PeerPool } from '../wire/peer-channel.js'
 import { NodeMetrics } from './metrics.js'
 import { checkPartitions, ReplicaService } from './replica-service.js'
 
+export { defaultRowCacheBytes }
+
 export interface NodeOptions {
   /** Unique, stable node id (1-64 bytes). */
   id: string
