@@ -15,6 +15,12 @@ export interface MemberView {
 
 export interface MembershipConfig {
   gossipIntervalMs: number
+  /**
+   * Gossip rounds a node without a map waits for every seed to answer before it founds a
+   * cluster without the missing ones. Nodes started together then found one map with all of
+   * them, instead of one node founding alone and acknowledging writes no other replica holds.
+   */
+  foundingRoundsMax: number
   phi: Partial<PhiAccrualConfig>
   partitions: PartitionMapConfig
 }
@@ -163,7 +169,8 @@ export class Membership {
     )
   }
 
-  private async round(): Promise<void> {
+  /** One gossip round: heartbeat, gossip to every peer and seed, then claim. `start()` runs one per interval. */
+  async round(): Promise<void> {
     const me = this.members.get(this.self.id)!
     me.heartbeat++
     me.load = this.io.load()
@@ -223,11 +230,25 @@ export class Membership {
   }
 
   /**
-   * The claimant adds live members the map lacks. It waits one gossip round first, so nodes
-   * started together join one map instead of each founding its own.
+   * Whether a node without a map may found the cluster now: after at least one gossip round,
+   * and once every seed has answered or `foundingRoundsMax` rounds have passed.
+   */
+  private mayFound(): boolean {
+    if (this.rounds < 1) return false
+    if (this.rounds >= this.config.foundingRoundsMax) return true
+    const heard = new Set<string>([this.self.address])
+    for (const m of this.members.values()) if (m.status === 'up' && this.isAlive(m.id)) heard.add(m.address)
+    return this.seeds.every((seed) => heard.has(seed))
+  }
+
+  /**
+   * The claimant adds live members the map lacks. Without a map it founds one only when
+   * `mayFound()` says so, so nodes started together join one map instead of each founding
+   * its own or one founding alone.
    */
   private claim(): void {
-    if (this.rounds < 1 || !this.isClaimant()) return
+    if (!this.isClaimant()) return
+    if (this.map_ === undefined ? !this.mayFound() : this.rounds < 1) return
     const inMap = new Set(this.map_?.nodes ?? [])
     const joining = [...this.members.values()].filter(
       (m) => !inMap.has(m.id) && m.status === 'up' && this.isAlive(m.id),

@@ -217,6 +217,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     options.seeds ?? [],
     {
       gossipIntervalMs: options.gossipIntervalMs ?? 1000,
+      foundingRoundsMax: 10,
       phi: { firstIntervalMs: options.gossipIntervalMs ?? 1000 },
       partitions: partitionConfig,
     },
@@ -332,6 +333,8 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     }
   }
   membership.onChange(updateHealth)
+  antiEntropy.mapChanged()
+  membership.onChange(() => antiEntropy.mapChanged())
 
   const topology = (repairDetail = false): TopologyMsg => {
     const map = membership.map

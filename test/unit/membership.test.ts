@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest'
+import { Membership, type MembershipConfig } from '../../src/cluster/membership.js'
+import type { PartitionMap } from '../../src/core/partition-map.js'
+import { seededRandom } from '../../src/core/random.js'
+
+/**
+ * Membership driven round by round over a simulated network with a manual clock: nodes that
+ * are "up" answer gossip in place, the others refuse it, as a closed port would.
+ */
+class SimCluster {
+  readonly nodes = new Map<string, Membership>()
+  readonly up = new Set<string>()
+  /** Every map any node adopted or founded, in order. */
+  readonly mapsSeen: PartitionMap[] = []
+  now = 0
+
+  constructor(
+    readonly ids: string[],
+    readonly seeds: string[] = ids.map((id) => `addr-${id}`),
+    readonly config: MembershipConfig = { gossipIntervalMs: 1000, foundingRoundsMax: 10, phi: {}, partitions: { partitionCount: 16, replicationFactor: 3 } },
+  ) {
+    for (const id of ids) {
+      this.nodes.set(
+        id,
+        new Membership({ id, address: `addr-${id}`, weight: 1 }, seeds, config, {
+          gossip: async (_peerId, address, message) => {
+            const target = [...this.nodes.values()].find((m) => `addr-${m.selfId}` === address)
+            if (target === undefined || !this.up.has(target.selfId)) throw new Error('connection refused')
+            return target.receive(message)
+          },
+          persist: (map) => this.mapsSeen.push(map),
+          now: () => this.now,
+          load: () => 0,
+        }),
+      )
+    }
+  }
+
+  /** One gossip interval: every node that is up runs a round, in the order given. */
+  async round(order: readonly string[] = this.ids): Promise<void> {
+    this.now += this.config.gossipIntervalMs
+    for (const id of order) if (this.up.has(id)) await this.nodes.get(id)!.round()
+  }
+
+  map(id: string): PartitionMap | undefined {
+    return this.nodes.get(id)!.map
+  }
+}
+
+describe('Membership founding', () => {
+  it('does not found a cluster while a seed has not answered, for up to foundingRoundsMax rounds', async () => {
+    const sim = new SimCluster(['n1', 'n2', 'n3'])
+    sim.up.add('n1')
+    for (let i = 0; i < 9; i++) await sim.round()
+    expect(sim.map('n1')).toBeUndefined()
+    sim.up.add('n2')
+    sim.up.add('n3')
+    for (let i = 0; i < 3; i++) await sim.round()
+    for (const id of sim.ids) expect(sim.map(id)?.nodes).toEqual(['n1', 'n2', 'n3'])
+    // No node ever held a map without all three: no write could be acknowledged by one alone.
+    for (const map of sim.mapsSeen) expect(map.nodes).toEqual(['n1', 'n2', 'n3'])
+  })
+
+  it('founds without the seeds that never answer once foundingRoundsMax rounds have passed', async () => {
+    const sim = new SimCluster(['n1', 'n2', 'n3'])
+    sim.up.add('n1')
+    for (let i = 0; i < 9; i++) await sim.round()
+    expect(sim.map('n1')).toBeUndefined()
+    await sim.round()
+    expect(sim.map('n1')?.nodes).toEqual(['n1'])
+    // A seed that comes up later joins the map that exists.
+    sim.up.add('n3')
+    for (let i = 0; i < 3; i++) await sim.round()
+    expect(sim.map('n3')?.nodes).toEqual(['n1', 'n3'])
+    expect(sim.map('n1')?.epoch).toBe(sim.map('n3')?.epoch)
+  })
+
+  it('founds after one round when it is its only seed', async () => {
+    const sim = new SimCluster(['n1'])
+    sim.up.add('n1')
+    await sim.round()
+    expect(sim.map('n1')?.nodes).toEqual(['n1'])
+  })
+
+  it('founds one map with every node whatever the start order and gossip order (200 seeded runs)', async () => {
+    for (let seed = 1; seed <= 200; seed++) {
+      const random = seededRandom(seed)
+      const ids = ['n1', 'n2', 'n3', 'n4', 'n5']
+      const sim = new SimCluster(ids)
+      // Each node comes up within the first 8 rounds, before the founding limit.
+      const startRound = new Map(ids.map((id) => [id, Math.floor(random() * 8)]))
+      for (let r = 0; r < 20; r++) {
+        for (const id of ids) if (startRound.get(id) === r) sim.up.add(id)
+        const order = [...ids].sort(() => random() - 0.5)
+        await sim.round(order)
+      }
+      for (const id of ids) expect(sim.map(id)?.nodes, `seed ${seed}, ${id}`).toEqual(ids)
+      for (const map of sim.mapsSeen) expect(map.nodes.length, `seed ${seed}`).toBe(ids.length)
+      expect(new Set(ids.map((id) => sim.map(id)!.epoch)).size, `seed ${seed}`).toBe(1)
+    }
+  })
+})
