@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import { diffMaps, type PartitionMap } from '../core/partition-map.js'
 import { differingLeaves, LeafHasher, leafOf, planExchange, leafCountDefault, type KeyVersion } from '../core/digest.js'
 import { KumoError } from '../core/errors.js'
 import { recordVersion } from '../core/record.js'
@@ -46,6 +47,7 @@ export class AntiEntropy {
   private tokens: number
   private refillAtMs = Date.now()
   private chain: Promise<unknown> = Promise.resolve()
+  private mapSeen: PartitionMap | undefined
 
   constructor(
     private readonly deps: { selfId: string; storage: StorageEngine; membership: Membership; peers: PeerPool; logger: Logger },
@@ -63,6 +65,28 @@ export class AntiEntropy {
       void this.repair(mine).catch((err) => this.deps.logger.warn({ err }, 'background repair failed'))
     }, this.config.intervalMs)
     this.timer.unref()
+  }
+
+  /**
+   * Call on every map change. Partitions this node gained from a previous map (a node joined,
+   * or joined a map founded without it) start empty here; they are repaired at once from
+   * their other replicas, instead of waiting up to a repair interval while quorum reads that
+   * ask this node may miss what the others hold. A node's first map (founding, or a restart)
+   * gains nothing.
+   */
+  mapChanged(): void {
+    const next = this.deps.membership.map
+    const previous = this.mapSeen
+    if (next === undefined || next === previous) return
+    this.mapSeen = next
+    if (previous === undefined) return
+    const gained = [...new Set(diffMaps(previous, next).filter((m) => m.to === this.deps.selfId).map((m) => m.partition))]
+    if (gained.length === 0) return
+    this.deps.logger.info({ partitions: gained.length, epoch: next.epoch }, 'repairing partitions this node gained')
+    void this.repair(gained).then(
+      (result) => this.deps.logger.info({ ...result }, 'gained partitions repaired'),
+      (err) => this.deps.logger.warn({ err }, 'repair of gained partitions failed'),
+    )
   }
 
   stop(): void {

@@ -1,0 +1,69 @@
+import { rm } from 'node:fs/promises'
+import path from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { connect, startNode, type KumoNode, type NodeOptions } from '../../src/index.js'
+import { partitionOf } from '../../src/core/partitioner.js'
+import { freePort, tempDir, waitFor } from '../helpers/cluster.js'
+
+const nodes: KumoNode[] = []
+let root: string | undefined
+afterEach(async () => {
+  await Promise.all(nodes.splice(0).map((n) => n.stop()))
+  if (root !== undefined) await rm(root, { recursive: true, force: true })
+  root = undefined
+})
+
+async function nodeOptions(id: string, seeds: string[] | 'self'): Promise<NodeOptions> {
+  root ??= await tempDir()
+  const listen = `127.0.0.1:${await freePort()}`
+  return { id, listen, dataDir: path.join(root, id), seeds: seeds === 'self' ? [listen] : seeds, gossipIntervalMs: 200, partitions: 64 }
+}
+
+describe('nodes joining a cluster that holds data', () => {
+  it('fill the partitions they gain from the other replicas at once, so acknowledged writes survive losing the first node', async () => {
+    const first = await startNode(await nodeOptions('n1', 'self'))
+    nodes.push(first)
+    await waitFor('n1 to found a cluster alone', () => first.serving())
+    const db = await connect({ seeds: [first.address] })
+    const keys = Array.from({ length: 200 }, (_, i) => `early-${i}`)
+    // Acknowledged by n1 alone: it is the only node in the map.
+    await db.batch(keys.map((key) => ({ type: 'put' as const, key, value: `v-${key}` })))
+    await db.close()
+
+    for (const id of ['n2', 'n3']) nodes.push(await startNode(await nodeOptions(id, [first.address])))
+    await waitFor('a map with all three nodes everywhere', () => nodes.every((n) => n.membership.map?.nodes.length === 3))
+    const map = first.membership.map!
+    // The test's own bound is far below the 10-minute repair interval: the fill is the gain's doing.
+    await waitFor(
+      'n2 and n3 to hold every early key',
+      async () => {
+        for (const node of nodes.slice(1)) {
+          for (const key of keys) {
+            const [record] = await node.storage.getRecords(partitionOf(Buffer.from(key), map.partitionCount), [Buffer.from(key)])
+            if (record === undefined) return false
+          }
+        }
+        return true
+      },
+      15_000,
+    )
+
+    await nodes.shift()!.stop()
+    const survivors = await connect({ seeds: nodes.map((n) => n.address) })
+    for (const key of keys) expect((await survivors.get(key))?.toString(), key).toBe(`v-${key}`)
+    await survivors.close()
+  })
+
+  it('does not found a cluster alone while its seeds are starting', async () => {
+    const options = await Promise.all(['n1', 'n2', 'n3'].map((id) => nodeOptions(id, [])))
+    const seeds = options.map((o) => o.listen)
+    for (const o of options) o.seeds = seeds
+    nodes.push(await startNode(options[0]!))
+    // n1 gossips to seeds that refuse the connection; it must not serve a map without them.
+    await waitFor('n1 to have gossiped a few rounds', () => nodes[0]!.membership.member('n1')!.heartbeat >= 3, 5000)
+    expect(nodes[0]!.membership.map).toBeUndefined()
+    for (const o of options.slice(1)) nodes.push(await startNode(o))
+    await waitFor('all three serving one map', () => nodes.every((n) => n.serving() && n.membership.map?.nodes.length === 3))
+    expect(nodes.map((n) => n.membership.map!.epoch)).toEqual([1, 1, 1])
+  })
+})
