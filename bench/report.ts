@@ -10,10 +10,14 @@ function pad(rows: string[][]): string {
 const n = (x: number): string => Math.round(x).toLocaleString('en-US')
 const t = (ms: number): string => ms.toFixed(2)
 
-/** A Markdown table of every run, then the ratios and targets of issue #4. */
+/** A Markdown table of every run (the median round with --rounds), then the ratios and targets of issue #4. */
 export function formatTable(results: RunResult[]): string {
-  const rows = [['target', 'workload', 'ops/s', 'p50 ms', 'p95 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'errors']]
-  for (const r of results) rows.push([r.target, r.workload, n(r.opsPerSecond), t(r.p50), t(r.p95), t(r.p99), t(r.p999), t(r.max), String(r.errors)])
+  const spread = results.some((r) => r.roundsOpsPerSecond !== undefined)
+  const rows = [['target', 'workload', 'ops/s', ...(spread ? ['rounds min–max'] : []), 'p50 ms', 'p95 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'errors']]
+  for (const r of results) {
+    const range = r.roundsOpsPerSecond === undefined ? [''] : [`${n(Math.min(...r.roundsOpsPerSecond))}–${n(Math.max(...r.roundsOpsPerSecond))}`]
+    rows.push([r.target, r.workload, n(r.opsPerSecond), ...(spread ? range : []), t(r.p50), t(r.p95), t(r.p99), t(r.p999), t(r.max), String(r.errors)])
+  }
   const table = pad(rows)
   const find = (target: string, workload: string): RunResult | undefined => results.find((r) => r.target === target && r.workload === workload)
   const lines: string[] = []

@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { Command, InvalidArgumentError, Option } from 'commander'
-import { load, run, valuePool, type RunConfig, type RunResult } from './runner.js'
+import { load, medianRounds, run, settle, valuePool, type RunConfig, type RunResult } from './runner.js'
 import { embeddedTarget, kumoLocalTarget, kumoTarget, tempRoot, type BenchTarget } from './targets.js'
 import { fullSet, quickSet, workloads, type WorkloadName } from './workloads.js'
 import { rm } from 'node:fs/promises'
@@ -14,6 +14,12 @@ function wholeNumber(value: string): number {
   return n
 }
 
+function positiveNumber(value: string): number {
+  const n = wholeNumber(value)
+  if (n < 1) throw new InvalidArgumentError('must be 1 or more')
+  return n
+}
+
 const program = new Command()
   .name('npm run bench --')
   .description(
@@ -21,7 +27,8 @@ const program = new Command()
       '  embedded  classic-level in this process (the ceiling)\n' +
       '  kumo-1    one Kumo node, N=1\n' +
       '  kumo-3    three Kumo nodes, N=3, quorum reads and writes\n' +
-      'and prints a table with the ratio of kumo-3 to embedded.',
+      'Each workload runs on every target one after another (after the machine is quiet), and\n' +
+      'prints a table with the ratio of kumo-3 to embedded.',
   )
   .option('--seeds <hosts>', 'measure a running cluster instead (comma-separated host:port)')
   .option('--quick', 'a run of under a minute: fewer records, shorter runs, fewer workloads')
@@ -31,6 +38,7 @@ const program = new Command()
   .option('--operations <n>', 'operations per run at most (0: time-bound only)', wholeNumber, 0)
   .option('--duration <s>', 'seconds per run', wholeNumber)
   .option('--concurrency <n>', 'requests in flight', wholeNumber, 64)
+  .option('--rounds <n>', 'run every workload on every target this many times; report the median', positiveNumber, 1)
   .option('--batch-concurrency <n>', 'batch/getMany calls in flight (each of 100 operations)', wholeNumber, 8)
   .option('--value-size <bytes>', 'value size (YCSB uses 1000)', wholeNumber, 100)
   .addOption(new Option('--distribution <d>', 'key choice').choices(['zipfian', 'uniform']).default('zipfian'))
@@ -56,6 +64,7 @@ interface Options {
   progress: boolean
   peer?: 'redis'
   batchConcurrency: number
+  rounds: number
 }
 const opts = program.opts<Options>()
 
@@ -85,7 +94,10 @@ async function main(): Promise<void> {
     `Kumo benchmark: ${records} records, ${config.valueBytes}-byte values, ${config.distribution}, ${config.concurrency} in flight, ${config.durationMs / 1000} s per run\n` +
       `machine: ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}\n`,
   )
+  const open: { target: BenchTarget; inserted: { count: number } }[] = []
   try {
+    // Every target is opened and loaded first; then each workload runs on every target one
+    // after another, so the runs a ratio compares are seconds apart, not minutes.
     for (const name of targetNames) {
       let target: BenchTarget
       if (opts.seeds) target = await kumoTarget('cluster', `running cluster at ${opts.seeds}`, opts.seeds.split(','))
@@ -94,25 +106,34 @@ async function main(): Promise<void> {
       else if (name === 'kumo-3') target = await kumoLocalTarget(root, 'kumo-3', 3, 3)
       else if (name === 'redis-3') target = await redisClusterTarget(root)
       else throw new InvalidArgumentError(`unknown target ${name}`)
+      open.push({ target, inserted: { count: records } })
       process.stdout.write(`\n${target.name}: ${target.description}\n`)
-      try {
-        const loadSeconds = await load(target, records, values, config.progress)
-        process.stdout.write(`  loaded ${records} records in ${loadSeconds.toFixed(1)} s\n`)
-        const inserted = { count: records }
-        for (const workloadName of names) {
-          const workload = workloads[workloadName]
+      const loadSeconds = await load(target, records, values, config.progress)
+      process.stdout.write(`  loaded ${records} records in ${loadSeconds.toFixed(1)} s\n`)
+    }
+    const rounds: RunResult[][] = []
+    for (let round = 1; round <= opts.rounds; round++) {
+      process.stdout.write(opts.rounds > 1 ? `\nround ${round} of ${opts.rounds}\n` : '\n')
+      const thisRound: RunResult[] = []
+      for (const workloadName of names) {
+        const workload = workloads[workloadName]
+        for (const { target, inserted } of open) {
           if (workload.scan > 0 && target.name === 'redis-3') continue
+          if (!(await settle())) process.stdout.write('  note: the machine did not get quiet within 15 s; running anyway\n')
           const result = await run(target, workload, workload.batch > 1 ? { ...config, concurrency: opts.batchConcurrency } : config, values, inserted)
-          results.push(result)
+          thisRound.push(result)
           if (!config.progress) {
-            process.stdout.write(`  ${workloadName.padEnd(11)} ${Math.round(result.opsPerSecond).toLocaleString('en-US')} ops/s, p99 ${result.p99.toFixed(2)} ms${result.errors ? `, ${result.errors} errors (${result.firstError})` : ''}\n`)
+            process.stdout.write(`  ${target.name.padEnd(9)} ${workloadName.padEnd(11)} ${Math.round(result.opsPerSecond).toLocaleString('en-US')} ops/s, p99 ${result.p99.toFixed(2)} ms${result.errors ? `, ${result.errors} errors (${result.firstError})` : ''}\n`)
           }
         }
-      } finally {
-        await target.close()
       }
+      rounds.push(thisRound)
     }
+    // The table reads by target, as each target's workloads in the order they ran.
+    const targetOrder = open.map(({ target }) => target.name)
+    results.push(...medianRounds(rounds).sort((a, b) => targetOrder.indexOf(a.target) - targetOrder.indexOf(b.target)))
   } finally {
+    for (const { target } of open) await target.close().catch((err: unknown) => process.stderr.write(`bench: closing ${target.name}: ${(err as Error).message}\n`))
     await rm(root, { recursive: true, force: true })
   }
   process.stdout.write(`\n${formatTable(results)}\n`)

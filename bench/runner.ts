@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import os from 'node:os'
 import * as hdr from 'hdr-histogram-js'
 import cliProgress from 'cli-progress'
 import { LatestChooser, ScrambledZipfianChooser, UniformChooser, seededRandom, type KeyChooser, type Random } from './distributions.js'
@@ -32,6 +33,8 @@ export interface RunResult {
   p99: number
   p999: number
   max: number
+  /** With --rounds: ops/s of every round, in order (the result is the median round). */
+  roundsOpsPerSecond?: number[]
 }
 
 const formatKey = (i: number): Buffer => Buffer.from(`user${String(i).padStart(10, '0')}`)
@@ -173,4 +176,47 @@ export async function run(target: BenchTarget, workload: Workload, config: RunCo
   }
   if (firstError !== undefined) result.firstError = firstError
   return result
+}
+
+function cpuTimes(): { idle: number; total: number } {
+  let idle = 0
+  let total = 0
+  for (const cpu of os.cpus()) {
+    idle += cpu.times.idle
+    total += cpu.times.user + cpu.times.nice + cpu.times.sys + cpu.times.irq + cpu.times.idle
+  }
+  return { idle, total }
+}
+
+/**
+ * Waits until the machine is quiet (at least `idleMin` of all cores idle over a quarter of a
+ * second), for at most `timeoutMs`, so one run's leftovers — LevelDB compacting what a write run
+ * wrote, in this process or a node's — are not charged to the next run, whichever target that
+ * is. Resolves whether it got quiet in time.
+ */
+export async function settle(timeoutMs = 15_000, idleMin = 0.85): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs
+  let before = cpuTimes()
+  while (performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 250))
+    const after = cpuTimes()
+    const total = after.total - before.total
+    if (total > 0 && (after.idle - before.idle) / total >= idleMin) return true
+    before = after
+  }
+  return false
+}
+
+/**
+ * One result per (target, workload): the round with the median throughput (the lower middle of
+ * an even count), carrying every round's throughput. A median, not a mean: one round disturbed
+ * by something else on the machine should not move the figure.
+ */
+export function medianRounds(rounds: readonly RunResult[][]): RunResult[] {
+  if (rounds.length === 1) return [...rounds[0]!]
+  return rounds[0]!.map((first) => {
+    const all = rounds.map((round) => round.find((r) => r.target === first.target && r.workload === first.workload)!)
+    const sorted = [...all].sort((a, b) => a.opsPerSecond - b.opsPerSecond)
+    return { ...sorted[Math.floor((sorted.length - 1) / 2)]!, roundsOpsPerSecond: all.map((r) => r.opsPerSecond) }
+  })
 }
