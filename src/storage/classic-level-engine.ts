@@ -214,7 +214,7 @@ export class ClassicLevelEngine implements StorageEngine {
    * whole received message).
    */
   private forget(stored: readonly Buffer[]): void {
-    if (!this.cache.enabled) return
+    if (this.cache.size === 0) return
     for (const key of stored) this.cache.delete(key.toString('latin1'))
   }
 
@@ -360,19 +360,27 @@ export class ClassicLevelEngine implements StorageEngine {
    * last-writer-wins by itself.
    */
   private ascendingPerPartition(groups: PendingWrite[]): Map<number, Buffer> | undefined {
+    // The newest record per partition; versions are compared in place (record[1..1 + record[0])
+    // is the version), and cut out once per partition at the end, not once per write.
     const newest = new Map<number, Buffer>()
     for (const group of groups) {
       if (group.purge === true) return undefined
       for (const w of group.writes) {
         const record = w.record
         const end = 1 + record[0]!
-        const bound = newest.get(w.partition) ?? this.highOf(w.partition)
-        // record[1..end) is the version, compared in place.
-        if (record.compare(bound, 0, bound.length, 1, end) <= 0) return undefined
-        newest.set(w.partition, record.subarray(1, end))
+        const last = newest.get(w.partition)
+        if (last !== undefined) {
+          if (record.compare(last, 1, 1 + last[0]!, 1, end) <= 0) return undefined
+        } else {
+          const bound = this.highOf(w.partition)
+          if (record.compare(bound, 0, bound.length, 1, end) <= 0) return undefined
+        }
+        newest.set(w.partition, record)
       }
     }
-    return newest.size > 0 ? newest : undefined
+    if (newest.size === 0) return undefined
+    for (const [partition, record] of newest) newest.set(partition, recordVersion(record))
+    return newest
   }
 
   private async putAll(groups: PendingWrite[], written: Map<number, Buffer>): Promise<boolean[][]> {
