@@ -34,6 +34,9 @@ export interface RepairResult {
 
 const pageSize = 1000
 const exchangeBatchMax = 500
+/** A fill that could not reach every other replica is tried again this often, this many times. */
+const fillRetryMs = 5000
+const fillAttemptsMax = 12
 
 /**
  * Anti-entropy: replicas of a partition compare leaf hashes of (key, version) and exchange only
@@ -48,6 +51,12 @@ export class AntiEntropy {
   private refillAtMs = Date.now()
   private chain: Promise<unknown> = Promise.resolve()
   private mapSeen: PartitionMap | undefined
+  /** Partitions this node gained and has not yet repaired from every other live replica. */
+  private readonly filling = new Set<number>()
+  private fillTimer: NodeJS.Timeout | undefined
+  private fillAttempts = 0
+  private fillGeneration = 0
+  private stopped = false
 
   constructor(
     private readonly deps: { selfId: string; storage: StorageEngine; membership: Membership; peers: PeerPool; logger: Logger },
@@ -69,29 +78,115 @@ export class AntiEntropy {
 
   /**
    * Call on every map change. Partitions this node gained from a previous map (a node joined,
-   * or joined a map founded without it) start empty here; they are repaired at once from
-   * their other replicas, instead of waiting up to a repair interval while quorum reads that
-   * ask this node may miss what the others hold. A node's first map (founding, or a restart)
-   * gains nothing.
+   * or joined a map founded without it) start empty here: they are repaired at once from their
+   * other replicas instead of at the next repair interval, and until that repair is complete
+   * they are *filling*: reads of them also ask the other replicas (readThrough), so a quorum
+   * read that asks this node still sees what it has not been sent yet. A node's first map
+   * (founding, or a restart) gains nothing.
    */
   mapChanged(): void {
     const next = this.deps.membership.map
     const previous = this.mapSeen
     if (next === undefined || next === previous) return
     this.mapSeen = next
+    for (const p of this.filling) if (!next.replicas[p]!.includes(this.deps.selfId)) this.filling.delete(p)
     if (previous === undefined) return
-    const gained = [...new Set(diffMaps(previous, next).filter((m) => m.to === this.deps.selfId).map((m) => m.partition))]
+    const gained = diffMaps(previous, next).filter((m) => m.to === this.deps.selfId).map((m) => m.partition)
     if (gained.length === 0) return
-    this.deps.logger.info({ partitions: gained.length, epoch: next.epoch }, 'repairing partitions this node gained')
-    void this.repair(gained).then(
-      (result) => this.deps.logger.info({ ...result }, 'gained partitions repaired'),
-      (err) => this.deps.logger.warn({ err }, 'repair of gained partitions failed'),
+    for (const p of gained) this.filling.add(p)
+    this.fillAttempts = 0
+    this.deps.logger.info({ partitions: gained.length, epoch: next.epoch }, 'filling the partitions this node gained')
+    this.fill()
+  }
+
+  /** Whether reads of `partition` here still ask its other replicas too. */
+  isFilling(partition: number): boolean {
+    return this.filling.has(partition)
+  }
+
+  get fillingCount(): number {
+    return this.filling.size
+  }
+
+  private fill(): void {
+    if (this.fillTimer !== undefined) clearTimeout(this.fillTimer)
+    this.fillTimer = undefined
+    const partitions = [...this.filling]
+    if (partitions.length === 0 || this.stopped) return
+    const generation = ++this.fillGeneration
+    const started = Date.now()
+    const after = (): void => {
+      // A newer fill (the map changed again) has taken over.
+      if (generation !== this.fillGeneration || this.stopped) return
+      for (const p of partitions) if ((this.lastRepairMs.get(p) ?? -1) >= started) this.filling.delete(p)
+      if (this.filling.size === 0) {
+        this.deps.logger.info({ partitions: partitions.length, ms: Date.now() - started }, 'gained partitions filled')
+        return
+      }
+      if (++this.fillAttempts >= fillAttemptsMax) {
+        // Reads stop asking the other replicas; background repair finishes the job.
+        this.deps.logger.warn({ partitions: this.filling.size }, 'gave up filling partitions: some replicas stayed out of reach')
+        this.filling.clear()
+        return
+      }
+      this.fillTimer = setTimeout(() => this.fill(), fillRetryMs)
+      this.fillTimer.unref()
+    }
+    this.repair(partitions).then(after, (err) => {
+      this.deps.logger.warn({ err }, 'filling gained partitions failed')
+      after()
+    })
+  }
+
+  /**
+   * For keys of partitions this node is still filling: asks the partitions' other live replicas
+   * for their own copies (READ_LOCAL, so two filling nodes never ask each other in a loop) and
+   * keeps the newest in `records`. Best effort within `timeoutMs`: a replica that fails or is
+   * slow is left out, as it would be by a quorum read.
+   */
+  async readThrough(partitions: readonly number[], keys: readonly Buffer[], records: (Buffer | undefined)[], timeoutMs: number): Promise<void> {
+    if (this.filling.size === 0) return
+    const map = this.deps.membership.map
+    if (map === undefined) return
+    const byPeer = new Map<string, number[]>()
+    for (let i = 0; i < keys.length; i++) {
+      const partition = partitions[i]!
+      if (!this.filling.has(partition)) continue
+      for (const peer of map.replicas[partition]!) {
+        if (peer === this.deps.selfId || !this.deps.membership.isAlive(peer)) continue
+        let indexes = byPeer.get(peer)
+        if (indexes === undefined) byPeer.set(peer, (indexes = []))
+        indexes.push(i)
+      }
+    }
+    await Promise.all(
+      [...byPeer].map(async ([peer, indexes]) => {
+        const address = this.deps.membership.address(peer)
+        if (address === undefined) return
+        try {
+          const res = await this.deps.peers.get(peer, address).request(
+            { ...noPeerFields, op: 'READ_LOCAL', partitions: indexes.map((i) => partitions[i]!), keys: indexes.map((i) => keys[i]!) },
+            timeoutMs,
+          )
+          res.records.forEach((record, j) => {
+            if (record.length === 0) return
+            const i = indexes[j]!
+            const held = records[i]
+            if (held === undefined || Buffer.compare(recordVersion(record), recordVersion(held)) > 0) records[i] = record
+          })
+        } catch (err) {
+          this.deps.logger.debug({ err, peer }, 'read-through to a replica failed')
+        }
+      }),
     )
   }
 
   stop(): void {
+    this.stopped = true
     if (this.timer !== undefined) clearInterval(this.timer)
     this.timer = undefined
+    if (this.fillTimer !== undefined) clearTimeout(this.fillTimer)
+    this.fillTimer = undefined
   }
 
   state(): { inProgress: boolean; partitionsRepaired: number; partitionsHeld: number; oldestRepairMs: number; lastRepairMs: number } {
@@ -211,7 +306,7 @@ export class AntiEntropy {
     for (let i = 0; i < pull.length; i += exchangeBatchMax) {
       const keys = pull.slice(i, i + exchangeBatchMax)
       await this.throttle(keys.length)
-      const res = await channel.request({ ...noPeerFields, op: 'READ', partition, keys }, timeout)
+      const res = await channel.request({ ...noPeerFields, op: 'READ_LOCAL', partition, keys }, timeout)
       const writes = keys.flatMap((key, j) => (res.records[j]?.length ? [{ partition, key, record: res.records[j]! }] : []))
       await this.deps.storage.applyRecords(writes)
     }

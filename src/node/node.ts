@@ -190,6 +190,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     const repair = antiEntropy.state()
     m.repairPartitionsRepaired.set(repair.partitionsRepaired)
     m.repairInProgress.set(repair.inProgress ? 1 : 0)
+    m.partitionsFilling.set(antiEntropy.fillingCount)
     const map = membership.map
     m.partitionsHeld.set({ role: 'primary' }, map?.replicas.filter((l) => l[0] === options.id).length ?? 0)
     m.partitionsHeld.set({ role: 'replica' }, map?.replicas.filter((l) => l.includes(options.id)).length ?? 0)
@@ -264,8 +265,15 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       logger.warn({ storedMs: stored.ms, nowMs: Date.now() }, 'stored versions are far ahead of this clock; check the system time')
     }
   }
+  // A replica still filling a partition reads through to the others within half the replica
+  // timeout, so its answer still reaches whoever asked before they give up on it.
+  // Undefined (no promise to await on the read path) while nothing is filling, nearly always.
+  const readThrough = (partitions: readonly number[], keys: readonly Buffer[], records: (Buffer | undefined)[]): Promise<void> | undefined =>
+    antiEntropy.fillingCount === 0
+      ? undefined
+      : antiEntropy.readThrough(partitions, keys, records, Math.max(1, Math.floor((options.replicaTimeoutMs ?? 1000) / 2)))
   const coordinator = new Coordinator(
-    { selfId: options.id, storage, membership, peers, clock },
+    { selfId: options.id, storage, membership, peers, clock, readThrough },
     {
       defaultConsistency,
       replicaTimeoutMs: options.replicaTimeoutMs ?? 1000,
@@ -296,6 +304,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   )
   const replicaService = new ReplicaService({
     storage,
+    readThrough,
     coordinate: (req) => coordinator.handle(req, true),
     // Writes this node stamps later then sort above what it has stored (and skip the version read).
     observe: (version) => coordinator.observe(version),

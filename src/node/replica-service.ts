@@ -9,6 +9,11 @@ export interface ReplicaServiceDeps {
   coordinate: (req: NonNullable<PeerRequestMsg['forward']>) => Promise<ResponseMsg>
   /** Sees the newest version of every replicated write, so this node's clock stays ahead of it. */
   observe: (version: Buffer) => void
+  /**
+   * Adds to `records` (one per key, undefined where none) newer copies held by other replicas
+   * of the partitions this node is still filling (see AntiEntropy.readThrough).
+   */
+  readThrough: (partitions: readonly number[], keys: readonly Buffer[], records: (Buffer | undefined)[]) => Promise<void> | undefined
   /** Extra operations (hints, digests) handled by other components. */
   extensions: Partial<Record<PeerRequestMsg['op'], (req: PeerRequestMsg) => Promise<Partial<PeerResponseMsg>>>>
 }
@@ -31,11 +36,12 @@ export class ReplicaService {
 
   private async dispatch(req: PeerRequestMsg): Promise<Partial<PeerResponseMsg>> {
     switch (req.op) {
-      case 'READ': {
-        const records =
-          req.partitions.length > 0
-            ? await this.deps.storage.getRecordsAt(checkPartitions(req), req.keys)
-            : await this.deps.storage.getRecords(req.partition, req.keys)
+      case 'READ':
+      case 'READ_LOCAL': {
+        const partitions = req.partitions.length > 0 ? checkPartitions(req) : req.keys.map(() => req.partition)
+        const records = await this.deps.storage.getRecordsAt(partitions, req.keys)
+        const through = req.op === 'READ' ? this.deps.readThrough(partitions, req.keys, records) : undefined
+        if (through !== undefined) await through
         return { records: records.map((r) => r ?? empty) }
       }
       case 'WRITE': {

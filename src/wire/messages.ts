@@ -47,7 +47,7 @@ export interface ResponseFrameMsg {
   epoch: number
 }
 
-export type PeerOpName = 'READ' | 'WRITE' | 'FORWARD' | 'SCAN' | 'HINT' | 'DIGEST' | 'LEAVES'
+export type PeerOpName = 'READ' | 'WRITE' | 'FORWARD' | 'SCAN' | 'HINT' | 'DIGEST' | 'LEAVES' | 'READ_LOCAL'
 
 export interface PeerRequestMsg {
   id: number

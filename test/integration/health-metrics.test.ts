@@ -53,6 +53,7 @@ it('serves Prometheus metrics: requests, latency, replica messages, hints, parti
   expect(text).toMatch(/kumo_partitions_held\{[^}]*role="replica"[^}]*\} 64/)
   expect(text).toMatch(/kumo_peers\{[^}]*state="up"[^}]*\} 2/)
   expect(text).toContain('kumo_repair_in_progress')
+  expect(text).toMatch(/^kumo_partitions_filling\{[^}]*\} 0$/m)
   expect(text).toContain('kumo_process_cpu_user_seconds_total')
   const sum = (name: string): number => [...text.matchAll(new RegExp(`^${name}\\{[^}]*\\} (\\d+)`, 'gm'))].reduce((n, m) => n + Number(m[1]), 0)
   expect(sum('kumo_row_cache_misses_total')).toBeGreaterThanOrEqual(10)

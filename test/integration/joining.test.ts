@@ -54,6 +54,26 @@ describe('nodes joining a cluster that holds data', () => {
     await survivors.close()
   })
 
+  it('read through to the other replicas while they fill, so quorum reads see writes they have not been sent yet', async () => {
+    const first = await startNode(await nodeOptions('n1', 'self'))
+    nodes.push(first)
+    await waitFor('n1 to found a cluster alone', () => first.serving())
+    const db = await connect({ seeds: [first.address] })
+    const keys = Array.from({ length: 200 }, (_, i) => `early-${i}`)
+    await db.batch(keys.map((key) => ({ type: 'put' as const, key, value: `v-${key}` })))
+    await db.close()
+
+    // A fill of 20 records a second: the 200 early keys take the joiners about ten seconds.
+    for (const id of ['n2', 'n3']) nodes.push(await startNode({ ...(await nodeOptions(id, [first.address])), repairRecordsPerSecond: 20 }))
+    await waitFor('a map with all three nodes everywhere', () => nodes.every((n) => n.membership.map?.nodes.length === 3))
+    await waitFor('n2 and n3 to be filling', () => nodes.slice(1).every((n) => n.antiEntropy.fillingCount > 0))
+    const all = await connect({ seeds: nodes.map((n) => n.address) })
+    // Both joiners answer for every partition; reads that ask only them must still find the keys.
+    for (const key of keys) expect((await all.get(key))?.toString(), key).toBe(`v-${key}`)
+    expect(nodes.slice(1).some((n) => n.antiEntropy.fillingCount > 0), 'the reads ran while the joiners were still filling').toBe(true)
+    await all.close()
+  })
+
   it('does not found a cluster alone while its seeds are starting', async () => {
     const options = await Promise.all(['n1', 'n2', 'n3'].map((id) => nodeOptions(id, [])))
     const seeds = options.map((o) => o.listen)
