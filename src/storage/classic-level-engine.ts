@@ -34,13 +34,9 @@ export const defaultRowCacheBytes = 32 * 1024 * 1024
 
 /**
  * LevelDB settings Kumo opens its storage with. The benchmark opens its embedded baseline with
- * the same ones, so the comparison is of the same storage. The 64 MiB memtable (RocksDB's
- * default; LevelDB's is 4 MiB) is for compaction: it was a third of each node's CPU under
- * sustained writes with 16 MiB, every byte rewritten level after level, and a larger memtable
- * absorbs overwrites of hot keys before they reach a level. Costs up to twice that in memory
- * (one memtable being flushed) and a longer log replay at open.
+ * the same ones, so the comparison is of the same storage.
  */
-export const levelOptions = { cacheSize: 64 * 1024 * 1024, writeBufferSize: 64 * 1024 * 1024 } as const
+export const levelOptions = { cacheSize: 64 * 1024 * 1024, writeBufferSize: 16 * 1024 * 1024 } as const
 
 interface PendingWrite {
   writes: readonly RecordWrite[]
