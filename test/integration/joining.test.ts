@@ -19,16 +19,21 @@ async function nodeOptions(id: string, seeds: string[] | 'self'): Promise<NodeOp
   return { id, listen, dataDir: path.join(root, id), seeds: seeds === 'self' ? [listen] : seeds, gossipIntervalMs: 200, partitions: 64 }
 }
 
+/** n1 alone, founding its own cluster, with 200 writes that only it acknowledged (it is the whole map). */
+async function oneNodeWithEarlyWrites(): Promise<{ first: KumoNode; keys: string[] }> {
+  const first = await startNode(await nodeOptions('n1', 'self'))
+  nodes.push(first)
+  await waitFor('n1 to found a cluster alone', () => first.serving())
+  const db = await connect({ seeds: [first.address] })
+  const keys = Array.from({ length: 200 }, (_, i) => `early-${i}`)
+  await db.batch(keys.map((key) => ({ type: 'put' as const, key, value: `v-${key}` })))
+  await db.close()
+  return { first, keys }
+}
+
 describe('nodes joining a cluster that holds data', () => {
   it('fill the partitions they gain from the other replicas at once, so acknowledged writes survive losing the first node', async () => {
-    const first = await startNode(await nodeOptions('n1', 'self'))
-    nodes.push(first)
-    await waitFor('n1 to found a cluster alone', () => first.serving())
-    const db = await connect({ seeds: [first.address] })
-    const keys = Array.from({ length: 200 }, (_, i) => `early-${i}`)
-    // Acknowledged by n1 alone: it is the only node in the map.
-    await db.batch(keys.map((key) => ({ type: 'put' as const, key, value: `v-${key}` })))
-    await db.close()
+    const { first, keys } = await oneNodeWithEarlyWrites()
 
     for (const id of ['n2', 'n3']) nodes.push(await startNode(await nodeOptions(id, [first.address])))
     await waitFor('a map with all three nodes everywhere', () => nodes.every((n) => n.membership.map?.nodes.length === 3))
@@ -55,13 +60,7 @@ describe('nodes joining a cluster that holds data', () => {
   })
 
   it('read through to the other replicas while they fill, so quorum reads see writes they have not been sent yet', async () => {
-    const first = await startNode(await nodeOptions('n1', 'self'))
-    nodes.push(first)
-    await waitFor('n1 to found a cluster alone', () => first.serving())
-    const db = await connect({ seeds: [first.address] })
-    const keys = Array.from({ length: 200 }, (_, i) => `early-${i}`)
-    await db.batch(keys.map((key) => ({ type: 'put' as const, key, value: `v-${key}` })))
-    await db.close()
+    const { first, keys } = await oneNodeWithEarlyWrites()
 
     // A fill of 20 records a second: the 200 early keys take the joiners about ten seconds.
     for (const id of ['n2', 'n3']) nodes.push(await startNode({ ...(await nodeOptions(id, [first.address])), repairRecordsPerSecond: 20 }))
