@@ -2,7 +2,7 @@ import type { Logger } from 'pino'
 import { diffMaps, type PartitionMap } from '../core/partition-map.js'
 import { differingLeaves, LeafHasher, leafOf, planExchange, leafCountDefault, type KeyVersion } from '../core/digest.js'
 import { KumoError } from '../core/errors.js'
-import { recordVersion } from '../core/record.js'
+import { newerRecord, recordVersion } from '../core/record.js'
 import type { StorageEngine } from '../storage/engine.js'
 import type { PeerChannel, PeerPool } from '../wire/peer-channel.js'
 import { noPeerFields } from '../wire/peer-fields.js'
@@ -99,11 +99,6 @@ export class AntiEntropy {
     this.fill()
   }
 
-  /** Whether reads of `partition` here still ask its other replicas too. */
-  isFilling(partition: number): boolean {
-    return this.filling.has(partition)
-  }
-
   get fillingCount(): number {
     return this.filling.size
   }
@@ -139,13 +134,26 @@ export class AntiEntropy {
   }
 
   /**
+   * This replica's records for `keys` (one per key, undefined where none), as a replica read
+   * answers them. While nothing is filling, nearly always, that is the storage read itself (no
+   * promise added on the read path).
+   */
+  readRecords(partitions: readonly number[], keys: readonly Buffer[], timeoutMs: number): Promise<(Buffer | undefined)[]> {
+    const read = this.deps.storage.getRecordsAt(partitions, keys)
+    if (this.filling.size === 0) return read
+    return read.then(async (records) => {
+      await this.readThrough(partitions, keys, records, timeoutMs)
+      return records
+    })
+  }
+
+  /**
    * For keys of partitions this node is still filling: asks the partitions' other live replicas
    * for their own copies (READ_LOCAL, so two filling nodes never ask each other in a loop) and
    * keeps the newest in `records`. Best effort within `timeoutMs`: a replica that fails or is
    * slow is left out, as it would be by a quorum read.
    */
-  async readThrough(partitions: readonly number[], keys: readonly Buffer[], records: (Buffer | undefined)[], timeoutMs: number): Promise<void> {
-    if (this.filling.size === 0) return
+  private async readThrough(partitions: readonly number[], keys: readonly Buffer[], records: (Buffer | undefined)[], timeoutMs: number): Promise<void> {
     const map = this.deps.membership.map
     if (map === undefined) return
     const byPeer = new Map<string, number[]>()
@@ -170,9 +178,8 @@ export class AntiEntropy {
           )
           res.records.forEach((record, j) => {
             if (record.length === 0) return
-            const i = indexes[j]!
-            const held = records[i]
-            if (held === undefined || Buffer.compare(recordVersion(record), recordVersion(held)) > 0) records[i] = record
+            const held = records[indexes[j]!]
+            records[indexes[j]!] = held === undefined ? record : newerRecord(held, record)
           })
         } catch (err) {
           this.deps.logger.debug({ err, peer }, 'read-through to a replica failed')

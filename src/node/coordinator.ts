@@ -37,8 +37,8 @@ export interface CoordinatorDeps {
   membership: Membership
   peers: PeerPool
   clock: HybridClock
-  /** See ReplicaServiceDeps.readThrough: a replica still filling a partition reads through. */
-  readThrough: (partitions: readonly number[], keys: readonly Buffer[], records: (Buffer | undefined)[]) => Promise<void> | undefined
+  /** This replica's records, as ReplicaServiceDeps.readRecords. */
+  readRecords: (partitions: readonly number[], keys: readonly Buffer[]) => Promise<(Buffer | undefined)[]>
 }
 
 interface KeyWrite {
@@ -129,9 +129,7 @@ export class Coordinator {
           checkGetMany(req.keys.length)
           for (const key of req.keys) checkKey(key)
           const partitions = this.heldPartitions(req.keys)
-          const records = await this.deps.storage.getRecordsAt(partitions, req.keys)
-          const through = this.deps.readThrough(partitions, req.keys, records)
-          if (through !== undefined) await through
+          const records = await this.deps.readRecords(partitions, req.keys)
           const res = reply(req.id, undefined)
           res.records = records.map((r) => r ?? emptyBuffer)
           return res
@@ -386,12 +384,7 @@ export class Coordinator {
   }
 
   private async readReplica(id: string, partitions: number[], keys: Buffer[], deadlineMs: number): Promise<(Buffer | undefined)[]> {
-    if (id === this.deps.selfId) {
-      const records = await this.deps.storage.getRecordsAt(partitions, keys)
-      const through = this.deps.readThrough(partitions, keys, records)
-      if (through !== undefined) await through
-      return records
-    }
+    if (id === this.deps.selfId) return this.deps.readRecords(partitions, keys)
     const address = this.deps.membership.address(id)
     if (address === undefined) throw new KumoError('UNAVAILABLE', `no address known for node ${id}`)
     const timeoutMs = Math.max(1, Math.min(this.config.replicaTimeoutMs, deadlineMs - Date.now()))

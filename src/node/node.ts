@@ -267,13 +267,10 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   }
   // A replica still filling a partition reads through to the others within half the replica
   // timeout, so its answer still reaches whoever asked before they give up on it.
-  // Undefined (no promise to await on the read path) while nothing is filling, nearly always.
-  const readThrough = (partitions: readonly number[], keys: readonly Buffer[], records: (Buffer | undefined)[]): Promise<void> | undefined =>
-    antiEntropy.fillingCount === 0
-      ? undefined
-      : antiEntropy.readThrough(partitions, keys, records, Math.max(1, Math.floor((options.replicaTimeoutMs ?? 1000) / 2)))
+  const readRecords = (partitions: readonly number[], keys: readonly Buffer[]): Promise<(Buffer | undefined)[]> =>
+    antiEntropy.readRecords(partitions, keys, Math.max(1, Math.floor((options.replicaTimeoutMs ?? 1000) / 2)))
   const coordinator = new Coordinator(
-    { selfId: options.id, storage, membership, peers, clock, readThrough },
+    { selfId: options.id, storage, membership, peers, clock, readRecords },
     {
       defaultConsistency,
       replicaTimeoutMs: options.replicaTimeoutMs ?? 1000,
@@ -304,7 +301,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   )
   const replicaService = new ReplicaService({
     storage,
-    readThrough,
+    readRecords,
     coordinate: (req) => coordinator.handle(req, true),
     // Writes this node stamps later then sort above what it has stored (and skip the version read).
     observe: (version) => coordinator.observe(version),

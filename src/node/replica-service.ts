@@ -10,10 +10,11 @@ export interface ReplicaServiceDeps {
   /** Sees the newest version of every replicated write, so this node's clock stays ahead of it. */
   observe: (version: Buffer) => void
   /**
-   * Adds to `records` (one per key, undefined where none) newer copies held by other replicas
-   * of the partitions this node is still filling (see AntiEntropy.readThrough).
+   * This replica's records for `keys` (one per key, undefined where none): storage, plus newer
+   * copies from the other replicas of partitions this node is still filling
+   * (AntiEntropy.readRecords).
    */
-  readThrough: (partitions: readonly number[], keys: readonly Buffer[], records: (Buffer | undefined)[]) => Promise<void> | undefined
+  readRecords: (partitions: readonly number[], keys: readonly Buffer[]) => Promise<(Buffer | undefined)[]>
   /** Extra operations (hints, digests) handled by other components. */
   extensions: Partial<Record<PeerRequestMsg['op'], (req: PeerRequestMsg) => Promise<Partial<PeerResponseMsg>>>>
 }
@@ -39,9 +40,7 @@ export class ReplicaService {
       case 'READ':
       case 'READ_LOCAL': {
         const partitions = req.partitions.length > 0 ? checkPartitions(req) : req.keys.map(() => req.partition)
-        const records = await this.deps.storage.getRecordsAt(partitions, req.keys)
-        const through = req.op === 'READ' ? this.deps.readThrough(partitions, req.keys, records) : undefined
-        if (through !== undefined) await through
+        const records = await (req.op === 'READ' ? this.deps.readRecords(partitions, req.keys) : this.deps.storage.getRecordsAt(partitions, req.keys))
         return { records: records.map((r) => r ?? empty) }
       }
       case 'WRITE': {
