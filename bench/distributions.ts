@@ -51,16 +51,32 @@ function zeta(n: number, theta: number): number {
   return sum
 }
 
+const twoTo32 = 4294967296
+
+/**
+ * 64-bit FNV-1a over the eight little-endian octets of `value` (YCSB's FNVhash64), as the two
+ * 32-bit halves of the hash. Plain number arithmetic, no BigInt: it runs per inserted key.
+ */
+export function fnv64(value: number): { hi: number; lo: number } {
+  let hi = 0xcbf29ce4
+  let lo = 0x84222325
+  const vlo = value % twoTo32
+  const vhi = Math.floor(value / twoTo32)
+  for (let i = 0; i < 8; i++) {
+    const octet = i < 4 ? (vlo >>> (8 * i)) & 0xff : (vhi >>> (8 * (i - 4))) & 0xff
+    lo = (lo ^ octet) >>> 0
+    // × 0x100000001b3 = × 0x1b3 plus × 2^40, which only lands in the high half (lo << 8).
+    const low = lo * 0x1b3
+    hi = (hi * 0x1b3 + Math.floor(low / twoTo32) + lo * 256) % twoTo32
+    lo = low % twoTo32
+  }
+  return { hi, lo }
+}
+
 /** 64-bit FNV-1a folded to 53 bits, as YCSB scrambles zipfian picks over the key space. */
 function fnv(value: number): number {
-  let hash = 0xcbf29ce484222325n
-  let v = BigInt(value)
-  for (let i = 0; i < 8; i++) {
-    hash ^= v & 0xffn
-    hash = (hash * 0x100000001b3n) & 0xffffffffffffffffn
-    v >>= 8n
-  }
-  return Number(hash & 0x1fffffffffffffn)
+  const { hi, lo } = fnv64(value)
+  return (hi % 0x200000) * twoTo32 + lo
 }
 
 /** Zipfian popularity, with the popular items scattered over the key space (YCSB's default). */

@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { Command, InvalidArgumentError, Option } from 'commander'
-import { load, medianRounds, run, settle, valuePool, type RunConfig, type RunResult } from './runner.js'
+import { load, medianRounds, run, settle, valuePool, type InsertOrder, type RunConfig, type RunResult } from './runner.js'
 import { embeddedTarget, kumoLocalTarget, kumoTarget, tempRoot, type BenchTarget } from './targets.js'
 import { fullSet, quickSet, workloads, type WorkloadName } from './workloads.js'
 import { rm } from 'node:fs/promises'
@@ -42,6 +42,7 @@ const program = new Command()
   .option('--batch-concurrency <n>', 'batch/getMany calls in flight (each of 100 operations)', wholeNumber, 8)
   .option('--value-size <bytes>', 'value size (YCSB uses 1000)', wholeNumber, 100)
   .addOption(new Option('--distribution <d>', 'key choice').choices(['zipfian', 'uniform']).default('zipfian'))
+  .addOption(new Option('--insert-order <o>', "inserted keys' names: hashed (YCSB's default) or ordered (ascending)").choices(['hashed', 'ordered']).default('hashed'))
   .option('--seed <n>', 'random seed', wholeNumber, 42)
   .addOption(new Option('--peer <system>', 'also run the same workloads against a system people know').choices(['redis']))
   .option('--json <file>', 'write the results as JSON')
@@ -59,6 +60,7 @@ interface Options {
   concurrency: number
   valueSize: number
   distribution: 'zipfian' | 'uniform'
+  insertOrder: InsertOrder
   seed: number
   json?: string
   progress: boolean
@@ -79,6 +81,7 @@ async function main(): Promise<void> {
     concurrency: opts.concurrency,
     valueBytes: opts.valueSize,
     distribution: opts.distribution,
+    insertOrder: opts.insertOrder,
     seed: opts.seed,
     progress: opts.progress && process.stdout.isTTY === true,
   }
@@ -91,7 +94,7 @@ async function main(): Promise<void> {
     else process.stdout.write('note: --peer redis skipped: redis-server and redis-cli are not installed (Debian: apt-get install redis-server)\n')
   }
   process.stdout.write(
-    `Kumo benchmark: ${records} records, ${config.valueBytes}-byte values, ${config.distribution}, ${config.concurrency} in flight, ${config.durationMs / 1000} s per run\n` +
+    `Kumo benchmark: ${records} records, ${config.valueBytes}-byte values, ${config.distribution}, ${config.insertOrder} inserts, ${config.concurrency} in flight, ${config.durationMs / 1000} s per run\n` +
       `machine: ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}\n`,
   )
   const open: { target: BenchTarget; inserted: { count: number } }[] = []
@@ -108,7 +111,7 @@ async function main(): Promise<void> {
       else throw new InvalidArgumentError(`unknown target ${name}`)
       open.push({ target, inserted: { count: records } })
       process.stdout.write(`\n${target.name}: ${target.description}\n`)
-      const loadSeconds = await load(target, records, values, config.progress)
+      const loadSeconds = await load(target, records, values, config.insertOrder, config.progress)
       process.stdout.write(`  loaded ${records} records in ${loadSeconds.toFixed(1)} s\n`)
     }
     const rounds: RunResult[][] = []

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import os from 'node:os'
 import * as hdr from 'hdr-histogram-js'
 import cliProgress from 'cli-progress'
-import { LatestChooser, ScrambledZipfianChooser, UniformChooser, seededRandom, type KeyChooser, type Random } from './distributions.js'
+import { LatestChooser, ScrambledZipfianChooser, UniformChooser, fnv64, seededRandom, type KeyChooser, type Random } from './distributions.js'
 import type { BenchTarget } from './targets.js'
 import type { Workload } from './workloads.js'
 
@@ -15,6 +15,7 @@ export interface RunConfig {
   concurrency: number
   valueBytes: number
   distribution: 'zipfian' | 'uniform'
+  insertOrder: InsertOrder
   seed: number
   progress: boolean
 }
@@ -37,13 +38,28 @@ export interface RunResult {
   roundsOpsPerSecond?: number[]
 }
 
-const formatKey = (i: number): Buffer => Buffer.from(`user${String(i).padStart(10, '0')}`)
+/**
+ * How inserted keys are named, as YCSB's `insertorder`: `hashed` (YCSB's default) names record
+ * i `user` + the hex of FNV-1a 64 of i, so consecutive inserts land all over the key space;
+ * `ordered` names it `user` + i zero-padded, so inserts only ever append. An ordered insert is
+ * LevelDB's cheapest case in the embedded store (new tables never overlap old ones) and no
+ * cheaper in Kumo, which hashes keys to partitions anyway: with it, the two targets would not
+ * be storing the same workload.
+ */
+export type InsertOrder = 'hashed' | 'ordered'
+
+export function keyName(i: number, order: InsertOrder): Buffer {
+  if (order === 'ordered') return Buffer.from(`user${String(i).padStart(10, '0')}`)
+  const { hi, lo } = fnv64(i)
+  return Buffer.from(`user${hi.toString(16).padStart(8, '0')}${lo.toString(16).padStart(8, '0')}`)
+}
+
 /** Keys of the loaded records, made once: key formatting is the benchmark's cost, not the target's. */
-const keyCache: Buffer[] = []
 const keyCacheMax = 1_000_000
-export const keyOf = (i: number): Buffer => {
-  if (i >= keyCacheMax) return formatKey(i)
-  return (keyCache[i] ??= formatKey(i))
+const keyCaches: Record<InsertOrder, Buffer[]> = { hashed: [], ordered: [] }
+export const keyOf = (i: number, order: InsertOrder): Buffer => {
+  if (i >= keyCacheMax) return keyName(i, order)
+  return (keyCaches[order][i] ??= keyName(i, order))
 }
 
 export function valuePool(bytes: number, count = 64): Buffer[] {
@@ -51,7 +67,7 @@ export function valuePool(bytes: number, count = 64): Buffer[] {
 }
 
 /** Loads `records` keys with batches of 100, `concurrency` batches in flight. */
-export async function load(target: BenchTarget, records: number, values: Buffer[], progress: boolean): Promise<number> {
+export async function load(target: BenchTarget, records: number, values: Buffer[], order: InsertOrder, progress: boolean): Promise<number> {
   const started = performance.now()
   const bar = progress ? new cliProgress.SingleBar({ format: `  load ${target.name.padEnd(10)} {bar} {percentage}% | {value}/{total} records`, hideCursor: true }, cliProgress.Presets.shades_classic) : undefined
   bar?.start(records, 0)
@@ -61,7 +77,7 @@ export async function load(target: BenchTarget, records: number, values: Buffer[
       const from = next
       next = Math.min(records, next + 100)
       const entries: [Buffer, Buffer][] = []
-      for (let i = from; i < next; i++) entries.push([keyOf(i), values[i % values.length]!])
+      for (let i = from; i < next; i++) entries.push([keyOf(i, order), values[i % values.length]!])
       await target.putMany(entries)
       bar?.update(next)
     }
@@ -100,7 +116,8 @@ export async function run(target: BenchTarget, workload: Workload, config: RunCo
 
   // As in YCSB: reads and updates choose among the loaded records, so every target reads the
   // same key space whatever earlier runs inserted; only D ("latest") follows the inserts.
-  const pick = (): Buffer => keyOf(chooser.next(workload.latest ? inserted.count : config.records))
+  const order = config.insertOrder
+  const pick = (): Buffer => keyOf(chooser.next(workload.latest ? inserted.count : config.records), order)
   const value = (): Buffer => values[(calls + ops) % values.length]!
   const one = async (): Promise<number> => {
     const r = random()
@@ -114,7 +131,7 @@ export async function run(target: BenchTarget, workload: Workload, config: RunCo
       return 1
     }
     if (r < (at += workload.insert)) {
-      await target.put(keyOf(inserted.count++), value())
+      await target.put(keyOf(inserted.count++, order), value())
       return 1
     }
     if (r < (at += workload.scan)) {
@@ -129,7 +146,7 @@ export async function run(target: BenchTarget, workload: Workload, config: RunCo
   const many = async (): Promise<number> => {
     if (workload.insert > 0) {
       const entries: [Buffer, Buffer][] = []
-      for (let i = 0; i < workload.batch; i++) entries.push([keyOf(inserted.count++), value()])
+      for (let i = 0; i < workload.batch; i++) entries.push([keyOf(inserted.count++, order), value()])
       await target.putMany(entries)
     } else {
       const keys: Buffer[] = []
