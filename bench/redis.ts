@@ -65,6 +65,7 @@ export async function redisClusterTarget(root: string): Promise<BenchTarget> {
     scan: () => Promise.reject(new Error('Redis Cluster has no cluster-wide ordered scan')),
     putMany: (entries) => Promise.all(entries.map(([key, value]) => db.set(key, value))),
     getMany: (keys) => Promise.all(keys.map((key) => db.getBuffer(key))),
+    pids: servers.map((s) => s.pid).filter((pid): pid is number => pid !== undefined),
     async close() {
       db.disconnect()
       await stop()

@@ -10,13 +10,22 @@ function pad(rows: string[][]): string {
 const n = (x: number): string => Math.round(x).toLocaleString('en-US')
 const t = (ms: number): string => ms.toFixed(2)
 
-/** A Markdown table of every run (the median round with --rounds), then the ratios and targets of issue #4. */
+/**
+ * A Markdown table of every run (the median round with --rounds), then the ratios and targets
+ * of issue #4. `cpu µs/op` is the CPU of this process (benchmark and client) plus the target's
+ * server processes per operation, `servers µs/op` the servers' part of it, and `cores` the
+ * cores they kept busy on average: what an operation costs a machine that all of them share.
+ */
 export function formatTable(results: RunResult[]): string {
   const spread = results.some((r) => r.roundsOpsPerSecond !== undefined)
-  const rows = [['target', 'workload', 'ops/s', ...(spread ? ['rounds min–max'] : []), 'p50 ms', 'p95 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'errors']]
+  const rows = [['target', 'workload', 'ops/s', ...(spread ? ['rounds min–max'] : []), 'p50 ms', 'p95 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'cpu µs/op', 'servers µs/op', 'cores', 'errors']]
   for (const r of results) {
     const range = r.roundsOpsPerSecond === undefined ? [''] : [`${n(Math.min(...r.roundsOpsPerSecond))}–${n(Math.max(...r.roundsOpsPerSecond))}`]
-    rows.push([r.target, r.workload, n(r.opsPerSecond), ...(spread ? range : []), t(r.p50), t(r.p95), t(r.p99), t(r.p999), t(r.max), String(r.errors)])
+    const cpu =
+      r.cpuMicrosPerOp === undefined
+        ? ['', '', '']
+        : [r.cpuMicrosPerOp.toFixed(1), (r.serverCpuMicrosPerOp ?? 0).toFixed(1), ((r.cpuMicrosPerOp * r.opsPerSecond) / 1e6).toFixed(2)]
+    rows.push([r.target, r.workload, n(r.opsPerSecond), ...(spread ? range : []), t(r.p50), t(r.p95), t(r.p99), t(r.p999), t(r.max), ...cpu, String(r.errors)])
   }
   const table = pad(rows)
   const find = (target: string, workload: string): RunResult | undefined => results.find((r) => r.target === target && r.workload === workload)

@@ -37,6 +37,7 @@ const program = new Command()
   .option('--records <n>', 'records loaded before the runs', wholeNumber)
   .option('--operations <n>', 'operations per run at most (0: time-bound only)', wholeNumber, 0)
   .option('--duration <s>', 'seconds per run', wholeNumber)
+  .option('--warmup <s>', 'seconds each run runs before it is measured (default 3; --quick: 0)', wholeNumber)
   .option('--concurrency <n>', 'requests in flight', wholeNumber, 64)
   .option('--rounds <n>', 'run every workload on every target this many times; report the median', positiveNumber, 1)
   .option('--batch-concurrency <n>', 'batch/getMany calls in flight (each of 100 operations)', wholeNumber, 8)
@@ -57,6 +58,7 @@ interface Options {
   records?: number
   operations: number
   duration?: number
+  warmup?: number
   concurrency: number
   valueSize: number
   distribution: 'zipfian' | 'uniform'
@@ -78,6 +80,7 @@ async function main(): Promise<void> {
     records,
     operations: opts.operations,
     durationMs: (opts.duration ?? (opts.quick ? 2 : 10)) * 1000,
+    warmupMs: (opts.warmup ?? (opts.quick ? 0 : 3)) * 1000,
     concurrency: opts.concurrency,
     valueBytes: opts.valueSize,
     distribution: opts.distribution,
@@ -94,7 +97,7 @@ async function main(): Promise<void> {
     else process.stdout.write('note: --peer redis skipped: redis-server and redis-cli are not installed (Debian: apt-get install redis-server)\n')
   }
   process.stdout.write(
-    `Kumo benchmark: ${records} records, ${config.valueBytes}-byte values, ${config.distribution}, ${config.insertOrder} inserts, ${config.concurrency} in flight, ${config.durationMs / 1000} s per run\n` +
+    `Kumo benchmark: ${records} records, ${config.valueBytes}-byte values, ${config.distribution}, ${config.insertOrder} inserts, ${config.concurrency} in flight, ${config.durationMs / 1000} s per run after ${config.warmupMs / 1000} s of warm-up\n` +
       `machine: ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}\n`,
   )
   const open: { target: BenchTarget; inserted: { count: number } }[] = []
@@ -126,7 +129,7 @@ async function main(): Promise<void> {
           const result = await run(target, workload, workload.batch > 1 ? { ...config, concurrency: opts.batchConcurrency } : config, values, inserted)
           thisRound.push(result)
           if (!config.progress) {
-            process.stdout.write(`  ${target.name.padEnd(9)} ${workloadName.padEnd(11)} ${Math.round(result.opsPerSecond).toLocaleString('en-US')} ops/s, p99 ${result.p99.toFixed(2)} ms${result.errors ? `, ${result.errors} errors (${result.firstError})` : ''}\n`)
+            process.stdout.write(`  ${target.name.padEnd(9)} ${workloadName.padEnd(11)} ${Math.round(result.opsPerSecond).toLocaleString('en-US')} ops/s, p99 ${result.p99.toFixed(2)} ms${result.cpuMicrosPerOp === undefined ? '' : `, cpu ${result.cpuMicrosPerOp.toFixed(1)} µs/op`}${result.errors ? `, ${result.errors} errors (${result.firstError})` : ''}\n`)
           }
         }
       }

@@ -3,6 +3,7 @@ import os from 'node:os'
 import * as hdr from 'hdr-histogram-js'
 import cliProgress from 'cli-progress'
 import { LatestChooser, ScrambledZipfianChooser, UniformChooser, fnv64, seededRandom, type KeyChooser, type Random } from './distributions.js'
+import { CpuMeter } from './cpu.js'
 import type { BenchTarget } from './targets.js'
 import type { Workload } from './workloads.js'
 
@@ -12,6 +13,11 @@ export interface RunConfig {
   operations: number
   /** ...or after this long, whichever comes first. */
   durationMs: number
+  /**
+   * Runs the workload this long before measuring it, so every target is measured warm (caches
+   * filled, the previous run's compactions under way) rather than on its first seconds.
+   */
+  warmupMs: number
   concurrency: number
   valueBytes: number
   distribution: 'zipfian' | 'uniform'
@@ -34,6 +40,13 @@ export interface RunResult {
   p99: number
   p999: number
   max: number
+  /**
+   * CPU per operation, in µs: this process (client and benchmark) plus the target's server
+   * processes on this machine; undefined for a cluster whose processes are not ours.
+   */
+  cpuMicrosPerOp?: number
+  /** The part of cpuMicrosPerOp spent in the target's server processes. */
+  serverCpuMicrosPerOp?: number
   /** With --rounds: ops/s of every round, in order (the result is the median round). */
   roundsOpsPerSecond?: number[]
 }
@@ -99,19 +112,37 @@ export async function run(target: BenchTarget, workload: Workload, config: RunCo
   let calls = 0
   let errors = 0
   let firstError: string | undefined
-  const started = performance.now()
-  const deadline = started + config.durationMs
+  const meter = (): CpuMeter | undefined => (target.pids !== undefined || target.name === 'embedded' ? new CpuMeter(target.pids ?? []) : undefined)
+  let cpu = meter()
+  let started = performance.now()
+  let deadline = started + config.warmupMs + config.durationMs
+  let warming = config.warmupMs > 0
+  // Measuring starts once the warm-up is over: what was counted until then is dropped.
+  const warmup = warming
+    ? setTimeout(() => {
+        warming = false
+        ops = 0
+        calls = 0
+        errors = 0
+        firstError = undefined
+        histogram.reset()
+        cpu = meter()
+        started = performance.now()
+        deadline = started + config.durationMs
+      }, config.warmupMs)
+    : undefined
   const opsMax = config.operations > 0 ? config.operations : Infinity
   const bar = config.progress
     ? new cliProgress.SingleBar(
-        { format: `  ${target.name.padEnd(10)} ${workload.name.padEnd(11)} {bar} {percentage}% | {rate} ops/s`, hideCursor: true },
+        { format: `  ${target.name.padEnd(10)} ${workload.name.padEnd(11)} {bar} {percentage}% | {rate}`, hideCursor: true },
         cliProgress.Presets.shades_classic,
       )
     : undefined
-  bar?.start(100, 0, { rate: 0 })
+  bar?.start(100, 0, { rate: warming ? 'warming up' : '0 ops/s' })
   const ticker = setInterval(() => {
     const elapsed = performance.now() - started
-    bar?.update(Math.min(100, Math.floor((elapsed / config.durationMs) * 100)), { rate: Math.round(ops / (elapsed / 1000)) })
+    if (warming) bar?.update(0, { rate: 'warming up' })
+    else bar?.update(Math.min(100, Math.floor((elapsed / config.durationMs) * 100)), { rate: `${Math.round(ops / (elapsed / 1000)).toLocaleString('en-US')} ops/s` })
   }, 250)
 
   // As in YCSB: reads and updates choose among the loaded records, so every target reads the
@@ -158,7 +189,7 @@ export async function run(target: BenchTarget, workload: Workload, config: RunCo
   const call = workload.batch > 1 ? many : one
 
   const worker = async (): Promise<void> => {
-    while (ops < opsMax && performance.now() < deadline) {
+    while ((warming || ops < opsMax) && performance.now() < deadline) {
       const t0 = performance.now()
       try {
         // Not `ops += await call()`: that reads `ops` before the await and loses other workers' counts.
@@ -173,10 +204,12 @@ export async function run(target: BenchTarget, workload: Workload, config: RunCo
     }
   }
   await Promise.all(Array.from({ length: config.concurrency }, worker))
+  clearTimeout(warmup)
   clearInterval(ticker)
-  bar?.update(100, { rate: Math.round(ops / ((performance.now() - started) / 1000)) })
+  bar?.update(100, { rate: `${Math.round(ops / ((performance.now() - started) / 1000)).toLocaleString('en-US')} ops/s` })
   bar?.stop()
   const seconds = (performance.now() - started) / 1000
+  const cpuMicros = cpu?.usedMicros()
   const at = (p: number): number => histogram.getValueAtPercentile(p) / 1000
   const result: RunResult = {
     target: target.name,
@@ -192,6 +225,10 @@ export async function run(target: BenchTarget, workload: Workload, config: RunCo
     max: histogram.maxValue / 1000,
   }
   if (firstError !== undefined) result.firstError = firstError
+  if (cpuMicros !== undefined && ops > 0) {
+    result.cpuMicrosPerOp = (cpuMicros.self + cpuMicros.servers) / ops
+    result.serverCpuMicrosPerOp = cpuMicros.servers / ops
+  }
   return result
 }
 

@@ -17,6 +17,8 @@ export interface BenchTarget {
   scan(start: Buffer, count: number): Promise<number>
   putMany(entries: [Buffer, Buffer][]): Promise<unknown>
   getMany(keys: Buffer[]): Promise<unknown>
+  /** Server processes on this machine doing the target's work (their CPU is counted with the run's). */
+  readonly pids?: readonly number[]
   close(): Promise<void>
 }
 
@@ -64,6 +66,7 @@ export async function kumoLocalTarget(root: string, name: string, nodes: number,
   const target = await kumoTarget(name, `${nodes} node${nodes > 1 ? 's' : ''}, N=${replicas}, quorum`, seeds)
   return {
     ...target,
+    pids: children.map((c) => c.pid).filter((pid): pid is number => pid !== undefined),
     async close() {
       await target.close()
       await Promise.all(children.map((c) => stopChild(c)))
