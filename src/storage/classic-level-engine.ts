@@ -81,6 +81,11 @@ export class ClassicLevelEngine implements StorageEngine {
   private readonly partitionHigh = new Map<number, Buffer>()
   private openHighWater: Buffer = Buffer.alloc(0)
   private readonly cache: RowCache
+  /**
+   * Commits that changed data keys, counted once each has been applied and its keys forgotten
+   * by the row cache: a thread-pool read fills the cache only if this did not move while it ran.
+   */
+  private dataCommits = 0
 
   constructor(
     readonly location: string,
@@ -168,19 +173,34 @@ export class ClassicLevelEngine implements StorageEngine {
     }
     // One getMany runs on one thread-pool thread, key after key: a large read is cut into
     // chunks that run side by side. Each caller's read answers on its own, so one large read
-    // does not hold up another. Its results do not fill the row cache: a write may commit
-    // after the thread read the key and before this thread sees the result.
+    // does not hold up another. A chunk fills the row cache only if no commit finished while
+    // it ran: a write may commit after the thread read a key, and its forget() may already
+    // have run when this thread sees the old record.
     const values: (Buffer | undefined)[] = new Array(stored.length)
     const missing: number[] = []
+    const ids: string[] = []
     for (let i = 0; i < stored.length; i++) {
-      const record = cache?.get(stored[i]!.toString('latin1'))
-      if (record === undefined) missing.push(i)
-      else values[i] = record
+      const id = cache === undefined ? '' : stored[i]!.toString('latin1')
+      const record = cache?.get(id)
+      if (record === undefined) {
+        missing.push(i)
+        ids.push(id)
+      } else values[i] = record
     }
+    const commitsBefore = this.dataCommits
     const chunks: Promise<void>[] = []
     for (let at = 0; at < missing.length; at += readChunkKeys) {
       const part = missing.slice(at, at + readChunkKeys)
-      chunks.push(this.db.getMany(part.map((i) => stored[i]!)).then((found) => part.forEach((i, j) => (values[i] = found[j] ?? undefined))))
+      chunks.push(
+        this.db.getMany(part.map((i) => stored[i]!)).then((found) => {
+          const fill = cache !== undefined && this.dataCommits === commitsBefore
+          for (let j = 0; j < part.length; j++) {
+            const record = found[j] ?? undefined
+            values[part[j]!] = record
+            if (fill && record !== undefined) cache.set(ids[at + j]!, record)
+          }
+        }),
+      )
     }
     return Promise.all(chunks).then(
       () => values,
@@ -210,6 +230,7 @@ export class ClassicLevelEngine implements StorageEngine {
    * whole received message).
    */
   private forget(stored: readonly Buffer[]): void {
+    this.dataCommits++
     if (this.cache.size === 0) return
     for (const key of stored) this.cache.delete(key.toString('latin1'))
   }
@@ -424,6 +445,7 @@ export class ClassicLevelEngine implements StorageEngine {
     const range = partitionRange(partition)
     await this.db.clear(range)
     // After the clear: a read during it may have cached a record the clear then deleted.
+    this.dataCommits++
     this.cache.deletePrefix(range.gte.toString('latin1'))
   }
 
