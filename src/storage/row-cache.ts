@@ -24,9 +24,10 @@ const slabBytesMax = 256 * 1024
  * a generation is charged every byte copied into it, deleted or not, so slabs stay within the
  * budget plus the one being filled.
  *
- * The engine keeps it equal to what is committed: it fills entries only from synchronous
- * reads, forgets every key a commit writes or deletes, and drops a partition's keys after the
- * partition is cleared (see ClassicLevelEngine). Dropping an entry is always safe; the cache
+ * The engine keeps it equal to what is committed: it fills entries from synchronous reads,
+ * and from thread-pool reads only when no commit finished while they ran; it forgets every
+ * key a commit writes or deletes, and drops a partition's keys after the partition is cleared
+ * (see ClassicLevelEngine). Dropping an entry is always safe; the cache
  * never decides anything.
  */
 export class RowCache {
