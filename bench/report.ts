@@ -18,14 +18,18 @@ const t = (ms: number): string => ms.toFixed(2)
  */
 export function formatTable(results: RunResult[]): string {
   const spread = results.some((r) => r.roundsOpsPerSecond !== undefined)
-  const rows = [['target', 'workload', 'ops/s', ...(spread ? ['rounds min–max'] : []), 'p50 ms', 'p95 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'cpu µs/op', 'servers µs/op', 'cores', 'errors']]
+  // No CPU columns when no run could measure it (a running cluster's processes are not ours).
+  const cpuKnown = results.some((r) => r.cpuMicrosPerOp !== undefined)
+  const rows = [
+    ['target', 'workload', 'ops/s', ...(spread ? ['rounds min–max'] : []), 'p50 ms', 'p95 ms', 'p99 ms', 'p99.9 ms', 'max ms', ...(cpuKnown ? ['cpu µs/op', 'servers µs/op', 'cores'] : []), 'errors'],
+  ]
   for (const r of results) {
     const range = r.roundsOpsPerSecond === undefined ? [''] : [`${n(Math.min(...r.roundsOpsPerSecond))}–${n(Math.max(...r.roundsOpsPerSecond))}`]
     const cpu =
       r.cpuMicrosPerOp === undefined
         ? ['', '', '']
         : [r.cpuMicrosPerOp.toFixed(1), (r.serverCpuMicrosPerOp ?? 0).toFixed(1), ((r.cpuMicrosPerOp * r.opsPerSecond) / 1e6).toFixed(2)]
-    rows.push([r.target, r.workload, n(r.opsPerSecond), ...(spread ? range : []), t(r.p50), t(r.p95), t(r.p99), t(r.p999), t(r.max), ...cpu, String(r.errors)])
+    rows.push([r.target, r.workload, n(r.opsPerSecond), ...(spread ? range : []), t(r.p50), t(r.p95), t(r.p99), t(r.p999), t(r.max), ...(cpuKnown ? cpu : []), String(r.errors)])
   }
   const table = pad(rows)
   const find = (target: string, workload: string): RunResult | undefined => results.find((r) => r.target === target && r.workload === workload)
