@@ -112,7 +112,7 @@ export async function run(target: BenchTarget, workload: Workload, config: RunCo
   let calls = 0
   let errors = 0
   let firstError: string | undefined
-  const meter = (): CpuMeter | undefined => (target.pids !== undefined || target.name === 'embedded' ? new CpuMeter(target.pids ?? []) : undefined)
+  const meter = (): CpuMeter | undefined => (target.pids !== undefined ? new CpuMeter(target.pids) : undefined)
   let cpu = meter()
   let started = performance.now()
   let deadline = started + config.warmupMs + config.durationMs

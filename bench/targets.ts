@@ -17,7 +17,11 @@ export interface BenchTarget {
   scan(start: Buffer, count: number): Promise<number>
   putMany(entries: [Buffer, Buffer][]): Promise<unknown>
   getMany(keys: Buffer[]): Promise<unknown>
-  /** Server processes on this machine doing the target's work (their CPU is counted with the run's). */
+  /**
+   * Server processes on this machine doing the target's work, whose CPU is counted with this
+   * process's: empty when all of it runs in this process, absent when it is not known (a
+   * running cluster reached through its seeds).
+   */
   readonly pids?: readonly number[]
   close(): Promise<void>
 }
@@ -43,6 +47,7 @@ export async function embeddedTarget(root: string): Promise<BenchTarget> {
     },
     putMany: (entries) => db.batch(entries.map(([key, value]) => ({ type: 'put' as const, key, value }))),
     getMany: (keys) => db.getMany(keys),
+    pids: [],
     async close() {
       await db.close()
       await rm(dir, { recursive: true, force: true })
