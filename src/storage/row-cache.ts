@@ -27,8 +27,7 @@ const slabBytesMax = 256 * 1024
  * The engine keeps it equal to what is committed: it fills entries from synchronous reads,
  * and from thread-pool reads only when no commit finished while they ran; it forgets every
  * key a commit writes or deletes, and drops a partition's keys after the partition is cleared
- * (see ClassicLevelEngine). Dropping an entry is always safe; the cache
- * never decides anything.
+ * (see ClassicLevelEngine). Dropping an entry is always safe; the cache never decides anything.
  */
 export class RowCache {
   private young = new Map<string, Buffer>()
