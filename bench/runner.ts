@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import os from 'node:os'
 import * as hdr from 'hdr-histogram-js'
 import cliProgress from 'cli-progress'
-import { LatestChooser, ScrambledZipfianChooser, UniformChooser, fnv64, seededRandom, type KeyChooser, type Random } from './distributions.js'
+import { LatestChooser, ScrambledZipfianChooser, UniformChooser, fnv64Limbs, seededRandom, type KeyChooser, type Random } from './distributions.js'
 import { CpuMeter } from './cpu.js'
 import type { BenchTarget } from './targets.js'
 import type { Workload } from './workloads.js'
@@ -61,19 +61,34 @@ export interface RunResult {
  */
 export type InsertOrder = 'hashed' | 'ordered'
 
+const hexDigits = Buffer.from('0123456789abcdef')
+const keyLimbs = new Uint16Array(4)
+
 export function keyName(i: number, order: InsertOrder): Buffer {
   if (order === 'ordered') return Buffer.from(`user${String(i).padStart(10, '0')}`)
-  const { hi, lo } = fnv64(i)
-  return Buffer.from(`user${hi.toString(16).padStart(8, '0')}${lo.toString(16).padStart(8, '0')}`)
+  // 'user' and 16 hex digits, highest limb first, written straight into the key.
+  fnv64Limbs(i, keyLimbs)
+  const key = Buffer.allocUnsafe(20)
+  key.write('user', 0, 'latin1')
+  for (let limb = 0; limb < 4; limb++) {
+    const v = keyLimbs[3 - limb]!
+    const at = 4 + 4 * limb
+    key[at] = hexDigits[v >>> 12]!
+    key[at + 1] = hexDigits[(v >>> 8) & 0xf]!
+    key[at + 2] = hexDigits[(v >>> 4) & 0xf]!
+    key[at + 3] = hexDigits[v & 0xf]!
+  }
+  return key
 }
 
-/** Keys of the loaded records, made once: key formatting is the benchmark's cost, not the target's. */
-const keyCacheMax = 1_000_000
-const keyCaches: Record<InsertOrder, Buffer[]> = { hashed: [], ordered: [] }
-export const keyOf = (i: number, order: InsertOrder): Buffer => {
-  if (i >= keyCacheMax) return keyName(i, order)
-  return (keyCaches[order][i] ??= keyName(i, order))
-}
+/**
+ * Keys of the loaded records, made once by `load`: they are read over and over. Keys inserted
+ * during runs are named afresh each time they are used, so a write run does not keep a million
+ * keys alive (which the client's garbage collector would then be charged for).
+ */
+const loadedKeys: Record<InsertOrder, Buffer[]> = { hashed: [], ordered: [] }
+export const keyOf = (i: number, order: InsertOrder): Buffer => loadedKeys[order][i] ?? keyName(i, order)
+const loadedKeyOf = (i: number, order: InsertOrder): Buffer => (loadedKeys[order][i] ??= keyName(i, order))
 
 export function valuePool(bytes: number, count = 64): Buffer[] {
   return Array.from({ length: count }, () => randomBytes(bytes))
@@ -90,7 +105,7 @@ export async function load(target: BenchTarget, records: number, values: Buffer[
       const from = next
       next = Math.min(records, next + 100)
       const entries: [Buffer, Buffer][] = []
-      for (let i = from; i < next; i++) entries.push([keyOf(i, order), values[i % values.length]!])
+      for (let i = from; i < next; i++) entries.push([loadedKeyOf(i, order), values[i % values.length]!])
       await target.putMany(entries)
       bar?.update(next)
     }

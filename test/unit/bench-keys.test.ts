@@ -15,12 +15,18 @@ function fnv64Reference(value: number): bigint {
 }
 
 describe('benchmark key names', () => {
-  it('fnv64 in 32-bit halves equals the 64-bit reference', () => {
+  it('fnv64 in 16-bit limbs equals the 64-bit reference', () => {
     const values = [0, 1, 2, 255, 256, 65_535, 2 ** 31, 2 ** 32 - 1, 2 ** 32, 2 ** 40 + 7, Number.MAX_SAFE_INTEGER]
     for (let i = 0; i < 5_000; i++) values.push(i * 7_919 + 13)
     for (const value of values) {
       const { hi, lo } = fnv64(value)
       expect((BigInt(hi) << 32n) | BigInt(lo), `fnv64(${value})`).toBe(fnv64Reference(value))
+    }
+  })
+
+  it('a hashed name is user and the 16 hex digits of fnv64', () => {
+    for (const value of [0, 1, 255, 65_535, 2 ** 32 + 5, 123_456_789, Number.MAX_SAFE_INTEGER]) {
+      expect(keyName(value, 'hashed').toString()).toBe(`user${fnv64Reference(value).toString(16).padStart(16, '0')}`)
     }
   })
 
