@@ -106,6 +106,12 @@ const empty = Buffer.alloc(0)
 /** How far a turn's chosen node may run ahead of the least busy replica, in requests in flight. */
 const stickyInFlightMax = 16
 
+/** The nodes usable this turn, in the policy's order; `up[i]` is order[i]'s connection if it is reported up. */
+interface TurnView {
+  order: string[]
+  up: (NodeConnection | undefined)[]
+}
+
 function toTopology(msg: TopologyMsg): Topology {
   return {
     epoch: msg.epoch,
@@ -139,7 +145,7 @@ export class KumoClient {
   /** Nodes that answered NOT_SERVING (draining): skipped until this time. */
   private readonly avoidUntil = new Map<string, number>()
   private readonly sent = new Map<string, number>()
-  private readonly turnOrder = new PerTurn<string[]>()
+  private readonly turn = new PerTurn<TurnView>()
   private readonly direct: DirectPath | undefined
 
   /** Use connect(). */
@@ -164,7 +170,7 @@ export class KumoClient {
             coordinate: (key, req, timeoutMs) => this.call(key, req, timeoutMs),
             sending: (id) => this.sent.set(id, (this.sent.get(id) ?? 0) + 1),
             replicaFailed: (id, error) => {
-              if (error.code === 'NOT_SERVING') this.avoidUntil.set(id, Date.now() + 3000)
+              if (error.code === 'NOT_SERVING') this.avoid(id)
             },
           }, options.replicaTimeoutMs)
     this.timer = setInterval(() => void this.refresh().catch(() => undefined), options.refreshIntervalMs ?? 1000)
@@ -175,6 +181,13 @@ export class KumoClient {
     this.topology_ = topology
     this.nodeState.clear()
     for (const node of topology.nodes) this.nodeState.set(node.id, node)
+    this.turn.invalidate()
+  }
+
+  /** A draining node: no requests to it for a while, from this turn on. */
+  private avoid(id: string): void {
+    this.avoidUntil.set(id, Date.now() + 3000)
+    this.turn.invalidate()
   }
 
   private connection(id: string): NodeConnection | undefined {
@@ -233,12 +246,24 @@ export class KumoClient {
   }
 
   /**
-   * Usable replicas in the policy's order. The policy orders the nodes once per event-loop turn,
-   * so requests made together go to the same nodes in one frame each...
+   * This turn's view of the nodes: the policy orders the usable ones once per event-loop turn,
+   * so requests made together go to the same nodes in one frame each. Whether a node is usable
+   * (which asks grpc-js for the channel's state) is also decided once per turn rather than per
+   * request: a per-request check cost a read ~1.3 µs of the client's CPU (8% of it) with three
+   * nodes. A node that fails later in the turn fails its requests over as before.
    */
-  private orderedReplicas(replicas: readonly string[], now: number): string[] {
-    const order = this.turnOrder.get(() => this.picker.order(this.topology_.nodes.map((n) => n.id).filter((id) => this.usable(id, now)), this.stats))
-    let first = order.filter((id) => replicas.includes(id) && this.usable(id, now))
+  private view(): TurnView {
+    return this.turn.get(() => {
+      const now = Date.now()
+      const order = this.picker.order(this.topology_.nodes.map((n) => n.id).filter((id) => this.usable(id, now)), this.stats)
+      const up: (NodeConnection | undefined)[] = order.map((id) => (this.usable(id, now, true) ? this.connection(id) : undefined))
+      return { order, up }
+    })
+  }
+
+  /** Usable replicas in this turn's order... */
+  private orderedReplicas(replicas: readonly string[]): string[] {
+    let first = this.view().order.filter((id) => replicas.includes(id))
     // ...unless the first already has many more requests in flight than another replica (it is
     // slow, or this turn has sent it plenty): then this request is placed on its own.
     if (this.policy === 'least-connections' && first.length > 1) {
@@ -248,23 +273,32 @@ export class KumoClient {
     return first
   }
 
+  /** Connections to every replica, in `replicas`' order, if each is reported up and usable. */
   private allReplicas(replicas: readonly string[]): NodeConnection[] | undefined {
-    const now = Date.now()
+    const { order, up } = this.view()
     const conns: NodeConnection[] = []
     for (const id of replicas) {
-      const conn = this.usable(id, now, true) ? this.connection(id) : undefined
+      const conn = up[order.indexOf(id)]
       if (conn === undefined) return undefined
       conns.push(conn)
     }
     return conns
   }
 
+  /** The replicas reported up and usable, in this turn's order (see orderedReplicas). */
   private replicasInOrder(replicas: readonly string[]): NodeConnection[] {
-    const conns: NodeConnection[] = []
-    const now = Date.now()
-    for (const id of this.orderedReplicas(replicas, now)) {
-      const conn = this.usable(id, now, true) ? this.connection(id) : undefined
-      if (conn !== undefined) conns.push(conn)
+    const { order, up } = this.view()
+    let conns: NodeConnection[] = []
+    let least = Infinity
+    for (let i = 0; i < order.length; i++) {
+      const conn = up[i]
+      if (conn === undefined || !replicas.includes(order[i]!)) continue
+      conns.push(conn)
+      if (conn.inFlight < least) least = conn.inFlight
+    }
+    if (this.policy === 'least-connections' && conns.length > 1 && conns[0]!.inFlight > least + stickyInFlightMax) {
+      const byId = new Map(conns.map((conn) => [conn.nodeId, conn]))
+      conns = this.picker.order([...byId.keys()], this.stats).map((id) => byId.get(id)!)
     }
     return conns
   }
@@ -274,7 +308,7 @@ export class KumoClient {
     const partition = partitionOf(key, this.topology_.partitionCount)
     const replicas = this.topology_.partitions[partition] ?? []
     const now = Date.now()
-    const first = this.orderedReplicas(replicas, now)
+    const first = this.orderedReplicas(replicas)
     const others = this.topology_.nodes.map((n) => n.id).filter((id) => !replicas.includes(id) && this.usable(id, now))
     // Down-marked replicas last: the cluster's view may be older than the node's recovery.
     const last = replicas.filter((id) => !this.usable(id, now))
@@ -309,7 +343,7 @@ export class KumoClient {
           if (res.errorCode === '') return res
           const error = new KumoError(res.errorCode as KumoError['code'], res.errorMessage)
           // A draining node: stop sending to it now, before the cluster reports it down.
-          if (error.code === 'NOT_SERVING') this.avoidUntil.set(id, Date.now() + 3000)
+          if (error.code === 'NOT_SERVING') this.avoid(id)
           if (!error.retryable) throw error
           lastError = error
         } catch (err) {

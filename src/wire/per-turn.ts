@@ -18,4 +18,10 @@ export class PerTurn<T> {
     }
     return this.value as T
   }
+
+  /** The next get() computes afresh (what the value was made from has changed). */
+  invalidate(): void {
+    this.valid = false
+    this.value = undefined
+  }
 }
