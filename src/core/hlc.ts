@@ -43,10 +43,15 @@ export class HybridClock {
 
   /** Folds in a timestamp seen from another node. Returns false if it was too far ahead. */
   observe(remote: HlcTimestamp, physicalMs: number): boolean {
-    if (remote.ms > physicalMs + this.driftMsMax) return false
-    if (compareHlc(remote, { ms: this.ms, counter: this.counter }) > 0) {
-      this.ms = remote.ms
-      this.counter = remote.counter
+    return this.observeReading(remote.ms, remote.counter, physicalMs)
+  }
+
+  /** observe() of a reading given as its parts (no object per observed record). */
+  observeReading(ms: number, counter: number, physicalMs: number): boolean {
+    if (ms > physicalMs + this.driftMsMax) return false
+    if (ms > this.ms || (ms === this.ms && counter > this.counter)) {
+      this.ms = ms
+      this.counter = counter
     }
     return true
   }

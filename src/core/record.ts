@@ -66,18 +66,42 @@ export function decodeRecord(record: Buffer): DecodedRecord {
   }
 }
 
-/** The value a reader sees: none for a tombstone or an expired record. */
+/**
+ * The value a reader sees: none for a tombstone or an expired record. Read in place (no
+ * decoded object): every read of every key runs it.
+ */
 export function liveValue(record: Buffer | undefined, nowMs: number): Buffer | undefined {
   if (record === undefined) return undefined
-  const decoded = decodeRecord(record)
-  if (decoded.tombstone) return undefined
-  if (decoded.expiresAtMs !== 0 && decoded.expiresAtMs <= nowMs) return undefined
-  return decoded.value
+  if (record.length < 2 + hlcBytes) throw new Error('corrupt record: too short')
+  let offset = 1 + record[0]!
+  if (offset >= record.length) throw new Error('corrupt record: truncated header')
+  const flags = record[offset++]!
+  if (flags & RecordFlags.TOMBSTONE) return undefined
+  if (flags & RecordFlags.EXPIRES) {
+    if (offset + 6 > record.length) throw new Error('corrupt record: truncated expiry')
+    const expiresAtMs = record.readUIntBE(offset, 6)
+    if (expiresAtMs <= nowMs) return undefined
+    offset += 6
+  }
+  return record.subarray(offset)
+}
+
+/** Compares two encoded records by version in place: negative if a is older, 0 if the same version. */
+export function compareRecordVersions(a: Buffer, b: Buffer): number {
+  return a.compare(b, 1, 1 + b[0]!, 1, 1 + a[0]!)
+}
+
+/** The HLC milliseconds and counter of an encoded record's version, for a clock to observe. */
+export function recordHlcMs(record: Buffer): number {
+  return record.readUIntBE(1, 6)
+}
+export function recordHlcCounter(record: Buffer): number {
+  return record.readUInt16BE(7)
 }
 
 /** The newer of two encoded records by version (a if equal). */
 export function newerRecord(a: Buffer, b: Buffer): Buffer {
-  return Buffer.compare(recordVersion(a), recordVersion(b)) >= 0 ? a : b
+  return compareRecordVersions(a, b) >= 0 ? a : b
 }
 
 /**
@@ -91,7 +115,7 @@ export function newestRecords(answers: Iterable<readonly (Buffer | undefined)[]>
       const record = records[i]
       if (record === undefined || record.length === 0) continue
       const held = newest[i]
-      if (held === undefined || Buffer.compare(recordVersion(record), recordVersion(held)) > 0) newest[i] = record
+      if (held === undefined || compareRecordVersions(record, held) > 0) newest[i] = record
     }
   }
   return newest

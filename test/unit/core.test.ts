@@ -6,7 +6,7 @@ import { PhiAccrualDetector } from '../../src/core/failure-detector.js'
 import { compareHlc, HybridClock } from '../../src/core/hlc.js'
 import { partitionOf } from '../../src/core/partitioner.js'
 import { QuorumTracker } from '../../src/core/quorum.js'
-import { deadSinceMs, decodeRecord, encodeRecord, liveValue, newerRecord, newestRecords, recordVersion, staleIndexes } from '../../src/core/record.js'
+import { compareRecordVersions, deadSinceMs, decodeRecord, encodeRecord, liveValue, newerRecord, newestRecords, recordHlcCounter, recordHlcMs, RecordFlags, recordVersion, staleIndexes } from '../../src/core/record.js'
 import { checkBatch, checkKey, checkRecords, checkValue, clientVersionAheadMsMax, toBuffer } from '../../src/core/validate.js'
 import { compareVersions, decodeVersion, encodeVersion } from '../../src/core/version.js'
 
@@ -57,6 +57,16 @@ describe('hybrid logical clock', () => {
     expect(compareHlc(clock.now(4600), { ms: 5000, counter: 3 })).toBeGreaterThan(0)
     expect(clock.observe({ ms: 99_000, counter: 0 }, 5000)).toBe(false)
     expect(clock.now(5000).ms).toBeLessThan(99_000)
+  })
+
+  it('observes a reading given as its parts as it observes one given whole', () => {
+    const readings = [{ ms: 10, counter: 0 }, { ms: 10, counter: 5 }, { ms: 9, counter: 9 }, { ms: 12, counter: 1 }, { ms: 5000, counter: 0 }]
+    const whole = new HybridClock(1000)
+    const parts = new HybridClock(1000)
+    for (const reading of readings) {
+      expect(parts.observeReading(reading.ms, reading.counter, 11)).toBe(whole.observe(reading, 11))
+      expect(parts.now(11)).toEqual(whole.now(11))
+    }
   })
 })
 
@@ -117,8 +127,27 @@ describe('versions and records', () => {
   })
 
   it('rejects corrupt records', () => {
-    expect(() => decodeRecord(Buffer.from([1, 2]))).toThrow(/corrupt/)
-    expect(() => decodeRecord(Buffer.from([200, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]))).toThrow(/corrupt/)
+    for (const read of [decodeRecord, (record: Buffer) => liveValue(record, 0)]) {
+      expect(() => read(Buffer.from([1, 2]))).toThrow(/corrupt/)
+      expect(() => read(Buffer.from([200, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]))).toThrow(/corrupt/)
+      expect(() => read(Buffer.from([9, 0, 0, 0, 0, 0, 1, 0, 0, 110, RecordFlags.EXPIRES, 0, 0]))).toThrow(/corrupt/)
+    }
+  })
+
+  it('reads versions in place as decoding would', () => {
+    const versions = [
+      encodeVersion({ ms: 1, counter: 0 }, 'n'),
+      encodeVersion({ ms: 1, counter: 0 }, 'n2'),
+      encodeVersion({ ms: 1, counter: 1 }, 'a'),
+      encodeVersion({ ms: 2 ** 40, counter: 0 }, 'n'),
+      encodeVersion({ ms: 2 ** 40, counter: 65_535 }, 'n'),
+    ]
+    const records = versions.map((v, i) => encodeRecord(v, i % 2 === 0 ? Buffer.from('value') : undefined, i * 1000))
+    for (const a of records) {
+      expect(recordHlcMs(a)).toBe(decodeVersion(recordVersion(a)).ts.ms)
+      expect(recordHlcCounter(a)).toBe(decodeVersion(recordVersion(a)).ts.counter)
+      for (const b of records) expect(Math.sign(compareRecordVersions(a, b))).toBe(Math.sign(Buffer.compare(recordVersion(a), recordVersion(b))))
+    }
   })
 })
 
