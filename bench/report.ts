@@ -9,6 +9,18 @@ function pad(rows: string[][]): string {
 
 const n = (x: number): string => Math.round(x).toLocaleString('en-US')
 const t = (ms: number): string => ms.toFixed(2)
+const percent = (x: number): string => `${(x * 100).toFixed(0)}%`
+
+/**
+ * The ratio in each round, where the two targets ran minutes apart at most: the ratio of the
+ * medians can pair a fast round of one with a slow round of the other.
+ */
+function roundRatios(cluster: RunResult, base: RunResult): string {
+  const a = cluster.roundsOpsPerSecond
+  const b = base.roundsOpsPerSecond
+  if (a === undefined || b === undefined || a.length !== b.length || a.length < 2) return ''
+  return ` (by round: ${a.map((x, i) => percent(x / b[i]!)).join(', ')})`
+}
 
 /**
  * A Markdown table of every run (the median round with --rounds), then the ratios and targets
@@ -39,7 +51,10 @@ export function formatTable(results: RunResult[]): string {
     const cluster = find('kumo-3', workload)
     if (base === undefined || cluster === undefined) return
     const value = cluster.opsPerSecond / base.opsPerSecond
-    lines.push(`${label}: kumo-3 ${n(cluster.opsPerSecond)}/s vs embedded ${n(base.opsPerSecond)}/s = ${(value * 100).toFixed(0)}% (goal ≥ ${goal * 100}%: ${value >= goal ? 'met' : 'not met'}); kumo-3 p99 ${t(cluster.p99)} ms (goal < 10 ms: ${cluster.p99 < 10 ? 'met' : 'not met'})`)
+    lines.push(
+      `${label}: kumo-3 ${n(cluster.opsPerSecond)}/s vs embedded ${n(base.opsPerSecond)}/s = ${percent(value)}${roundRatios(cluster, base)} ` +
+        `(goal ≥ ${goal * 100}%: ${value >= goal ? 'met' : 'not met'}); kumo-3 p99 ${t(cluster.p99)} ms (goal < 10 ms: ${cluster.p99 < 10 ? 'met' : 'not met'})`,
+    )
   }
   ratio('writes', 'write', 0.4)
   ratio('reads', 'read', 0.6)
