@@ -133,7 +133,13 @@ export class DirectPath {
             return fail(error)
           }
           answers[a] = res.records
-          if (--pending === 0) resolve(this.newest(asked, keys, answers))
+          if (--pending > 0) return
+          // A record that does not decode fails this read alone, not the others answered with it.
+          try {
+            resolve(this.newest(asked, keys, answers))
+          } catch (err) {
+            reject(new KumoError('INTERNAL', `a replica answered with a record that does not decode: ${(err as Error).message}`))
+          }
         })
       })
     })

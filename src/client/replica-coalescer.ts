@@ -14,7 +14,11 @@ export interface ReplicaAnswer {
   records: Buffer[]
 }
 
-/** Called once, with the answer or with the transport error (a callback, not a promise: this runs per operation). */
+/**
+ * Called once, with the answer or with the transport error (a callback, not a promise: this
+ * runs per operation). It must not throw: the callers merged into one request are answered in
+ * a loop, and a throw would leave the rest unanswered.
+ */
 export type ReplicaCallback = (err: unknown, answer?: ReplicaAnswer) => void
 
 interface Waiter {

@@ -124,6 +124,22 @@ describe('client-coordinated requests', () => {
     await waitFor('read repair of the stale replica', async () => (await stored(second, key))?.equals(newer))
   })
 
+  it('fail a read alone with INTERNAL when a replica answers with a record that does not decode', async () => {
+    const bad = Buffer.from('undecodable')
+    const good = Buffer.from('decodable')
+    await db.put(good, 'fine', { consistency: 'all' })
+    // A valid version, then the expiry flag with only two of the expiry's six bytes.
+    const version = encodeVersion({ ms: Date.now(), counter: 0 }, 't')
+    const corrupt = Buffer.concat([Buffer.from([version.length]), version, Buffer.from([2, 0, 0])])
+    const { partition, replicas } = replicasOf(bad)
+    for (const id of replicas) await cluster.nodes.find((n) => n!.id === id)!.storage.applyRecords([{ partition, key: bad, record: corrupt }])
+    // Both in one turn, so they travel in the same merged requests: the good one still answers.
+    const [badRead, goodRead] = await Promise.allSettled([db.get(bad, { consistency: 'all' }), db.get(good, { consistency: 'all' })])
+    expect(badRead.status).toBe('rejected')
+    expect((badRead as PromiseRejectedResult).reason).toMatchObject({ code: 'INTERNAL', message: expect.stringMatching(/does not decode/) })
+    expect(goodRead.status === 'fulfilled' && goodRead.value?.toString()).toBe('fine')
+  })
+
   it('are refused by a node that holds no replica of the key (the client map is stale)', async () => {
     const key = Buffer.from('not-here')
     const { outsider } = replicasOf(key)
