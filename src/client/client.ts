@@ -288,17 +288,10 @@ export class KumoClient {
   /** The replicas reported up and usable, in this turn's order (see orderedReplicas). */
   private replicasInOrder(replicas: readonly string[]): NodeConnection[] {
     const { order, up } = this.view()
-    let conns: NodeConnection[] = []
-    let least = Infinity
-    for (let i = 0; i < order.length; i++) {
-      const conn = up[i]
-      if (conn === undefined || !replicas.includes(order[i]!)) continue
-      conns.push(conn)
-      if (conn.inFlight < least) least = conn.inFlight
-    }
-    if (this.policy === 'least-connections' && conns.length > 1 && conns[0]!.inFlight > least + stickyInFlightMax) {
-      const byId = new Map(conns.map((conn) => [conn.nodeId, conn]))
-      conns = this.picker.order([...byId.keys()], this.stats).map((id) => byId.get(id)!)
+    const conns: NodeConnection[] = []
+    for (const id of this.orderedReplicas(replicas)) {
+      const conn = up[order.indexOf(id)]
+      if (conn !== undefined) conns.push(conn)
     }
     return conns
   }

@@ -3,7 +3,7 @@ import { requiredAcks, type Consistency } from '../core/consistency.js'
 import { KumoError, toKumoError } from '../core/errors.js'
 import { HybridClock } from '../core/hlc.js'
 import { QuorumTracker } from '../core/quorum.js'
-import { encodeRecord, liveValue, newestRecords, recordHlcCounter, recordHlcMs, staleIndexes } from '../core/record.js'
+import { encodeRecord, liveValue, quorumResult, recordHlcCounter, recordHlcMs } from '../core/record.js'
 import { encodeVersion } from '../core/version.js'
 import { requestMsg, type RequestMsg, type ResponseMsg } from '../wire/messages.js'
 import type { NodeConnection } from './node-connection.js'
@@ -148,38 +148,20 @@ export class DirectPath {
   /** The newest record per key across the answers; stale replicas are repaired in the background. */
   private newest(asked: NodeConnection[], keys: Buffer[], answers: Buffer[][]): (Buffer | undefined)[] {
     const now = Date.now()
-    // Replicas almost always agree: then nothing is stale and no merge is needed.
-    const newest = agreeing(answers, keys.length) ? answers[0]! : newestRecords(answers, keys.length)
-    if (newest !== answers[0]) {
-      answers.forEach((records, a) => {
-        const stale = staleIndexes(records, newest)
-        if (stale.length === 0) return
-        // Read repair, best effort: anti-entropy catches what it misses.
-        asked[a]!.replica.write(stale.map((i) => keys[i]!), stale.map((i) => newest[i]!), this.replicaTimeoutMs, ignore)
-      })
-    }
+    const { newest, stale } = quorumResult(answers, keys.length)
+    stale?.forEach((indexes, a) => {
+      if (indexes.length === 0) return
+      // Read repair, best effort: anti-entropy catches what it misses.
+      asked[a]!.replica.write(indexes.map((i) => keys[i]!), indexes.map((i) => newest[i]!), this.replicaTimeoutMs, ignore)
+    })
     const values: (Buffer | undefined)[] = new Array(keys.length)
     for (let i = 0; i < keys.length; i++) {
       const record = newest[i]
-      if (record === undefined || record.length === 0) continue
+      if (record === undefined) continue
       values[i] = liveValue(record, now)
       // Writes this client makes after reading this one sort above it.
       this.clock.observeReading(recordHlcMs(record), recordHlcCounter(record), now)
     }
     return values
   }
-}
-
-/** Whether every answer holds the same bytes for every key (one answer agrees with itself). */
-function agreeing(answers: readonly Buffer[][], keyCount: number): boolean {
-  const first = answers[0]!
-  for (let a = 1; a < answers.length; a++) {
-    const other = answers[a]!
-    for (let i = 0; i < keyCount; i++) {
-      const x = first[i]
-      const y = other[i]
-      if (x === undefined || y === undefined || x.length !== y.length || !x.equals(y)) return false
-    }
-  }
-  return true
 }

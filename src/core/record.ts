@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { hlcBytes, nodeIdBytesMax } from './version.js'
+import { hlcBytes, hlcCounterAt, hlcMsAt, nodeIdBytesMax } from './version.js'
 
 /**
  * A stored record: the version of the write that produced it, flags, and the value.
@@ -93,10 +93,10 @@ export function compareRecordVersions(a: Buffer, b: Buffer): number {
 
 /** The HLC milliseconds and counter of an encoded record's version, for a clock to observe. */
 export function recordHlcMs(record: Buffer): number {
-  return record.readUIntBE(1, 6)
+  return hlcMsAt(record, 1)
 }
 export function recordHlcCounter(record: Buffer): number {
-  return record.readUInt16BE(7)
+  return hlcCounterAt(record, 1)
 }
 
 /** The newer of two encoded records by version (a if equal). */
@@ -119,6 +119,41 @@ export function newestRecords(answers: Iterable<readonly (Buffer | undefined)[]>
     }
   }
   return newest
+}
+
+/**
+ * A quorum read's result: per key, the newest record the replicas answered with (undefined
+ * where none), and per answer the keys (by index) that replica must be repaired at. When every
+ * answer holds the same bytes, nearly always, no version is compared and nothing is stale.
+ */
+export function quorumResult(
+  answers: readonly (readonly (Buffer | undefined)[])[],
+  keyCount: number,
+): { newest: (Buffer | undefined)[]; stale: number[][] | undefined } {
+  if (agreeing(answers, keyCount)) {
+    const newest: (Buffer | undefined)[] = new Array(keyCount)
+    const first = answers[0] ?? []
+    for (let i = 0; i < keyCount; i++) newest[i] = first[i]!.length === 0 ? undefined : first[i]
+    return { newest, stale: undefined }
+  }
+  const newest = newestRecords(answers, keyCount)
+  return { newest, stale: answers.map((records) => staleIndexes(records, newest)) }
+}
+
+/** Whether every answer holds a record (empty: none) for every key, the same bytes in each. */
+function agreeing(answers: readonly (readonly (Buffer | undefined)[])[], keyCount: number): boolean {
+  if (answers.length === 0) return false
+  const first = answers[0]!
+  for (let i = 0; i < keyCount; i++) if (first[i] === undefined) return false
+  for (let a = 1; a < answers.length; a++) {
+    const other = answers[a]!
+    for (let i = 0; i < keyCount; i++) {
+      const x = first[i]!
+      const y = other[i]
+      if (y === undefined || x.length !== y.length || !x.equals(y)) return false
+    }
+  }
+  return true
 }
 
 /** The keys (by index) for which a replica's answer is not the newest record: read repair's work. */

@@ -30,7 +30,17 @@ export function decodeVersion(version: Uint8Array): { ts: HlcTimestamp; nodeId: 
 /** The HLC reading a version starts with (for a clock to observe), without decoding the rest. */
 export function versionTimestamp(version: Buffer): HlcTimestamp {
   assert.ok(version.length >= hlcBytes, 'version too short')
-  return { ms: version.readUIntBE(0, 6), counter: version.readUInt16BE(6) }
+  return { ms: hlcMsAt(version, 0), counter: hlcCounterAt(version, 0) }
+}
+
+/** The HLC milliseconds of a version that starts at `at` in `buf` (read in place). */
+export function hlcMsAt(buf: Buffer, at: number): number {
+  return buf.readUIntBE(at, 6)
+}
+
+/** The HLC counter of a version that starts at `at` in `buf` (read in place). */
+export function hlcCounterAt(buf: Buffer, at: number): number {
+  return buf.readUInt16BE(at + 6)
 }
 
 /** Negative if a is older than b, 0 if the same version, positive if a is newer. */

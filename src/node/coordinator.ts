@@ -5,7 +5,7 @@ import type { HybridClock } from '../core/hlc.js'
 import { replicaSetIds } from '../core/partition-map.js'
 import { partitionOf } from '../core/partitioner.js'
 import { QuorumTracker } from '../core/quorum.js'
-import { encodeRecord, liveValue, newestRecords, staleIndexes } from '../core/record.js'
+import { encodeRecord, liveValue, quorumResult } from '../core/record.js'
 import { checkBatch, checkGetMany, checkKey, checkRecords, checkTtl, checkValue } from '../core/validate.js'
 import { encodeVersion, hlcBytes, versionTimestamp } from '../core/version.js'
 import type { Membership } from '../cluster/membership.js'
@@ -329,21 +329,20 @@ export class Coordinator {
       let lastError: KumoError | undefined
       const finish = (): void => {
         settled = true
-        const newest = newestRecords(answers.values(), keys.length)
+        const ids = [...answers.keys()]
+        const { newest, stale } = quorumResult([...answers.values()], keys.length)
         resolve(newest)
-        for (const [id, records] of answers) {
-          const stale = staleIndexes(records, newest)
-          if (stale.length > 0) {
-            // Read repair: best effort; anti-entropy catches what it misses.
-            void this.writeReplica(
-              id,
-              stale.map((i) => group.partitions[i]!),
-              stale.map((i) => keys[i]!),
-              stale.map((i) => newest[i]!),
-              this.config.replicaTimeoutMs,
-            ).catch(() => undefined)
-          }
-        }
+        stale?.forEach((indexes, a) => {
+          if (indexes.length === 0) return
+          // Read repair: best effort; anti-entropy catches what it misses.
+          void this.writeReplica(
+            ids[a]!,
+            indexes.map((i) => group.partitions[i]!),
+            indexes.map((i) => keys[i]!),
+            indexes.map((i) => newest[i]!),
+            this.config.replicaTimeoutMs,
+          ).catch(() => undefined)
+        })
       }
       // Called after every answer or failure: finish, ask another replica, or give up.
       const step = (): void => {

@@ -32,13 +32,14 @@ export function isMalformed(value: unknown): value is Malformed {
 /**
  * The service definitions, with request decoding made total: grpc-js answers a decode failure
  * with INTERNAL, but a malformed message is the caller's error, so it reaches the handler as a
- * marker and is answered INVALID_ARGUMENT.
+ * marker and is answered INVALID_ARGUMENT. The methods named in `plainResponses` encode their
+ * responses (of the type given) straight from the handler's objects (encoderOf).
  */
-function tolerant(service: grpc.ServiceDefinition, fastResponses: Record<string, string> = {}): grpc.ServiceDefinition {
+function tolerant(service: grpc.ServiceDefinition, plainResponses: Record<string, string> = {}): grpc.ServiceDefinition {
   const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {}
   for (const [name, method] of Object.entries(service)) {
     const decode = method.requestDeserialize
-    const fast = fastResponses[name]
+    const plain = plainResponses[name]
     out[name] = {
       ...method,
       requestDeserialize: (bytes: Buffer) => {
@@ -48,7 +49,7 @@ function tolerant(service: grpc.ServiceDefinition, fastResponses: Record<string,
           return { [malformed]: (err as Error).message }
         }
       },
-      ...(fast === undefined ? {} : { responseSerialize: encoderOf(fast) }),
+      ...(plain === undefined ? {} : { responseSerialize: encoderOf(plain) }),
     }
   }
   return out as grpc.ServiceDefinition
