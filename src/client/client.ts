@@ -1,4 +1,4 @@
-import { createPicker, defaultLoadBalancing, loadBalancingPolicies, type LoadBalancing, type ReplicaPicker, type ReplicaStats } from '../core/balancing.js'
+import { createPicker, defaultLoadBalancing, loadBalancingPolicies, type LoadBalancing, type ReplicaPicker, type ReplicaStats, stickyOrder } from '../core/balancing.js'
 import { parseConsistency, type Consistency } from '../core/consistency.js'
 import { KumoError, toKumoError } from '../core/errors.js'
 import { replicaSetIds } from '../core/partition-map.js'
@@ -103,8 +103,6 @@ export interface Topology {
 }
 
 const empty = Buffer.alloc(0)
-/** How far a turn's chosen node may run ahead of the least busy replica, in requests in flight. */
-const stickyInFlightMax = 16
 
 /** The nodes usable this turn, in the policy's order; `up[i]` is order[i]'s connection if it is reported up. */
 interface TurnView {
@@ -261,16 +259,9 @@ export class KumoClient {
     })
   }
 
-  /** Usable replicas in this turn's order... */
+  /** Usable replicas in this turn's order, unless the first is far busier (stickyOrder). */
   private orderedReplicas(replicas: readonly string[]): string[] {
-    let first = this.view().order.filter((id) => replicas.includes(id))
-    // ...unless the first already has many more requests in flight than another replica (it is
-    // slow, or this turn has sent it plenty): then this request is placed on its own.
-    if (this.policy === 'least-connections' && first.length > 1) {
-      const least = Math.min(...first.map((id) => this.stats.inFlight(id)))
-      if (this.stats.inFlight(first[0]!) > least + stickyInFlightMax) first = this.picker.order(first, this.stats)
-    }
-    return first
+    return stickyOrder(this.view().order.filter((id) => replicas.includes(id)), this.policy, this.picker, this.stats)
   }
 
   /** Connections to every replica, in `replicas`' order, if each is reported up and usable. */

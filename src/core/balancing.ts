@@ -111,3 +111,28 @@ export function createPicker(policy: LoadBalancing): ReplicaPicker {
 }
 
 export const defaultLoadBalancing: LoadBalancing = 'least-connections'
+
+/**
+ * Under least-connections, how many more requests in flight than the least busy replica the
+ * node a turn prefers may have before a request is placed on its own. The requests of one
+ * event-loop turn share one frame per node, and a frame of a few dozen operations is what pays
+ * for a frame's fixed cost (system calls, a wake-up of the process at the other end, gRPC's
+ * per-message work). At 16, a 64-request turn of quorum reads was split over all three nodes
+ * in frames of ~31 keys, and the nodes spent ~20% more CPU per read than with whole frames of
+ * 64 to two of them (bench/RESULTS.md). A node that stays busy still loses the next turns:
+ * each turn's order puts the fewest in flight first.
+ */
+export const stickyInFlightMax = 64
+
+/**
+ * The order for one request: `turnOrder` (this turn's order of the request's replicas), unless
+ * under least-connections its first node runs more than stickyInFlightMax requests ahead of
+ * the least busy of them (it is slow, or this turn gave it plenty): then the picker orders them
+ * for this request alone.
+ */
+export function stickyOrder(turnOrder: string[], policy: LoadBalancing, picker: ReplicaPicker, stats: ReplicaStats): string[] {
+  if (policy !== 'least-connections' || turnOrder.length <= 1) return turnOrder
+  let least = Infinity
+  for (const id of turnOrder) least = Math.min(least, stats.inFlight(id))
+  return stats.inFlight(turnOrder[0]!) > least + stickyInFlightMax ? picker.order(turnOrder, stats) : turnOrder
+}

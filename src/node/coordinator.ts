@@ -1,4 +1,4 @@
-import { createPicker, type LoadBalancing, type ReplicaPicker, type ReplicaStats } from '../core/balancing.js'
+import { createPicker, type LoadBalancing, type ReplicaPicker, type ReplicaStats, stickyOrder } from '../core/balancing.js'
 import { parseConsistency, requiredAcks, type Consistency } from '../core/consistency.js'
 import { KumoError, toKumoError } from '../core/errors.js'
 import type { HybridClock } from '../core/hlc.js'
@@ -50,8 +50,6 @@ interface KeyWrite {
 }
 
 const emptyBuffer = Buffer.alloc(0)
-/** How far a turn's chosen replica may run ahead of the least busy one, in requests in flight. */
-const stickyInFlightMax = 16
 
 /**
  * Coordinates client requests: finds the key's replicas in the partition map, writes to all of
@@ -177,14 +175,7 @@ export class Coordinator {
    */
   private ordered(replicas: readonly string[]): string[] {
     const order = this.turnOrder.get(() => this.picker.order(this.partitionMap.nodes.filter((id) => this.deps.membership.isAlive(id)), this.stats))
-    const chosen = order.filter((id) => replicas.includes(id))
-    // A node far busier than another replica (slow, or given plenty this turn) loses the turn's
-    // preference for this request.
-    if (this.config.loadBalancing === 'least-connections' && chosen.length > 1) {
-      const least = Math.min(...chosen.map((id) => this.stats.inFlight(id)))
-      if (this.stats.inFlight(chosen[0]!) > least + stickyInFlightMax) return this.picker.order(chosen, this.stats)
-    }
-    return chosen
+    return stickyOrder(order.filter((id) => replicas.includes(id)), this.config.loadBalancing, this.picker, this.stats)
   }
 
   /**

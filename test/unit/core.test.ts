@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { createPicker, LeastConnectionsPicker, LeastLoadPicker, RoundRobinPicker, WeightedRoundRobinPicker, type ReplicaStats } from '../../src/core/balancing.js'
+import { createPicker, LeastConnectionsPicker, LeastLoadPicker, RoundRobinPicker, stickyInFlightMax, stickyOrder, WeightedRoundRobinPicker, type ReplicaStats } from '../../src/core/balancing.js'
 import { parseConsistency, requiredAcks } from '../../src/core/consistency.js'
 import { errorFromWire, ErrorCodes, KumoError, toKumoError } from '../../src/core/errors.js'
 import { PhiAccrualDetector } from '../../src/core/failure-detector.js'
@@ -360,6 +360,25 @@ describe('replica selection policies', () => {
     expect(picker.order(['a', 'b', 'c'], stats({ inFlight: (id) => ({ a: 5, b: 1, c: 3 })[id]! }))).toEqual(['b', 'c', 'a'])
     const counts = firstPicks(picker, ['a', 'b', 'c'], stats(), 3000)
     expect(counts.get('a')).toBe(1000)
+  })
+
+  it('keeps the order of a turn for a whole frame of requests, and leaves a node that runs too far ahead', () => {
+    const picker = new LeastConnectionsPicker()
+    const inFlight: Record<string, number> = { a: 0, b: 0, c: 0 }
+    const s = stats({ inFlight: (id) => inFlight[id]! })
+    // One turn of 64 quorum reads, each sent to the first two of the turn's order.
+    const turn = ['a', 'b', 'c']
+    for (let i = 0; i < 64; i++) for (const id of stickyOrder(turn, 'least-connections', picker, s).slice(0, 2)) inFlight[id]!++
+    expect(inFlight).toEqual({ a: 64, b: 64, c: 0 })
+    // Past stickyInFlightMax ahead of the least busy, a request is ordered on its own.
+    inFlight.a = stickyInFlightMax + 1
+    inFlight.b = 0
+    expect(stickyOrder(turn, 'least-connections', picker, s)[0]).not.toBe('a')
+    inFlight.a = stickyInFlightMax
+    expect(stickyOrder(turn, 'least-connections', picker, s)).toBe(turn)
+    // Other policies keep their turn's order: they do not weigh requests in flight.
+    inFlight.a = 1000
+    expect(stickyOrder(turn, 'round-robin', picker, s)).toBe(turn)
   })
 
   it('least-load avoids a loaded node and treats near-equal loads as equal', () => {
