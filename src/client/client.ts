@@ -154,6 +154,7 @@ export class KumoClient {
     this.picker = createPicker(this.policy)
     this.stats = {
       inFlight: (id) => this.connections.get(id)?.inFlight ?? 0,
+      answerMs: (id) => this.connections.get(id)?.answerMs(),
       load: (id) => this.nodeState.get(id)?.load ?? 0,
       weight: (id) => this.nodeState.get(id)?.weight ?? 1,
     }

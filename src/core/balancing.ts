@@ -18,6 +18,11 @@ export interface ReplicaStats {
   load(node: string): number
   /** Configured weight, >= 1. */
   weight(node: string): number
+  /**
+   * How long the node has recently taken to answer this caller, in ms (AnswerTime); undefined
+   * when unknown. Optional: a caller that does not time its answers leaves it out.
+   */
+  answerMs?(node: string): number | undefined
 }
 
 export interface ReplicaPicker {
@@ -72,12 +77,41 @@ function byScore(candidates: readonly string[], score: (id: string) => number, t
   return [...sorted.slice(start, ties), ...sorted.slice(0, start), ...sorted.slice(ties)]
 }
 
-/** Fewest requests in flight first; ties take turns. */
+/** A node answering slower than this many times the fastest tied one (plus slowMarginMs) is slow. */
+export const slowAnswerFactor = 2
+export const slowAnswerMarginMs = 1
+
+/**
+ * Fewest requests in flight first; ties take turns, except that a tied node answering far
+ * slower than the fastest tied one goes after the others. Requests in flight show a slow node
+ * only while other requests keep coming: when a caller's requests leave and return together
+ * (a turn's requests share one frame per node, and a quorum read waits for its slowest
+ * replica), every node has none in flight at the start of each turn, and only answer times
+ * tell them apart.
+ */
 export class LeastConnectionsPicker implements ReplicaPicker {
   private turn = 0
   order(candidates: readonly string[], stats: ReplicaStats): string[] {
     this.turn = (this.turn + 1) & 0x3fffffff
-    return byScore(candidates, (id) => stats.inFlight(id), this.turn)
+    if (candidates.length <= 1 || stats.answerMs === undefined) return byScore(candidates, (id) => stats.inFlight(id), this.turn)
+    const sorted = [...candidates].sort((a, b) => stats.inFlight(a) - stats.inFlight(b))
+    const best = stats.inFlight(sorted[0]!)
+    let ties = 1
+    while (ties < sorted.length && stats.inFlight(sorted[ties]!) === best) ties++
+    let front = sorted.slice(0, ties)
+    let back = sorted.slice(ties)
+    let fastest = Infinity
+    for (const id of front) fastest = Math.min(fastest, stats.answerMs(id) ?? Infinity)
+    if (fastest !== Infinity) {
+      const limit = fastest * slowAnswerFactor + slowAnswerMarginMs
+      const slow = front.filter((id) => (stats.answerMs!(id) ?? 0) > limit)
+      if (slow.length > 0) {
+        front = front.filter((id) => !slow.includes(id))
+        back = [...slow, ...back]
+      }
+    }
+    const start = this.turn % front.length
+    return [...front.slice(start), ...front.slice(0, start), ...back]
   }
 }
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { createPicker, LeastConnectionsPicker, LeastLoadPicker, RoundRobinPicker, stickyInFlightMax, stickyOrder, WeightedRoundRobinPicker, type ReplicaStats } from '../../src/core/balancing.js'
+import { AnswerTime } from '../../src/core/answer-time.js'
+import { createPicker, LeastConnectionsPicker, LeastLoadPicker, RoundRobinPicker, slowAnswerFactor, slowAnswerMarginMs, stickyInFlightMax, stickyOrder, WeightedRoundRobinPicker, type ReplicaStats } from '../../src/core/balancing.js'
 import { parseConsistency, requiredAcks } from '../../src/core/consistency.js'
 import { errorFromWire, ErrorCodes, KumoError, toKumoError } from '../../src/core/errors.js'
 import { PhiAccrualDetector } from '../../src/core/failure-detector.js'
@@ -379,6 +380,43 @@ describe('replica selection policies', () => {
     // Other policies keep their turn's order: they do not weigh requests in flight.
     inFlight.a = 1000
     expect(stickyOrder(turn, 'round-robin', picker, s)).toBe(turn)
+  })
+
+  it('least-connections puts a tied node that answers far slower than the fastest after the others', () => {
+    const picker = new LeastConnectionsPicker()
+    const answer: Record<string, number | undefined> = { a: 0.5, b: 0.6, c: 9 }
+    const s = stats({ answerMs: (id) => answer[id] })
+    // Every node has none in flight: c is slow, so it is never first, and a and b share the turns.
+    const counts = firstPicks(picker, ['a', 'b', 'c'], s, 3000)
+    expect(counts.get('c') ?? 0).toBe(0)
+    expect(counts.get('a')).toBe(1500)
+    expect(picker.order(['a', 'b', 'c'], s)[2]).toBe('c')
+    // Within slowAnswerFactor x the fastest plus slowAnswerMarginMs, nodes count as equal.
+    answer.c = 0.5 * slowAnswerFactor + slowAnswerMarginMs
+    expect(firstPicks(new LeastConnectionsPicker(), ['a', 'b', 'c'], s, 3000).get('c')).toBe(1000)
+    // A node with unknown answer times is not held back, and fewer in flight still comes first.
+    answer.c = undefined
+    expect(firstPicks(new LeastConnectionsPicker(), ['a', 'b', 'c'], s, 3000).get('c')).toBe(1000)
+    answer.c = 9
+    expect(picker.order(['a', 'b', 'c'], stats({ answerMs: (id) => answer[id], inFlight: (id) => (id === 'c' ? 0 : 2) }))[0]).toBe('c')
+  })
+
+  it('answer times average recent answers and are forgotten when none come', () => {
+    const time = new AnswerTime(0.5, 1000)
+    expect(time.value(0)).toBeUndefined()
+    time.observe(4, 10)
+    expect(time.value(10)).toBe(4)
+    time.observe(2, 20)
+    expect(time.value(20)).toBe(3)
+    expect(time.value(1020)).toBe(3)
+    expect(time.value(1021)).toBeUndefined()
+    // After a silence the next answer starts a new average rather than moving the old one.
+    time.observe(10, 2000)
+    expect(time.value(2000)).toBe(10)
+    time.observe(Number.NaN, 2001)
+    expect(time.value(2001)).toBe(10)
+    expect(() => new AnswerTime(0, 1000)).toThrow(RangeError)
+    expect(() => new AnswerTime(0.5, 0)).toThrow(RangeError)
   })
 
   it('least-load avoids a loaded node and treats near-equal loads as equal', () => {
