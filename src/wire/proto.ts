@@ -4,6 +4,8 @@ import path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import protobuf from 'protobufjs'
+import type { RequestFrameMsg, RequestMsg } from './messages.js'
+import { requestFrameEncoder } from './request-frame-encoder.js'
 
 const protoFile = path.resolve(
   path.dirname(fileURLToPath(import.meta.url)),
@@ -84,7 +86,20 @@ const loaded = grpc.loadPackageDefinition(definition) as unknown as {
   }
 }
 
-export const KvClient = loaded.kumo.Kv
+const requestType = root.lookupType('kumo.Request')
+
+/**
+ * The Kv service as the client calls it: Pipeline's request frames encode each merged replica
+ * request once for all the replicas it goes to (requestFrameEncoder).
+ */
+function clientKv(service: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  const encodeFrame = requestFrameEncoder((req: Omit<RequestMsg, 'id'>) => requestType.encode(requestType.fromObject(req)).finish() as Buffer)
+  return { ...service, Pipeline: { ...service.Pipeline!, requestSerialize: (frame: unknown) => encodeFrame(frame as RequestFrameMsg) } } as grpc.ServiceDefinition
+}
+
+/** proto-loader's Kv client, as generated: the reference encoding (tests) and the probes' unary calls. */
+export const GeneratedKvClient = loaded.kumo.Kv
+export const KvClient = grpc.makeGenericClientConstructor(clientKv(loaded.kumo.Kv.service), 'Kv')
 export const PeerClient = loaded.kumo.Peer
 export const kvService = tolerant(loaded.kumo.Kv.service, { Pipeline: 'kumo.ResponseFrame' })
 export const peerService = tolerant(loaded.kumo.Peer.service, { Exchange: 'kumo.PeerResponseFrame' })

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { encoderOf, KvClient, kvService, PeerClient, peerService } from '../../src/wire/proto.js'
+import { requestMsg, type RequestFrameMsg } from '../../src/wire/messages.js'
+import { encoderOf, GeneratedKvClient, KvClient, kvService, PeerClient, peerService } from '../../src/wire/proto.js'
 
 const record = (n: number): Buffer => Buffer.alloc(40 + n, n)
 
@@ -18,7 +19,7 @@ describe('stream response encoding', () => {
       },
     ]
     for (const frame of responseFrames) {
-      expect(kvService.Pipeline!.responseSerialize(frame)).toEqual(KvClient.service.Pipeline!.responseSerialize(frame))
+      expect(kvService.Pipeline!.responseSerialize(frame)).toEqual(GeneratedKvClient.service.Pipeline!.responseSerialize(frame))
     }
     const peerFrames = [
       {
@@ -37,5 +38,37 @@ describe('stream response encoding', () => {
   it('refuses a message with enum fields, whose names only fromObject turns into numbers', () => {
     expect(() => encoderOf('kumo.RequestFrame')).toThrow(/enum/)
     expect(() => encoderOf('kumo.PeerRequestFrame')).toThrow(/enum/)
+  })
+})
+
+describe('client request frame encoding', () => {
+  const encode = (frame: RequestFrameMsg): Buffer => KvClient.service.Pipeline!.requestSerialize(frame)
+  const reference = (frame: RequestFrameMsg): Buffer => GeneratedKvClient.service.Pipeline!.requestSerialize(frame)
+  const keys = Array.from({ length: 64 }, (_, i) => Buffer.from(`user${i}`))
+  const records = keys.map((_, i) => record(i))
+
+  it('encodes to the same bytes as proto-loader, reusing a body for the same keys and records within a turn', () => {
+    const write = (id: number) => ({ ...requestMsg({ op: 'REPLICA_WRITE', keys, records, timeoutMs: 1000 }), id })
+    const read = (id: number) => ({ ...requestMsg({ op: 'REPLICA_READ', keys: keys.slice(0, 32), timeoutMs: 1000 }), id })
+    const frames: RequestFrameMsg[] = [
+      { requests: [] },
+      { requests: [write(1)] },
+      { requests: [write(200), read(201)] },
+      { requests: [write(70_000), read(2 ** 32 - 1), { ...requestMsg({ op: 'GET', key: Buffer.from('k'), consistency: 'one' }), id: 0 }] },
+      { requests: [{ ...requestMsg({ op: 'BATCH', ops: [{ type: 'PUT', key: Buffer.from('a'), value: Buffer.from('b'), ttlMs: 5 }, { type: 'DEL', key: Buffer.from('c'), value: Buffer.alloc(0), ttlMs: 0 }] }), id: 9 }] },
+      { requests: [{ ...requestMsg({ op: 'REPLICA_WRITE', keys, records, timeoutMs: 2000 }), id: 10 }] },
+    ]
+    for (const frame of frames) expect(encode(frame)).toEqual(reference(frame))
+  })
+
+  it('encodes a request again in a later turn, when a reused key Buffer may hold another key', async () => {
+    const key = Buffer.from('user-aaaa')
+    const many = Array.from({ length: 16 }, () => key)
+    const frame = (id: number): RequestFrameMsg => ({ requests: [{ ...requestMsg({ op: 'REPLICA_READ', keys: many, timeoutMs: 1000 }), id }] })
+    expect(encode(frame(1))).toEqual(reference(frame(1)))
+    await new Promise((resolve) => setImmediate(resolve))
+    await new Promise((resolve) => setImmediate(resolve))
+    key.write('user-bbbb')
+    expect(encode(frame(2))).toEqual(reference(frame(2)))
   })
 })
