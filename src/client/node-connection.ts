@@ -1,5 +1,4 @@
 import * as grpc from '@grpc/grpc-js'
-import { AnswerTime } from '../core/answer-time.js'
 import type { RepairResponseMsg, RequestMsg, ResponseFrameMsg, ResponseMsg, ScanRequestMsg, TopologyMsg } from '../wire/messages.js'
 import { MultiplexedStream } from '../wire/multiplexed-stream.js'
 import { KvClient } from '../wire/proto.js'
@@ -17,7 +16,6 @@ function requestBytes(req: RequestMsg): number {
 export class NodeConnection {
   private readonly client: grpc.Client & Record<string, Function>
   private readonly stream: MultiplexedStream<RequestMsg, ResponseMsg>
-  private readonly answers = new AnswerTime()
 
   constructor(
     readonly nodeId: string,
@@ -45,17 +43,12 @@ export class NodeConnection {
   }
 
   request(req: Omit<RequestMsg, 'id'>, timeoutMs: number, immediate = false): Promise<ResponseMsg> {
-    const sentAtMs = performance.now()
-    return this.stream.request(req, timeoutMs, immediate).then((res) => {
-      const now = performance.now()
-      this.answers.observe(now - sentAtMs, now)
-      return res
-    })
+    return this.stream.request(req, timeoutMs, immediate)
   }
 
   /** How long this node has recently taken to answer (AnswerTime), or undefined. */
   answerMs(): number | undefined {
-    return this.answers.value(performance.now())
+    return this.stream.answerMs()
   }
 
   /** Direct replica reads and writes of one turn, merged into one request each. */

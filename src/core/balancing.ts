@@ -77,7 +77,7 @@ function byScore(candidates: readonly string[], score: (id: string) => number, t
   return [...sorted.slice(start, ties), ...sorted.slice(0, start), ...sorted.slice(ties)]
 }
 
-/** A node answering slower than this many times the fastest tied one (plus slowMarginMs) is slow. */
+/** A node answering slower than this many times the fastest tied one, plus slowAnswerMarginMs, is slow. */
 export const slowAnswerFactor = 2
 export const slowAnswerMarginMs = 1
 

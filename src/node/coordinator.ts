@@ -69,6 +69,7 @@ export class Coordinator {
     this.picker = createPicker(config.loadBalancing)
     this.stats = {
       inFlight: (id) => (id === deps.selfId ? 0 : (deps.peers.find(id)?.inFlight ?? 0)),
+      answerMs: (id) => (id === deps.selfId ? undefined : deps.peers.find(id)?.answerMs()),
       load: (id) => deps.membership.member(id)?.load ?? 0,
       weight: (id) => deps.membership.member(id)?.weight ?? 1,
     }

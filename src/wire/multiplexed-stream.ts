@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js'
+import { AnswerTime } from '../core/answer-time.js'
 import { KumoError } from '../core/errors.js'
 import { frameBytesMax, frameOpsMax } from '../core/limits.js'
 import { FrameBatcher } from './frame-batcher.js'
@@ -22,6 +23,8 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
   private readonly pending: PendingTable<Res>
   private readonly batcher: FrameBatcher<Req>
   private closed = false
+  /** How long the other end takes to answer: least-connections' tie-break (LeastConnectionsPicker). */
+  private readonly answers = new AnswerTime()
   readonly createdAtMs = Date.now()
 
   constructor(
@@ -61,12 +64,23 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
       this.client.getChannel().getConnectivityState(true)
       return Promise.reject(new KumoError('UNAVAILABLE', `${this.describe} is unreachable`))
     }
+    const sentAtMs = performance.now()
     return new Promise<Res>((resolve, reject) => {
+      const answered = (res: Res): void => {
+        const now = performance.now()
+        this.answers.observe(now - sentAtMs, now)
+        resolve(res)
+      }
       const full = req as Req
-      full.id = this.pending.add(timeoutMs, resolve, reject)
+      full.id = this.pending.add(timeoutMs, answered, reject)
       this.batcher.push(full, this.bytesOf(full))
       if (immediate) this.batcher.flush()
     })
+  }
+
+  /** How long the other end has recently taken to answer (AnswerTime), or undefined. */
+  answerMs(): number | undefined {
+    return this.answers.value(performance.now())
   }
 
   private open(): grpc.ClientDuplexStream<Frame<Req>, Frame<Res>> {

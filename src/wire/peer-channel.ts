@@ -37,6 +37,11 @@ export class PeerChannel {
     return this.stream.inFlight
   }
 
+  /** How long this peer has recently taken to answer (AnswerTime), or undefined. */
+  answerMs(): number | undefined {
+    return this.stream.answerMs()
+  }
+
   /** False while the transport is known to be broken: callers skip this peer without waiting. */
   get reachable(): boolean {
     return this.stream.reachable
