@@ -65,16 +65,24 @@ export class WeightedRoundRobinPicker implements ReplicaPicker {
 
 /**
  * Candidates by ascending score; those sharing the best score take turns at the front, so equal
- * nodes share the work rather than the first one taking it all.
+ * nodes share the work rather than the first one taking it all. `heldBack` names tied nodes
+ * that go after the other tied ones instead.
  */
-function byScore(candidates: readonly string[], score: (id: string) => number, turn: number): string[] {
+function byScore(candidates: readonly string[], score: (id: string) => number, turn: number, heldBack?: (tied: string[]) => string[]): string[] {
   const sorted = [...candidates].sort((a, b) => score(a) - score(b))
   if (sorted.length <= 1) return sorted
   const best = score(sorted[0]!)
   let ties = 1
   while (ties < sorted.length && score(sorted[ties]!) === best) ties++
-  const start = turn % ties
-  return [...sorted.slice(start, ties), ...sorted.slice(0, start), ...sorted.slice(ties)]
+  let front = sorted.slice(0, ties)
+  let back = sorted.slice(ties)
+  const held = heldBack?.(front) ?? []
+  if (held.length > 0 && held.length < front.length) {
+    front = front.filter((id) => !held.includes(id))
+    back = [...held, ...back]
+  }
+  const start = turn % front.length
+  return [...front.slice(start), ...front.slice(0, start), ...back]
 }
 
 /** A node answering slower than this many times the fastest tied one, plus slowAnswerMarginMs, is slow. */
@@ -93,26 +101,18 @@ export class LeastConnectionsPicker implements ReplicaPicker {
   private turn = 0
   order(candidates: readonly string[], stats: ReplicaStats): string[] {
     this.turn = (this.turn + 1) & 0x3fffffff
-    if (candidates.length <= 1 || stats.answerMs === undefined) return byScore(candidates, (id) => stats.inFlight(id), this.turn)
-    const sorted = [...candidates].sort((a, b) => stats.inFlight(a) - stats.inFlight(b))
-    const best = stats.inFlight(sorted[0]!)
-    let ties = 1
-    while (ties < sorted.length && stats.inFlight(sorted[ties]!) === best) ties++
-    let front = sorted.slice(0, ties)
-    let back = sorted.slice(ties)
-    let fastest = Infinity
-    for (const id of front) fastest = Math.min(fastest, stats.answerMs(id) ?? Infinity)
-    if (fastest !== Infinity) {
-      const limit = fastest * slowAnswerFactor + slowAnswerMarginMs
-      const slow = front.filter((id) => (stats.answerMs!(id) ?? 0) > limit)
-      if (slow.length > 0) {
-        front = front.filter((id) => !slow.includes(id))
-        back = [...slow, ...back]
-      }
-    }
-    const start = this.turn % front.length
-    return [...front.slice(start), ...front.slice(0, start), ...back]
+    const heldBack = stats.answerMs === undefined ? undefined : (tied: string[]) => slowAnswerers(tied, (id) => stats.answerMs!(id))
+    return byScore(candidates, (id) => stats.inFlight(id), this.turn, heldBack)
   }
+}
+
+/** The nodes of `tied` answering slower than slowAnswerFactor x the fastest known, plus the margin. */
+function slowAnswerers(tied: string[], answerMs: (id: string) => number | undefined): string[] {
+  let fastest = Infinity
+  for (const id of tied) fastest = Math.min(fastest, answerMs(id) ?? Infinity)
+  if (fastest === Infinity) return []
+  const limit = fastest * slowAnswerFactor + slowAnswerMarginMs
+  return tied.filter((id) => (answerMs(id) ?? 0) > limit)
 }
 
 /**

@@ -1,5 +1,4 @@
 import * as grpc from '@grpc/grpc-js'
-import { AnswerTime } from '../core/answer-time.js'
 import { KumoError } from '../core/errors.js'
 import { frameBytesMax, frameOpsMax } from '../core/limits.js'
 import { FrameBatcher } from './frame-batcher.js'
@@ -23,8 +22,6 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
   private readonly pending: PendingTable<Res>
   private readonly batcher: FrameBatcher<Req>
   private closed = false
-  /** How long the other end takes to answer: least-connections' tie-break (LeastConnectionsPicker). */
-  private readonly answers = new AnswerTime()
   readonly createdAtMs = Date.now()
 
   constructor(
@@ -64,15 +61,9 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
       this.client.getChannel().getConnectivityState(true)
       return Promise.reject(new KumoError('UNAVAILABLE', `${this.describe} is unreachable`))
     }
-    const sentAtMs = performance.now()
     return new Promise<Res>((resolve, reject) => {
-      const answered = (res: Res): void => {
-        const now = performance.now()
-        this.answers.observe(now - sentAtMs, now)
-        resolve(res)
-      }
       const full = req as Req
-      full.id = this.pending.add(timeoutMs, answered, reject)
+      full.id = this.pending.add(timeoutMs, resolve, reject)
       this.batcher.push(full, this.bytesOf(full))
       if (immediate) this.batcher.flush()
     })
@@ -80,14 +71,15 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
 
   /** How long the other end has recently taken to answer (AnswerTime), or undefined. */
   answerMs(): number | undefined {
-    return this.answers.value(performance.now())
+    return this.pending.answerMs()
   }
 
   private open(): grpc.ClientDuplexStream<Frame<Req>, Frame<Res>> {
     const stream = this.client[this.method]!() as grpc.ClientDuplexStream<Frame<Req>, Frame<Res>>
     stream.on('data', (frame: Frame<Res>) => {
       this.onFrame?.(frame)
-      for (const res of frame.responses ?? []) this.pending.resolve(res.id, res)
+      const now = performance.now()
+      for (const res of frame.responses ?? []) this.pending.resolve(res.id, res, now)
     })
     const broken = (err?: unknown): void => {
       if (this.stream !== stream) return

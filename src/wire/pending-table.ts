@@ -1,6 +1,8 @@
+import { AnswerTime } from '../core/answer-time.js'
 import { KumoError } from '../core/errors.js'
 
 interface Pending<T> {
+  sentAtMs: number
   deadlineMs: number
   resolve: (value: T) => void
   reject: (err: KumoError) => void
@@ -8,10 +10,12 @@ interface Pending<T> {
 
 /**
  * Requests awaiting a reply, by id. One sweep timer per table instead of one timer per request:
- * a deadline fires within `sweepMs` of its time.
+ * a deadline fires within `sweepMs` of its time. It also times the replies (AnswerTime): how
+ * long the other end takes is least-connections' tie-break (LeastConnectionsPicker).
  */
 export class PendingTable<T> {
   private readonly pending = new Map<number, Pending<T>>()
+  private readonly answers = new AnswerTime()
   private nextId = 1
   private timer: NodeJS.Timeout | undefined
 
@@ -23,7 +27,8 @@ export class PendingTable<T> {
   add(timeoutMs: number, resolve: (value: T) => void, reject: (err: KumoError) => void): number {
     const id = this.nextId
     this.nextId = this.nextId >= 0x7fffffff ? 1 : this.nextId + 1
-    this.pending.set(id, { deadlineMs: Date.now() + timeoutMs, resolve, reject })
+    const now = performance.now()
+    this.pending.set(id, { sentAtMs: now, deadlineMs: now + timeoutMs, resolve, reject })
     if (this.timer === undefined) {
       this.timer = setInterval(() => this.sweep(), this.sweepMs)
       this.timer.unref()
@@ -31,12 +36,19 @@ export class PendingTable<T> {
     return id
   }
 
-  resolve(id: number, value: T): boolean {
+  /** Answers request `id`; `nowMs` (performance.now()) may be read once for a frame of replies. */
+  resolve(id: number, value: T, nowMs = performance.now()): boolean {
     const entry = this.pending.get(id)
     if (entry === undefined) return false
     this.pending.delete(id)
+    this.answers.observe(nowMs - entry.sentAtMs, nowMs)
     entry.resolve(value)
     return true
+  }
+
+  /** How long replies have recently taken (AnswerTime), or undefined. */
+  answerMs(): number | undefined {
+    return this.answers.value(performance.now())
   }
 
   reject(id: number, err: KumoError): boolean {
@@ -54,7 +66,7 @@ export class PendingTable<T> {
   }
 
   private sweep(): void {
-    const now = Date.now()
+    const now = performance.now()
     for (const [id, entry] of this.pending) {
       if (entry.deadlineMs <= now) {
         this.pending.delete(id)
