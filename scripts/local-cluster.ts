@@ -54,12 +54,12 @@ export function spawnNode(
   extraArgs: string[] = [],
   onLine?: (line: string) => void,
   env: Record<string, string> = {},
+  /** A command the node runs under, e.g. `ip netns exec NS` (tests run nodes on test hosts so). */
+  launcher: readonly string[] = [],
 ): ChildProcess {
-  const child = spawn(
-    process.execPath,
-    [cliPath, 'start', '--id', spec.id, '--listen', spec.address, '--data', spec.dataDir, '--seeds', seeds.join(','), ...extraArgs],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } },
-  )
+  const argv = [process.execPath, cliPath, 'start', '--id', spec.id, '--listen', spec.address, '--data', spec.dataDir, '--seeds', seeds.join(','), ...extraArgs]
+  const command = [...launcher, ...argv]
+  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
   const forward = (stream: NodeJS.ReadableStream | null): void => {
     let buffer = ''
     stream?.setEncoding('utf8')

@@ -8,7 +8,8 @@ import { checkBatch, checkGetMany, checkKey, checkTimeout, checkTtl, checkValue,
 import { requestMsg, type RequestMsg, type ResponseMsg, type TopologyMsg } from '../wire/messages.js'
 import { fromServiceError } from '../wire/status.js'
 import { PerTurn } from '../wire/per-turn.js'
-import { DirectPath } from './direct-path.js'
+import { defaultReplicaTimeoutMs, DirectPath } from './direct-path.js'
+import { responsivenessWithin } from '../core/responsiveness.js'
 import { NodeConnection } from './node-connection.js'
 
 export interface ConnectOptions {
@@ -71,6 +72,10 @@ export interface NodeState {
   load: number
   weight: number
   hintsHeld: number
+  /** Its storage fails writes (a full disk): it serves reads, and writes for it become hints. */
+  readOnly: boolean
+  /** How far its clock is from the cluster's (the median of the nodes' clocks), as the answering node measures. */
+  clockOffsetMs: number
 }
 
 export interface RepairState {
@@ -104,10 +109,14 @@ export interface Topology {
 
 const empty = Buffer.alloc(0)
 
-/** The nodes usable this turn, in the policy's order; `up[i]` is order[i]'s connection if it is reported up. */
+/**
+ * The nodes usable this turn, in the policy's order; `up[i]` is order[i]'s connection if it is
+ * reported up, and `writable[i]` whether its storage takes writes.
+ */
 interface TurnView {
   order: string[]
   up: (NodeConnection | undefined)[]
+  writable: boolean[]
 }
 
 function toTopology(msg: TopologyMsg): Topology {
@@ -145,11 +154,13 @@ export class KumoClient {
   private readonly sent = new Map<string, number>()
   private readonly turn = new PerTurn<TurnView>()
   private readonly direct: DirectPath | undefined
+  private readonly replicaTimeoutMs: number
 
   /** Use connect(). */
   constructor(topology: Topology, options: ConnectOptions) {
     this.consistency = parseConsistency(options.consistency, 'quorum')
     this.timeoutMs = options.timeoutMs ?? 5000
+    this.replicaTimeoutMs = options.replicaTimeoutMs ?? defaultReplicaTimeoutMs
     this.policy = options.loadBalancing ?? defaultLoadBalancing
     this.picker = createPicker(this.policy)
     this.stats = {
@@ -164,7 +175,12 @@ export class KumoClient {
       options.coordination === 'node'
         ? undefined
         : new DirectPath({
-            allReplicas: (replicas) => this.allReplicas(replicas),
+            writeTargets: (replicas) => this.writeTargets(replicas),
+            hintHolder: (target) => {
+              const { order, up, writable } = this.view()
+              for (let i = 0; i < order.length; i++) if (order[i] !== target && up[i] !== undefined && writable[i]) return up[i]
+              return undefined
+            },
             replicasInOrder: (replicas) => this.replicasInOrder(replicas),
             coordinate: (key, req, timeoutMs) => this.call(key, req, timeoutMs),
             sending: (id) => this.sent.set(id, (this.sent.get(id) ?? 0) + 1),
@@ -191,7 +207,8 @@ export class KumoClient {
 
   private connection(id: string): NodeConnection | undefined {
     const node = this.nodeState.get(id)
-    if (node === undefined) return undefined
+    // Nothing new once closed (a write's hints are handed off after its call has returned).
+    if (node === undefined || this.closed) return undefined
     let conn = this.connections.get(id)
     // Replace a connection whose address changed, or that sits in reconnect backoff while the
     // cluster reports the node up (grpc-js fails calls at once until the backoff ends).
@@ -200,9 +217,14 @@ export class KumoClient {
       conn = undefined
     }
     if (conn === undefined) {
-      conn = new NodeConnection(id, node.address, (epoch) => {
-        if (epoch > this.topology_.epoch) void this.refresh().catch(() => undefined)
-      })
+      conn = new NodeConnection(
+        id,
+        node.address,
+        (epoch) => {
+          if (epoch > this.topology_.epoch) void this.refresh().catch(() => undefined)
+        },
+        responsivenessWithin(this.replicaTimeoutMs),
+      )
       this.connections.set(id, conn)
     }
     return conn
@@ -219,7 +241,7 @@ export class KumoClient {
       let lastError: unknown
       for (const id of candidates) {
         const conn = this.connection(id)
-        if (conn === undefined || !conn.reachable) continue
+        if (conn === undefined || !conn.usable) continue
         try {
           const next = toTopology(await conn.topology(1000))
           if (next.epoch >= this.topology_.epoch) this.adopt(next)
@@ -235,13 +257,16 @@ export class KumoClient {
     return this.refreshing
   }
 
-  /** Not reported down (with `upOnly`, reported up), not draining, not known to be unreachable. */
+  /**
+   * Not reported down (with `upOnly`, reported up), not draining, not known to be unreachable,
+   * and not avoided for leaving a request of this client's unanswered (Responsiveness).
+   */
   private usable(id: string, now: number, upOnly = false): boolean {
     const state = this.nodeState.get(id)?.state
     if (state === 'down' || (upOnly && state !== 'up')) return false
     if ((this.avoidUntil.get(id) ?? 0) > now) return false
     const conn = this.connections.get(id)
-    return conn === undefined || conn.reachable
+    return conn === undefined || conn.usable
   }
 
   /**
@@ -256,7 +281,8 @@ export class KumoClient {
       const now = Date.now()
       const order = this.picker.order(this.topology_.nodes.map((n) => n.id).filter((id) => this.usable(id, now)), this.stats)
       const up: (NodeConnection | undefined)[] = order.map((id) => (this.usable(id, now, true) ? this.connection(id) : undefined))
-      return { order, up }
+      const writable = order.map((id) => this.nodeState.get(id)?.readOnly !== true)
+      return { order, up, writable }
     })
   }
 
@@ -265,16 +291,13 @@ export class KumoClient {
     return stickyOrder(this.view().order.filter((id) => replicas.includes(id)), this.policy, this.picker, this.stats)
   }
 
-  /** Connections to every replica, in `replicas`' order, if each is reported up and usable. */
-  private allReplicas(replicas: readonly string[]): NodeConnection[] | undefined {
-    const { order, up } = this.view()
-    const conns: NodeConnection[] = []
-    for (const id of replicas) {
-      const conn = up[order.indexOf(id)]
-      if (conn === undefined) return undefined
-      conns.push(conn)
-    }
-    return conns
+  /** For each replica, in `replicas`' order, its connection if a write can go to it this turn. */
+  private writeTargets(replicas: readonly string[]): (NodeConnection | undefined)[] {
+    const { order, up, writable } = this.view()
+    return replicas.map((id) => {
+      const at = order.indexOf(id)
+      return at >= 0 && writable[at] ? up[at] : undefined
+    })
   }
 
   /** The replicas reported up and usable, in this turn's order (see orderedReplicas). */
@@ -295,8 +318,9 @@ export class KumoClient {
     const now = Date.now()
     const first = this.orderedReplicas(replicas)
     const others = this.topology_.nodes.map((n) => n.id).filter((id) => !replicas.includes(id) && this.usable(id, now))
-    // Down-marked replicas last: the cluster's view may be older than the node's recovery.
-    const last = replicas.filter((id) => !this.usable(id, now))
+    // Down-marked replicas last: the cluster's view may be older than the node's recovery. Not
+    // one this client saw leave a request unanswered: it is probed, and tried once it answers.
+    const last = replicas.filter((id) => !this.usable(id, now) && this.connections.get(id)?.usable !== false && (this.avoidUntil.get(id) ?? 0) <= now)
     return [...first, ...others, ...last]
   }
 
@@ -475,7 +499,7 @@ export class KumoClient {
     const now = Date.now()
     const usable = this.topology_.nodes
       .map((n) => n.id)
-      .filter((id) => this.nodeState.get(id)?.state !== 'down' && (this.avoidUntil.get(id) ?? 0) <= now && (this.connections.get(id)?.reachable ?? true))
+      .filter((id) => this.usable(id, now))
     const order = this.picker.order(usable, this.stats)
     const groups = new Map<string, T[]>()
     const count = this.topology_.partitionCount
@@ -545,7 +569,8 @@ export class KumoClient {
     let attempts = 0
     // On a node failure the scan resumes on another node just after the last key it returned.
     for (;;) {
-      const live = this.topology_.nodes.filter((n) => n.state !== 'down' && (this.connections.get(n.id)?.reachable ?? true))
+      const now = Date.now()
+      const live = this.topology_.nodes.filter((n) => this.usable(n.id, now))
       const node = live[attempts % Math.max(1, live.length)]
       const conn = node === undefined ? undefined : this.connection(node.id)
       if (conn === undefined) throw new KumoError('UNAVAILABLE', 'no node of the cluster is reachable')
@@ -583,7 +608,7 @@ export class KumoClient {
     for (const node of this.topology_.nodes) {
       if (node.state === 'down') continue
       const conn = this.connection(node.id)
-      if (conn === undefined || !conn.reachable) continue
+      if (conn === undefined || !conn.usable) continue
       const report = await conn.repair(options.partition, options.timeoutMs ?? 30 * 60 * 1000)
       reports.push(report)
       options.onNode?.(report)

@@ -7,25 +7,40 @@ import { encodeRecord, liveValue, quorumResult, recordHlcCounter, recordHlcMs } 
 import { encodeVersion } from '../core/version.js'
 import { requestMsg, type RequestMsg, type ResponseMsg } from '../wire/messages.js'
 import type { NodeConnection } from './node-connection.js'
+import type { ReplicaAnswer } from './replica-coalescer.js'
 
 /** What the direct path needs of the client: its connections, its policy, and the node path. */
 export interface DirectPathHost {
-  /** Connections to every replica in `replicas`, or undefined when any of them is not usable. */
-  allReplicas(replicas: readonly string[]): NodeConnection[] | undefined
+  /**
+   * For each of `replicas`, in that order, its connection if a write can go to it this turn
+   * (reported up, not draining, not avoided for leaving a request unanswered, storage
+   * writable), else undefined.
+   */
+  writeTargets(replicas: readonly string[]): (NodeConnection | undefined)[]
   /** Usable replicas of `replicas`, in the balancing policy's order for this turn. */
   replicasInOrder(replicas: readonly string[]): NodeConnection[]
   /** The node-coordinated path: sends `req` to a node (retrying others) within `timeoutMs`. */
   coordinate(key: Buffer, req: Omit<RequestMsg, 'id'>, timeoutMs: number): Promise<ResponseMsg>
+  /**
+   * The node to hold this turn's hints for `target`: any usable node but the target, the same
+   * one for the whole turn, so a turn's hints for one replica are one request.
+   */
+  hintHolder(target: string): NodeConnection | undefined
   /** A request is going to this node (for requestStats). */
   sending(id: string): void
   /** A replica answered with an error (a draining node is avoided from then on). */
   replicaFailed(id: string, error: KumoError): void
 }
 
-/** How long one replica may take, by default, before its share is handed to a coordinating node. */
+/** How long one replica may take at most, by default, before it counts as failed (its measured answer times usually give less). */
 export const defaultReplicaTimeoutMs = 1000
 
 const ignore = (): void => undefined
+
+/** The error a replica's answer (or its absence) amounts to. */
+function replicaError(err: unknown, answer: ReplicaAnswer | undefined): KumoError {
+  return answer === undefined ? toKumoError(err) : new KumoError(answer.errorCode as KumoError['code'], answer.errorMessage)
+}
 
 /**
  * Client-driven coordination (Dynamo, section 6.4): the client stamps each write with a version
@@ -33,9 +48,13 @@ const ignore = (): void => undefined
  * W acknowledgements; a read asks R replicas and returns the newest record, repairing stale
  * replicas after. One hop instead of two, and no coordinator work on the nodes.
  *
- * Failure handling stays on the nodes: whenever a replica is not usable or fails, the same
- * versioned records go to a node to coordinate (sloppy quorum, hints), and a read is retried
- * through a node. Re-sending a record is harmless: replicas keep the newest version.
+ * A replica's failure of any kind (no answer within its timeout, a broken connection, an error
+ * answer: a full disk, a clock it cannot trust) is that replica failing, not the request: a
+ * write succeeds when W others acknowledge, and the replicas that missed it get hints, handed
+ * to another node (a turn's hints for one replica travel as one request). A read asks
+ * the next replica in its place. Only when too few replicas remain does the request go to a
+ * node to coordinate (sloppy quorum with fallback nodes, or a clear UNAVAILABLE); re-sending a
+ * record is harmless, since replicas keep the newest version.
  */
 export class DirectPath {
   private readonly clock = new HybridClock()
@@ -54,49 +73,71 @@ export class DirectPath {
     return encodeRecord(encodeVersion(this.clock.now(now), this.writerIdBytes), value, ttlMs > 0 ? now + ttlMs : 0)
   }
 
+  /** How long to wait for `conn` with `remainingMs` of the call left. */
+  private timeoutFor(conn: NodeConnection, remainingMs: number): number {
+    return Math.max(1, Math.min(remainingMs, this.replicaTimeoutMs, conn.replicaTimeoutMs()))
+  }
+
   /** Writes records of keys sharing one replica set; resolves at W acknowledgements. */
   write(replicas: readonly string[], keys: Buffer[], records: Buffer[], consistency: Consistency, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs
-    const handOff = (): Promise<unknown> =>
-      this.host.coordinate(keys[0]!, requestMsg({ op: 'REPLICATE', keys, records, consistency }), Math.max(1, deadline - Date.now()))
-    const conns = this.host.allReplicas(replicas)
-    if (conns === undefined) return handOff().then(() => undefined)
-    const tracker = new QuorumTracker(requiredAcks(consistency, conns.length), conns.length)
-    const replicaMs = Math.min(timeoutMs, this.replicaTimeoutMs)
+    const handOff = (): Promise<void> =>
+      this.host.coordinate(keys[0]!, requestMsg({ op: 'REPLICATE', keys, records, consistency }), Math.max(1, deadline - Date.now())).then(ignore)
+    const conns = this.host.writeTargets(replicas)
+    const required = requiredAcks(consistency, replicas.length)
+    let targets = 0
+    for (const conn of conns) if (conn !== undefined) targets++
+    if (targets < required) return handOff()
+    const tracker = new QuorumTracker(required, targets)
     return new Promise((resolve, reject) => {
       let settled = false
-      let handedOff = false
+      let outstanding = targets
+      /** Replicas without the records: skipped, or failed. */
+      const missed: string[] = []
+      const failures: KumoError[] = []
       const settle = (error?: unknown): void => {
         if (settled) return
         settled = true
         if (error === undefined) resolve()
         else reject(error)
       }
-      // A replica that failed still needs the records: a node takes them over and stores a
-      // hint for it. If W is not met directly, the call's outcome is the node's.
-      const failed = (): void => {
-        tracker.fail()
-        if (handedOff) return
-        handedOff = true
-        handOff().then(() => settle(), (err) => settle(toKumoError(err)))
+      // Once every replica asked has answered or failed: hints for those that missed the
+      // records. (When W was not met, the node the write was handed to stores them instead.)
+      // Best effort: W replicas have the records; anti-entropy repairs what a lost hint misses.
+      const finished = (): void => {
+        if (tracker.state() !== 'met') return
+        for (const id of missed) this.host.hintHolder(id)?.replica.hint(id, keys, records, this.replicaTimeoutMs, ignore)
       }
-      for (const conn of conns) {
+      const failed = (id: string, error: KumoError): void => {
+        missed.push(id)
+        failures.push(error)
+        if (tracker.fail() !== 'failed' || settled) return
+        // Every replica refused the request itself (a version too far ahead of every clock):
+        // the caller's error, not the replicas'. Otherwise a node takes the write over.
+        if (failures.length === targets && failures.every((f) => f.code === 'INVALID_ARGUMENT')) settle(failures[0])
+        else {
+          settled = true
+          handOff().then(resolve, reject)
+        }
+      }
+      conns.forEach((conn, i) => {
+        if (conn === undefined) {
+          missed.push(replicas[i]!)
+          return
+        }
         this.host.sending(conn.nodeId)
-        conn.replica.write(keys, records, replicaMs, (_err, res) => {
-          if (res === undefined) {
-            failed()
-            return
-          }
-          if (res.errorCode === '') {
+        conn.replica.write(keys, records, this.timeoutFor(conn, deadline - Date.now()), (err, res) => {
+          outstanding--
+          if (res !== undefined && res.errorCode === '') {
             if (tracker.ack() === 'met') settle()
-            return
+          } else {
+            const error = replicaError(err, res)
+            if (res !== undefined) this.host.replicaFailed(conn.nodeId, error)
+            failed(conn.nodeId, error)
           }
-          const error = new KumoError(res.errorCode as KumoError['code'], res.errorMessage)
-          this.host.replicaFailed(conn.nodeId, error)
-          if (!error.retryable) settle(error)
-          else failed()
+          if (outstanding === 0) finished()
         })
-      }
+      })
     })
   }
 
@@ -110,38 +151,45 @@ export class DirectPath {
     const required = requiredAcks(consistency, replicas.length)
     const order = this.host.replicasInOrder(replicas)
     if (order.length < required) return viaNode()
-    const replicaMs = Math.min(timeoutMs, this.replicaTimeoutMs)
-    const asked = order.slice(0, required)
     return new Promise((resolve, reject) => {
-      const answers: Buffer[][] = new Array(asked.length)
-      let pending = asked.length
-      let failed = false
-      const fail = (error: KumoError): void => {
-        if (failed) return
-        failed = true
-        if (!error.retryable && error.code !== 'TIMEOUT') reject(error)
-        else viaNode().then(resolve, reject)
-      }
-      asked.forEach((conn, a) => {
+      const asked: NodeConnection[] = []
+      const answers: Buffer[][] = []
+      let answered = 0
+      let next = 0
+      let done = false
+      // Asks the next replica in the policy's order; when none is left, a node reads instead.
+      const ask = (): void => {
+        if (next >= order.length) {
+          done = true
+          viaNode().then(resolve, reject)
+          return
+        }
+        const conn = order[next++]!
+        const slot = asked.length
+        asked.push(conn)
         this.host.sending(conn.nodeId)
-        conn.replica.read(keys, replicaMs, (err, res) => {
-          if (failed) return
-          if (res === undefined) return fail(toKumoError(err))
-          if (res.errorCode !== '') {
-            const error = new KumoError(res.errorCode as KumoError['code'], res.errorMessage)
-            this.host.replicaFailed(conn.nodeId, error)
-            return fail(error)
+        conn.replica.read(keys, this.timeoutFor(conn, deadline - Date.now()), (err, res) => {
+          if (done) return
+          if (res === undefined || res.errorCode !== '') {
+            const error = replicaError(err, res)
+            if (res !== undefined) this.host.replicaFailed(conn.nodeId, error)
+            // Its place goes to the next replica: a failed replica fails no read.
+            ask()
+            return
           }
-          answers[a] = res.records
-          if (--pending > 0) return
+          answers[slot] = res.records
+          if (++answered < required) return
+          done = true
           // A record that does not decode fails this read alone, not the others answered with it.
           try {
-            resolve(this.newest(asked, keys, answers))
+            const replied = asked.filter((_, a) => answers[a] !== undefined)
+            resolve(this.newest(replied, keys, answers.filter((a) => a !== undefined)))
           } catch (err) {
             reject(new KumoError('INTERNAL', `a replica answered with a record that does not decode: ${(err as Error).message}`))
           }
         })
-      })
+      }
+      for (let i = 0; i < required; i++) ask()
     })
   }
 

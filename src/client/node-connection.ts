@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js'
-import type { RepairResponseMsg, RequestMsg, ResponseFrameMsg, ResponseMsg, ScanRequestMsg, TopologyMsg } from '../wire/messages.js'
+import type { ResponsivenessConfig } from '../core/responsiveness.js'
+import { requestMsg, type RepairResponseMsg, type RequestMsg, type ResponseFrameMsg, type ResponseMsg, type ScanRequestMsg, type TopologyMsg } from '../wire/messages.js'
 import { MultiplexedStream } from '../wire/multiplexed-stream.js'
 import { KvClient } from '../wire/proto.js'
 import { ReplicaCoalescer } from './replica-coalescer.js'
@@ -14,19 +15,30 @@ function requestBytes(req: RequestMsg): number {
 
 /** The client's link to one node: its Pipeline stream, plus the unary admin calls. */
 export class NodeConnection {
-  private readonly client: grpc.Client & Record<string, Function>
   private readonly stream: MultiplexedStream<RequestMsg, ResponseMsg>
 
   constructor(
     readonly nodeId: string,
     readonly address: string,
     onEpoch: (epoch: number) => void,
+    responsiveness?: Partial<ResponsivenessConfig>,
   ) {
-    this.client = new KvClient(address, grpc.credentials.createInsecure(), channelOptions) as never
-    this.stream = new MultiplexedStream(this.client, 'pipeline', `node ${nodeId} (${address})`, requestBytes, (frame) => {
-      const epoch = (frame as ResponseFrameMsg).epoch
-      if (epoch) onEpoch(epoch)
+    this.stream = new MultiplexedStream(() => new KvClient(address, grpc.credentials.createInsecure(), channelOptions), {
+      method: 'pipeline',
+      describe: `node ${nodeId} (${address})`,
+      bytesOf: requestBytes,
+      onFrame: (frame) => {
+        const epoch = (frame as ResponseFrameMsg).epoch
+        if (epoch) onEpoch(epoch)
+      },
+      // A replica read of no keys: answered at once, without touching storage.
+      probe: requestMsg({ op: 'REPLICA_READ' }),
+      ...(responsiveness === undefined ? {} : { responsiveness }),
     })
+  }
+
+  private get client(): grpc.Client & Record<string, Function> {
+    return this.stream.client
   }
 
   get createdAtMs(): number {
@@ -40,6 +52,16 @@ export class NodeConnection {
   /** False while the transport is known to be broken, so the client skips it at once. */
   get reachable(): boolean {
     return this.stream.reachable
+  }
+
+  /** Reachable, and not avoided for leaving a request unanswered (Responsiveness). */
+  get usable(): boolean {
+    return this.stream.usable
+  }
+
+  /** How long a replica request to this node may wait, from its measured answer times. */
+  replicaTimeoutMs(): number {
+    return this.stream.replicaTimeoutMs()
   }
 
   request(req: Omit<RequestMsg, 'id'>, timeoutMs: number, immediate = false): Promise<ResponseMsg> {
@@ -79,6 +101,5 @@ export class NodeConnection {
 
   close(): void {
     this.stream.close()
-    this.client.close()
   }
 }

@@ -49,6 +49,8 @@ const coalesceKeysMax = 32
 export class ReplicaCoalescer {
   private writes: Merged | undefined
   private reads: Merged | undefined
+  /** Records to hold for each replica that missed them, by that replica's id. */
+  private hints = new Map<string, Merged>()
   private scheduled = false
   private waiting = 0
 
@@ -69,6 +71,23 @@ export class ReplicaCoalescer {
     }
     this.writes ??= { keys: [], records: [], bytes: 0, timeoutMs: 0, waiters: [] }
     this.add(this.writes, keys, records, bytes, timeoutMs, done)
+  }
+
+  /**
+   * Asks this node to hold `records` for replica `target`, which failed to take them, and to
+   * deliver them once it answers again (hinted handoff). A turn's hints for one target are one
+   * request, however many writes they came from.
+   */
+  hint(target: string, keys: Buffer[], records: Buffer[], timeoutMs: number, done: ReplicaCallback): void {
+    let bytes = 0
+    for (let i = 0; i < keys.length; i++) bytes += keys[i]!.length + records[i]!.length
+    let merged = this.hints.get(target)
+    if (merged !== undefined && (merged.keys.length + keys.length > batchOpsMax || merged.bytes + bytes > batchBytesMax)) {
+      this.send('STORE_HINTS', merged, target)
+      merged = undefined
+    }
+    if (merged === undefined) this.hints.set(target, (merged = { keys: [], records: [], bytes: 0, timeoutMs: 0, waiters: [] }))
+    this.add(merged, keys, records, bytes, timeoutMs, done)
   }
 
   read(keys: Buffer[], timeoutMs: number, done: ReplicaCallback): void {
@@ -116,13 +135,15 @@ export class ReplicaCoalescer {
     this.scheduled = false
     if (this.writes !== undefined) this.send('REPLICA_WRITE', this.writes)
     if (this.reads !== undefined) this.send('REPLICA_READ', this.reads)
+    for (const [target, merged] of this.hints) this.send('STORE_HINTS', merged, target)
     this.writes = undefined
     this.reads = undefined
+    this.hints.clear()
   }
 
-  private send(op: 'REPLICA_WRITE' | 'REPLICA_READ', merged: Merged): void {
+  private send(op: 'REPLICA_WRITE' | 'REPLICA_READ' | 'STORE_HINTS', merged: Merged, hintTarget = ''): void {
     // Already gathered for this turn: onto the wire now rather than a turn later.
-    this.conn.request(requestMsg({ op, keys: merged.keys, records: merged.records, timeoutMs: merged.timeoutMs }), merged.timeoutMs, true).then(
+    this.conn.request(requestMsg({ op, keys: merged.keys, records: merged.records, timeoutMs: merged.timeoutMs, hintTarget }), merged.timeoutMs, true).then(
       (res) => {
         const records = res.records ?? []
         const reading = op === 'REPLICA_READ' && res.errorCode === ''

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import { batchBytesMax } from '../core/limits.js'
 import type { Membership } from './membership.js'
 import type { StorageEngine, HintEntry } from '../storage/engine.js'
 import type { PeerPool } from '../wire/peer-channel.js'
@@ -15,7 +16,7 @@ export interface HintDeliveryConfig {
 
 export const defaultHintDeliveryConfig: HintDeliveryConfig = {
   intervalMs: 250,
-  batchMax: 500,
+  batchMax: 2000,
   windowMs: 3 * 60 * 60 * 1000,
   timeoutMs: 5000,
 }
@@ -30,6 +31,8 @@ export class HintDelivery {
   private running = false
   delivered = 0
   expired = 0
+  /** Per target, the id of the last hint delivered: the next read starts after it. */
+  private readonly cursors = new Map<string, Buffer>()
 
   constructor(
     private readonly deps: { selfId: string; storage: StorageEngine; membership: Membership; peers: PeerPool; logger: Logger },
@@ -56,7 +59,7 @@ export class HintDelivery {
           await this.deliverLocally()
           continue
         }
-        if (!this.deps.membership.isAlive(target)) continue
+        if (!this.deps.membership.isAlive(target) || !this.deps.membership.isWritable(target)) continue
         await this.deliver(target).catch((err) => this.deps.logger.debug({ err, target }, 'hint delivery paused'))
       }
     } finally {
@@ -79,34 +82,49 @@ export class HintDelivery {
     if (address === undefined) return
     const channel = this.deps.peers.get(target, address)
     for (;;) {
-      if (!channel.reachable || !this.deps.membership.isAlive(target)) return
-      const hints = await this.deps.storage.readHints(target, this.config.batchMax)
-      if (hints.length === 0) return
-      const live = await this.expire(hints)
-      const byPartition = new Map<number, HintEntry[]>()
-      for (const hint of live) {
-        let group = byPartition.get(hint.partition)
-        if (group === undefined) byPartition.set(hint.partition, (group = []))
-        group.push(hint)
+      if (!channel.usable || !this.deps.membership.isAlive(target) || !this.deps.membership.isWritable(target)) return
+      const hints = await this.deps.storage.readHints(target, this.config.batchMax, { after: this.cursors.get(target), bytesMax: batchBytesMax })
+      if (hints.length === 0) {
+        // From the start next time: a hint stored under an earlier sequence (the clock stepped
+        // back) would sort before the cursor.
+        this.cursors.delete(target)
+        return
       }
+      const live = await this.expire(hints)
+      // One WRITE per partition, each at most batchBytesMax: hints of large values must not
+      // make a message past the transport's limit.
+      const requests: HintEntry[][] = []
+      const byPartition = new Map<number, { hints: HintEntry[]; bytes: number }>()
+      for (const hint of live) {
+        const bytes = hint.key.length + hint.record.length
+        let group = byPartition.get(hint.partition)
+        if (group !== undefined && group.hints.length > 0 && group.bytes + bytes > batchBytesMax) {
+          requests.push(group.hints)
+          group = undefined
+        }
+        if (group === undefined) byPartition.set(hint.partition, (group = { hints: [], bytes: 0 }))
+        group.hints.push(hint)
+        group.bytes += bytes
+      }
+      for (const group of byPartition.values()) requests.push(group.hints)
       await Promise.all(
-        [...byPartition].map(([partition, group]) =>
+        requests.map((group) =>
           channel.request(
-            { ...noPeerFields, op: 'WRITE', partition, keys: group.map((h) => h.key), records: group.map((h) => h.record) },
+            { ...noPeerFields, op: 'WRITE', partition: group[0]!.partition, keys: group.map((h) => h.key), records: group.map((h) => h.record) },
             this.config.timeoutMs,
           ),
         ),
       )
       await this.deps.storage.deleteHints(live.map((h) => h.id))
+      this.cursors.set(target, hints[hints.length - 1]!.id)
       this.delivered += live.length
-      if (hints.length < this.config.batchMax) return
     }
   }
 
   /** Hints for this node itself (held while it was not in the map, say): apply them here. */
   private async deliverLocally(): Promise<void> {
     for (;;) {
-      const hints = await this.expire(await this.deps.storage.readHints(this.deps.selfId, this.config.batchMax))
+      const hints = await this.expire(await this.deps.storage.readHints(this.deps.selfId, this.config.batchMax, { bytesMax: batchBytesMax }))
       if (hints.length === 0) return
       await this.deps.storage.applyRecords(hints.map((h) => ({ partition: h.partition, key: h.key, record: h.record })))
       await this.deps.storage.deleteHints(hints.map((h) => h.id))

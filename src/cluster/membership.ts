@@ -1,3 +1,4 @@
+import { ClockOffsets } from '../core/clock-offsets.js'
 import { PhiAccrualDetector, type NodeHealth, type PhiAccrualConfig } from '../core/failure-detector.js'
 import { assignPartitions, newerMap, type PartitionMap, type PartitionMapConfig } from '../core/partition-map.js'
 import type { GossipMsg, MemberMsg } from '../wire/messages.js'
@@ -8,9 +9,16 @@ export interface MemberView {
   address: string
   generation: number
   heartbeat: number
-  status: 'up' | 'stopping'
+  /** 'read-only' while its storage fails writes (it still serves reads). */
+  status: MemberStatus
   load: number
   weight: number
+}
+
+export type MemberStatus = 'up' | 'read-only' | 'stopping'
+
+function memberStatus(wire: string): MemberStatus {
+  return wire === 'stopping' || wire === 'read-only' ? wire : 'up'
 }
 
 export interface MembershipConfig {
@@ -49,6 +57,7 @@ export class Membership {
   private readonly listeners: (() => void)[] = []
   private rounds = 0
   private stopping = false
+  private readonly clocks = new ClockOffsets()
 
   constructor(
     private readonly self: { id: string; address: string; weight: number },
@@ -105,6 +114,40 @@ export class Membership {
     this.timer = undefined
   }
 
+  /** Marks this node read-only (its storage fails writes) or writable again, and tells every peer now. */
+  async setReadOnly(readOnly: boolean): Promise<void> {
+    const me = this.members.get(this.self.id)!
+    if (me.status === 'stopping' || (me.status === 'read-only') === readOnly) return
+    me.status = readOnly ? 'read-only' : 'up'
+    me.heartbeat++
+    this.changed()
+    await this.broadcast()
+  }
+
+  /** Whether a node's storage takes writes, as far as gossip says (false for unknown nodes). */
+  isWritable(id: string): boolean {
+    const member = this.members.get(id)
+    return member !== undefined && member.status === 'up'
+  }
+
+  /**
+   * The cluster's clock minus this node's, in ms: the median of the live nodes' clock offsets
+   * (ClockOffsets). This node's clock plus it is the cluster's time.
+   */
+  clusterOffsetMs(): number {
+    const now = this.io.now()
+    const live = [...this.members.keys()].filter((id) => id !== this.self.id && this.isAlive(id))
+    return this.clocks.clusterOffsetMs(live, now)
+  }
+
+  /** A node's clock minus the cluster's, in ms, as measured here (undefined when unknown). */
+  clockOffsetOf(id: string): number | undefined {
+    const cluster = this.clusterOffsetMs()
+    if (id === this.self.id) return -cluster
+    const offset = this.clocks.offsetOf(id, this.io.now())
+    return offset === undefined ? undefined : offset - cluster
+  }
+
   /** Marks this node as stopping and tells every peer now (graceful shutdown). */
   async announceStopping(): Promise<void> {
     this.stopping = true
@@ -144,13 +187,15 @@ export class Membership {
       from: this.self.id,
       members: [...this.members.values()].map((m) => ({ ...m })),
       map: this.map_ === undefined ? null : mapToMsg(this.map_, [], this.self.id),
+      sentAtMs: this.io.now(),
+      echoSentAtMs: 0,
     }
   }
 
-  /** Handles gossip from a peer; returns our state as the answer. */
+  /** Handles gossip from a peer; returns our state as the answer (with our clock, for its offset). */
   receive(message: GossipMsg): GossipMsg {
     this.merge(message)
-    return this.message()
+    return { ...this.message(), echoSentAtMs: message.sentAtMs }
   }
 
   private async broadcast(): Promise<void> {
@@ -161,7 +206,9 @@ export class Membership {
     await Promise.all(
       [...targets].map(async ([address, id]) => {
         try {
-          this.merge(await this.io.gossip(id, address, message))
+          const reply = await this.io.gossip(id, address, message)
+          if (reply.from && reply.echoSentAtMs === message.sentAtMs) this.clocks.sample(reply.from, message.sentAtMs, reply.sentAtMs, this.io.now())
+          this.merge(reply)
         } catch {
           // An unreachable peer is the failure detector's business, not an error here.
         }
@@ -188,7 +235,7 @@ export class Membership {
       if (known === undefined || newer(incoming, known)) {
         const heartbeatAdvanced =
           known === undefined || incoming.generation !== known.generation || incoming.heartbeat > known.heartbeat
-        const status: MemberView['status'] = incoming.status === 'stopping' ? 'stopping' : 'up'
+        const status = memberStatus(incoming.status)
         if (known === undefined || known.address !== incoming.address || known.status !== status) changed = true
         this.members.set(incoming.id, {
           id: incoming.id,
@@ -199,7 +246,7 @@ export class Membership {
           load: incoming.load,
           weight: incoming.weight || 1,
         })
-        if (heartbeatAdvanced && status === 'up') {
+        if (heartbeatAdvanced && status !== 'stopping') {
           let detector = this.detectors.get(incoming.id)
           const wasDown = detector === undefined || detector.state(now) === 'down'
           if (detector === undefined || (known !== undefined && incoming.generation !== known.generation)) {
@@ -224,7 +271,7 @@ export class Membership {
   /** Whether this node is the claimant: the lowest id among live members. */
   isClaimant(): boolean {
     for (const m of this.members.values()) {
-      if (m.id < this.self.id && this.isAlive(m.id) && m.status === 'up') return false
+      if (m.id < this.self.id && this.isAlive(m.id) && m.status !== 'stopping') return false
     }
     return !this.stopping
   }
@@ -237,7 +284,7 @@ export class Membership {
     if (this.rounds < 1) return false
     if (this.rounds >= this.config.foundingRoundsMax) return true
     const heard = new Set<string>([this.self.address])
-    for (const m of this.members.values()) if (m.status === 'up' && this.isAlive(m.id)) heard.add(m.address)
+    for (const m of this.members.values()) if (m.status !== 'stopping' && this.isAlive(m.id)) heard.add(m.address)
     return this.seeds.every((seed) => heard.has(seed))
   }
 
@@ -251,7 +298,7 @@ export class Membership {
     if (this.map_ === undefined ? !this.mayFound() : this.rounds < 1) return
     const inMap = new Set(this.map_?.nodes ?? [])
     const joining = [...this.members.values()].filter(
-      (m) => !inMap.has(m.id) && m.status === 'up' && this.isAlive(m.id),
+      (m) => !inMap.has(m.id) && m.status !== 'stopping' && this.isAlive(m.id),
     )
     if (joining.length === 0 && this.map_ !== undefined) return
     const members = [...inMap, ...joining.map((m) => m.id)]

@@ -23,7 +23,7 @@ export class HybridClock {
   private ms = 0
   private counter = 0
 
-  /** Remote readings further than this ahead of our wall clock are not adopted. */
+  /** Remote readings further than this ahead of our wall clock are not adopted (validate.ts's versionAheadMsMax). */
   constructor(private readonly driftMsMax = 60_000) {}
 
   now(physicalMs: number): HlcTimestamp {

@@ -64,12 +64,34 @@ export function checkTimeout(timeoutMs: number): void {
   }
 }
 
-/** How far ahead of a node's clock a client-stamped version may be (the HLC's drift bound). */
-export const clientVersionAheadMsMax = 60_000
+/**
+ * How far ahead of the cluster's clock (as the receiving node measures it) a stored version may
+ * be, whoever stamped it: a version further ahead would sort above every correct write to its
+ * key until the clocks caught up. The HLC's drift bound is the same, so no write pulls a
+ * correct node's clock further forward than this.
+ */
+export const versionAheadMsMax = 60_000
+
+/**
+ * A record's version is at most versionAheadMsMax ahead of `nowMs`; `writer` names who stamped
+ * it, for the error (`index`: its place in the request). Read in place: this runs for every
+ * stored record.
+ */
+export function checkVersionAhead(record: Buffer, index: number, nowMs: number, writer: string): void {
+  if (record.length < 1 + hlcBytes) throw new KumoError('INVALID_ARGUMENT', `record ${index}: malformed header`)
+  const aheadMs = record.readUIntBE(1, 6) - nowMs
+  if (aheadMs > versionAheadMsMax) {
+    throw new KumoError(
+      'INVALID_ARGUMENT',
+      `record ${index}: its version is ${(aheadMs / 1000).toFixed(1)} s ahead of the cluster's clock (limit ${versionAheadMsMax / 1000} s); check ${writer}'s system time`,
+    )
+  }
+}
 
 /**
  * Versioned records sent by a client that coordinates its own writes: well-formed, within the
- * batch limits, and stamped no further ahead of `nowMs` than a clock may drift. Returns the
+ * batch limits, and stamped no further ahead of `nowMs` (the cluster's clock) than
+ * versionAheadMsMax. Returns the
  * newest version among them (for the node's clock to observe).
  */
 export function checkRecords(keys: readonly Uint8Array[], records: readonly Buffer[], nowMs: number): Buffer | undefined {
@@ -101,10 +123,7 @@ export function checkRecords(keys: readonly Uint8Array[], records: readonly Buff
     if (record.length - valueAt > valueBytesMax) {
       throw new KumoError('INVALID_ARGUMENT', `record ${i}: value is ${record.length - valueAt} bytes; the limit is ${valueBytesMax} (1 MiB)`)
     }
-    const aheadMs = record.readUIntBE(1, 6) - nowMs
-    if (aheadMs > clientVersionAheadMsMax) {
-      throw new KumoError('INVALID_ARGUMENT', `record ${i}: its version is ${aheadMs} ms ahead of this node's clock (limit ${clientVersionAheadMsMax} ms); check the client's system time`)
-    }
+    checkVersionAhead(record, i, nowMs, 'the client')
     if (newest === undefined || record.compare(newest, 1, newestEnd, 1, 1 + versionBytes) > 0) {
       newest = record
       newestEnd = 1 + versionBytes

@@ -14,6 +14,7 @@ import type { RequestMsg, ResponseMsg } from '../wire/messages.js'
 import type { PeerPool } from '../wire/peer-channel.js'
 import { noPeerFields } from '../wire/peer-fields.js'
 import { PerTurn } from '../wire/per-turn.js'
+import type { HintSink } from './hint-sink.js'
 
 export interface CoordinatorConfig {
   defaultConsistency: Consistency
@@ -27,8 +28,8 @@ export interface CoordinatorConfig {
    * toward W (Dynamo). strict: only true replicas count; hints are still stored.
    */
   quorum: 'sloppy' | 'strict'
-  /** Hints held for one target at most (on this node, or asked of a fallback). */
-  hintsPerTargetMax: number
+  /** A node whose clock is further than this from the cluster's coordinates no writes (it stamps no versions). */
+  clockOffsetMaxMs: number
 }
 
 export interface CoordinatorDeps {
@@ -39,6 +40,9 @@ export interface CoordinatorDeps {
   clock: HybridClock
   /** This replica's records, as ReplicaServiceDeps.readRecords. */
   readRecords: (partitions: readonly number[], keys: readonly Buffer[]) => Promise<(Buffer | undefined)[]>
+  hints: HintSink
+  /** Whether this node's own storage fails writes (StorageHealth). */
+  storageFailing: () => boolean
 }
 
 interface KeyWrite {
@@ -86,6 +90,7 @@ export class Coordinator {
     try {
       const deadlineMs = Date.now() + (req.timeoutMs > 0 ? req.timeoutMs : this.config.requestTimeoutMs)
       const consistency = parseConsistency(req.consistency, this.config.defaultConsistency)
+      if (coordinatedWrites.has(req.op)) this.checkClock()
       switch (req.op) {
         case 'GET': {
           checkKey(req.key)
@@ -119,7 +124,7 @@ export class Coordinator {
           return reply(req.id, undefined)
         }
         case 'REPLICATE': {
-          this.observe(checkRecords(req.keys, req.records, Date.now()))
+          this.observe(checkRecords(req.keys, req.records, this.clusterNowMs()))
           const writes = req.keys.map((key, i) => ({ key, value: undefined, ttlMs: 0, record: req.records[i]! }))
           await this.write(req, writes, consistency, deadlineMs, forwarded)
           return reply(req.id, undefined)
@@ -134,9 +139,18 @@ export class Coordinator {
           return res
         }
         case 'REPLICA_WRITE': {
-          this.observe(checkRecords(req.keys, req.records, Date.now()))
+          this.observe(checkRecords(req.keys, req.records, this.clusterNowMs()))
           const partitions = this.heldPartitions(req.keys)
           await this.deps.storage.applyRecords(req.keys.map((key, i) => ({ partition: partitions[i]!, key, record: req.records[i]! })))
+          return reply(req.id, undefined)
+        }
+        case 'STORE_HINTS': {
+          // A client's direct write that a replica missed: held here, delivered when it answers.
+          checkRecords(req.keys, req.records, this.clusterNowMs())
+          const map = this.partitionMap
+          if (!map.nodes.includes(req.hintTarget)) throw new KumoError('INVALID_ARGUMENT', `hint target ${JSON.stringify(req.hintTarget)} is not a node of the cluster`)
+          const partitions = req.keys.map((key) => partitionOf(key, map.partitionCount))
+          await this.deps.hints.store(undefined, req.hintTarget, partitions, req.keys, req.records, this.config.replicaTimeoutMs)
           return reply(req.id, undefined)
         }
         default:
@@ -165,6 +179,43 @@ export class Coordinator {
     return partitions
   }
 
+  /** This node's clock corrected by the cluster's (the median of the live nodes' clocks). */
+  private clusterNowMs(): number {
+    return Date.now() + this.deps.membership.clusterOffsetMs()
+  }
+
+  /**
+   * A node whose clock is far from the cluster's stamps no versions: they would sort writes
+   * wrongly (ahead: later writes by correct nodes lost; behind: its own writes lost). It says
+   * why, and the client takes the write to another node.
+   */
+  private checkClock(): void {
+    const skewMs = -this.deps.membership.clusterOffsetMs()
+    if (Math.abs(skewMs) > this.config.clockOffsetMaxMs) {
+      throw new KumoError(
+        'UNAVAILABLE',
+        `node ${this.deps.selfId}'s clock is ${(Math.abs(skewMs) / 1000).toFixed(1)} s ${skewMs > 0 ? 'ahead of' : 'behind'} the cluster's (limit ${this.config.clockOffsetMaxMs / 1000} s): it coordinates no writes until its clock is fixed`,
+      )
+    }
+  }
+
+  /** Whether a replica can take a write now: alive, answering this node, and its storage writable. */
+  private writable(id: string): boolean {
+    if (id === this.deps.selfId) return !this.deps.storageFailing()
+    return this.deps.membership.isAlive(id) && this.deps.membership.isWritable(id) && this.deps.peers.find(id)?.usable !== false
+  }
+
+  /** Whether a peer may be asked now: not down, and not avoided for leaving a request unanswered. */
+  private askable(id: string): boolean {
+    return id === this.deps.selfId || (this.deps.membership.isAlive(id) && this.deps.peers.find(id)?.usable !== false)
+  }
+
+  /** How long a replica request to `id` may wait: its measured answer times, within the deadline. */
+  private timeoutFor(id: string, deadlineMs: number): number {
+    const measured = this.deps.peers.find(id)?.replicaTimeoutMs() ?? this.config.replicaTimeoutMs
+    return Math.max(1, Math.min(this.config.replicaTimeoutMs, measured, deadlineMs - Date.now()))
+  }
+
   /** Later writes this node stamps sort above `version` (the newest of a write it applies). */
   observe(version: Buffer | undefined): void {
     if (version !== undefined && version.length >= hlcBytes) this.deps.clock.observe(versionTimestamp(version), Date.now())
@@ -175,7 +226,7 @@ export class Coordinator {
    * once per event-loop turn, so the reads of one turn go to the same replicas in one frame.
    */
   private ordered(replicas: readonly string[]): string[] {
-    const order = this.turnOrder.get(() => this.picker.order(this.partitionMap.nodes.filter((id) => this.deps.membership.isAlive(id)), this.stats))
+    const order = this.turnOrder.get(() => this.picker.order(this.partitionMap.nodes.filter((id) => this.askable(id)), this.stats))
     return stickyOrder(order.filter((id) => replicas.includes(id)), this.config.loadBalancing, this.picker, this.stats)
   }
 
@@ -277,7 +328,9 @@ export class Coordinator {
     const out: (Buffer | undefined)[] = new Array(keys.length)
     const items = keys.map((key, index) => ({ key, index }))
     const { groups, foreign } = this.group(items, forwarded)
-    const now = Date.now()
+    // Expiry by the cluster's clock, not this node's alone: a node whose clock is off must not
+    // expire values early or late.
+    const now = this.clusterNowMs()
     const work: Promise<void>[] = groups.map(async (group) => {
       const records = await this.readGroup(group, consistency, deadlineMs)
       for (let i = 0; i < records.length; i++) out[group.items[i]!.index] = liveValue(records[i], now)
@@ -378,8 +431,7 @@ export class Coordinator {
     if (id === this.deps.selfId) return this.deps.readRecords(partitions, keys)
     const address = this.deps.membership.address(id)
     if (address === undefined) throw new KumoError('UNAVAILABLE', `no address known for node ${id}`)
-    const timeoutMs = Math.max(1, Math.min(this.config.replicaTimeoutMs, deadlineMs - Date.now()))
-    const res = await this.deps.peers.get(id, address).request({ ...noPeerFields, op: 'READ', ...partitionFields(partitions), keys }, timeoutMs)
+    const res = await this.deps.peers.get(id, address).request({ ...noPeerFields, op: 'READ', ...partitionFields(partitions), keys }, this.timeoutFor(id, deadlineMs))
     return res.records.map((r) => (r.length === 0 ? undefined : r))
   }
 
@@ -430,7 +482,11 @@ export class Coordinator {
     }
   }
 
-  /** Sends one group's writes to every replica; resolves at W acknowledgements. */
+  /**
+   * Sends one group's writes to every replica; resolves at W acknowledgements. A replica that
+   * cannot take the write now (down, avoided for leaving a request unanswered, storage failing)
+   * or that fails it in any way gets a hint instead, at once.
+   */
   private replicate(group: Group<KeyWrite>, consistency: Consistency, deadlineMs: number): Promise<void> {
     const replicas = group.replicas
     const now = Date.now()
@@ -440,7 +496,7 @@ export class Coordinator {
     const partitions = group.partitions
     const required = requiredAcks(consistency, replicas.length)
     const tracker = new QuorumTracker(required, replicas.length)
-    const timeoutMs = Math.max(1, Math.min(this.config.replicaTimeoutMs, deadlineMs - now))
+    const hintTimeoutMs = Math.max(1, Math.min(this.config.replicaTimeoutMs, deadlineMs - now))
     return new Promise((resolve, reject) => {
       let settled = false
       let lastError: KumoError | undefined
@@ -463,12 +519,12 @@ export class Coordinator {
         }
       }
       const usedFallbacks = new Set<string>()
-      // A replica that is down or fails gets a hint: on a fallback node (counting toward W
-      // when sloppy), or, when there is none, on this node (not counting).
+      // A replica that cannot take the write or fails it gets a hint: on a fallback node
+      // (counting toward W when sloppy), or, when there is none, on this node (not counting).
       const onReplicaFailure = (id: string, err: unknown): void => {
         const fallback = this.fallbackFor(partitions[0]!, replicas, usedFallbacks)
         if (fallback !== undefined) usedFallbacks.add(fallback)
-        this.storeHint(fallback, id, partitions, keys, records, timeoutMs).then(
+        this.deps.hints.store(fallback, id, partitions, keys, records, hintTimeoutMs).then(
           () => {
             if (fallback !== undefined && this.config.quorum === 'sloppy') onAck()
             else onFail(err)
@@ -477,51 +533,35 @@ export class Coordinator {
         )
       }
       for (const id of replicas) {
-        if (id !== this.deps.selfId && !this.deps.membership.isAlive(id)) {
-          onReplicaFailure(id, new KumoError('UNAVAILABLE', `node ${id} is down`))
+        if (!this.writable(id)) {
+          onReplicaFailure(id, new KumoError('UNAVAILABLE', `node ${id} cannot take writes now (${this.whyNotWritable(id)})`))
           continue
         }
-        this.writeReplica(id, partitions, keys, records, timeoutMs).then(onAck, (err) => onReplicaFailure(id, err))
+        this.writeReplica(id, partitions, keys, records, this.timeoutFor(id, deadlineMs)).then(onAck, (err) => onReplicaFailure(id, err))
       }
     })
   }
 
-  /** The first live node after the preference list, in a per-partition ring order. */
+  private whyNotWritable(id: string): string {
+    if (id === this.deps.selfId) return 'its storage fails writes'
+    if (!this.deps.membership.isAlive(id)) return 'down'
+    if (!this.deps.membership.isWritable(id)) return 'its storage fails writes'
+    return 'it left a request unanswered; probing it'
+  }
+
+  /** The first node after the preference list that can take writes, in a per-partition ring order. */
   private fallbackFor(partition: number, replicas: readonly string[], used: Set<string>): string | undefined {
     const nodes = this.partitionMap.nodes
     for (let i = 0; i < nodes.length; i++) {
       const id = nodes[(partition + i) % nodes.length]!
       if (replicas.includes(id) || used.has(id) || id === this.deps.selfId) continue
-      if (this.deps.membership.isAlive(id)) return id
+      if (this.writable(id)) return id
     }
     return undefined
   }
-
-  /** Stores records as hints for `target` on `holder` (this node when undefined). */
-  private async storeHint(
-    holder: string | undefined,
-    target: string,
-    partitions: number[],
-    keys: Buffer[],
-    records: Buffer[],
-    timeoutMs: number,
-  ): Promise<void> {
-    if (holder === undefined || holder === this.deps.selfId) {
-      // A bound on what a long outage can pile up: past it, anti-entropy brings the node back.
-      await this.deps.storage.putHints(
-        keys.map((key, i) => ({ target, partition: partitions[i]!, key, record: records[i]! })),
-        Date.now(),
-        this.config.hintsPerTargetMax,
-      )
-      return
-    }
-    const address = this.deps.membership.address(holder)
-    if (address === undefined) throw new KumoError('UNAVAILABLE', `no address known for node ${holder}`)
-    await this.deps.peers
-      .get(holder, address)
-      .request({ ...noPeerFields, op: 'HINT', ...partitionFields(partitions), keys, records, hintTarget: target }, timeoutMs)
-  }
 }
+
+const coordinatedWrites = new Set(['PUT', 'DEL', 'BATCH', 'REPLICATE'])
 
 interface Group<T> {
   replicas: readonly string[]

@@ -20,6 +20,8 @@ export class NodeMetrics {
   readonly rowCacheMisses: Counter
   readonly rowCacheBytes: Gauge
   readonly rowCacheEntries: Gauge
+  readonly storageFailing: Gauge
+  readonly clockOffset: Gauge<'peer'>
   private server: http.Server | undefined
 
   constructor(nodeId: string, collect: (metrics: NodeMetrics) => void) {
@@ -48,6 +50,8 @@ export class NodeMetrics {
     this.rowCacheMisses = new Counter({ name: 'kumo_row_cache_misses_total', help: 'Record lookups the row cache could not answer (read from LevelDB)', registers })
     this.rowCacheBytes = new Gauge({ name: 'kumo_row_cache_bytes', help: 'Bytes of records (with per-entry overhead) held by the row cache', registers })
     this.rowCacheEntries = new Gauge({ name: 'kumo_row_cache_entries', help: 'Records held by the row cache', registers })
+    this.storageFailing = new Gauge({ name: 'kumo_storage_failing', help: '1 while this node\'s storage fails writes (it is read-only until a probe write succeeds)', registers })
+    this.clockOffset = new Gauge({ name: 'kumo_clock_offset_seconds', help: 'Each node\'s clock minus the cluster\'s (the median of the live nodes\' clocks), as this node measures it through gossip', labelNames: ['peer'], registers })
     collectDefaultMetrics({ register: this.registry, prefix: 'kumo_' })
   }
 

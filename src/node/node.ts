@@ -9,6 +9,8 @@ import { HybridClock } from '../core/hlc.js'
 import { messageBytesMax } from '../core/limits.js'
 import { assertValidMap, type PartitionMap } from '../core/partition-map.js'
 import { defaultPartitionCount } from '../core/partitioner.js'
+import { responsivenessWithin } from '../core/responsiveness.js'
+import { versionAheadMsMax } from '../core/validate.js'
 import { nodeIdBytesMax, versionTimestamp } from '../core/version.js'
 import { Membership, type MemberView } from '../cluster/membership.js'
 import { ClassicLevelEngine, defaultRowCacheBytes } from '../storage/classic-level-engine.js'
@@ -22,7 +24,11 @@ import { mapToMsg } from '../cluster/map-codec.js'
 import { AntiEntropy, defaultAntiEntropyConfig } from '../cluster/anti-entropy.js'
 import { defaultHintDeliveryConfig, HintDelivery } from '../cluster/hint-delivery.js'
 import { defaultPurgerConfig, Purger } from '../cluster/purger.js'
+import { ClockSkewWatch, defaultClockOffsetMaxMs } from './clock-skew-watch.js'
 import { Coordinator } from './coordinator.js'
+import { HintSink } from './hint-sink.js'
+import { StorageHealth } from './storage-health.js'
+import { VersionBoundStorage } from './version-bound-storage.js'
 import { noPeerFields } from '../wire/peer-fields.js'
 import { kvHandlers } from './kv-service.js'
 import { PeerPool } from '../wire/peer-channel.js'
@@ -72,6 +78,10 @@ export interface NodeOptions {
   tombstoneGraceMs?: number
   /** How often the purge sweeps (default 1 hour; 0 turns it off). */
   purgeIntervalMs?: number
+  /** A node whose clock is further than this from the cluster's coordinates no writes (default 10 s). */
+  clockOffsetMaxMs?: number
+  /** How often a node whose storage fails writes probes it with a write (default 1 s). */
+  storageProbeIntervalMs?: number
   /** Serve Prometheus metrics on http://<metricsHost>:<port>/metrics (0 picks a port; unset: off). */
   metricsPort?: number
   metricsHost?: string
@@ -120,6 +130,9 @@ function checkOptions(o: NodeOptions): void {
   if (o.tombstoneGraceMs !== undefined && !(o.tombstoneGraceMs >= 0)) bad('tombstone grace must be 0 or more')
   if (o.rowCacheBytes !== undefined && !(Number.isSafeInteger(o.rowCacheBytes) && o.rowCacheBytes >= 0)) bad('row cache size must be a whole number of bytes, 0 or more')
   if (o.purgeIntervalMs !== undefined && !(o.purgeIntervalMs >= 0)) bad('purge interval must be 0 or more')
+  if (o.clockOffsetMaxMs !== undefined && !(o.clockOffsetMaxMs > 0 && o.clockOffsetMaxMs < versionAheadMsMax)) bad(`clock offset limit must be positive and under ${versionAheadMsMax} ms (the bound on versions ahead)`)
+  if (o.storageProbeIntervalMs !== undefined && !(o.storageProbeIntervalMs > 0)) bad('storage probe interval must be positive')
+  if (o.replicaTimeoutMs !== undefined && !(Number.isFinite(o.replicaTimeoutMs) && o.replicaTimeoutMs >= 1)) bad('replica timeout must be at least 1 ms')
   if (o.loadBalancing !== undefined && !loadBalancingPolicies.includes(o.loadBalancing)) {
     bad(`unknown load balancing ${JSON.stringify(o.loadBalancing)}: use ${loadBalancingPolicies.join(', ')}`)
   }
@@ -147,8 +160,17 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     replicationFactor: options.replicationFactor ?? 3,
   }
   const defaultConsistency = parseConsistency(options.consistency, 'quorum')
-  const storage = new ClassicLevelEngine(options.dataDir, { sync: options.sync ?? false, rowCacheBytes: options.rowCacheBytes ?? defaultRowCacheBytes })
-  await storage.open()
+  // Storage failures make the node read-only (StorageHealth); every stored version is bounded
+  // by the cluster's clock (VersionBoundStorage). Both are wired once the rest exists.
+  let storageFailed = (_error: KumoError): void => undefined
+  let clusterOffsetMs = (): number => 0
+  const engine = new ClassicLevelEngine(options.dataDir, {
+    sync: options.sync ?? false,
+    rowCacheBytes: options.rowCacheBytes ?? defaultRowCacheBytes,
+    onWriteFailure: (error) => storageFailed(error),
+  })
+  await engine.open()
+  const storage = new VersionBoundStorage(engine, () => Date.now() + clusterOffsetMs())
 
   let restored: { map: PartitionMap; members: MemberView[] } | undefined
   try {
@@ -197,17 +219,24 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     const states = { up: 0, suspect: 0, down: 0 }
     for (const member of membership.allMembers()) if (member.id !== options.id) states[membership.health(member.id)]++
     for (const [state, count] of Object.entries(states)) m.peers.set({ state }, count)
-    const cache = storage.rowCacheStats()
+    const cache = engine.rowCacheStats()
     m.rowCacheHits.reset()
     m.rowCacheHits.inc(cache.hits)
     m.rowCacheMisses.reset()
     m.rowCacheMisses.inc(cache.misses)
     m.rowCacheBytes.set(cache.bytes)
     m.rowCacheEntries.set(cache.entries)
+    m.storageFailing.set(storageHealth.failing === undefined ? 0 : 1)
+    m.clockOffset.reset()
+    for (const member of membership.allMembers()) {
+      const offset = membership.clockOffsetOf(member.id)
+      if (offset !== undefined) m.clockOffset.set({ peer: member.id }, offset / 1000)
+    }
   })
   // A gossip round must not outlast the interval much: an unanswered peer is the detector's job.
   const gossipTimeoutMs = Math.max(200, options.gossipIntervalMs ?? 1000)
-  const peers = new PeerPool((op) => metrics.replicaMessages.inc({ op, direction: 'sent' }))
+  const replicaTimeoutMs = options.replicaTimeoutMs ?? 1000
+  const peers = new PeerPool((op) => metrics.replicaMessages.inc({ op, direction: 'sent' }), responsivenessWithin(replicaTimeoutMs))
   const seedChannels = new PeerPool()
   let elu = performance.eventLoopUtilization()
   let cpu = process.cpuUsage()
@@ -253,6 +282,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     },
     restored,
   )
+  clusterOffsetMs = () => membership.clusterOffsetMs()
 
   const clock = new HybridClock()
   // After a restart the wall clock may be behind what this node already wrote (an NTP step,
@@ -268,16 +298,31 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   // A replica still filling a partition reads through to the others within half the replica
   // timeout, so its answer still reaches whoever asked before they give up on it.
   const readRecords = (partitions: readonly number[], keys: readonly Buffer[]): Promise<(Buffer | undefined)[]> =>
-    antiEntropy.readRecords(partitions, keys, Math.max(1, Math.floor((options.replicaTimeoutMs ?? 1000) / 2)))
+    antiEntropy.readRecords(partitions, keys, Math.max(1, Math.floor(replicaTimeoutMs / 2)))
+  const hints = new HintSink({ selfId: options.id, storage, membership, peers, hintsPerTargetMax: options.hintsPerTargetMax ?? 1_000_000 })
+  const storageHealth = new StorageHealth(
+    {
+      recover: () => engine.recover(),
+      logger,
+      onChange: (failing) => {
+        void membership.setReadOnly(failing)
+        updateHealth()
+      },
+    },
+    { probeIntervalMs: options.storageProbeIntervalMs ?? 1000 },
+  )
+  storageFailed = (error) => storageHealth.writeFailed(error)
+  const clockOffsetMaxMs = options.clockOffsetMaxMs ?? defaultClockOffsetMaxMs
+  const clockWatch = new ClockSkewWatch({ skewMs: () => -membership.clusterOffsetMs(), logger }, { limitMs: clockOffsetMaxMs, intervalMs: options.gossipIntervalMs ?? 1000 })
   const coordinator = new Coordinator(
-    { selfId: options.id, storage, membership, peers, clock, readRecords },
+    { selfId: options.id, storage, membership, peers, clock, readRecords, hints, storageFailing: () => storageHealth.failing !== undefined },
     {
       defaultConsistency,
-      replicaTimeoutMs: options.replicaTimeoutMs ?? 1000,
+      replicaTimeoutMs,
       requestTimeoutMs: options.requestTimeoutMs ?? 5000,
       loadBalancing: options.loadBalancing ?? defaultLoadBalancing,
       quorum: options.quorum ?? 'sloppy',
-      hintsPerTargetMax: options.hintsPerTargetMax ?? 1_000_000,
+      clockOffsetMaxMs,
     },
   )
   const purger = new Purger(
@@ -330,13 +375,17 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   const requestsInFlightMax = options.requestsInFlightMax ?? 10_000
   const health = new HealthImplementation({ '': 'NOT_SERVING', 'kumo.Kv': 'NOT_SERVING' })
   const inMap = (): boolean => membership.map?.replicas !== undefined && membership.map.nodes.includes(options.id)
+  // SERVING once in the map, and while storage takes writes; a read-only node still answers
+  // reads (admit() lets them through), but says NOT_SERVING to health checks.
   const updateHealth = (): void => {
     if (state === 'starting' && inMap()) {
       state = 'serving'
-      health.setStatus('', 'SERVING')
-      health.setStatus('kumo.Kv', 'SERVING')
       logger.info({ epoch: membership.map?.epoch }, 'serving')
     }
+    if (state !== 'serving') return
+    const status = storageHealth.failing === undefined ? 'SERVING' : 'NOT_SERVING'
+    health.setStatus('', status)
+    health.setStatus('kumo.Kv', status)
   }
   membership.onChange(updateHealth)
   antiEntropy.mapChanged()
@@ -345,14 +394,16 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   const topology = (repairDetail = false): TopologyMsg => {
     const map = membership.map
     if (map === undefined) throw new KumoError('NOT_SERVING', 'this node has not joined a cluster yet')
-    const hints = storage.hintCounts()
+    const held = storage.hintCounts()
     const nodes = membership.allMembers().map((m) => ({
       id: m.id,
       address: m.address,
       state: membership.health(m.id),
       load: m.load,
       weight: m.weight,
-      hintsHeld: hints.get(m.id) ?? 0,
+      hintsHeld: held.get(m.id) ?? 0,
+      readOnly: m.id === options.id ? storageHealth.failing !== undefined : m.status === 'read-only',
+      clockOffsetMs: membership.clockOffsetOf(m.id) ?? 0,
     }))
     const repair = antiEntropy.state()
     const detail = repairDetail ? { partitionRepairedMs: map.replicas.map((_, p) => antiEntropy.lastRepairOf(p) ?? 0) } : {}
@@ -393,6 +444,10 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
         return res
       },
       probe: async () => {
+        const failing = storageHealth.failing
+        if (failing !== undefined) {
+          return { ok: false, detail: `storage fails writes since ${new Date(failing.sinceMs).toISOString()}: ${failing.message}`, writeMs: 0, readMs: 0 }
+        }
         // L7: a write and a read of a reserved key in this node's own storage.
         const stamp = Buffer.from(String(Date.now()))
         const t0 = performance.now()
@@ -459,6 +514,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     }
   }
   membership.start()
+  clockWatch.start()
   hintDelivery.start()
   antiEntropy.start()
   purger.start()
@@ -474,6 +530,8 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       // Peers (and through them, clients) stop routing here before the server goes away.
       await membership.announceStopping().catch(() => undefined)
       membership.stop()
+      clockWatch.stop()
+      storageHealth.stop()
       hintDelivery.stop()
       antiEntropy.stop()
       purger.stop()
@@ -503,7 +561,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     seedChannels.close()
     await metrics.close()
     await persistChain
-    await storage.close()
+    await engine.close()
     state = 'stopped'
     logger.info('stopped')
   }

@@ -27,6 +27,8 @@ export interface ClassicLevelEngineConfig {
   writeBufferBytes: number
   /** Kumo's cache of recently read records, in bytes (0: none); see RowCache. */
   rowCacheBytes: number
+  /** Told of every failed write (a full disk, an I/O error): the node goes read-only on it. */
+  onWriteFailure?: (err: KumoError) => void
 }
 
 /** The row cache's default size. */
@@ -49,6 +51,7 @@ interface PendingWrite {
 type Db = ClassicLevel<Buffer, Buffer>
 
 const highWaterKey = metaKey('high-water-version')
+const probeKey = metaKey('write-probe')
 /** Above every real version: with it, every write is checked against storage. */
 const maxVersion = Buffer.alloc(8 + 65, 0xff)
 /** Reads of at most this many keys run synchronously (see read()); larger ones go to the thread pool. */
@@ -271,7 +274,7 @@ export class ClassicLevelEngine implements StorageEngine {
         const results = await this.applyGroups(groups)
         groups.forEach((group, i) => group.resolve(results[i]!))
       } catch (err) {
-        const error = new KumoError('INTERNAL', `storage write failed: ${(err as Error).message}`, { cause: err })
+        const error = err instanceof KumoError ? err : new KumoError('INTERNAL', `storage write failed: ${(err as Error).message}`, { cause: err })
         for (const group of groups) group.reject(error)
       }
     }
@@ -360,7 +363,7 @@ export class ClassicLevelEngine implements StorageEngine {
     }
     if (batch.length > 0) {
       if (high !== this.highWater) batch.put(highWaterKey, Buffer.from(high))
-      await batch.write({ sync: this.config.sync })
+      await this.written(batch.write({ sync: this.config.sync }))
       this.highWater = Buffer.from(high)
       this.raise(written)
       this.forget(changed)
@@ -415,7 +418,7 @@ export class ClassicLevelEngine implements StorageEngine {
     let high = this.highWater
     for (const version of written.values()) if (Buffer.compare(version, high) > 0) high = version
     if (high !== this.highWater) batch.put(highWaterKey, Buffer.from(high))
-    await batch.write({ sync: this.config.sync })
+    await this.written(batch.write({ sync: this.config.sync }))
     if (high !== this.highWater) this.highWater = Buffer.from(high)
     this.raise(written)
     this.forget(stored)
@@ -443,7 +446,7 @@ export class ClassicLevelEngine implements StorageEngine {
 
   async dropPartition(partition: number): Promise<void> {
     const range = partitionRange(partition)
-    await this.db.clear(range)
+    await this.written(this.db.clear(range))
     // After the clear: a read during it may have cached a record the clear then deleted.
     this.dataCommits++
     this.cache.deletePrefix(range.gte.toString('latin1'))
@@ -487,29 +490,39 @@ export class ClassicLevelEngine implements StorageEngine {
       batch.put(hintKey(hint.target, seq, hint.partition, hint.key), hint.record)
     }
     try {
-      await batch.write({ sync: this.config.sync })
+      await this.written(batch.write({ sync: this.config.sync }))
     } catch (err) {
       change(-1)
       throw err
     }
   }
 
-  async readHints(target: string, limit: number): Promise<HintEntry[]> {
+  async readHints(target: string, limit: number, options: { after?: Buffer; bytesMax?: number } = {}): Promise<HintEntry[]> {
     const prefix = hintTargetPrefix(target)
     const out: HintEntry[] = []
-    const it = this.db.iterator({ gte: prefix, lt: prefixUpperBound(prefix)!, limit })
+    const bytesMax = options.bytesMax ?? Infinity
+    let bytes = 0
+    // Starting after the last hint delivered skips the deleted ones before it, which LevelDB
+    // would otherwise step over one by one until a compaction drops them.
+    const range = options.after !== undefined && options.after.compare(prefix) > 0 ? { gt: options.after } : { gte: prefix }
+    const it = this.db.iterator({ ...range, lt: prefixUpperBound(prefix)!, limit })
     try {
-      const entries = await it.nextv(limit)
-      for (const [id, record] of entries) {
-        const decoded = decodeHintKey(id)
-        out.push({
-          id,
-          target: decoded.target,
-          storedAtMs: Number(decoded.seq >> 16n),
-          partition: decoded.partition,
-          key: Buffer.from(decoded.key),
-          record,
-        })
+      while (out.length < limit && bytes < bytesMax) {
+        const entries = await it.nextv(Math.min(limit - out.length, 256))
+        if (entries.length === 0) break
+        for (const [id, record] of entries) {
+          const decoded = decodeHintKey(id)
+          out.push({
+            id,
+            target: decoded.target,
+            storedAtMs: Number(decoded.seq >> 16n),
+            partition: decoded.partition,
+            key: Buffer.from(decoded.key),
+            record,
+          })
+          bytes += decoded.key.length + record.length
+          if (bytes >= bytesMax) break
+        }
       }
     } finally {
       await it.close()
@@ -522,7 +535,7 @@ export class ClassicLevelEngine implements StorageEngine {
     const held = await this.db.getMany(ids as Buffer[])
     const batch = this.db.batch()
     for (const id of ids) batch.del(id)
-    await batch.write({ sync: this.config.sync })
+    await this.written(batch.write({ sync: this.config.sync }))
     ids.forEach((id, i) => {
       if (held[i] === undefined) return
       const { target } = decodeHintKey(id)
@@ -545,6 +558,48 @@ export class ClassicLevelEngine implements StorageEngine {
   }
 
   async putMeta(name: string, value: Buffer): Promise<void> {
-    await this.db.put(metaKey(name), value, { sync: true })
+    await this.written(this.db.put(metaKey(name), value, { sync: true }))
+  }
+
+  /** A storage write: its failure is reported (onWriteFailure) and becomes an INTERNAL error. */
+  private async written<T>(write: Promise<T>): Promise<T> {
+    try {
+      return await write
+    } catch (err) {
+      const error = err instanceof KumoError ? err : new KumoError('INTERNAL', `storage write failed: ${(err as Error).message}`, { cause: err })
+      this.config.onWriteFailure?.(error)
+      throw error
+    }
+  }
+
+  /**
+   * Makes storage take writes again after a failure, if it can: a write and a read of a
+   * reserved key, and if the write fails, LevelDB reopened first. LevelDB keeps refusing every
+   * write after an I/O error (a full disk) until it is reopened, even once the disk has room
+   * again; reads go on working. Rejects with INTERNAL while writes still fail.
+   */
+  async recover(): Promise<void> {
+    const probe = async (): Promise<void> => {
+      const stamp = Buffer.from(String(Date.now()))
+      await this.db.put(probeKey, stamp, { sync: true })
+      const back = await this.db.get(probeKey)
+      if (back === undefined || !back.equals(stamp)) throw new Error('read back something else than it wrote')
+    }
+    try {
+      await probe()
+      return
+    } catch {
+      // Reopen and try again.
+    }
+    try {
+      while (this.writing) await new Promise((r) => setImmediate(r))
+      await this.db.close()
+      await this.db.open()
+      this.dataCommits++
+      this.cache.clear()
+      await probe()
+    } catch (err) {
+      throw new KumoError('INTERNAL', `storage still fails writes: ${(err as Error).message}`, { cause: err })
+    }
   }
 }

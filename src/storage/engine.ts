@@ -66,14 +66,23 @@ export interface StorageEngine {
    * none, if a target would hold more than `perTargetMax` hints.
    */
   putHints(hints: readonly { target: string; partition: number; key: Buffer; record: Buffer }[], nowMs: number, perTargetMax?: number): Promise<void>
-  /** Oldest hints for `target` first, at most `limit`. */
-  readHints(target: string, limit: number): Promise<HintEntry[]>
+  /**
+   * Oldest hints for `target` first, at most `limit` and, past the first, at most `bytesMax`
+   * of keys and records; with `after` (a hint's id), only hints stored after that one.
+   */
+  readHints(target: string, limit: number, options?: { after?: Buffer; bytesMax?: number }): Promise<HintEntry[]>
   deleteHints(ids: readonly Buffer[]): Promise<void>
   /** Hints held per target node. */
   hintCounts(): Map<string, number>
 
   /** The newest record version ever stored (empty when none): a restarted node's clock starts above it. */
   highWaterVersion(): Buffer
+
+  /**
+   * After a write failed (a full disk): makes storage take writes again if it can, and
+   * resolves once a probe write succeeded; rejects with INTERNAL while writes still fail.
+   */
+  recover(): Promise<void>
 
   getMeta(name: string): Promise<Buffer | undefined>
   putMeta(name: string, value: Buffer): Promise<void>

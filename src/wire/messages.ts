@@ -1,5 +1,5 @@
 /** TypeScript shapes of the decoded proto messages (proto-loader: camelCase, defaults on). */
-export type OpName = 'GET' | 'PUT' | 'DEL' | 'BATCH' | 'GET_MANY' | 'REPLICA_READ' | 'REPLICA_WRITE' | 'REPLICATE'
+export type OpName = 'GET' | 'PUT' | 'DEL' | 'BATCH' | 'GET_MANY' | 'REPLICA_READ' | 'REPLICA_WRITE' | 'REPLICATE' | 'STORE_HINTS'
 
 export interface BatchOpMsg {
   type: 'PUT' | 'DEL'
@@ -19,6 +19,7 @@ export interface RequestMsg {
   ops: BatchOpMsg[]
   keys: Buffer[]
   records: Buffer[]
+  hintTarget: string
 }
 
 export interface ResponseMsg {
@@ -35,7 +36,7 @@ const noBytes = Buffer.alloc(0)
 
 /** A request with every field not given at its proto3 default (the id is set when sent). */
 export function requestMsg(fields: Partial<RequestMsg> & { op: OpName }): RequestMsg {
-  return { id: 0, key: noBytes, value: noBytes, consistency: '', ttlMs: 0, timeoutMs: 0, ops: [], keys: [], records: [], ...fields }
+  return { id: 0, key: noBytes, value: noBytes, consistency: '', ttlMs: 0, timeoutMs: 0, ops: [], keys: [], records: [], hintTarget: '', ...fields }
 }
 
 export interface RequestFrameMsg {
@@ -89,6 +90,8 @@ export interface NodeInfoMsg {
   load: number
   weight: number
   hintsHeld: number
+  readOnly: boolean
+  clockOffsetMs: number
 }
 
 export interface TopologyMsg {
@@ -133,6 +136,8 @@ export interface GossipMsg {
   from: string
   members: MemberMsg[]
   map?: TopologyMsg | null
+  sentAtMs: number
+  echoSentAtMs: number
 }
 
 export interface ScanRequestMsg {

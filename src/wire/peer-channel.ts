@@ -1,7 +1,9 @@
 import * as grpc from '@grpc/grpc-js'
 import { KumoError } from '../core/errors.js'
 import type { GossipMsg, PeerRequestMsg, PeerResponseMsg } from './messages.js'
+import type { ResponsivenessConfig } from '../core/responsiveness.js'
 import { MultiplexedStream } from './multiplexed-stream.js'
+import { noPeerFields } from './peer-fields.js'
 import { PeerClient } from './proto.js'
 import { channelOptions, fromServiceError } from './status.js'
 
@@ -16,16 +18,22 @@ function requestBytes(req: PeerRequestMsg): number {
 
 /** The link to one peer node: its Exchange stream for replica traffic, and gossip calls. */
 export class PeerChannel {
-  private readonly client: grpc.Client & Record<string, Function>
   private readonly stream: MultiplexedStream<PeerRequestMsg, PeerResponseMsg>
 
   constructor(
     readonly nodeId: string,
     readonly address: string,
     private readonly onSend?: (op: string) => void,
+    responsiveness?: Partial<ResponsivenessConfig>,
   ) {
-    this.client = new PeerClient(address, grpc.credentials.createInsecure(), channelOptions) as never
-    this.stream = new MultiplexedStream(this.client, 'exchange', `node ${nodeId} (${address})`, requestBytes)
+    this.stream = new MultiplexedStream(() => new PeerClient(address, grpc.credentials.createInsecure(), channelOptions), {
+      method: 'exchange',
+      describe: `node ${nodeId} (${address})`,
+      bytesOf: requestBytes,
+      // A read of no keys: answered at once.
+      probe: { ...noPeerFields, op: 'READ_LOCAL' },
+      ...(responsiveness === undefined ? {} : { responsiveness }),
+    })
   }
 
   get createdAtMs(): number {
@@ -47,6 +55,16 @@ export class PeerChannel {
     return this.stream.reachable
   }
 
+  /** Reachable, and not avoided for leaving a request unanswered (Responsiveness). */
+  get usable(): boolean {
+    return this.stream.usable
+  }
+
+  /** How long a replica request to this peer may wait, from its measured answer times. */
+  replicaTimeoutMs(): number {
+    return this.stream.replicaTimeoutMs()
+  }
+
   /** Sends a replica request; an error answer rejects with the peer's error code. */
   async request(req: PeerRequest, timeoutMs: number): Promise<PeerResponseMsg> {
     this.onSend?.(req.op)
@@ -57,7 +75,7 @@ export class PeerChannel {
 
   gossip(message: GossipMsg, timeoutMs: number): Promise<GossipMsg> {
     return new Promise((resolve, reject) => {
-      this.client.gossip(message, { deadline: Date.now() + timeoutMs }, (err: unknown, res: GossipMsg) => {
+      this.stream.client.gossip(message, { deadline: Date.now() + timeoutMs }, (err: unknown, res: GossipMsg) => {
         if (err) reject(fromServiceError(err))
         else resolve(res)
       })
@@ -67,7 +85,6 @@ export class PeerChannel {
   /** Closes the channel; requests in flight fail with `code` (UNAVAILABLE lets callers fail over). */
   close(code: 'CLOSED' | 'UNAVAILABLE' = 'CLOSED'): void {
     this.stream.close(code)
-    this.client.close()
   }
 }
 
@@ -77,7 +94,10 @@ const redialMs = 50
 export class PeerPool {
   private readonly channels = new Map<string, PeerChannel>()
 
-  constructor(private readonly onSend?: (op: string) => void) {}
+  constructor(
+    private readonly onSend?: (op: string) => void,
+    private readonly responsiveness?: Partial<ResponsivenessConfig>,
+  ) {}
 
   /**
    * The channel to a node. Callers ask only for nodes they believe alive, so a channel stuck in
@@ -91,7 +111,7 @@ export class PeerPool {
       channel = undefined
     }
     if (channel === undefined) {
-      channel = new PeerChannel(nodeId, address, this.onSend)
+      channel = new PeerChannel(nodeId, address, this.onSend, this.responsiveness)
       this.channels.set(nodeId, channel)
     }
     return channel

@@ -3,9 +3,16 @@ import { KumoError } from '../core/errors.js'
 
 interface Pending<T> {
   sentAtMs: number
+  timeoutMs: number
   deadlineMs: number
   resolve: (value: T) => void
   reject: (err: KumoError) => void
+}
+
+/** Told of every reply and every timeout (Responsiveness listens). */
+export interface ReplyObserver {
+  answered(answerMs: number, nowMs: number): void
+  timedOut(waitedMs: number, nowMs: number): void
 }
 
 /**
@@ -22,13 +29,14 @@ export class PendingTable<T> {
   constructor(
     private readonly describe: string,
     private readonly sweepMs = 20,
+    private readonly observer?: ReplyObserver,
   ) {}
 
   add(timeoutMs: number, resolve: (value: T) => void, reject: (err: KumoError) => void): number {
     const id = this.nextId
     this.nextId = this.nextId >= 0x7fffffff ? 1 : this.nextId + 1
     const now = performance.now()
-    this.pending.set(id, { sentAtMs: now, deadlineMs: now + timeoutMs, resolve, reject })
+    this.pending.set(id, { sentAtMs: now, timeoutMs, deadlineMs: now + timeoutMs, resolve, reject })
     if (this.timer === undefined) {
       this.timer = setInterval(() => this.sweep(), this.sweepMs)
       this.timer.unref()
@@ -42,6 +50,7 @@ export class PendingTable<T> {
     if (entry === undefined) return false
     this.pending.delete(id)
     this.answers.observe(nowMs - entry.sentAtMs, nowMs)
+    this.observer?.answered(nowMs - entry.sentAtMs, nowMs)
     entry.resolve(value)
     return true
   }
@@ -70,7 +79,8 @@ export class PendingTable<T> {
     for (const [id, entry] of this.pending) {
       if (entry.deadlineMs <= now) {
         this.pending.delete(id)
-        entry.reject(new KumoError('TIMEOUT', `${this.describe}: no reply in time`))
+        this.observer?.timedOut(now - entry.sentAtMs, now)
+        entry.reject(new KumoError('TIMEOUT', `${this.describe}: no reply within ${Math.round(entry.timeoutMs)} ms`))
       }
     }
     if (this.pending.size === 0 && this.timer !== undefined) {

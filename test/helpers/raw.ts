@@ -13,9 +13,9 @@ export class RawKv {
     }) as never
   }
 
-  call<T = any>(method: string, request: object): Promise<T> {
+  call<T = any>(method: string, request: object, timeoutMs = 10_000): Promise<T> {
     return new Promise((resolve, reject) => {
-      this.client[method]!(request, { deadline: Date.now() + 10_000 }, (err: unknown, res: T) => (err ? reject(fromServiceError(err)) : resolve(res)))
+      this.client[method]!(request, { deadline: Date.now() + timeoutMs }, (err: unknown, res: T) => (err ? reject(fromServiceError(err)) : resolve(res)))
     })
   }
 

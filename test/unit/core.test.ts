@@ -8,7 +8,7 @@ import { compareHlc, HybridClock } from '../../src/core/hlc.js'
 import { partitionOf } from '../../src/core/partitioner.js'
 import { QuorumTracker } from '../../src/core/quorum.js'
 import { compareRecordVersions, deadSinceMs, decodeRecord, encodeRecord, liveValue, newerRecord, newestRecords, quorumResult, recordHlcCounter, recordHlcMs, RecordFlags, recordVersion, staleIndexes } from '../../src/core/record.js'
-import { checkBatch, checkKey, checkRecords, checkValue, clientVersionAheadMsMax, toBuffer } from '../../src/core/validate.js'
+import { checkBatch, checkKey, checkRecords, checkValue, versionAheadMsMax, toBuffer } from '../../src/core/validate.js'
 import { compareVersions, decodeVersion, encodeVersion } from '../../src/core/version.js'
 
 describe('partitioner', () => {
@@ -196,10 +196,10 @@ describe('client-stamped records (checkRecords)', () => {
       encodeRecord(version(now, 3), undefined),
       encodeRecord(version(now, 2), Buffer.from('ttl'), now + 1000),
       encodeRecord(version(now - 1), Buffer.alloc(1024 * 1024)),
-      encodeRecord(version(now + clientVersionAheadMsMax), Buffer.alloc(0)),
+      encodeRecord(version(now + versionAheadMsMax), Buffer.alloc(0)),
     ]
     const newest = checkRecords(records.map(() => k), records, now)
-    expect(newest).toEqual(version(now + clientVersionAheadMsMax))
+    expect(newest).toEqual(version(now + versionAheadMsMax))
     expect(checkRecords([k], [records[1]!], now)).toEqual(version(now, 3))
     expect(checkRecords([], [], now)).toBeUndefined()
   })
@@ -220,7 +220,7 @@ describe('client-stamped records (checkRecords)', () => {
       [[k], [withValue]],
       [[k], [truncatedExpiry]],
       [[k], [encodeRecord(version(now), Buffer.alloc(1024 * 1024 + 1))]],
-      [[k], [encodeRecord(version(now + clientVersionAheadMsMax + 1), Buffer.from('v'))]],
+      [[k], [encodeRecord(version(now + versionAheadMsMax + 1), Buffer.from('v'))]],
       [[k, k], [good]],
       [[Buffer.alloc(0)], [good]],
       [Array.from({ length: 1001 }, () => k), Array.from({ length: 1001 }, () => good)],

@@ -1,0 +1,106 @@
+import { appendFileSync } from 'node:fs'
+import type { ConnectOptions, KumoClient } from '../../src/index.js'
+import { waitFor } from './cluster.js'
+import { HostCluster, type HostClusterOptions } from './host-cluster.js'
+import { readBack, Workload, type WorkloadOptions, type WorkloadReport } from './workload.js'
+
+/**
+ * A fault scenario on test hosts, as data: how many hosts, what the fault is, how long it
+ * lasts. runScenario puts the cluster under a bounded load of quorum writes of unique keys and
+ * quorum reads, applies the fault, holds it, heals it, and ends with a read-back of every
+ * acknowledged write at `all`.
+ */
+export interface Scenario {
+  name: string
+  hosts: number
+  cluster?: HostClusterOptions
+  client?: Omit<ConnectOptions, 'seeds'>
+  load?: Partial<WorkloadOptions>
+  /** Puts the fault in place. */
+  fault(cluster: HostCluster): Promise<void>
+  /** How long the fault lasts under load. */
+  faultMs: number
+  /** Runs while the fault lasts (the default only waits faultMs). */
+  during?(cluster: HostCluster, load: Workload, db: KumoClient): Promise<void>
+  /** Takes the fault away (default: every cut healed). */
+  heal?(cluster: HostCluster): Promise<void>
+}
+
+export interface ScenarioResult extends WorkloadReport {
+  name: string
+  /** Hints held in the cluster when the fault was healed (by the nodes that could be asked). */
+  hintsAtHeal: number
+  /** Requests that carried hints to their holder (STORE_HINTS, REPLICATE, HINT), over the whole run. */
+  handOffRequests: number
+  lost: number
+  lostKeys: string[]
+  /** From the heal until every hint was delivered and the read-back at `all` found every write. */
+  convergeMs: number
+  peakRssMiB: Record<string, number>
+}
+
+export async function runScenario(scenario: Scenario): Promise<ScenarioResult> {
+  const cluster = await HostCluster.start(scenario.hosts, scenario.cluster)
+  let db: KumoClient | undefined
+  let load: Workload | undefined
+  try {
+    db = await cluster.client({ timeoutMs: 5000, ...scenario.client })
+    load = new Workload(db, { prefix: `${scenario.name.replace(/\W+/g, '-')}/`, writers: 16, readers: 4, writesPerSecond: 800, readsPerSecond: 400, ...scenario.load }).start()
+    await load.progress(300)
+    await scenario.fault(cluster)
+    load.markFault()
+    if (scenario.during !== undefined) await scenario.during(cluster, load, db)
+    else await load.progress(0, scenario.faultMs)
+    const hintsAtHeal = await cluster.hintsHeld(true)
+    await (scenario.heal ?? ((c) => c.net.heal()))(cluster)
+    load.markHeal()
+    const healedAt = Date.now()
+    await load.progress(300)
+    const report = await load.stop()
+    await waitFor('every hint delivered', async () => {
+      const held = await cluster.hintsHeld()
+      if (process.env.KUMO_SCENARIO_DEBUG) process.stdout.write(`  ${((Date.now() - healedAt) / 1000).toFixed(1)} s after heal: ${held} hints held\n`)
+      return held === 0
+    }, 120_000, process.env.KUMO_SCENARIO_DEBUG ? 1000 : 200)
+    let lostKeys = await readBack(db, load.acked)
+    // A read at `all` repairs what it finds stale: the first pass may have done the converging.
+    if (lostKeys.length > 0) lostKeys = await readBack(db, lostKeys)
+    const convergeMs = Date.now() - healedAt
+    // Requests that carried hints to the node holding them: a client's STORE_HINTS, a write a
+    // client handed to a node (REPLICATE), and a coordinator's HINT to a fallback node.
+    const handOffRequests =
+      (await cluster.metric('kumo_requests_total', { op: 'STORE_HINTS' })) +
+      (await cluster.metric('kumo_requests_total', { op: 'REPLICATE' })) +
+      (await cluster.metric('kumo_replica_messages_total', { op: 'HINT', direction: 'received' }))
+    const result: ScenarioResult = {
+      name: scenario.name,
+      ...report,
+      hintsAtHeal,
+      handOffRequests,
+      lost: lostKeys.length,
+      lostKeys: lostKeys.slice(0, 10),
+      convergeMs,
+      peakRssMiB: await cluster.peakRssMiB(),
+    }
+    reportScenario(result)
+    return result
+  } finally {
+    await load?.stop()
+    await db?.close()
+    await cluster.close()
+  }
+}
+
+/** One line per scenario on stdout, and in $KUMO_SCENARIO_LOG (JSON lines) when set. */
+export function reportScenario(r: ScenarioResult): void {
+  const rss = Object.entries(r.peakRssMiB).map(([id, mib]) => `${id} ${mib}`).join(', ')
+  process.stdout.write(
+    `scenario "${r.name}": ${r.requests} requests, ${r.failed} failed, ${r.acknowledged} writes acknowledged, ${r.lost} lost, ` +
+      `longest gap ${r.longestGapMs} ms, p99 during fault ${r.faultP99Ms.toFixed(1)} ms (overall ${r.p99Ms.toFixed(1)} ms), ` +
+      `converged ${(r.convergeMs / 1000).toFixed(1)} s after heal, ${r.hintsAtHeal} hints at heal in ${r.handOffRequests} hand-off requests, peak RSS MiB: ${rss}\n` +
+      (r.gaps.length > 0 ? `  gaps (ms after the fault began: length): ${r.gaps.map((g) => `${g.atMs}: ${g.ms}`).join(', ')}\n` : '') +
+      (r.failures.length > 0 ? `  first failures: ${r.failures.slice(0, 3).map((f) => `${f.atMs} ms ${f.op} ${f.error}`).join(' | ')}\n` : ''),
+  )
+  const log = process.env.KUMO_SCENARIO_LOG
+  if (log) appendFileSync(log, `${JSON.stringify({ ...r, failures: r.failures.slice(0, 3) })}\n`)
+}
