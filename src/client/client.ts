@@ -9,7 +9,7 @@ import { requestMsg, type RequestMsg, type ResponseMsg, type TopologyMsg } from 
 import { fromServiceError } from '../wire/status.js'
 import { PerTurn } from '../wire/per-turn.js'
 import { defaultReplicaTimeoutMs, DirectPath } from './direct-path.js'
-import { responsivenessWithin } from '../core/responsiveness.js'
+import { Responsiveness, responsivenessWithin } from '../core/responsiveness.js'
 import { NodeConnection } from './node-connection.js'
 
 export interface ConnectOptions {
@@ -155,6 +155,7 @@ export class KumoClient {
   private readonly turn = new PerTurn<TurnView>()
   private readonly direct: DirectPath | undefined
   private readonly replicaTimeoutMs: number
+  private readonly responsiveness = new Map<string, { address: string; state: Responsiveness }>()
 
   /** Use connect(). */
   constructor(topology: Topology, options: ConnectOptions) {
@@ -205,6 +206,13 @@ export class KumoClient {
     this.turn.invalidate()
   }
 
+  /** Per node, kept across its connections (a replaced connection must not make an avoided node look fresh). */
+  private responsivenessOf(id: string, address: string): Responsiveness {
+    let entry = this.responsiveness.get(id)
+    if (entry === undefined || entry.address !== address) this.responsiveness.set(id, (entry = { address, state: new Responsiveness(responsivenessWithin(this.replicaTimeoutMs)) }))
+    return entry.state
+  }
+
   private connection(id: string): NodeConnection | undefined {
     const node = this.nodeState.get(id)
     // Nothing new once closed (a write's hints are handed off after its call has returned).
@@ -223,7 +231,7 @@ export class KumoClient {
         (epoch) => {
           if (epoch > this.topology_.epoch) void this.refresh().catch(() => undefined)
         },
-        responsivenessWithin(this.replicaTimeoutMs),
+        this.responsivenessOf(id, node.address),
       )
       this.connections.set(id, conn)
     }
@@ -333,6 +341,10 @@ export class KumoClient {
     let lastError: KumoError | undefined
     const tried = new Set<string>()
     const attempts: string[] = []
+    const replicas = this.topology_.partitions[partitionOf(key, this.topology_.partitionCount)] ?? []
+    // Once a replica has answered that too few replicas are up, a node that is not a replica
+    // would only forward the request to those same replicas: no use asking it.
+    let replicaRefused = false
     for (let round = 0; round < 2; round++) {
       const candidates = this.candidates(key)
       if (prefer !== undefined && round === 0 && candidates.includes(prefer)) candidates.unshift(...candidates.splice(candidates.indexOf(prefer), 1))
@@ -340,11 +352,15 @@ export class KumoClient {
         if (tried.has(id)) continue
         const remaining = deadline - Date.now()
         if (remaining <= 0) break
+        if (replicaRefused && !replicas.includes(id)) continue
         const conn = this.connection(id)
-        if (conn === undefined) continue
+        // Found unresponsive while an earlier candidate was tried: not worth waiting on.
+        if (conn === undefined || !conn.usable) continue
         tried.add(id)
-        // Leave time for a second replica if the first one hangs.
-        const attemptMs = tried.size === 1 ? Math.max(1, Math.floor(remaining * 0.6)) : remaining
+        // Leave time for a second node if the first one hangs, and do not wait on one longer
+        // than it answers in plus what coordinating takes (its own replicas' timeout, and a
+        // forward's): a node cut off silently is given up on in about a second.
+        const attemptMs = Math.max(1, Math.min(tried.size === 1 ? Math.floor(remaining * 0.6) : remaining, conn.replicaTimeoutMs() + 2 * this.replicaTimeoutMs))
         try {
           req.timeoutMs = attemptMs
           this.sent.set(id, (this.sent.get(id) ?? 0) + 1)
@@ -353,6 +369,7 @@ export class KumoClient {
           const error = new KumoError(res.errorCode as KumoError['code'], res.errorMessage)
           // A draining node: stop sending to it now, before the cluster reports it down.
           if (error.code === 'NOT_SERVING') this.avoid(id)
+          if (error.code === 'UNAVAILABLE' && replicas.includes(id)) replicaRefused = true
           if (!error.retryable) throw error
           lastError = error
         } catch (err) {

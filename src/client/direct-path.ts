@@ -37,6 +37,17 @@ export const defaultReplicaTimeoutMs = 1000
 
 const ignore = (): void => undefined
 
+/**
+ * Of the replicas that failed a request, those now avoided for answering nothing at all: a node
+ * taking the request over need not wait on them again. One that failed but answers other
+ * requests (slow, or an error of its own) is not named: the node tries it as usual.
+ */
+function unresponsiveOf(failed: readonly NodeConnection[]): string[] {
+  const out: string[] = []
+  for (const conn of failed) if (!conn.usable && !out.includes(conn.nodeId)) out.push(conn.nodeId)
+  return out
+}
+
 /** The error a replica's answer (or its absence) amounts to. */
 function replicaError(err: unknown, answer: ReplicaAnswer | undefined): KumoError {
   return answer === undefined ? toKumoError(err) : new KumoError(answer.errorCode as KumoError['code'], answer.errorMessage)
@@ -81,8 +92,12 @@ export class DirectPath {
   /** Writes records of keys sharing one replica set; resolves at W acknowledgements. */
   write(replicas: readonly string[], keys: Buffer[], records: Buffer[], consistency: Consistency, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs
+    /** Replicas that failed: those found unresponsive (avoided) go with a hand-off, so the node does not wait on them again. */
+    const failedConns: NodeConnection[] = []
     const handOff = (): Promise<void> =>
-      this.host.coordinate(keys[0]!, requestMsg({ op: 'REPLICATE', keys, records, consistency }), Math.max(1, deadline - Date.now())).then(ignore)
+      this.host
+        .coordinate(keys[0]!, requestMsg({ op: 'REPLICATE', keys, records, consistency, unresponsive: unresponsiveOf(failedConns) }), Math.max(1, deadline - Date.now()))
+        .then(ignore)
     const conns = this.host.writeTargets(replicas)
     const required = requiredAcks(consistency, replicas.length)
     let targets = 0
@@ -108,9 +123,10 @@ export class DirectPath {
         if (tracker.state() !== 'met') return
         for (const id of missed) this.host.hintHolder(id)?.replica.hint(id, keys, records, this.replicaTimeoutMs, ignore)
       }
-      const failed = (id: string, error: KumoError): void => {
-        missed.push(id)
+      const failed = (conn: NodeConnection, error: KumoError): void => {
+        missed.push(conn.nodeId)
         failures.push(error)
+        failedConns.push(conn)
         if (tracker.fail() !== 'failed' || settled) return
         // Every replica refused the request itself (a version too far ahead of every clock):
         // the caller's error, not the replicas'. Otherwise a node takes the write over.
@@ -133,7 +149,7 @@ export class DirectPath {
           } else {
             const error = replicaError(err, res)
             if (res !== undefined) this.host.replicaFailed(conn.nodeId, error)
-            failed(conn.nodeId, error)
+            failed(conn, error)
           }
           if (outstanding === 0) finished()
         })
@@ -144,8 +160,13 @@ export class DirectPath {
   /** Live values of keys sharing one replica set: the newest of R replicas' records. */
   read(replicas: readonly string[], keys: Buffer[], consistency: Consistency, timeoutMs: number): Promise<(Buffer | undefined)[]> {
     const deadline = Date.now() + timeoutMs
+    const failedConns: NodeConnection[] = []
     const viaNode = async (): Promise<(Buffer | undefined)[]> => {
-      const res = await this.host.coordinate(keys[0]!, requestMsg({ op: 'GET_MANY', keys, consistency }), Math.max(1, deadline - Date.now()))
+      const res = await this.host.coordinate(
+        keys[0]!,
+        requestMsg({ op: 'GET_MANY', keys, consistency, unresponsive: unresponsiveOf(failedConns) }),
+        Math.max(1, deadline - Date.now()),
+      )
       return keys.map((_, i) => (res.values?.[i]?.found ? res.values[i]!.value : undefined))
     }
     const required = requiredAcks(consistency, replicas.length)
@@ -157,8 +178,10 @@ export class DirectPath {
       let answered = 0
       let next = 0
       let done = false
-      // Asks the next replica in the policy's order; when none is left, a node reads instead.
+      // Asks the next replica in the policy's order that is still usable (another one may have
+      // been found unresponsive meanwhile); when none is left, a node reads instead.
       const ask = (): void => {
+        while (next < order.length && !order[next]!.usable) failedConns.push(order[next++]!)
         if (next >= order.length) {
           done = true
           viaNode().then(resolve, reject)
@@ -173,6 +196,7 @@ export class DirectPath {
           if (res === undefined || res.errorCode !== '') {
             const error = replicaError(err, res)
             if (res !== undefined) this.host.replicaFailed(conn.nodeId, error)
+            failedConns.push(conn)
             // Its place goes to the next replica: a failed replica fails no read.
             ask()
             return

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js'
-import type { ResponsivenessConfig } from '../core/responsiveness.js'
+import type { Responsiveness } from '../core/responsiveness.js'
 import { requestMsg, type RepairResponseMsg, type RequestMsg, type ResponseFrameMsg, type ResponseMsg, type ScanRequestMsg, type TopologyMsg } from '../wire/messages.js'
 import { MultiplexedStream } from '../wire/multiplexed-stream.js'
 import { KvClient } from '../wire/proto.js'
@@ -21,7 +21,7 @@ export class NodeConnection {
     readonly nodeId: string,
     readonly address: string,
     onEpoch: (epoch: number) => void,
-    responsiveness?: Partial<ResponsivenessConfig>,
+    responsiveness?: Responsiveness,
   ) {
     this.stream = new MultiplexedStream(() => new KvClient(address, grpc.credentials.createInsecure(), channelOptions), {
       method: 'pipeline',

@@ -44,6 +44,7 @@ export class Responsiveness {
   private backoffMs: number
   private probing = false
   private failedProbes_ = 0
+  private lastAnswerAtMs = -Infinity
 
   constructor(config: Partial<ResponsivenessConfig> = {}) {
     this.config = { ...defaultResponsivenessConfig, ...config }
@@ -54,6 +55,7 @@ export class Responsiveness {
 
   /** A reply came `answerMs` after its request was sent. */
   answered(answerMs: number, nowMs: number): void {
+    this.lastAnswerAtMs = Math.max(this.lastAnswerAtMs, nowMs)
     if (answerMs >= 0) {
       if (this.smoothedMs === undefined) {
         this.smoothedMs = answerMs
@@ -67,11 +69,13 @@ export class Responsiveness {
   }
 
   /**
-   * A request got no reply within `waitedMs`. A wait shorter than the floor says nothing
-   * about the node (the caller's own deadline was nearly spent) and is not held against it.
+   * A request got no reply within `waitedMs`. Not held against the node when the wait was
+   * shorter than the floor (the caller's own deadline was nearly spent), or when the node
+   * answered other requests while this one waited: then this request was slow (a node
+   * coordinating it waits on its own replicas), not the node unreachable.
    */
   timedOut(waitedMs: number, nowMs: number): void {
-    if (waitedMs < this.config.timeoutFloorMs) return
+    if (waitedMs < this.config.timeoutFloorMs || this.lastAnswerAtMs > nowMs - waitedMs) return
     this.avoid(nowMs)
   }
 
@@ -94,6 +98,11 @@ export class Responsiveness {
     this.probing = false
     this.failedProbes_ = 0
     this.backoffMs = this.config.avoidMs
+  }
+
+  /** When the node last answered anything (-Infinity: never). */
+  get lastAnswerAt(): number {
+    return this.lastAnswerAtMs
   }
 
   /** False while the node is avoided. */

@@ -100,7 +100,7 @@ export class Coordinator {
         case 'GET_MANY': {
           checkGetMany(req.keys.length)
           for (const key of req.keys) checkKey(key)
-          const values = await this.getMany(req, req.keys, consistency, deadlineMs, forwarded)
+          const values = await this.getMany(req, req.keys, consistency, deadlineMs, forwarded, this.skipped(req))
           const res = reply(req.id, undefined)
           res.values = values.map((v) => ({ found: v !== undefined, value: v ?? emptyBuffer }))
           return res
@@ -126,7 +126,7 @@ export class Coordinator {
         case 'REPLICATE': {
           this.observe(checkRecords(req.keys, req.records, this.clusterNowMs()))
           const writes = req.keys.map((key, i) => ({ key, value: undefined, ttlMs: 0, record: req.records[i]! }))
-          await this.write(req, writes, consistency, deadlineMs, forwarded)
+          await this.write(req, writes, consistency, deadlineMs, forwarded, this.skipped(req))
           return reply(req.id, undefined)
         }
         case 'REPLICA_READ': {
@@ -177,6 +177,11 @@ export class Coordinator {
       partitions[i] = partition
     }
     return partitions
+  }
+
+  /** Replicas the client found unresponsive just now (RequestMsg.unresponsive), bounded: at most a preference list's worth. */
+  private skipped(req: RequestMsg): ReadonlySet<string> {
+    return req.unresponsive.length === 0 ? noneSkipped : new Set(req.unresponsive.slice(0, 16))
   }
 
   /** This node's clock corrected by the cluster's (the median of the live nodes' clocks). */
@@ -269,12 +274,15 @@ export class Coordinator {
     for (const id of this.ordered(replicas)) {
       const address = this.deps.membership.address(id)
       const remaining = deadlineMs - Date.now()
-      if (address === undefined) continue
+      // Found unresponsive while an earlier replica was tried: not worth waiting on.
+      if (address === undefined || !this.askable(id)) continue
       if (remaining <= 0) throw new KumoError('TIMEOUT', 'request deadline passed while forwarding')
+      // The replica coordinates it: its answer time plus its own replicas' timeout, at most.
+      const attemptMs = Math.max(1, Math.min(remaining, this.timeoutFor(id, deadlineMs) + this.config.replicaTimeoutMs))
       try {
         const res = await this.deps.peers
           .get(id, address)
-          .request({ ...noPeerFields, op: 'FORWARD', forward: { ...req, timeoutMs: remaining } }, remaining)
+          .request({ ...noPeerFields, op: 'FORWARD', forward: { ...req, timeoutMs: attemptMs } }, attemptMs)
         const answer = res.forward!
         if (answer.errorCode === 'UNAVAILABLE' || answer.errorCode === 'NOT_SERVING') {
           lastError = new KumoError(answer.errorCode, answer.errorMessage)
@@ -284,7 +292,8 @@ export class Coordinator {
         return answer
       } catch (err) {
         lastError = toKumoError(err)
-        if (!lastError.retryable) throw lastError
+        // A replica that did not answer in time: the next one may.
+        if (!lastError.retryable && lastError.code !== 'TIMEOUT') throw lastError
       }
     }
     throw lastError
@@ -324,6 +333,7 @@ export class Coordinator {
     consistency: Consistency,
     deadlineMs: number,
     forwarded: boolean,
+    skip: ReadonlySet<string> = noneSkipped,
   ): Promise<(Buffer | undefined)[]> {
     const out: (Buffer | undefined)[] = new Array(keys.length)
     const items = keys.map((key, index) => ({ key, index }))
@@ -332,7 +342,7 @@ export class Coordinator {
     // expire values early or late.
     const now = this.clusterNowMs()
     const work: Promise<void>[] = groups.map(async (group) => {
-      const records = await this.readGroup(group, consistency, deadlineMs)
+      const records = await this.readGroup(group, consistency, deadlineMs, skip)
       for (let i = 0; i < records.length; i++) out[group.items[i]!.index] = liveValue(records[i], now)
     })
     if (foreign.length > 0) {
@@ -353,11 +363,11 @@ export class Coordinator {
   }
 
   /** The newest record per key among R replicas of one preference list (read repair after). */
-  private readGroup(group: Group<{ key: Buffer }>, consistency: Consistency, deadlineMs: number): Promise<(Buffer | undefined)[]> {
+  private readGroup(group: Group<{ key: Buffer }>, consistency: Consistency, deadlineMs: number, skip: ReadonlySet<string>): Promise<(Buffer | undefined)[]> {
     const replicas = group.replicas
     const keys = group.items.map((i) => i.key)
     const required = requiredAcks(consistency, replicas.length)
-    const candidates = this.ordered(replicas)
+    const candidates = this.ordered(replicas).filter((id) => !skip.has(id))
     // The local replica costs no network hop: ask it first.
     const self = candidates.indexOf(this.deps.selfId)
     if (self > 0) candidates.unshift(...candidates.splice(self, 1))
@@ -398,6 +408,8 @@ export class Coordinator {
         }
         while (answers.size + outstanding < required && next < candidates.length) {
           const id = candidates[next++]!
+          // Found unresponsive since the read began: not worth waiting on.
+          if (!this.askable(id)) continue
           outstanding++
           this.readReplica(id, group.partitions, keys, deadlineMs).then(
             (records) => {
@@ -449,10 +461,10 @@ export class Coordinator {
    * Writes (one put, one delete, or a batch) stamped with one version. Keys are grouped by
    * preference list; each group is one atomic write on each of its replicas.
    */
-  private async write(req: RequestMsg, writes: KeyWrite[], consistency: Consistency, deadlineMs: number, forwarded: boolean): Promise<void> {
+  private async write(req: RequestMsg, writes: KeyWrite[], consistency: Consistency, deadlineMs: number, forwarded: boolean, skip: ReadonlySet<string> = noneSkipped): Promise<void> {
     if (writes.length === 0) return
     const { groups, foreign } = this.group(writes, forwarded)
-    const work: Promise<unknown>[] = groups.map((group) => this.replicate(group, consistency, deadlineMs))
+    const work: Promise<unknown>[] = groups.map((group) => this.replicate(group, consistency, deadlineMs, skip))
     if (foreign.length > 0) {
       // Forwarded as one BATCH per preference list, whatever came in.
       work.push(
@@ -487,7 +499,7 @@ export class Coordinator {
    * cannot take the write now (down, avoided for leaving a request unanswered, storage failing)
    * or that fails it in any way gets a hint instead, at once.
    */
-  private replicate(group: Group<KeyWrite>, consistency: Consistency, deadlineMs: number): Promise<void> {
+  private replicate(group: Group<KeyWrite>, consistency: Consistency, deadlineMs: number, skip: ReadonlySet<string>): Promise<void> {
     const replicas = group.replicas
     const now = Date.now()
     const keys = group.items.map((w) => w.key)
@@ -533,6 +545,10 @@ export class Coordinator {
         )
       }
       for (const id of replicas) {
+        if (skip.has(id) && id !== this.deps.selfId) {
+          onReplicaFailure(id, new KumoError('UNAVAILABLE', `node ${id} left the client's request unanswered`))
+          continue
+        }
         if (!this.writable(id)) {
           onReplicaFailure(id, new KumoError('UNAVAILABLE', `node ${id} cannot take writes now (${this.whyNotWritable(id)})`))
           continue
@@ -562,6 +578,7 @@ export class Coordinator {
 }
 
 const coordinatedWrites = new Set(['PUT', 'DEL', 'BATCH', 'REPLICATE'])
+const noneSkipped: ReadonlySet<string> = new Set()
 
 interface Group<T> {
   replicas: readonly string[]

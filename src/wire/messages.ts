@@ -20,6 +20,7 @@ export interface RequestMsg {
   keys: Buffer[]
   records: Buffer[]
   hintTarget: string
+  unresponsive: string[]
 }
 
 export interface ResponseMsg {
@@ -36,7 +37,7 @@ const noBytes = Buffer.alloc(0)
 
 /** A request with every field not given at its proto3 default (the id is set when sent). */
 export function requestMsg(fields: Partial<RequestMsg> & { op: OpName }): RequestMsg {
-  return { id: 0, key: noBytes, value: noBytes, consistency: '', ttlMs: 0, timeoutMs: 0, ops: [], keys: [], records: [], hintTarget: '', ...fields }
+  return { id: 0, key: noBytes, value: noBytes, consistency: '', ttlMs: 0, timeoutMs: 0, ops: [], keys: [], records: [], hintTarget: '', unresponsive: [], ...fields }
 }
 
 export interface RequestFrameMsg {

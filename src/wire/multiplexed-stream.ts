@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js'
 import { KumoError } from '../core/errors.js'
 import { frameBytesMax, frameOpsMax } from '../core/limits.js'
-import { Responsiveness, type ResponsivenessConfig } from '../core/responsiveness.js'
+import { Responsiveness } from '../core/responsiveness.js'
 import { FrameBatcher } from './frame-batcher.js'
 import { PendingTable } from './pending-table.js'
 import { fromServiceError } from './status.js'
@@ -21,12 +21,19 @@ export interface MultiplexedStreamOptions<Req> {
   onFrame?: (frame: Frame<unknown>) => void
   /** A request the other end answers at once without doing anything: sent to probe an avoided node. */
   probe: Omit<Req, 'id'>
-  responsiveness?: Partial<ResponsivenessConfig>
+  /**
+   * The other end's Responsiveness. Its owner keeps it across connections to the same node: a
+   * connection replaced while the node was avoided must not make it look fresh and usable.
+   */
+  responsiveness?: Responsiveness
 }
 
 /** A probe that failed this many times in a row on a connection older than renewAfterMs gets a new connection. */
 const renewAfterFailedProbes = 2
 const renewAfterMs = 1000
+
+/** KUMO_TRACE=responsiveness: every avoid, recover and renew on stderr (a component's tracer, switched on by name). */
+const tracing = (process.env.KUMO_TRACE ?? '').split(',').includes('responsiveness')
 
 /**
  * Many requests over one long-lived bidirectional gRPC stream. Requests made in the same
@@ -49,6 +56,7 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
   private readonly batcher: FrameBatcher<Req>
   private closed = false
   private probeTimer: NodeJS.Timeout | undefined
+  private livenessProbe = false
   readonly responsiveness: Responsiveness
   readonly createdAtMs = Date.now()
 
@@ -57,15 +65,18 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
     private readonly options: MultiplexedStreamOptions<Req>,
   ) {
     this.client_ = makeClient() as never
-    this.responsiveness = new Responsiveness(options.responsiveness)
+    this.responsiveness = options.responsiveness ?? new Responsiveness()
     this.pending = new PendingTable(options.describe, 20, {
-      answered: (ms, now) => this.responsiveness.answered(ms, now),
+      answered: (ms, now) => this.traced('answer', () => this.responsiveness.answered(ms, now)),
       timedOut: (waited, now) => {
-        this.responsiveness.timedOut(waited, now)
+        this.traced(`timeout after ${Math.round(waited)} ms`, () => this.responsiveness.timedOut(waited, now))
         this.scheduleProbe()
       },
+      swept: (now) => this.checkLiveness(now),
     })
     this.batcher = new FrameBatcher((requests) => this.send(requests), frameOpsMax, frameBytesMax)
+    // An avoided node is probed on this connection from the start.
+    this.scheduleProbe()
   }
 
   /** The gRPC client of the current connection (unary calls share it). */
@@ -88,6 +99,26 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
   /** Reachable, and not avoided for a request it left unanswered. */
   get usable(): boolean {
     return this.responsiveness.usable() && this.reachable
+  }
+
+  /** A reply to a call made outside the stream (gossip) on the same connection: it times the node too. */
+  noteAnswer(answerMs: number): void {
+    this.traced('unary answer', () => this.responsiveness.answered(answerMs, performance.now()))
+  }
+
+  /** A call made outside the stream got no reply within `waitedMs`: the node is avoided as for a stream request. */
+  noteTimeout(waitedMs: number): void {
+    this.traced(`unary timeout after ${Math.round(waitedMs)} ms`, () => this.responsiveness.timedOut(waitedMs, performance.now()))
+    this.scheduleProbe()
+  }
+
+  /** Runs a change of the Responsiveness, and traces it if it changed whether the node is usable. */
+  private traced(event: string, change: () => void): void {
+    if (!tracing) return change()
+    const before = this.responsiveness.usable()
+    change()
+    const after = this.responsiveness.usable()
+    if (before !== after) process.stderr.write(`${new Date().toISOString()} kumo responsiveness: ${this.options.describe} ${after ? 'usable again' : 'avoided'} on ${event}\n`)
   }
 
   /** How long a request to this node may wait for its reply, from its measured answer times. */
@@ -119,6 +150,34 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
     return this.pending.answerMs()
   }
 
+  /**
+   * A request may legitimately wait long (a node coordinating it waits on its own replicas),
+   * but a node that has answered nothing at all for longer than it usually takes is asked
+   * whether it is there: a probe, answered at once by a live node. If that goes unanswered too,
+   * the node is avoided and every request waiting on it fails over now, rather than each at
+   * its own, longer timeout.
+   */
+  private checkLiveness(now: number): void {
+    if (this.livenessProbe || this.closed || !this.responsiveness.usable()) return
+    const oldest = this.pending.oldestSentAtMs()
+    if (oldest === undefined) return
+    // Silent since the later of the oldest request's send and the last answer.
+    const timeout = this.responsiveness.timeoutMs()
+    if (now - Math.max(oldest, this.responsiveness.lastAnswerAt) < timeout) return
+    this.livenessProbe = true
+    this.request({ ...this.options.probe }, timeout, true).then(
+      () => {
+        this.livenessProbe = false
+      },
+      (err: KumoError) => {
+        this.livenessProbe = false
+        if (err.code !== 'TIMEOUT' || this.responsiveness.usable()) return
+        const silentMs = Math.round(performance.now() - Math.max(oldest, this.responsiveness.lastAnswerAt))
+        this.pending.rejectAll(new KumoError('UNAVAILABLE', `${this.options.describe} stopped answering (no reply to anything for ${silentMs} ms)`))
+      },
+    )
+  }
+
   private scheduleProbe(): void {
     if (this.closed || this.probeTimer !== undefined) return
     const due = this.responsiveness.probeDueAtMs()
@@ -137,7 +196,8 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
       this.scheduleProbe()
       return
     }
-    const failed = (): void => {
+    const failed = (err?: unknown): void => {
+      if (tracing) process.stderr.write(`${new Date().toISOString()} kumo responsiveness: ${this.options.describe} probe failed: ${err === undefined ? 'unreachable' : (err as Error).message}\n`)
       this.responsiveness.probeFailed(performance.now())
       if (this.responsiveness.failedProbes >= renewAfterFailedProbes && performance.now() - this.clientMadeAtMs > renewAfterMs) this.renew()
       this.scheduleProbe()
@@ -149,13 +209,14 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
     }
     const sentAt = performance.now()
     this.request({ ...this.options.probe }, this.responsiveness.probeTimeoutMs(), true).then(
-      () => this.responsiveness.probeAnswered(performance.now() - sentAt, performance.now()),
+      () => this.traced('probe answer', () => this.responsiveness.probeAnswered(performance.now() - sentAt, performance.now())),
       failed,
     )
   }
 
   /** A new connection in place of the current one (whose requests fail over with UNAVAILABLE). */
   private renew(): void {
+    if (tracing) process.stderr.write(`${new Date().toISOString()} kumo responsiveness: ${this.options.describe} connection renewed\n`)
     const old = this.client_
     const stream = this.stream
     this.stream = undefined
@@ -178,7 +239,7 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
       this.stream = undefined
       const reason = err === undefined ? 'stream closed' : fromServiceError(err).message
       if (this.pending.size > 0) {
-        this.responsiveness.broke(performance.now())
+        this.traced(`broken stream (${reason})`, () => this.responsiveness.broke(performance.now()))
         this.scheduleProbe()
       }
       this.pending.rejectAll(new KumoError('UNAVAILABLE', `${this.options.describe}: ${reason}`))

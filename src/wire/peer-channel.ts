@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js'
 import { KumoError } from '../core/errors.js'
 import type { GossipMsg, PeerRequestMsg, PeerResponseMsg } from './messages.js'
-import type { ResponsivenessConfig } from '../core/responsiveness.js'
+import { Responsiveness, type ResponsivenessConfig } from '../core/responsiveness.js'
 import { MultiplexedStream } from './multiplexed-stream.js'
 import { noPeerFields } from './peer-fields.js'
 import { PeerClient } from './proto.js'
@@ -24,7 +24,7 @@ export class PeerChannel {
     readonly nodeId: string,
     readonly address: string,
     private readonly onSend?: (op: string) => void,
-    responsiveness?: Partial<ResponsivenessConfig>,
+    responsiveness?: Responsiveness,
   ) {
     this.stream = new MultiplexedStream(() => new PeerClient(address, grpc.credentials.createInsecure(), channelOptions), {
       method: 'exchange',
@@ -73,11 +73,19 @@ export class PeerChannel {
     return res
   }
 
+  /** A gossip exchange. Its round trip times the peer like a replica request (it rides the same connection). */
   gossip(message: GossipMsg, timeoutMs: number): Promise<GossipMsg> {
+    const sentAt = performance.now()
     return new Promise((resolve, reject) => {
       this.stream.client.gossip(message, { deadline: Date.now() + timeoutMs }, (err: unknown, res: GossipMsg) => {
-        if (err) reject(fromServiceError(err))
-        else resolve(res)
+        if (err) {
+          const error = fromServiceError(err)
+          if (error.code === 'TIMEOUT') this.stream.noteTimeout(performance.now() - sentAt)
+          reject(error)
+        } else {
+          this.stream.noteAnswer(performance.now() - sentAt)
+          resolve(res)
+        }
       })
     })
   }
@@ -93,11 +101,19 @@ const redialMs = 50
 /** Channels to peers by node id; replaced when a node's address changes or it is back. */
 export class PeerPool {
   private readonly channels = new Map<string, PeerChannel>()
+  /** Per peer, kept across its channels (a replaced channel must not make an avoided peer look fresh). */
+  private readonly responsiveness = new Map<string, { address: string; state: Responsiveness }>()
 
   constructor(
     private readonly onSend?: (op: string) => void,
-    private readonly responsiveness?: Partial<ResponsivenessConfig>,
+    private readonly responsivenessConfig?: Partial<ResponsivenessConfig>,
   ) {}
+
+  private responsivenessOf(nodeId: string, address: string): Responsiveness {
+    let entry = this.responsiveness.get(nodeId)
+    if (entry === undefined || entry.address !== address) this.responsiveness.set(nodeId, (entry = { address, state: new Responsiveness(this.responsivenessConfig) }))
+    return entry.state
+  }
 
   /**
    * The channel to a node. Callers ask only for nodes they believe alive, so a channel stuck in
@@ -111,7 +127,7 @@ export class PeerPool {
       channel = undefined
     }
     if (channel === undefined) {
-      channel = new PeerChannel(nodeId, address, this.onSend, this.responsiveness)
+      channel = new PeerChannel(nodeId, address, this.onSend, this.responsivenessOf(nodeId, address))
       this.channels.set(nodeId, channel)
     }
     return channel

@@ -13,6 +13,8 @@ interface Pending<T> {
 export interface ReplyObserver {
   answered(answerMs: number, nowMs: number): void
   timedOut(waitedMs: number, nowMs: number): void
+  /** Every sweep while requests are pending (the liveness check). */
+  swept?(nowMs: number): void
 }
 
 /**
@@ -74,8 +76,16 @@ export class PendingTable<T> {
     for (const entry of entries) entry.reject(err)
   }
 
+  /** When the oldest request still awaiting its reply was sent (undefined: none pending). */
+  oldestSentAtMs(): number | undefined {
+    // Ids are added in time order and a Map iterates in insertion order: the first is the oldest.
+    for (const entry of this.pending.values()) return entry.sentAtMs
+    return undefined
+  }
+
   private sweep(): void {
     const now = performance.now()
+    this.observer?.swept?.(now)
     for (const [id, entry] of this.pending) {
       if (entry.deadlineMs <= now) {
         this.pending.delete(id)

@@ -95,7 +95,7 @@ export class HostCluster {
     const args = ['--metrics-port', String(metricsPort), ...(this.options.args ?? []), ...(node.args ?? [])]
     const child = spawnNode(spec, this.seeds, args, (line) => {
       log.push(line)
-      if (log.length > 500) log.shift()
+      if (log.length > 5000) log.shift()
     }, env, launcher)
     this.children.set(id, child)
     return child

@@ -10,15 +10,19 @@ const run = promisify(execFile)
  *
  * Links are cut with iptables in the *receiving* namespace (INPUT, by source address), so the
  * sender sees nothing at all: a DROP in the sender's OUTPUT chain would fail its send at once
- * with EPERM, which is a refusal, not a silent cut. Packets to the root namespace are dropped
- * in the root namespace's INPUT chain by the source address of a test host only, and every
- * rule carries a comment naming this network, so nothing outside the test is touched.
+ * with EPERM, which is a refusal, not a silent cut. Each namespace gets a chain of its own
+ * (named after this network, jumped to from INPUT), and a change of links is one
+ * iptables-restore per namespace, all at once, so a split takes effect everywhere in the same
+ * moment rather than link by link over seconds. In the root namespace the chain only ever
+ * holds rules for the addresses of test hosts, so nothing outside the test is touched.
  *
  * This kernel has no netem (CONFIG_NET_SCH_NETEM is not set), so loss is iptables' statistic
  * match and latency is a relay process (test/hosts/delay-relay.ts), not a queueing discipline.
  */
 export class TestNetwork {
-  private readonly rules: { ns: string | undefined; spec: string[] }[] = []
+  /** The rules in place, by namespace ('' for the root namespace). */
+  private readonly rules = new Map<string, string[][]>()
+  private chained = false
   private closed = false
   private readonly children = new Set<ChildProcess>()
   private readonly onExit = (): void => this.closeSync()
@@ -62,6 +66,7 @@ export class TestNetwork {
         await ip('-n', host.ns, 'link', 'set', 'eth0', 'up')
         await ip('-n', host.ns, 'link', 'set', 'lo', 'up')
       }
+      await net.makeChains()
     } catch (err) {
       await net.close()
       throw err
@@ -94,23 +99,63 @@ export class TestNetwork {
     return stdout
   }
 
-  /** Packets from `from` to `to` vanish ('client' is the root namespace). One direction only. */
-  async drop(from: string, to: string, probability = 1): Promise<void> {
-    const match = probability >= 1 ? [] : ['-m', 'statistic', '--mode', 'random', '--probability', String(probability)]
-    const spec = ['INPUT', '-s', this.ipOf(from), ...match, '-j', 'DROP', '-m', 'comment', '--comment', this.tag]
-    const ns = to === 'client' ? undefined : this.host(to).ns
-    await iptables(ns, ['-A', ...spec])
-    this.rules.push({ ns, spec })
+  /** The iptables chain of this network, in every namespace it touches. */
+  private get chain(): string {
+    return `${this.tag}-cut`
   }
 
-  /** Both directions between every member of `a` and every member of `b`. */
-  async cut(a: readonly string[], b: readonly string[], probability = 1): Promise<void> {
-    for (const x of a) {
-      for (const y of b) {
-        await this.drop(x, y, probability)
-        await this.drop(y, x, probability)
-      }
+  private namespaces(): string[] {
+    return ['', ...[...this.hosts.values()].map((h) => h.ns)]
+  }
+
+  /** Makes the chain in each namespace, jumped to from INPUT. */
+  private async makeChains(): Promise<void> {
+    if (this.chained) return
+    this.chained = true
+    await Promise.all(
+      this.namespaces().map(async (ns) => {
+        await iptables(ns, ['-N', this.chain])
+        await iptables(ns, ['-I', 'INPUT', '-j', this.chain])
+      }),
+    )
+  }
+
+  /** Rules to drop what `from` sends to `to` ('client': the root namespace), one direction. */
+  private dropRule(from: string, to: string, probability: number): { ns: string; spec: string[] } {
+    const match = probability >= 1 ? [] : ['-m', 'statistic', '--mode', 'random', '--probability', String(probability)]
+    return { ns: to === 'client' ? '' : this.host(to).ns, spec: ['-s', this.ipOf(from), ...match, '-j', 'DROP'] }
+  }
+
+  /** Adds rules, one iptables-restore per namespace, all namespaces at once. */
+  private async add(rules: { ns: string; spec: string[] }[]): Promise<void> {
+    await this.makeChains()
+    const byNs = new Map<string, string[][]>()
+    for (const rule of rules) {
+      let list = byNs.get(rule.ns)
+      if (list === undefined) byNs.set(rule.ns, (list = []))
+      list.push(rule.spec)
     }
+    await Promise.all(
+      [...byNs].map(async ([ns, specs]) => {
+        const input = ['*filter', ...specs.map((spec) => `-A ${this.chain} ${spec.join(' ')}`), 'COMMIT', ''].join('\n')
+        await restore(ns, input)
+        this.rules.set(ns, [...(this.rules.get(ns) ?? []), ...specs])
+      }),
+    )
+  }
+
+  /** Packets from `from` to `to` vanish ('client' is the root namespace). One direction only. */
+  async drop(from: string, to: string, probability = 1): Promise<void> {
+    await this.add([this.dropRule(from, to, probability)])
+  }
+
+  /** Both directions between every member of `a` and every member of `b`, all at once. */
+  async cut(a: readonly string[], b: readonly string[], probability = 1): Promise<void> {
+    const rules: { ns: string; spec: string[] }[] = []
+    for (const x of a) {
+      for (const y of b) rules.push(this.dropRule(x, y, probability), this.dropRule(y, x, probability))
+    }
+    await this.add(rules)
   }
 
   /** Every link of `id`, both ways, to every other host and to the client side. */
@@ -118,15 +163,16 @@ export class TestNetwork {
     await this.cut([id], [...[...this.hosts.keys()].filter((h) => h !== id), 'client'])
   }
 
-  /** Removes every cut and loss rule. */
+  /** Removes every cut and loss rule, in every namespace at once. */
   async heal(): Promise<void> {
-    const rules = this.rules.splice(0)
-    for (const rule of rules) await iptables(rule.ns, ['-D', ...rule.spec]).catch(() => undefined)
+    const namespaces = [...this.rules.keys()]
+    this.rules.clear()
+    await Promise.all(namespaces.map((ns) => iptables(ns, ['-F', this.chain]).catch(() => undefined)))
   }
 
   /** Whether any cut is in place. */
   get cutting(): boolean {
-    return this.rules.length > 0
+    return this.rules.size > 0
   }
 
   async close(): Promise<void> {
@@ -144,13 +190,17 @@ export class TestNetwork {
     process.removeListener('SIGINT', this.onExit)
     process.removeListener('SIGTERM', this.onExit)
     for (const child of this.children) child.kill('SIGKILL')
-    for (const rule of this.rules.splice(0)) {
-      try {
-        execFileSync(rule.ns === undefined ? 'iptables' : 'ip', rule.ns === undefined ? ['-D', ...rule.spec] : ['netns', 'exec', rule.ns, 'iptables', '-D', ...rule.spec], { stdio: 'ignore' })
-      } catch {
-        // already gone
+    // The root namespace's chain and its jump (the others go with their namespaces).
+    if (this.chained) {
+      for (const args of [['-D', 'INPUT', '-j', this.chain], ['-F', this.chain], ['-X', this.chain]]) {
+        try {
+          execFileSync('iptables', ['-w', ...args], { stdio: 'ignore' })
+        } catch {
+          // already gone
+        }
       }
     }
+    this.rules.clear()
     for (const [, host] of this.hosts) {
       try {
         execFileSync('ip', ['netns', 'del', host.ns], { stdio: 'ignore' })
@@ -170,9 +220,19 @@ async function ip(...args: string[]): Promise<void> {
   await run('ip', args)
 }
 
-async function iptables(ns: string | undefined, args: string[]): Promise<void> {
-  if (ns === undefined) await run('iptables', ['-w', ...args])
+/** iptables in a namespace ('' for the root namespace). */
+async function iptables(ns: string, args: string[]): Promise<void> {
+  if (ns === '') await run('iptables', ['-w', ...args])
   else await run('ip', ['netns', 'exec', ns, 'iptables', '-w', ...args])
+}
+
+/** iptables-restore of `input` without flushing, in a namespace ('' for the root namespace). */
+function restore(ns: string, input: string): Promise<void> {
+  const argv = ns === '' ? ['iptables-restore', '-w', '-n'] : ['ip', 'netns', 'exec', ns, 'iptables-restore', '-w', '-n']
+  return new Promise((resolve, reject) => {
+    const child = execFile(argv[0]!, argv.slice(1), (err) => (err ? reject(err) : resolve()))
+    child.stdin?.end(input)
+  })
 }
 
 /**
@@ -190,10 +250,10 @@ async function sweepStale(): Promise<void> {
   for (const m of links.matchAll(/\d+: (k[0-9a-z]+x[0-9a-z]+)-br[:@]/g)) {
     if (!ownerRuns(tagPattern.exec(`${m[1]}-`)![1]!)) await run('ip', ['link', 'del', `${m[1]}-br`]).catch(() => undefined)
   }
-  const rules = (await run('iptables', ['-w', '-S', 'INPUT']).catch(() => ({ stdout: '' }))).stdout
-  for (const line of rules.split('\n')) {
-    const tag = /--comment "?(k([0-9a-z]+)x[0-9a-z]+)/.exec(line)
-    if (tag !== null && !ownerRuns(tag[2]!)) await run('iptables', ['-w', ...line.replace(/^-A /, '-D ').replace(/"/g, '').split(' ')]).catch(() => undefined)
+  const chains = (await run('iptables', ['-w', '-S']).catch(() => ({ stdout: '' }))).stdout
+  for (const m of chains.matchAll(/^-N (k([0-9a-z]+)x[0-9a-z]+-cut)$/gm)) {
+    if (ownerRuns(m[2]!)) continue
+    for (const args of [['-D', 'INPUT', '-j', m[1]!], ['-F', m[1]!], ['-X', m[1]!]]) await run('iptables', ['-w', ...args]).catch(() => undefined)
   }
 }
 

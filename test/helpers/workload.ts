@@ -34,6 +34,20 @@ export interface WorkloadReport {
   faultRequests: number
   /** Stretches of 250 ms or more without an acknowledged write, timed from the fault. */
   gaps: { atMs: number; ms: number }[]
+  /** Failures by operation and error code, e.g. `put UNAVAILABLE`. */
+  failuresByKind: Record<string, number>
+  /** How long failed requests took to fail: the longest, and the 99th percentile. */
+  failureMsMax: number
+  failureP99Ms: number
+  /** The slowest failures that took over a second to fail. */
+  slowFailures: Failure[]
+  /**
+   * The longest time to fail of a request made 2 s or more after the fault began, by when every
+   * client and node has seen which replicas it cannot reach (0: none failed).
+   */
+  settledFailureMsMax: number
+  /** When each stale read happened, in ms after the heal (negative: during the fault). */
+  staleReadsAfterHealMs: number[]
 }
 
 const histogram = (): hdr.Histogram => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: 3 })
@@ -53,6 +67,10 @@ export class Workload {
   failedCount = 0
   requests = 0
   private readonly all = histogram()
+  private readonly failing = histogram()
+  private readonly failuresByKind: Record<string, number> = {}
+  private readonly slowFailures: Failure[] = []
+  private settledFailureMsMax = 0
   private readonly fault = histogram()
   private inFault = false
   private running = true
@@ -83,6 +101,7 @@ export class Workload {
 
   markHeal(): void {
     this.inFault = false
+    this.healAtMs = Date.now() - this.startedMs
   }
 
   /** Waits until `count` more writes have been acknowledged (and at least `minMs` has passed). */
@@ -110,6 +129,12 @@ export class Workload {
       faultP99Ms: this.fault.getValueAtPercentile(99) / 1000,
       faultRequests: this.fault.totalCount,
       gaps: this.gaps.map((g) => ({ ...g, atMs: g.atMs - this.faultAtMs })),
+      failuresByKind: { ...this.failuresByKind },
+      failureMsMax: this.failing.maxValue / 1000,
+      failureP99Ms: this.failing.getValueAtPercentile(99) / 1000,
+      slowFailures: this.slowFailures.map((f) => ({ ...f, atMs: f.atMs - this.faultAtMs })),
+      settledFailureMsMax: this.settledFailureMsMax,
+      staleReadsAfterHealMs: this.failures.filter((f) => f.error.startsWith('STALE')).map((f) => f.atMs - this.healAtMs),
     }
   }
 
@@ -121,8 +146,9 @@ export class Workload {
 
   /** Stretches of 250 ms or more without an acknowledged write: where they began, how long. */
   readonly gaps: { atMs: number; ms: number }[] = []
-  /** When the fault began, from the start. */
+  /** When the fault began, and when it was healed, from the start. */
   faultAtMs = 0
+  healAtMs = 0
 
   private record(startedNs: bigint, op: 'put' | 'get', key: string, error?: unknown): void {
     const us = Math.max(1, Number((process.hrtime.bigint() - startedNs) / 1000n))
@@ -132,6 +158,16 @@ export class Workload {
     if (error !== undefined) {
       const e = error as { code?: string; message?: string }
       this.failedCount++
+      const startedAt = Date.now() - us / 1000 - this.startedMs
+      if (this.faultAtMs > 0 && startedAt >= this.faultAtMs + 2000) this.settledFailureMsMax = Math.max(this.settledFailureMsMax, us / 1000)
+      this.failing.recordValue(us)
+      const kind = `${op} ${e.code ?? 'ERROR'}`
+      this.failuresByKind[kind] = (this.failuresByKind[kind] ?? 0) + 1
+      if (us > 1e6 && (this.slowFailures.length < 5 || us / 1000 > this.slowFailures[4]!.ms)) {
+        this.slowFailures.push({ atMs: Date.now() - this.startedMs, op, key, ms: us / 1000, error: `${e.code ?? 'ERROR'}: ${e.message ?? String(error)}` })
+        this.slowFailures.sort((a, b) => b.ms - a.ms)
+        this.slowFailures.length = Math.min(5, this.slowFailures.length)
+      }
       if (this.failures.length < 1000) this.failures.push({ atMs: Date.now() - this.startedMs, op, key, ms: us / 1000, error: `${e.code ?? 'ERROR'}: ${e.message ?? String(error)}` })
       // A closed client ends the load (the test is over, or failed).
       if (e.code === 'CLOSED') this.running = false

@@ -61,6 +61,17 @@ describe('responsiveness (replica timeouts and avoidance)', () => {
     expect(r.usable()).toBe(false)
   })
 
+  it('does not avoid a node that answered other requests while one waited (that request was slow, not the node gone)', () => {
+    const r = new Responsiveness(config)
+    // Sent at 0, timed out at 1000; an answer to another request came at 600.
+    r.answered(3, 600)
+    r.timedOut(1000, 1000)
+    expect(r.usable()).toBe(true)
+    // One sent at 700 and unanswered at 1700, with nothing heard since 600: avoided.
+    r.timedOut(1000, 1700)
+    expect(r.usable()).toBe(false)
+  })
+
   it('takes a node back on any answer, even a late one to a request sent before it was avoided', () => {
     const r = new Responsiveness(config)
     r.timedOut(300, 0)
