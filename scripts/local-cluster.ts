@@ -14,8 +14,11 @@ export const cliPath = (() => {
 
 export interface LocalNodeSpec {
   id: string
+  /** The address peers and clients use. */
   address: string
   dataDir: string
+  /** Where the node listens, when not at `address` (something in between relays to it). */
+  listen?: string
 }
 
 export function localSpecs(count: number, basePort: number, dataRoot: string, host = '127.0.0.1'): LocalNodeSpec[] {
@@ -57,7 +60,8 @@ export function spawnNode(
   /** A command the node runs under, e.g. `ip netns exec NS` (tests run nodes on test hosts so). */
   launcher: readonly string[] = [],
 ): ChildProcess {
-  const argv = [process.execPath, cliPath, 'start', '--id', spec.id, '--listen', spec.address, '--data', spec.dataDir, '--seeds', seeds.join(','), ...extraArgs]
+  const listen = spec.listen === undefined ? ['--listen', spec.address] : ['--listen', spec.listen, '--advertise', spec.address]
+  const argv = [process.execPath, cliPath, 'start', '--id', spec.id, ...listen, '--data', spec.dataDir, '--seeds', seeds.join(','), ...extraArgs]
   const command = [...launcher, ...argv]
   const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
   const forward = (stream: NodeJS.ReadableStream | null): void => {

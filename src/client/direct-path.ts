@@ -128,9 +128,10 @@ export class DirectPath {
         failures.push(error)
         failedConns.push(conn)
         if (tracker.fail() !== 'failed' || settled) return
-        // Every replica refused the request itself (a version too far ahead of every clock):
-        // the caller's error, not the replicas'. Otherwise a node takes the write over.
-        if (failures.length === targets && failures.every((f) => f.code === 'INVALID_ARGUMENT')) settle(failures[0])
+        // The replicas that failed it refused the request itself (a version too far ahead of
+        // the cluster's clock): the caller's error, which a node would refuse as well.
+        // Otherwise a node takes the write over.
+        if (failures.every((f) => f.code === 'INVALID_ARGUMENT')) settle(failures[0])
         else {
           settled = true
           handOff().then(resolve, reject)

@@ -58,6 +58,9 @@ export class Membership {
   private rounds = 0
   private stopping = false
   private readonly clocks = new ClockOffsets()
+  /** Each peer's health as last noted, and how often it changed (to up, suspect or down). */
+  private readonly lastHealth = new Map<string, NodeHealth>()
+  readonly healthChanges = new Map<string, { up: number; suspect: number; down: number }>()
 
   constructor(
     private readonly self: { id: string; address: string; weight: number },
@@ -166,6 +169,21 @@ export class Membership {
     return this.detectors.get(id)?.state(this.io.now()) ?? 'up'
   }
 
+  /** Notes which peers' health changed since the last round (once a round: a count of flaps, not of every phi value). */
+  private noteHealth(): void {
+    for (const id of this.members.keys()) {
+      if (id === this.self.id) continue
+      const health = this.health(id)
+      const before = this.lastHealth.get(id)
+      if (before === health) continue
+      this.lastHealth.set(id, health)
+      if (before === undefined) continue
+      let changes = this.healthChanges.get(id)
+      if (changes === undefined) this.healthChanges.set(id, (changes = { up: 0, suspect: 0, down: 0 }))
+      changes[health]++
+    }
+  }
+
   isAlive(id: string): boolean {
     return this.health(id) !== 'down'
   }
@@ -223,6 +241,7 @@ export class Membership {
     me.load = this.io.load()
     await this.broadcast()
     this.rounds++
+    this.noteHealth()
     this.claim()
   }
 

@@ -45,6 +45,7 @@ export class Responsiveness {
   private probing = false
   private failedProbes_ = 0
   private lastAnswerAtMs = -Infinity
+  private avoidedCount_ = 0
 
   constructor(config: Partial<ResponsivenessConfig> = {}) {
     this.config = { ...defaultResponsivenessConfig, ...config }
@@ -87,6 +88,7 @@ export class Responsiveness {
   private avoid(nowMs: number): void {
     if (this.avoided) return
     this.avoided = true
+    this.avoidedCount_++
     this.avoidedAtMs = nowMs
     this.probing = false
     this.backoffMs = this.config.avoidMs
@@ -98,6 +100,11 @@ export class Responsiveness {
     this.probing = false
     this.failedProbes_ = 0
     this.backoffMs = this.config.avoidMs
+  }
+
+  /** How many times the node has been avoided. */
+  get avoidedCount(): number {
+    return this.avoidedCount_
   }
 
   /** When the node last answered anything (-Infinity: never). */

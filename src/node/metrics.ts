@@ -22,6 +22,9 @@ export class NodeMetrics {
   readonly rowCacheEntries: Gauge
   readonly storageFailing: Gauge
   readonly clockOffset: Gauge<'peer'>
+  readonly peerStateChanges: Counter<'peer' | 'state'>
+  readonly peerAvoided: Counter<'peer'>
+  readonly peerTimeout: Gauge<'peer'>
   private server: http.Server | undefined
 
   constructor(nodeId: string, collect: (metrics: NodeMetrics) => void) {
@@ -52,6 +55,9 @@ export class NodeMetrics {
     this.rowCacheEntries = new Gauge({ name: 'kumo_row_cache_entries', help: 'Records held by the row cache', registers })
     this.storageFailing = new Gauge({ name: 'kumo_storage_failing', help: '1 while this node\'s storage fails writes (it is read-only until a probe write succeeds)', registers })
     this.clockOffset = new Gauge({ name: 'kumo_clock_offset_seconds', help: 'Each node\'s clock minus the cluster\'s (the median of the live nodes\' clocks), as this node measures it through gossip', labelNames: ['peer'], registers })
+    this.peerStateChanges = new Counter({ name: 'kumo_peer_state_changes_total', help: 'Times a peer\'s state (failure detector) changed to up, suspect or down, as this node sees it', labelNames: ['peer', 'state'], registers })
+    this.peerAvoided = new Counter({ name: 'kumo_peer_avoided_total', help: 'Times a peer was avoided for leaving a request unanswered (then probed back in)', labelNames: ['peer'], registers })
+    this.peerTimeout = new Gauge({ name: 'kumo_peer_replica_timeout_seconds', help: 'How long this node waits for a peer\'s reply before counting it failed: from its measured answer times, within 250 ms and the replica timeout', labelNames: ['peer'], registers })
     collectDefaultMetrics({ register: this.registry, prefix: 'kumo_' })
   }
 

@@ -227,6 +227,14 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     m.rowCacheBytes.set(cache.bytes)
     m.rowCacheEntries.set(cache.entries)
     m.storageFailing.set(storageHealth.failing === undefined ? 0 : 1)
+    m.peerStateChanges.reset()
+    for (const [peer, changes] of membership.healthChanges) for (const [state, count] of Object.entries(changes)) if (count > 0) m.peerStateChanges.inc({ peer, state }, count)
+    m.peerAvoided.reset()
+    m.peerTimeout.reset()
+    for (const [peer, stats] of peers.responsivenessStats()) {
+      if (stats.avoided > 0) m.peerAvoided.inc({ peer }, stats.avoided)
+      m.peerTimeout.set({ peer }, stats.timeoutMs / 1000)
+    }
     m.clockOffset.reset()
     for (const member of membership.allMembers()) {
       const offset = membership.clockOffsetOf(member.id)

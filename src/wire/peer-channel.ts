@@ -133,6 +133,11 @@ export class PeerPool {
     return channel
   }
 
+  /** Per peer: times avoided for leaving a request unanswered, and its replica timeout now (ms). */
+  responsivenessStats(): Map<string, { avoided: number; timeoutMs: number; usable: boolean }> {
+    return new Map([...this.responsiveness].map(([id, entry]) => [id, { avoided: entry.state.avoidedCount, timeoutMs: entry.state.timeoutMs(), usable: entry.state.usable() }]))
+  }
+
   find(nodeId: string): PeerChannel | undefined {
     return this.channels.get(nodeId)
   }

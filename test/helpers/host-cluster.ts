@@ -1,5 +1,7 @@
 import type { ChildProcess } from 'node:child_process'
 import { execFileSync } from 'node:child_process'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
 import { mkdir, readFile, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { connect, type ConnectOptions, type KumoClient } from '../../src/index.js'
@@ -22,6 +24,32 @@ export interface HostClusterOptions {
   nodes?: Record<string, HostNodeOptions>
   /** Extra hosts without a node (for clients run in a namespace of their own). */
   clientHosts?: string[]
+  /**
+   * Put a delaying relay (test/hosts/delay-relay.ts) in front of every node: peers and clients
+   * reach it through the relay, whose delay setLatency() sets (none at first).
+   */
+  relays?: boolean
+}
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+const relayScript = path.join(repoRoot, 'test/hosts/delay-relay.ts')
+
+/** The environment that runs a process with its wall clock shifted by `offset` (e.g. '+120s'). */
+export function faketimeEnv(offset: string): Record<string, string> {
+  if (!has('faketime') && !aptInstall('faketime')) throw new Error('faketime is not installed (apt-get install -y faketime)')
+  // libfaketime preloaded into the process itself (the faketime command would run it as a child,
+  // and the pid measured would be the wrapper's). The multi-threaded variant: LevelDB and libuv
+  // have threads of their own. Only the wall clock is shifted: timers keep running on the real
+  // monotonic clock.
+  return { LD_PRELOAD: libfaketime(), FAKETIME: offset, FAKETIME_DONT_FAKE_MONOTONIC: '1' }
+}
+
+/** Where Debian's libfaketime package puts the library. */
+function libfaketime(): string {
+  const out = execFileSync('dpkg', ['-L', 'libfaketime'], { encoding: 'utf8' })
+  const lib = out.split('\n').find((line) => line.endsWith('/libfaketimeMT.so.1'))
+  if (lib === undefined) throw new Error('libfaketime is installed without libfaketimeMT.so.1')
+  return lib
 }
 
 /** The port every node listens on, each in its own namespace, and its metrics port. */
@@ -48,9 +76,15 @@ export class HostCluster {
     const ids = Array.from({ length: count }, (_, i) => `n${i + 1}`)
     const net = await TestNetwork.create([...ids, ...(options.clientHosts ?? [])])
     const root = await tempDir('kumo-hosts-')
-    const specs = ids.map((id) => ({ id, address: `${net.host(id).ip}:${hostPort}`, dataDir: path.join(root, id) }))
+    const specs = ids.map((id) => ({
+      id,
+      address: `${net.host(id).ip}:${hostPort}`,
+      dataDir: path.join(root, id),
+      ...(options.relays ? { listen: `${net.host(id).ip}:${hostPort + 1}` } : {}),
+    }))
     const cluster = new HostCluster(net, specs, root, options)
     try {
+      if (options.relays) for (const spec of specs) await cluster.startRelay(spec)
       for (const spec of specs) {
         const tmpfs = options.nodes?.[spec.id]?.tmpfsBytes
         await mkdir(spec.dataDir, { recursive: true })
@@ -66,6 +100,30 @@ export class HostCluster {
       throw err
     }
     return cluster
+  }
+
+  private readonly relays: ChildProcess[] = []
+
+  private async startRelay(spec: LocalNodeSpec): Promise<void> {
+    const relay = this.net.spawnIn(spec.id, [process.execPath, '--import', 'tsx', relayScript], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: { ...process.env, KUMO_RELAY: JSON.stringify({ listen: spec.address, target: spec.listen }) },
+      cwd: repoRoot,
+    })
+    this.relays.push(relay)
+    const [message] = (await once(relay, 'message')) as [string]
+    if (message !== 'listening') throw new Error(`relay for ${spec.id} did not start`)
+  }
+
+  /** Every message between hosts (and from clients) is delayed by delayMs ± jitterMs, each way. */
+  async setLatency(delayMs: number, jitterMs = 0): Promise<void> {
+    await Promise.all(
+      this.relays.map(async (relay) => {
+        const set = once(relay, 'message')
+        relay.send({ delayMs, jitterMs })
+        await set
+      }),
+    )
   }
 
   get seeds(): string[] {
@@ -84,14 +142,7 @@ export class HostCluster {
     const log = this.logs.get(id) ?? []
     this.logs.set(id, log)
     const launcher = ['ip', 'netns', 'exec', this.net.host(id).ns]
-    const env: Record<string, string> = {}
-    if (node.faketime !== undefined) {
-      if (!has('faketime') && !aptInstall('faketime')) throw new Error('faketime is not installed (apt-get install -y faketime)')
-      launcher.push('faketime', '-f', node.faketime)
-      // Only the wall clock is shifted: libuv's timers keep running on the real monotonic clock.
-      env.FAKETIME_DONT_FAKE_MONOTONIC = '1'
-    }
-    // Production's gossip interval: how fast a cut-off node is noticed is part of what is tested.
+    const env: Record<string, string> = node.faketime === undefined ? {} : faketimeEnv(node.faketime)
     const args = ['--metrics-port', String(metricsPort), ...(this.options.args ?? []), ...(node.args ?? [])]
     const child = spawnNode(spec, this.seeds, args, (line) => {
       log.push(line)
@@ -194,6 +245,7 @@ export class HostCluster {
   async close(): Promise<void> {
     await this.net.heal().catch(() => undefined)
     await Promise.all([...this.children.values()].map((c) => stopChild(c, 5000)))
+    for (const relay of this.relays) relay.kill()
     await this.net.close()
     for (const dir of this.mounts.splice(0)) {
       try {

@@ -18,10 +18,10 @@ export class RemoteWorkload {
   private final: Promise<{ report: WorkloadReport; keys: string[] }>
   private readonly output: string[] = []
 
-  constructor(net: TestNetwork, host: string, connect: ConnectOptions, load: WorkloadOptions) {
+  constructor(net: TestNetwork, host: string, connect: ConnectOptions, load: WorkloadOptions, env: Record<string, string> = {}) {
     this.child = net.spawnIn(host, [process.execPath, '--import', 'tsx', script], {
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-      env: { ...process.env, KUMO_LOAD: JSON.stringify({ connect, load }) },
+      env: { ...process.env, ...env, KUMO_LOAD: JSON.stringify({ connect, load }) },
       cwd: path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..'),
     })
     // With KUMO_TRACE set, the client's traces are kept in a file for reading after the run.

@@ -28,7 +28,7 @@ export interface Scenario {
   /** Takes the fault away (default: every cut healed). */
   heal?(cluster: HostCluster): Promise<void>
   /** Clients on test hosts of their own (cluster.clientHosts), each with its own load, seeded by these nodes. */
-  remoteClients?: { host: string; seeds: string[] }[]
+  remoteClients?: { host: string; seeds: string[]; env?: Record<string, string>; load?: Partial<WorkloadOptions>; expectWrites?: boolean }[]
 }
 
 export interface RemoteClientResult extends WorkloadReport {
@@ -61,10 +61,10 @@ export async function runScenario(scenario: Scenario): Promise<ScenarioResult> {
     load = new Workload(db, loadOptions).start()
     for (const remote of scenario.remoteClients ?? []) {
       const seeds = remote.seeds.map((id) => cluster.spec(id).address)
-      remotes.push(new RemoteWorkload(cluster.net, remote.host, { seeds, timeoutMs: 5000, ...scenario.client }, { ...loadOptions, prefix: `${name}/${remote.host}/` }))
+      remotes.push(new RemoteWorkload(cluster.net, remote.host, { seeds, timeoutMs: 5000, ...scenario.client }, { ...loadOptions, prefix: `${name}/${remote.host}/`, ...remote.load }, remote.env))
     }
     await load.progress(300)
-    for (const remote of remotes) await remote.reached(300)
+    for (const [i, remote] of remotes.entries()) if (scenario.remoteClients![i]!.expectWrites !== false) await remote.reached(300)
     const trace = (what: string): void => {
       if (process.env.KUMO_TRACE || process.env.KUMO_SCENARIO_DEBUG) process.stdout.write(`${new Date().toISOString()} scenario: ${what}\n`)
     }
@@ -83,7 +83,7 @@ export async function runScenario(scenario: Scenario): Promise<ScenarioResult> {
     for (const r of remotes) r.mark('heal')
     const healedAt = Date.now()
     await load.progress(300)
-    for (const remote of remotes) await remote.reached(remote.acked + 100)
+    for (const [i, remote] of remotes.entries()) if (scenario.remoteClients![i]!.expectWrites !== false) await remote.reached(remote.acked + 100)
     const report = await load.stop()
     const remote: RemoteClientResult[] = []
     const remoteKeys: string[] = []
