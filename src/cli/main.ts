@@ -73,6 +73,12 @@ program
   .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)
   .option('--tombstone-grace <ms>', 'purge tombstones and expired values this long after they died', wholeNumber, 10 * 24 * 60 * 60 * 1000)
   .option('--metrics-port <port>', 'serve Prometheus metrics on http://<listen host>:<port>/metrics', wholeNumber)
+  .option('--clock-offset-max <ms>', "coordinate no writes while this node's clock is further than this from the cluster's", wholeNumber, 10_000)
+  .option('--max-connections <n>', 'connections served at once; past it a new one is refused (OVERLOADED)', wholeNumber, 4096)
+  .option('--idle-timeout <ms>', 'close a connection idle this long', wholeNumber, 120_000)
+  .option('--max-scans <n>', 'scans running at once; past it a scan is refused (OVERLOADED)', wholeNumber, 4)
+  .option('--scan-rate <MiB>', 'MiB a second all scans together send at most', wholeNumber, 32)
+  .option('--max-request-bytes <MiB>', 'bytes of requests received and not yet answered, over all connections', wholeNumber, 256)
   .addOption(new Option('--load-balancing <policy>', 'how this node picks replicas to read from and forward to').choices(loadBalancingPolicies as string[]))
   .addOption(new Option('--gossip-interval <ms>', 'gossip and heartbeat period').argParser(wholeNumber).default(1000).hideHelp())
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('warn'))
@@ -93,6 +99,12 @@ program
       hintWindowMs: o.hintWindow,
       repairIntervalMs: o.repairInterval,
       tombstoneGraceMs: o.tombstoneGrace,
+      clockOffsetMaxMs: o.clockOffsetMax,
+      connectionsMax: o.maxConnections,
+      idleTimeoutMs: o.idleTimeout,
+      scansInFlightMax: o.maxScans,
+      scanBytesPerSecond: o.scanRate * mebibyte,
+      requestBytesInFlightMax: o.maxRequestBytes * mebibyte,
       gossipIntervalMs: o.gossipInterval,
       consistency: globals.consistency,
       ...(o.metricsPort !== undefined ? { metricsPort: o.metricsPort } : {}),

@@ -5,7 +5,7 @@ import { replicaSetIds } from '../core/partition-map.js'
 import { partitionOf } from '../core/partitioner.js'
 import { scanLimitMax } from '../core/limits.js'
 import { checkBatch, checkGetMany, checkKey, checkTimeout, checkTtl, checkValue, toBuffer, type Bytes } from '../core/validate.js'
-import { requestMsg, type RequestMsg, type ResponseMsg, type TopologyMsg } from '../wire/messages.js'
+import { requestMsg, requestMsgBytes, type RequestMsg, type ResponseMsg, type TopologyMsg } from '../wire/messages.js'
 import { fromServiceError } from '../wire/status.js'
 import { PerTurn } from '../wire/per-turn.js'
 import { defaultReplicaTimeoutMs, DirectPath } from './direct-path.js'
@@ -345,8 +345,14 @@ export class KumoClient {
     // Once a replica has answered that too few replicas are up, a node that is not a replica
     // would only forward the request to those same replicas: no use asking it.
     let replicaRefused = false
+    let askedAny = false
+    const requestBytes = requestMsgBytes({ ...req, id: 0 })
     for (let round = 0; round < 2; round++) {
-      const candidates = this.candidates(key)
+      // When this client sees every node as unresponsive, it is more likely the one cut off, or
+      // the cluster overloaded, than every node gone: the second round tries them all anyway
+      // rather than failing without asking (their probes may be about to bring them back).
+      const lastResort = round === 1 && !askedAny
+      const candidates = lastResort ? this.topology_.nodes.map((n) => n.id) : this.candidates(key)
       if (prefer !== undefined && round === 0 && candidates.includes(prefer)) candidates.unshift(...candidates.splice(candidates.indexOf(prefer), 1))
       for (const id of candidates) {
         if (tried.has(id)) continue
@@ -355,12 +361,13 @@ export class KumoClient {
         if (replicaRefused && !replicas.includes(id)) continue
         const conn = this.connection(id)
         // Found unresponsive while an earlier candidate was tried: not worth waiting on.
-        if (conn === undefined || !conn.usable) continue
+        if (conn === undefined || (!conn.usable && !lastResort)) continue
         tried.add(id)
+        askedAny = true
         // Leave time for a second node if the first one hangs, and do not wait on one longer
         // than it answers in plus what coordinating takes (its own replicas' timeout, and a
         // forward's): a node cut off silently is given up on in about a second.
-        const attemptMs = Math.max(1, Math.min(tried.size === 1 ? Math.floor(remaining * 0.6) : remaining, conn.replicaTimeoutMs() + 2 * this.replicaTimeoutMs))
+        const attemptMs = Math.max(1, Math.min(tried.size === 1 ? Math.floor(remaining * 0.6) : remaining, conn.replicaTimeoutMs(requestBytes) + 2 * this.replicaTimeoutMs))
         try {
           req.timeoutMs = attemptMs
           this.sent.set(id, (this.sent.get(id) ?? 0) + 1)
@@ -383,6 +390,8 @@ export class KumoClient {
       // Every known node failed: the map may be stale. Refresh once and try the rest.
       if (round === 0) {
         await this.refresh().catch(() => undefined)
+        // Round 1 asks again everything round 0 asked (the map may have been stale); when
+        // round 0 asked nobody, round 1 is the last resort.
         tried.clear()
         if (Date.now() >= deadline) break
       }

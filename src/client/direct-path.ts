@@ -4,6 +4,7 @@ import { KumoError, toKumoError } from '../core/errors.js'
 import { HybridClock } from '../core/hlc.js'
 import { QuorumTracker } from '../core/quorum.js'
 import { encodeRecord, liveValue, quorumResult, recordHlcCounter, recordHlcMs } from '../core/record.js'
+import { transferAllowanceMs } from '../core/responsiveness.js'
 import { encodeVersion } from '../core/version.js'
 import { requestMsg, type RequestMsg, type ResponseMsg } from '../wire/messages.js'
 import type { NodeConnection } from './node-connection.js'
@@ -84,9 +85,21 @@ export class DirectPath {
     return encodeRecord(encodeVersion(this.clock.now(now), this.writerIdBytes), value, ttlMs > 0 ? now + ttlMs : 0)
   }
 
-  /** How long to wait for `conn` with `remainingMs` of the call left. */
-  private timeoutFor(conn: NodeConnection, remainingMs: number): number {
-    return Math.max(1, Math.min(remainingMs, this.replicaTimeoutMs, conn.replicaTimeoutMs()))
+  /**
+   * How long a write waits for a replica: the cap (replicaTimeoutMs), not the replica's usual
+   * answer time. A replica that is merely slow (a compaction, a large value) still takes the
+   * write, and giving up on it early would only send the same records again through a node,
+   * adding to the load that slowed it. A replica that is gone is caught sooner anyway: once it
+   * answers nothing for its usual time, a liveness probe fails it (MultiplexedStream).
+   */
+  private writeTimeoutFor(remainingMs: number, bytes: number): number {
+    return Math.max(1, Math.min(remainingMs, this.replicaTimeoutMs + transferAllowanceMs(bytes)))
+  }
+
+  /** How long a read waits for `conn` with `remainingMs` of the call left: its usual answer time, then the next replica is asked. */
+  private timeoutFor(conn: NodeConnection, remainingMs: number, bytes = 0): number {
+    const allowance = transferAllowanceMs(bytes)
+    return Math.max(1, Math.min(remainingMs, this.replicaTimeoutMs + allowance, conn.replicaTimeoutMs(bytes)))
   }
 
   /** Writes records of keys sharing one replica set; resolves at W acknowledgements. */
@@ -104,6 +117,8 @@ export class DirectPath {
     for (const conn of conns) if (conn !== undefined) targets++
     if (targets < required) return handOff()
     const tracker = new QuorumTracker(required, targets)
+    let bytes = 0
+    for (let i = 0; i < keys.length; i++) bytes += keys[i]!.length + records[i]!.length
     return new Promise((resolve, reject) => {
       let settled = false
       let outstanding = targets
@@ -143,7 +158,7 @@ export class DirectPath {
           return
         }
         this.host.sending(conn.nodeId)
-        conn.replica.write(keys, records, this.timeoutFor(conn, deadline - Date.now()), (err, res) => {
+        conn.replica.write(keys, records, this.writeTimeoutFor(deadline - Date.now(), bytes), (err, res) => {
           outstanding--
           if (res !== undefined && res.errorCode === '') {
             if (tracker.ack() === 'met') settle()

@@ -1,17 +1,10 @@
 import * as grpc from '@grpc/grpc-js'
 import type { Responsiveness } from '../core/responsiveness.js'
-import { requestMsg, type RepairResponseMsg, type RequestMsg, type ResponseFrameMsg, type ResponseMsg, type ScanRequestMsg, type TopologyMsg } from '../wire/messages.js'
+import { requestMsg, requestMsgBytes, type RepairResponseMsg, type RequestMsg, type ResponseFrameMsg, type ResponseMsg, type ScanRequestMsg, type TopologyMsg } from '../wire/messages.js'
 import { MultiplexedStream } from '../wire/multiplexed-stream.js'
 import { KvClient } from '../wire/proto.js'
 import { ReplicaCoalescer } from './replica-coalescer.js'
 import { channelOptions, fromServiceError } from '../wire/status.js'
-
-function requestBytes(req: RequestMsg): number {
-  let bytes = 24 + req.key.length + req.value.length
-  for (const op of req.ops) bytes += 8 + op.key.length + op.value.length
-  for (const key of req.keys) bytes += 4 + key.length
-  return bytes
-}
 
 /** The client's link to one node: its Pipeline stream, plus the unary admin calls. */
 export class NodeConnection {
@@ -26,7 +19,7 @@ export class NodeConnection {
     this.stream = new MultiplexedStream(() => new KvClient(address, grpc.credentials.createInsecure(), channelOptions), {
       method: 'pipeline',
       describe: `node ${nodeId} (${address})`,
-      bytesOf: requestBytes,
+      bytesOf: requestMsgBytes,
       onFrame: (frame) => {
         const epoch = (frame as ResponseFrameMsg).epoch
         if (epoch) onEpoch(epoch)
@@ -59,9 +52,9 @@ export class NodeConnection {
     return this.stream.usable
   }
 
-  /** How long a replica request to this node may wait, from its measured answer times. */
-  replicaTimeoutMs(): number {
-    return this.stream.replicaTimeoutMs()
+  /** How long a replica request of `bytes` to this node may wait, from its measured answer times. */
+  replicaTimeoutMs(bytes = 0): number {
+    return this.stream.replicaTimeoutMs(bytes)
   }
 
   request(req: Omit<RequestMsg, 'id'>, timeoutMs: number, immediate = false): Promise<ResponseMsg> {

@@ -3,7 +3,7 @@ import { diffMaps, type PartitionMap } from '../core/partition-map.js'
 import { differingLeaves, LeafHasher, leafOf, planExchange, leafCountDefault, type KeyVersion } from '../core/digest.js'
 import { KumoError } from '../core/errors.js'
 import { newerRecord, recordVersion } from '../core/record.js'
-import type { StorageEngine } from '../storage/engine.js'
+import { isLastPage, type StorageEngine } from '../storage/engine.js'
 import type { PeerChannel, PeerPool } from '../wire/peer-channel.js'
 import { noPeerFields } from '../wire/peer-fields.js'
 import type { Membership } from './membership.js'
@@ -33,7 +33,13 @@ export interface RepairResult {
 }
 
 const pageSize = 1000
+/** A page of records held at once, at most: values may be up to 1 MiB each. */
+const pageBytesMax = 4 * 1024 * 1024
+/** Larger values are left out of a page and their versions read one key at a time. */
+const inlineValueBytesMax = 64 * 1024
+const emptyVersion = Buffer.alloc(0)
 const exchangeBatchMax = 500
+const exchangeBytesMax = 4 * 1024 * 1024
 /** A fill that could not reach every other replica is tried again this often, this many times. */
 const fillRetryMs = 5000
 const fillAttemptsMax = 12
@@ -271,7 +277,7 @@ export class AntiEntropy {
   /** Leaf hashes of one local partition. */
   async leafHashes(partition: number): Promise<number[]> {
     const hasher = new LeafHasher(this.config.leafCount)
-    await this.forEachRecord(partition, (key, record) => hasher.add(key, recordVersion(record)))
+    await this.forEachRecord(partition, (key, version) => hasher.add(key, version))
     return [...hasher.hashes]
   }
 
@@ -279,20 +285,28 @@ export class AntiEntropy {
   async leafEntries(partition: number, leaves: readonly number[]): Promise<KeyVersion[]> {
     const wanted = new Set(leaves)
     const out: KeyVersion[] = []
-    await this.forEachRecord(partition, (key, record) => {
-      if (wanted.has(leafOf(key, this.config.leafCount))) out.push({ key, version: Buffer.from(recordVersion(record)) })
+    await this.forEachRecord(partition, (key, version) => {
+      if (wanted.has(leafOf(key, this.config.leafCount))) out.push({ key, version: Buffer.from(version) })
     })
     return out
   }
 
-  private async forEachRecord(partition: number, visit: (key: Buffer, record: Buffer) => void): Promise<void> {
+  /** Visits every record of a partition, a page at a time; large values are not read (only versions are needed). */
+  private async forEachRecord(partition: number, visit: (key: Buffer, version: Buffer) => void): Promise<void> {
     let gte: Buffer | undefined
     for (;;) {
-      const page = await this.deps.storage.scanPartition(partition, { gte, limit: pageSize })
-      for (const { key, record } of page) visit(key, record)
-      if (page.length < pageSize) return
+      const range = { gte, limit: pageSize, bytesMax: pageBytesMax, valueBytesMax: inlineValueBytesMax }
+      const page = await this.deps.storage.scanPartition(partition, range)
+      for (const { key, record } of page) visit(key, record.length === 0 ? (await this.versionOf(partition, key)) ?? emptyVersion : recordVersion(record))
+      if (isLastPage(page, range)) return
       gte = Buffer.concat([page[page.length - 1]!.key, Buffer.from([0])])
     }
+  }
+
+  /** The stored version of one key (a record the scan left out for its size). */
+  private async versionOf(partition: number, key: Buffer): Promise<Buffer | undefined> {
+    const [record] = await this.deps.storage.getRecords(partition, [key])
+    return record === undefined ? undefined : Buffer.from(recordVersion(record))
   }
 
   private async syncWith(channel: PeerChannel, partition: number): Promise<{ pulled: number; pushed: number }> {
@@ -310,18 +324,34 @@ export class AntiEntropy {
       ),
     ])
     const { pull, push } = planExchange(ours, peers)
-    for (let i = 0; i < pull.length; i += exchangeBatchMax) {
+    // Pulled and pushed in batches of at most exchangeBatchMax records and about
+    // exchangeBytesMax bytes: values may be up to 1 MiB, and a message is at most 16 MiB.
+    for (let i = 0; i < pull.length; ) {
       const keys = pull.slice(i, i + exchangeBatchMax)
       await this.throttle(keys.length)
-      const res = await channel.request({ ...noPeerFields, op: 'READ_LOCAL', partition, keys }, timeout)
-      const writes = keys.flatMap((key, j) => (res.records[j]?.length ? [{ partition, key, record: res.records[j]! }] : []))
+      const res = await channel.request({ ...noPeerFields, op: 'READ_LOCAL', partition, keys, bytesMax: exchangeBytesMax }, timeout)
+      const read = keys.length - res.leftOut
+      const writes = keys.slice(0, read).flatMap((key, j) => (res.records[j]?.length ? [{ partition, key, record: res.records[j]! }] : []))
       await this.deps.storage.applyRecords(writes)
+      i += Math.max(1, read)
     }
-    for (let i = 0; i < push.length; i += exchangeBatchMax) {
-      const keys = push.slice(i, i + exchangeBatchMax)
-      await this.throttle(keys.length)
-      const records = await this.deps.storage.getRecords(partition, keys)
-      const present = keys.flatMap((key, j) => (records[j] !== undefined ? [{ key, record: records[j]! }] : []))
+    for (let i = 0; i < push.length; ) {
+      const present: { key: Buffer; record: Buffer }[] = []
+      let bytes = 0
+      while (i < push.length && present.length < exchangeBatchMax && (present.length === 0 || bytes < exchangeBytesMax)) {
+        // As many keys as the records read so far say fit in what is left (large values: one).
+        const fit = present.length === 0 ? 4 : Math.floor(((exchangeBytesMax - bytes) * present.length) / Math.max(1, bytes))
+        const keys = push.slice(i, i + Math.max(1, Math.min(16, fit, exchangeBatchMax - present.length)))
+        i += keys.length
+        const records = await this.deps.storage.getRecords(partition, keys)
+        keys.forEach((key, j) => {
+          if (records[j] === undefined) return
+          present.push({ key, record: records[j]! })
+          bytes += key.length + records[j]!.length
+        })
+      }
+      if (present.length === 0) continue
+      await this.throttle(present.length)
       await channel.request(
         { ...noPeerFields, op: 'WRITE', partition, keys: present.map((e) => e.key), records: present.map((e) => e.record) },
         timeout,

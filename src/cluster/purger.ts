@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import { deadSinceMs } from '../core/record.js'
-import type { RecordWrite, StorageEngine } from '../storage/engine.js'
+import { isLastPage, type RecordWrite, type StorageEngine } from '../storage/engine.js'
 import type { Membership } from './membership.js'
 
 export interface PurgerConfig {
@@ -20,6 +20,8 @@ export const defaultPurgerConfig: PurgerConfig = {
 }
 
 const pageSize = 1000
+/** A page of records held at once, at most (plus one record): values may be up to 1 MiB each. */
+const pageBytesMax = 4 * 1024 * 1024
 
 /** Reclaims the space of tombstones and expired values after the grace period. */
 export class Purger {
@@ -61,7 +63,8 @@ export class Purger {
       if (!map.replicas[partition]!.includes(this.deps.selfId)) continue
       let gte: Buffer | undefined
       for (;;) {
-        const page = await this.deps.storage.scanPartition(partition, { gte, limit: pageSize })
+        const range = { gte, limit: pageSize, bytesMax: pageBytesMax }
+        const page = await this.deps.storage.scanPartition(partition, range)
         scanned += page.length
         const dead: RecordWrite[] = []
         for (const { key, record } of page) {
@@ -70,7 +73,7 @@ export class Purger {
         }
         const results = await this.deps.storage.purgeRecords(dead)
         purged += results.filter(Boolean).length
-        if (page.length < pageSize) break
+        if (isLastPage(page, range)) break
         gte = Buffer.concat([page[page.length - 1]!.key, Buffer.from([0])])
       }
     }

@@ -41,6 +41,13 @@ export function encodeRecord(
   return out
 }
 
+/** Bytes of a record before its value: version length, version, flags, expiry if any. */
+export function recordHeaderBytes(record: Buffer): number {
+  const versionBytes = record[0] ?? 0
+  const flags = record[1 + versionBytes] ?? 0
+  return 2 + versionBytes + (flags & RecordFlags.EXPIRES ? 6 : 0)
+}
+
 /** The version bytes of an encoded record, as a view (no copy). */
 export function recordVersion(record: Buffer): Buffer {
   return record.subarray(1, 1 + record[0]!)

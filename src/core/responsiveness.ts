@@ -18,6 +18,16 @@ export const defaultResponsivenessConfig: ResponsivenessConfig = {
   avoidMsMax: 2000,
 }
 
+/**
+ * Extra time a request of `bytes` may take on top of a node's timeout: to cross the network and
+ * be decoded and stored, at a conservative 8 MiB/s. Answer times measure small requests (most
+ * are), so a 4 MiB batch would otherwise time out on a node that is merely busy with it.
+ */
+export function transferAllowanceMs(bytes: number): number {
+  return bytes / transferBytesPerMs
+}
+const transferBytesPerMs = (8 * 1024 * 1024) / 1000
+
 /** The default config with timeouts capped at `timeoutCapMs` (a configured replica timeout). */
 export function responsivenessWithin(timeoutCapMs: number): Partial<ResponsivenessConfig> {
   return { timeoutCapMs, timeoutFloorMs: Math.min(defaultResponsivenessConfig.timeoutFloorMs, timeoutCapMs) }

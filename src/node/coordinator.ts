@@ -5,12 +5,13 @@ import type { HybridClock } from '../core/hlc.js'
 import { replicaSetIds } from '../core/partition-map.js'
 import { partitionOf } from '../core/partitioner.js'
 import { QuorumTracker } from '../core/quorum.js'
+import { transferAllowanceMs } from '../core/responsiveness.js'
 import { encodeRecord, liveValue, quorumResult } from '../core/record.js'
 import { checkBatch, checkGetMany, checkKey, checkRecords, checkTtl, checkValue } from '../core/validate.js'
 import { encodeVersion, hlcBytes, versionTimestamp } from '../core/version.js'
 import type { Membership } from '../cluster/membership.js'
 import type { StorageEngine } from '../storage/engine.js'
-import type { RequestMsg, ResponseMsg } from '../wire/messages.js'
+import { requestMsgBytes, type RequestMsg, type ResponseMsg } from '../wire/messages.js'
 import type { PeerPool } from '../wire/peer-channel.js'
 import { noPeerFields } from '../wire/peer-fields.js'
 import { PerTurn } from '../wire/per-turn.js'
@@ -215,10 +216,11 @@ export class Coordinator {
     return id === this.deps.selfId || (this.deps.membership.isAlive(id) && this.deps.peers.find(id)?.usable !== false)
   }
 
-  /** How long a replica request to `id` may wait: its measured answer times, within the deadline. */
-  private timeoutFor(id: string, deadlineMs: number): number {
-    const measured = this.deps.peers.find(id)?.replicaTimeoutMs() ?? this.config.replicaTimeoutMs
-    return Math.max(1, Math.min(this.config.replicaTimeoutMs, measured, deadlineMs - Date.now()))
+  /** How long a replica request of `bytes` to `id` may wait: its measured answer times, within the deadline. */
+  private timeoutFor(id: string, deadlineMs: number, bytes = 0): number {
+    const allowance = transferAllowanceMs(bytes)
+    const measured = this.deps.peers.find(id)?.replicaTimeoutMs(bytes) ?? this.config.replicaTimeoutMs + allowance
+    return Math.max(1, Math.min(this.config.replicaTimeoutMs + allowance, measured, deadlineMs - Date.now()))
   }
 
   /** Later writes this node stamps sort above `version` (the newest of a write it applies). */
@@ -278,7 +280,7 @@ export class Coordinator {
       if (address === undefined || !this.askable(id)) continue
       if (remaining <= 0) throw new KumoError('TIMEOUT', 'request deadline passed while forwarding')
       // The replica coordinates it: its answer time plus its own replicas' timeout, at most.
-      const attemptMs = Math.max(1, Math.min(remaining, this.timeoutFor(id, deadlineMs) + this.config.replicaTimeoutMs))
+      const attemptMs = Math.max(1, Math.min(remaining, this.timeoutFor(id, deadlineMs, requestMsgBytes(req)) + this.config.replicaTimeoutMs))
       try {
         const res = await this.deps.peers
           .get(id, address)
@@ -508,7 +510,9 @@ export class Coordinator {
     const partitions = group.partitions
     const required = requiredAcks(consistency, replicas.length)
     const tracker = new QuorumTracker(required, replicas.length)
-    const hintTimeoutMs = Math.max(1, Math.min(this.config.replicaTimeoutMs, deadlineMs - now))
+    let bytes = 0
+    for (let i = 0; i < keys.length; i++) bytes += keys[i]!.length + records[i]!.length
+    const hintTimeoutMs = Math.max(1, Math.min(this.config.replicaTimeoutMs + transferAllowanceMs(bytes), deadlineMs - now))
     return new Promise((resolve, reject) => {
       let settled = false
       let lastError: KumoError | undefined
@@ -553,7 +557,9 @@ export class Coordinator {
           onReplicaFailure(id, new KumoError('UNAVAILABLE', `node ${id} cannot take writes now (${this.whyNotWritable(id)})`))
           continue
         }
-        this.writeReplica(id, partitions, keys, records, this.timeoutFor(id, deadlineMs)).then(onAck, (err) => onReplicaFailure(id, err))
+        // The cap, not the replica's usual answer time (DirectPath.writeTimeoutFor says why).
+        const timeoutMs = Math.max(1, Math.min(this.config.replicaTimeoutMs + transferAllowanceMs(bytes), deadlineMs - Date.now()))
+        this.writeReplica(id, partitions, keys, records, timeoutMs).then(onAck, (err) => onReplicaFailure(id, err))
       }
     })
   }

@@ -1,11 +1,13 @@
 import * as grpc from '@grpc/grpc-js'
 import { KumoError, toKumoError } from '../core/errors.js'
 import { scanLimitMax } from '../core/limits.js'
+import type { TokenBucket } from '../core/token-bucket.js'
 import { checkGetMany } from '../core/validate.js'
-import { serveMultiplexed } from '../wire/serve-stream.js'
+import { serveMultiplexed, type InFlightBytes } from '../wire/serve-stream.js'
 import { isMalformed, malformed } from '../wire/proto.js'
 import {
   requestMsg,
+  requestMsgBytes,
   type RequestFrameMsg,
   RequestMsg,
   ResponseFrameMsg,
@@ -15,14 +17,21 @@ import {
   TopologyMsg,
 } from '../wire/messages.js'
 import { toServiceError } from '../wire/status.js'
-import { mergedScan, scanBounds, type PartitionPageReader } from './merged-scan.js'
+import { mergedScan, scanBounds, type ScanSource } from './merged-scan.js'
 
 export interface KvServiceDeps {
   handle: (req: RequestMsg) => Promise<ResponseMsg>
   topology: (repairDetail: boolean) => TopologyMsg
   epoch: () => number
   partitionCount: () => number
-  readPage: PartitionPageReader
+  scanSource: ScanSource
+  /** Bytes of requests in flight: the node's bound (shared with its peer streams) and one stream's. */
+  inFlightBytes: InFlightBytes
+  streamBytesMax: number
+  /** Bytes a second that scans send, over all of them (TokenBucket). */
+  scanPace: TokenBucket
+  /** A scan may start (and calls the returned function when it ends), or the error why not. */
+  admitScan: () => (() => void) | KumoError
   /** Refuses new work while starting or draining. */
   admit: () => KumoError | undefined
   track: (delta: number) => void
@@ -31,6 +40,9 @@ export interface KvServiceDeps {
 }
 
 type Unary = grpc.handleUnaryCall<unknown, unknown>
+
+/** A scan page sent to a client ends at this many bytes (past its first entry). */
+const scanPageBytesMax = 1024 * 1024
 
 const empty = Buffer.alloc(0)
 
@@ -151,10 +163,33 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
             return { id: req.id, errorCode: error.code, errorMessage: error.message, found: false, value: empty }
           }),
         bytesOf,
+        {
+          requestBytes: requestMsgBytes,
+          streamBytesMax: deps.streamBytesMax,
+          node: deps.inFlightBytes,
+          refuse: (req, error) => ({ id: req.id, errorCode: error.code, errorMessage: error.message, found: false, value: empty }),
+        },
         () => ({ epoch: deps.epoch() }),
       )
     },
   }
+}
+
+/** Resolves when the stream can take more, or is gone (so a scan never waits forever on a client that left). */
+function drained(call: grpc.ServerWritableStream<ScanRequestMsg, unknown>): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      call.off('drain', done)
+      call.off('cancelled', done)
+      call.off('close', done)
+      call.off('error', done)
+      resolve()
+    }
+    call.once('drain', done)
+    call.once('cancelled', done)
+    call.once('close', done)
+    call.once('error', done)
+  })
 }
 
 async function scan(call: grpc.ServerWritableStream<ScanRequestMsg, unknown>, deps: KvServiceDeps): Promise<void> {
@@ -169,12 +204,25 @@ async function scan(call: grpc.ServerWritableStream<ScanRequestMsg, unknown>, de
     if (refused !== undefined) throw refused
     if (m.limit > scanLimitMax) throw new KumoError('INVALID_ARGUMENT', `scan limit ${m.limit} is over ${scanLimitMax}`)
     const pageSize = Math.min(Math.max(m.pageSize || 500, 1), 5000)
-    const pages = mergedScan(deps.partitionCount(), scanBounds(m.prefix, m.gte, m.lt), m.limit, pageSize, deps.readPage, Date.now)
-    for await (const page of pages) {
-      if (cancelled) return
-      if (!call.write({ entries: page })) await new Promise((resolve) => call.once('drain', resolve))
+    const admitted = deps.admitScan()
+    if (admitted instanceof KumoError) throw admitted
+    try {
+      const pages = mergedScan(deps.partitionCount(), scanBounds(m.prefix, m.gte, m.lt), m.limit, pageSize, scanPageBytesMax, deps.scanSource, Date.now)
+      for await (const page of pages) {
+        if (cancelled) return
+        // Back-pressure: the next page is read only once the client has taken this one.
+        if (!call.write({ entries: page })) await drained(call)
+        // Scans share the node's pace (bytes a second, over all of them), so that many scans of
+        // large values do not take every core from the requests that must stay fast.
+        let bytes = 0
+        for (const entry of page) bytes += entry.key.length + entry.value.length
+        const waitMs = deps.scanPace.take(bytes, Date.now())
+        if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs))
+      }
+      call.end()
+    } finally {
+      admitted()
     }
-    call.end()
   } catch (err) {
     if (!cancelled) call.emit('error', toServiceError(err))
   }

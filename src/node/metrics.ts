@@ -25,6 +25,8 @@ export class NodeMetrics {
   readonly peerStateChanges: Counter<'peer' | 'state'>
   readonly peerAvoided: Counter<'peer'>
   readonly peerTimeout: Gauge<'peer'>
+  readonly connections: Gauge
+  readonly connectionsRefused: Counter
   private server: http.Server | undefined
 
   constructor(nodeId: string, collect: (metrics: NodeMetrics) => void) {
@@ -58,6 +60,8 @@ export class NodeMetrics {
     this.peerStateChanges = new Counter({ name: 'kumo_peer_state_changes_total', help: 'Times a peer\'s state (failure detector) changed to up, suspect or down, as this node sees it', labelNames: ['peer', 'state'], registers })
     this.peerAvoided = new Counter({ name: 'kumo_peer_avoided_total', help: 'Times a peer was avoided for leaving a request unanswered (then probed back in)', labelNames: ['peer'], registers })
     this.peerTimeout = new Gauge({ name: 'kumo_peer_replica_timeout_seconds', help: 'How long this node waits for a peer\'s reply before counting it failed: from its measured answer times, within 250 ms and the replica timeout', labelNames: ['peer'], registers })
+    this.connections = new Gauge({ name: 'kumo_connections', help: 'Connections open to this node (clients and peers)', registers })
+    this.connectionsRefused = new Counter({ name: 'kumo_connections_refused_total', help: 'Connections refused for the connection limit (--max-connections)', registers })
     collectDefaultMetrics({ register: this.registry, prefix: 'kumo_' })
   }
 

@@ -6,18 +6,19 @@ import { defaultLoadBalancing, loadBalancingPolicies, type LoadBalancing } from 
 import { parseConsistency, type Consistency } from '../core/consistency.js'
 import { KumoError, toKumoError } from '../core/errors.js'
 import { HybridClock } from '../core/hlc.js'
-import { messageBytesMax } from '../core/limits.js'
+import { messageBytesMax, requestMessageBytesMax } from '../core/limits.js'
 import { assertValidMap, type PartitionMap } from '../core/partition-map.js'
 import { defaultPartitionCount } from '../core/partitioner.js'
 import { responsivenessWithin } from '../core/responsiveness.js'
+import { TokenBucket } from '../core/token-bucket.js'
 import { versionAheadMsMax } from '../core/validate.js'
 import { nodeIdBytesMax, versionTimestamp } from '../core/version.js'
 import { Membership, type MemberView } from '../cluster/membership.js'
 import { ClassicLevelEngine, defaultRowCacheBytes } from '../storage/classic-level-engine.js'
-import type { StorageEngine, StoredRecord } from '../storage/engine.js'
+import type { StorageEngine } from '../storage/engine.js'
 import { partitionCountMax } from '../storage/keys.js'
-import type { PeerRequestFrameMsg, PeerRequestMsg, PeerResponseFrameMsg, PeerResponseMsg, TopologyMsg } from '../wire/messages.js'
-import { serveMultiplexed } from '../wire/serve-stream.js'
+import { peerRequestMsgBytes, type PeerRequestFrameMsg, type PeerRequestMsg, type PeerResponseFrameMsg, type PeerResponseMsg, type TopologyMsg } from '../wire/messages.js'
+import { InFlightBytes, serveMultiplexed } from '../wire/serve-stream.js'
 import { isMalformed, kvService, peerService } from '../wire/proto.js'
 import { toServiceError } from '../wire/status.js'
 import { mapToMsg } from '../cluster/map-codec.js'
@@ -31,6 +32,8 @@ import { StorageHealth } from './storage-health.js'
 import { VersionBoundStorage } from './version-bound-storage.js'
 import { noPeerFields } from '../wire/peer-fields.js'
 import { kvHandlers } from './kv-service.js'
+import { defaultConnectionsMax, Listener, refusingServer, serverIdleOptions } from './listener.js'
+import type { ScanSource } from './merged-scan.js'
 import { PeerPool } from '../wire/peer-channel.js'
 import { NodeMetrics } from './metrics.js'
 import { checkPartitions, ReplicaService } from './replica-service.js'
@@ -82,6 +85,16 @@ export interface NodeOptions {
   clockOffsetMaxMs?: number
   /** How often a node whose storage fails writes probes it with a write (default 1 s). */
   storageProbeIntervalMs?: number
+  /** Bytes a second all scans together send at most (default 32 MiB): they share the node with point requests. */
+  scanBytesPerSecond?: number
+  /** Bytes of requests received and not yet answered, over all connections, at most (default 256 MiB; a connection: 64 MiB at most). */
+  requestBytesInFlightMax?: number
+  /** Connections served at once at most; past it, a new one is refused with OVERLOADED (default 4096). */
+  connectionsMax?: number
+  /** A connection idle this long is closed (default 2 minutes; a live client's keepalive pings keep it open). */
+  idleTimeoutMs?: number
+  /** Scans running at once at most; past it, a scan gets OVERLOADED (default 4): a scan of large values keeps a core busy. */
+  scansInFlightMax?: number
   /** Serve Prometheus metrics on http://<metricsHost>:<port>/metrics (0 picks a port; unset: off). */
   metricsPort?: number
   metricsHost?: string
@@ -130,6 +143,11 @@ function checkOptions(o: NodeOptions): void {
   if (o.tombstoneGraceMs !== undefined && !(o.tombstoneGraceMs >= 0)) bad('tombstone grace must be 0 or more')
   if (o.rowCacheBytes !== undefined && !(Number.isSafeInteger(o.rowCacheBytes) && o.rowCacheBytes >= 0)) bad('row cache size must be a whole number of bytes, 0 or more')
   if (o.purgeIntervalMs !== undefined && !(o.purgeIntervalMs >= 0)) bad('purge interval must be 0 or more')
+  if (o.requestBytesInFlightMax !== undefined && !(Number.isSafeInteger(o.requestBytesInFlightMax) && o.requestBytesInFlightMax >= 1024 * 1024)) bad('requestBytesInFlightMax must be a whole number of bytes, at least 1 MiB')
+  if (o.connectionsMax !== undefined && !(Number.isInteger(o.connectionsMax) && o.connectionsMax >= 1)) bad('connectionsMax must be a whole number of at least 1')
+  if (o.idleTimeoutMs !== undefined && !(Number.isInteger(o.idleTimeoutMs) && o.idleTimeoutMs >= 1000)) bad('idle timeout must be at least 1000 ms')
+  if (o.scanBytesPerSecond !== undefined && !(Number.isSafeInteger(o.scanBytesPerSecond) && o.scanBytesPerSecond >= 1024 * 1024)) bad('scanBytesPerSecond must be a whole number of bytes, at least 1 MiB')
+  if (o.scansInFlightMax !== undefined && !(Number.isInteger(o.scansInFlightMax) && o.scansInFlightMax >= 1)) bad('scansInFlightMax must be a whole number of at least 1')
   if (o.clockOffsetMaxMs !== undefined && !(o.clockOffsetMaxMs > 0 && o.clockOffsetMaxMs < versionAheadMsMax)) bad(`clock offset limit must be positive and under ${versionAheadMsMax} ms (the bound on versions ahead)`)
   if (o.storageProbeIntervalMs !== undefined && !(o.storageProbeIntervalMs > 0)) bad('storage probe interval must be positive')
   if (o.replicaTimeoutMs !== undefined && !(Number.isFinite(o.replicaTimeoutMs) && o.replicaTimeoutMs >= 1)) bad('replica timeout must be at least 1 ms')
@@ -138,17 +156,6 @@ function checkOptions(o: NodeOptions): void {
   }
   if (o.metricsPort !== undefined && (!Number.isInteger(o.metricsPort) || o.metricsPort < 0 || o.metricsPort > 65535)) bad('metrics port must be 0 to 65535')
   for (const seed of o.seeds ?? []) if (!/^[^:\s]+:\d+$/.test(seed)) bad(`seed ${JSON.stringify(seed)} must be host:port`)
-}
-
-function bind(server: grpc.Server, listen: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.bindAsync(listen, grpc.ServerCredentials.createInsecure(), (err, port) => {
-      if (err) {
-        const inUse = /EADDRINUSE|address already in use|No address added/i.test(err.message)
-        reject(new KumoError(inUse ? 'ADDRESS_IN_USE' : 'INTERNAL', `cannot listen on ${listen}: ${err.message}`, { cause: err }))
-      } else resolve(port)
-    })
-  })
 }
 
 /** Starts a node in this process. Resolves once it listens; it serves once it is in the map. */
@@ -193,17 +200,21 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   }
 
   const server = new grpc.Server({
-    'grpc.max_receive_message_length': messageBytesMax,
+    'grpc.max_receive_message_length': requestMessageBytesMax,
     'grpc.max_send_message_length': messageBytesMax,
+    ...serverIdleOptions(options.idleTimeoutMs ?? 120_000),
   })
+  const host = options.listen.slice(0, options.listen.lastIndexOf(':'))
+  const connectionsMax = options.connectionsMax ?? defaultConnectionsMax
+  const refuser = refusingServer([kvService, peerService], () => `node ${options.id} serves ${connectionsMax} connections at most and has that many open; try another node`)
+  const listener = new Listener(server, refuser, grpc.ServerCredentials.createInsecure(), { connectionsMax, silentMs: Math.min(10_000, options.idleTimeoutMs ?? 120_000) })
   let port: number
   try {
-    port = await bind(server, options.listen)
+    port = await listener.listen(host, Number(options.listen.slice(options.listen.lastIndexOf(':') + 1)))
   } catch (err) {
     await storage.close()
     throw err
   }
-  const host = options.listen.slice(0, options.listen.lastIndexOf(':'))
   const address = options.advertise ?? `${host}:${port}`
 
   const metrics = new NodeMetrics(options.id, (m) => {
@@ -227,6 +238,9 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     m.rowCacheBytes.set(cache.bytes)
     m.rowCacheEntries.set(cache.entries)
     m.storageFailing.set(storageHealth.failing === undefined ? 0 : 1)
+    m.connections.set(listener.connections)
+    m.connectionsRefused.reset()
+    m.connectionsRefused.inc(listener.refused)
     m.peerStateChanges.reset()
     for (const [peer, changes] of membership.healthChanges) for (const [state, count] of Object.entries(changes)) if (count > 0) m.peerStateChanges.inc({ peer, state }, count)
     m.peerAvoided.reset()
@@ -418,26 +432,42 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     return { ...mapToMsg(map, nodes, options.id), repair: { ...repair, ...detail } }
   }
 
-  const readPage = async (partition: number, gte: Buffer | undefined, lt: Buffer | undefined, limit: number): Promise<StoredRecord[]> => {
-    const map = membership.map!
-    const replicas = map.replicas[partition]!
-    if (replicas.includes(options.id)) return storage.scanPartition(partition, { gte, lt, limit })
+  // Scans read each partition from one replica: this node's own copy when it holds one.
+  const scanSource: ScanSource = {
+    page: async (partition, gte, lt, limit, bytesMax, valueBytesMax) => {
+      if (membership.map!.replicas[partition]!.includes(options.id)) return storage.scanPartition(partition, { gte, lt, limit, bytesMax, valueBytesMax })
+      const res = await askReplica(partition, { op: 'SCAN', partition, gte: gte ?? Buffer.alloc(0), lt: lt ?? Buffer.alloc(0), limit, bytesMax, valueBytesMax })
+      return res.keys.map((key, i) => ({ key, record: res.records[i]! }))
+    },
+    record: async (partition, key) => {
+      if (membership.map!.replicas[partition]!.includes(options.id)) return (await storage.getRecords(partition, [key]))[0]
+      const res = await askReplica(partition, { op: 'READ_LOCAL', partition, keys: [key] })
+      return res.records[0]?.length ? res.records[0] : undefined
+    },
+  }
+  const askReplica = async (partition: number, req: Partial<PeerRequestMsg> & { op: PeerRequestMsg['op'] }): Promise<PeerResponseMsg> => {
     let lastError: unknown = new KumoError('UNAVAILABLE', `no replica of partition ${partition} is reachable`)
-    for (const id of replicas) {
+    for (const id of membership.map!.replicas[partition]!) {
       const addr = membership.address(id)
-      if (addr === undefined || !membership.isAlive(id)) continue
+      if (addr === undefined || !membership.isAlive(id) || peers.find(id)?.usable === false) continue
       try {
-        const res = await peers.get(id, addr).request(
-          { ...noPeerFields, op: 'SCAN', partition, gte: gte ?? Buffer.alloc(0), lt: lt ?? Buffer.alloc(0), limit },
-          options.requestTimeoutMs ?? 5000,
-        )
-        return res.keys.map((key, i) => ({ key, record: res.records[i]! }))
+        return await peers.get(id, addr).request({ ...noPeerFields, ...req }, options.requestTimeoutMs ?? 5000)
       } catch (err) {
         lastError = err
       }
     }
     throw toKumoError(lastError)
   }
+
+  // Requests received and not yet answered, in bytes: over all streams, and on any one.
+  const inFlightBytes = new InFlightBytes(options.requestBytesInFlightMax ?? 256 * 1024 * 1024)
+  const streamBytesMax = Math.min(inFlightBytes.max, 64 * 1024 * 1024)
+
+  // Concurrent scans, each holding at most its cursors' pages (scanCursorBytesMax) and a page out.
+  const scansInFlightMax = options.scansInFlightMax ?? 4
+  const scanBytesPerSecond = options.scanBytesPerSecond ?? 32 * 1024 * 1024
+  const scanPace = new TokenBucket(scanBytesPerSecond, scanBytesPerSecond)
+  let scansRunning = 0
 
   server.addService(
     kvService,
@@ -469,7 +499,19 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       topology,
       epoch: () => membership.map?.epoch ?? 0,
       partitionCount: () => membership.map?.partitionCount ?? partitionConfig.partitionCount,
-      readPage,
+      scanSource,
+      scanPace,
+      inFlightBytes,
+      streamBytesMax,
+      admitScan: () => {
+        if (scansRunning >= scansInFlightMax) return new KumoError('OVERLOADED', `node ${options.id} has ${scansRunning} scans running (limit ${scansInFlightMax}); try again later or another node`)
+        scansRunning++
+        let released = false
+        return () => {
+          if (!released) scansRunning--
+          released = true
+        }
+      },
       admit: () => {
         if (state !== 'serving') return new KumoError('NOT_SERVING', `node ${options.id} is ${state === 'starting' ? 'starting' : 'shutting down'}`)
         // Back-pressure: past this many client requests in flight, refuse rather than queue
@@ -499,6 +541,12 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
           for (const r of res.records) bytes += r.length
           return bytes
         },
+        {
+          requestBytes: peerRequestMsgBytes,
+          streamBytesMax,
+          node: inFlightBytes,
+          refuse: (req, error) => ({ id: req.id, errorCode: error.code, errorMessage: error.message, keys: [], records: [], forward: null, hashes: [], leftOut: 0 }),
+        },
       )
     },
     Gossip: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
@@ -516,11 +564,14 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     try {
       metricsPort = await metrics.listen(options.metricsPort, options.metricsHost ?? host)
     } catch (err) {
+      await listener.close()
       server.forceShutdown()
+      refuser.forceShutdown()
       await storage.close()
       throw new KumoError('ADDRESS_IN_USE', `cannot serve metrics on port ${options.metricsPort}: ${(err as Error).message}`)
     }
   }
+  listener.serve()
   membership.start()
   clockWatch.start()
   hintDelivery.start()
@@ -555,6 +606,8 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   }
   const stopNow = async (): Promise<void> => {
     await drain()
+    await listener.close()
+    refuser.forceShutdown()
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => {
         server.forceShutdown()

@@ -35,11 +35,32 @@ export class ReplicaService {
     }
   }
 
+  /**
+   * Records for keys, read a few at a time until the answer holds `bytesMax` bytes; the keys
+   * after that are left out, for the asker to ask again (anti-entropy pulling large values).
+   */
+  private async readBounded(partitions: readonly number[], keys: readonly Buffer[], bytesMax: number): Promise<Partial<PeerResponseMsg>> {
+    const records: Buffer[] = []
+    let bytes = 0
+    while (records.length < keys.length && (records.length === 0 || bytes < bytesMax)) {
+      // As many keys as the records read so far say fit in what is left (large values: one).
+      const fit = records.length === 0 ? boundedReadChunk : Math.floor(((bytesMax - bytes) * records.length) / Math.max(1, bytes))
+      const end = Math.min(keys.length, records.length + Math.max(1, Math.min(boundedReadChunk, fit)))
+      const found = await this.deps.storage.getRecordsAt(partitions.slice(records.length, end), keys.slice(records.length, end))
+      for (const record of found) {
+        records.push(record ?? empty)
+        bytes += record?.length ?? 0
+      }
+    }
+    return { records, leftOut: keys.length - records.length }
+  }
+
   private async dispatch(req: PeerRequestMsg): Promise<Partial<PeerResponseMsg>> {
     switch (req.op) {
       case 'READ':
       case 'READ_LOCAL': {
         const partitions = req.partitions.length > 0 ? checkPartitions(req) : req.keys.map(() => req.partition)
+        if (req.op === 'READ_LOCAL' && req.bytesMax > 0) return this.readBounded(partitions, req.keys, req.bytesMax)
         const records = await (req.op === 'READ' ? this.deps.readRecords(partitions, req.keys) : this.deps.storage.getRecordsAt(partitions, req.keys))
         return { records: records.map((r) => r ?? empty) }
       }
@@ -67,6 +88,8 @@ export class ReplicaService {
           gte: req.gte.length > 0 ? req.gte : undefined,
           lt: req.lt.length > 0 ? req.lt : undefined,
           limit,
+          bytesMax: Math.min(req.bytesMax || scanPageBytesMax, scanPageBytesMax),
+          ...(req.valueBytesMax > 0 ? { valueBytesMax: req.valueBytesMax } : {}),
         })
         return { keys: entries.map((e) => e.key), records: entries.map((e) => e.record) }
       }
@@ -79,6 +102,11 @@ export class ReplicaService {
   }
 }
 
+/** A SCAN page's bytes at most (past its first entry): one answer never holds a whole partition of large values. */
+export const scanPageBytesMax = 4 * 1024 * 1024
+/** Keys read at a time by a READ_LOCAL bounded in bytes. */
+const boundedReadChunk = 16
+
 /** Per-key partitions of a multi-partition request, checked to be one per key. */
 export function checkPartitions(req: PeerRequestMsg): number[] {
   if (req.partitions.length !== req.keys.length) throw new KumoError('INVALID_ARGUMENT', 'partitions and keys differ in count')
@@ -86,5 +114,5 @@ export function checkPartitions(req: PeerRequestMsg): number[] {
 }
 
 function blank(id: number): PeerResponseMsg {
-  return { id, errorCode: '', errorMessage: '', keys: [], records: [], forward: null, hashes: [] }
+  return { id, errorCode: '', errorMessage: '', keys: [], records: [], forward: null, hashes: [], leftOut: 0 }
 }

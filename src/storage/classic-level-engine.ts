@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { ClassicLevel } from 'classic-level'
 import { KumoError } from '../core/errors.js'
-import { recordVersion } from '../core/record.js'
-import type { HintEntry, RecordWrite, ScanRange, StorageEngine, StoredRecord } from './engine.js'
+import { recordHeaderBytes, recordVersion } from '../core/record.js'
+import { scanEntryBytes, type HintEntry, type RecordWrite, type ScanRange, type StorageEngine, type StoredRecord } from './engine.js'
 import {
   dataKey,
   decodeHintKey,
@@ -15,6 +15,7 @@ import {
   userKeyOf,
 } from './keys.js'
 import { RowCache } from './row-cache.js'
+import { Semaphore } from '../core/semaphore.js'
 
 export interface ClassicLevelEngineConfig {
   /** fsync every write batch (slower, survives power loss rather than only process crashes). */
@@ -29,6 +30,12 @@ export interface ClassicLevelEngineConfig {
   rowCacheBytes: number
   /** Told of every failed write (a full disk, an I/O error): the node goes read-only on it. */
   onWriteFailure?: (err: KumoError) => void
+  /**
+   * Iterators open at once at most (scans, hint reads); the others wait. Each holds the block it
+   * is on in memory, a whole value of up to 1 MiB: a scan reads every partition, and twenty scans
+   * of large values with an iterator per partition each held gigabytes.
+   */
+  iteratorsMax: number
 }
 
 /** The row cache's default size. */
@@ -51,6 +58,8 @@ interface PendingWrite {
 type Db = ClassicLevel<Buffer, Buffer>
 
 const highWaterKey = metaKey('high-water-version')
+/** An omitted record in a scan page (ScanRange.valueBytesMax). */
+const omitted = Buffer.alloc(0)
 const probeKey = metaKey('write-probe')
 /** Above every real version: with it, every write is checked against storage. */
 const maxVersion = Buffer.alloc(8 + 65, 0xff)
@@ -84,6 +93,7 @@ export class ClassicLevelEngine implements StorageEngine {
   private readonly partitionHigh = new Map<number, Buffer>()
   private openHighWater: Buffer = Buffer.alloc(0)
   private readonly cache: RowCache
+  private readonly iterators: Semaphore
   /**
    * Commits that changed data keys, counted once each has been applied and its keys forgotten
    * by the row cache: a thread-pool read fills the cache only if this did not move while it ran.
@@ -100,8 +110,10 @@ export class ClassicLevelEngine implements StorageEngine {
       cacheBytes: levelOptions.cacheSize,
       writeBufferBytes: levelOptions.writeBufferSize,
       rowCacheBytes: defaultRowCacheBytes,
+      iteratorsMax: 16,
       ...config,
     }
+    this.iterators = new Semaphore(this.config.iteratorsMax)
     this.cache = new RowCache(this.config.rowCacheBytes)
     this.db = new ClassicLevel<Buffer, Buffer>(location, {
       keyEncoding: 'buffer',
@@ -428,15 +440,28 @@ export class ClassicLevelEngine implements StorageEngine {
   async scanPartition(partition: number, range: ScanRange): Promise<StoredRecord[]> {
     assert.ok(range.limit >= 0)
     if (range.limit === 0) return []
+    return this.iterators.run(() => this.scanPartitionNow(partition, range))
+  }
+
+  private async scanPartitionNow(partition: number, range: ScanRange): Promise<StoredRecord[]> {
     const bounds = partitionRange(partition, range.gte, range.lt)
+    const bytesMax = range.bytesMax ?? Infinity
+    const valueBytesMax = range.valueBytesMax ?? Infinity
     const out: StoredRecord[] = []
+    let bytes = 0
     const it = this.db.iterator({ ...bounds, limit: range.limit })
     try {
-      for (;;) {
-        const entries = await it.nextv(Math.min(1000, range.limit - out.length))
+      while (out.length < range.limit && bytes < bytesMax) {
+        // Small steps while the byte budget is the bound: each step's records are held at once.
+        const step = bytesMax === Infinity ? 1000 : 16
+        const entries = await it.nextv(Math.min(step, range.limit - out.length))
         if (entries.length === 0) break
-        for (const [key, record] of entries) out.push({ key: Buffer.from(userKeyOf(key)), record })
-        if (out.length >= range.limit) break
+        for (const [key, record] of entries) {
+          const entry = { key: Buffer.from(userKeyOf(key)), record: record.length - recordHeaderBytes(record) > valueBytesMax ? omitted : record }
+          out.push(entry)
+          bytes += scanEntryBytes(entry)
+          if (bytes >= bytesMax) break
+        }
       }
     } finally {
       await it.close()
@@ -497,7 +522,11 @@ export class ClassicLevelEngine implements StorageEngine {
     }
   }
 
-  async readHints(target: string, limit: number, options: { after?: Buffer; bytesMax?: number } = {}): Promise<HintEntry[]> {
+  readHints(target: string, limit: number, options: { after?: Buffer; bytesMax?: number } = {}): Promise<HintEntry[]> {
+    return this.iterators.run(() => this.readHintsNow(target, limit, options))
+  }
+
+  private async readHintsNow(target: string, limit: number, options: { after?: Buffer; bytesMax?: number }): Promise<HintEntry[]> {
     const prefix = hintTargetPrefix(target)
     const out: HintEntry[] = []
     const bytesMax = options.bytesMax ?? Infinity

@@ -30,6 +30,30 @@ export interface ScanRange {
   gte?: Uint8Array
   lt?: Uint8Array
   limit: number
+  /**
+   * The page ends after the entry that brings it to this many bytes (keys and records) or
+   * more: so a page under bytesMax with fewer than `limit` entries is the end of the range.
+   */
+  bytesMax?: number
+  /**
+   * Records whose value is longer than this come back *omitted*: an empty Buffer (never a real
+   * record), to be read by key when needed. They count only their key toward bytesMax.
+   */
+  valueBytesMax?: number
+}
+
+/** Whether a page scanned with `range` is the range's last (ScanRange.bytesMax). */
+export function isLastPage(page: readonly StoredRecord[], range: ScanRange): boolean {
+  if (page.length >= range.limit) return false
+  if (range.bytesMax === undefined) return true
+  let bytes = 0
+  for (const entry of page) bytes += scanEntryBytes(entry)
+  return bytes < range.bytesMax
+}
+
+/** The bytes an entry counts toward ScanRange.bytesMax. */
+export function scanEntryBytes(entry: StoredRecord): number {
+  return entry.key.length + entry.record.length
 }
 
 export interface StorageEngine {
@@ -55,7 +79,7 @@ export interface StorageEngine {
    */
   purgeRecords(entries: readonly RecordWrite[]): Promise<boolean[]>
 
-  /** Records of one partition in user-key order within the range, at most `limit`. */
+  /** Records of one partition in user-key order within the range: at most `limit`, and see bytesMax and valueBytesMax. */
   scanPartition(partition: number, range: ScanRange): Promise<StoredRecord[]>
 
   /** Deletes a partition's records whose user keys fall in the range (used after handoff). */

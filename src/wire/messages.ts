@@ -40,6 +40,23 @@ export function requestMsg(fields: Partial<RequestMsg> & { op: OpName }): Reques
   return { id: 0, key: noBytes, value: noBytes, consistency: '', ttlMs: 0, timeoutMs: 0, ops: [], keys: [], records: [], hintTarget: '', unresponsive: [], ...fields }
 }
 
+/** About the bytes a request takes on the wire and in memory (frame cutting, in-flight bounds). */
+export function requestMsgBytes(req: RequestMsg): number {
+  let bytes = 24 + req.key.length + req.value.length
+  for (const op of req.ops) bytes += 8 + op.key.length + op.value.length
+  for (const key of req.keys) bytes += 4 + key.length
+  for (const record of req.records) bytes += 4 + record.length
+  return bytes
+}
+
+/** About the bytes a node-to-node request takes (a forwarded client request included). */
+export function peerRequestMsgBytes(req: PeerRequestMsg): number {
+  let bytes = 16 + (req.forward ? requestMsgBytes(req.forward) : 0)
+  for (const key of req.keys) bytes += 4 + key.length
+  for (const record of req.records) bytes += 4 + record.length
+  return bytes
+}
+
 export interface RequestFrameMsg {
   requests: RequestMsg[]
 }
@@ -64,6 +81,8 @@ export interface PeerRequestMsg {
   hintTarget: string
   leaves: number[]
   partitions: number[]
+  bytesMax: number
+  valueBytesMax: number
 }
 
 export interface PeerResponseMsg {
@@ -74,6 +93,7 @@ export interface PeerResponseMsg {
   records: Buffer[]
   forward?: ResponseMsg | null
   hashes: number[]
+  leftOut: number
 }
 
 export interface PeerRequestFrameMsg {

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js'
 import { KumoError } from '../core/errors.js'
 import { frameBytesMax, frameOpsMax } from '../core/limits.js'
-import { Responsiveness } from '../core/responsiveness.js'
+import { Responsiveness, transferAllowanceMs } from '../core/responsiveness.js'
 import { FrameBatcher } from './frame-batcher.js'
 import { PendingTable } from './pending-table.js'
 import { fromServiceError } from './status.js'
@@ -121,9 +121,9 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
     if (before !== after) process.stderr.write(`${new Date().toISOString()} kumo responsiveness: ${this.options.describe} ${after ? 'usable again' : 'avoided'} on ${event}\n`)
   }
 
-  /** How long a request to this node may wait for its reply, from its measured answer times. */
-  replicaTimeoutMs(): number {
-    return this.responsiveness.timeoutMs()
+  /** How long a request of `bytes` to this node may wait for its reply, from its measured answer times. */
+  replicaTimeoutMs(bytes = 0): number {
+    return this.responsiveness.timeoutMs() + transferAllowanceMs(bytes)
   }
 
   /**
@@ -139,8 +139,9 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
     }
     return new Promise<Res>((resolve, reject) => {
       const full = req as Req
-      full.id = this.pending.add(timeoutMs, resolve, reject)
-      this.batcher.push(full, this.options.bytesOf(full))
+      const bytes = this.options.bytesOf(full)
+      full.id = this.pending.add(timeoutMs, resolve, reject, bytes)
+      this.batcher.push(full, bytes)
       if (immediate) this.batcher.flush()
     })
   }
@@ -152,20 +153,24 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
 
   /**
    * A request may legitimately wait long (a node coordinating it waits on its own replicas),
-   * but a node that has answered nothing at all for longer than it usually takes is asked
-   * whether it is there: a probe, answered at once by a live node. If that goes unanswered too,
-   * the node is avoided and every request waiting on it fails over now, rather than each at
-   * its own, longer timeout.
+   * but a node that has answered nothing at all for the longest a replica may take (the cap)
+   * is asked whether it is there: a probe, answered at once by a live node. If that goes
+   * unanswered for the node's usual answer time too, the node is avoided and every request
+   * waiting on it fails over now, rather than each at its own, longer timeout.
    */
   private checkLiveness(now: number): void {
     if (this.livenessProbe || this.closed || !this.responsiveness.usable()) return
     const oldest = this.pending.oldestSentAtMs()
     if (oldest === undefined) return
-    // Silent since the later of the oldest request's send and the last answer.
+    // Silent since the later of the oldest request's send and the last answer, for the longest
+    // a replica may take (a node whose event loop is busy for a moment is not gone), and the
+    // time to take in the requests waiting (large ones take a while).
     const timeout = this.responsiveness.timeoutMs()
-    if (now - Math.max(oldest, this.responsiveness.lastAnswerAt) < timeout) return
+    const allowance = transferAllowanceMs(this.pending.bytes)
+    if (now - Math.max(oldest, this.responsiveness.lastAnswerAt) < this.responsiveness.probeTimeoutMs() + allowance) return
     this.livenessProbe = true
-    this.request({ ...this.options.probe }, timeout, true).then(
+    // The probe is answered after what was sent before it: its wait includes their allowance.
+    this.request({ ...this.options.probe }, timeout + allowance, true).then(
       () => {
         this.livenessProbe = false
       },

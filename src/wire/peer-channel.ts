@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js'
 import { KumoError } from '../core/errors.js'
-import type { GossipMsg, PeerRequestMsg, PeerResponseMsg } from './messages.js'
+import { peerRequestMsgBytes, type GossipMsg, type PeerRequestMsg, type PeerResponseMsg } from './messages.js'
 import { Responsiveness, type ResponsivenessConfig } from '../core/responsiveness.js'
 import { MultiplexedStream } from './multiplexed-stream.js'
 import { noPeerFields } from './peer-fields.js'
@@ -8,13 +8,6 @@ import { PeerClient } from './proto.js'
 import { channelOptions, fromServiceError } from './status.js'
 
 export type PeerRequest = Omit<PeerRequestMsg, 'id'>
-
-function requestBytes(req: PeerRequestMsg): number {
-  let bytes = 16
-  for (const k of req.keys) bytes += k.length
-  for (const r of req.records) bytes += r.length
-  return bytes
-}
 
 /** The link to one peer node: its Exchange stream for replica traffic, and gossip calls. */
 export class PeerChannel {
@@ -29,7 +22,7 @@ export class PeerChannel {
     this.stream = new MultiplexedStream(() => new PeerClient(address, grpc.credentials.createInsecure(), channelOptions), {
       method: 'exchange',
       describe: `node ${nodeId} (${address})`,
-      bytesOf: requestBytes,
+      bytesOf: peerRequestMsgBytes,
       // A read of no keys: answered at once.
       probe: { ...noPeerFields, op: 'READ_LOCAL' },
       ...(responsiveness === undefined ? {} : { responsiveness }),
@@ -60,9 +53,9 @@ export class PeerChannel {
     return this.stream.usable
   }
 
-  /** How long a replica request to this peer may wait, from its measured answer times. */
-  replicaTimeoutMs(): number {
-    return this.stream.replicaTimeoutMs()
+  /** How long a replica request of `bytes` to this peer may wait, from its measured answer times. */
+  replicaTimeoutMs(bytes = 0): number {
+    return this.stream.replicaTimeoutMs(bytes)
   }
 
   /** Sends a replica request; an error answer rejects with the peer's error code. */

@@ -10,4 +10,6 @@ export const noPeerFields = {
   hintTarget: '',
   leaves: [] as number[],
   partitions: [] as number[],
+  bytesMax: 0,
+  valueBytesMax: 0,
 }

@@ -4,6 +4,7 @@ import { KumoError } from '../core/errors.js'
 interface Pending<T> {
   sentAtMs: number
   timeoutMs: number
+  bytes: number
   deadlineMs: number
   resolve: (value: T) => void
   reject: (err: KumoError) => void
@@ -26,6 +27,7 @@ export class PendingTable<T> {
   private readonly pending = new Map<number, Pending<T>>()
   private readonly answers = new AnswerTime()
   private nextId = 1
+  private bytes_ = 0
   private timer: NodeJS.Timeout | undefined
 
   constructor(
@@ -34,11 +36,12 @@ export class PendingTable<T> {
     private readonly observer?: ReplyObserver,
   ) {}
 
-  add(timeoutMs: number, resolve: (value: T) => void, reject: (err: KumoError) => void): number {
+  add(timeoutMs: number, resolve: (value: T) => void, reject: (err: KumoError) => void, bytes = 0): number {
     const id = this.nextId
     this.nextId = this.nextId >= 0x7fffffff ? 1 : this.nextId + 1
     const now = performance.now()
-    this.pending.set(id, { sentAtMs: now, timeoutMs, deadlineMs: now + timeoutMs, resolve, reject })
+    this.pending.set(id, { sentAtMs: now, timeoutMs, bytes, deadlineMs: now + timeoutMs, resolve, reject })
+    this.bytes_ += bytes
     if (this.timer === undefined) {
       this.timer = setInterval(() => this.sweep(), this.sweepMs)
       this.timer.unref()
@@ -51,6 +54,7 @@ export class PendingTable<T> {
     const entry = this.pending.get(id)
     if (entry === undefined) return false
     this.pending.delete(id)
+    this.bytes_ -= entry.bytes
     this.answers.observe(nowMs - entry.sentAtMs, nowMs)
     this.observer?.answered(nowMs - entry.sentAtMs, nowMs)
     entry.resolve(value)
@@ -66,6 +70,7 @@ export class PendingTable<T> {
     const entry = this.pending.get(id)
     if (entry === undefined) return false
     this.pending.delete(id)
+    this.bytes_ -= entry.bytes
     entry.reject(err)
     return true
   }
@@ -73,6 +78,7 @@ export class PendingTable<T> {
   rejectAll(err: KumoError): void {
     const entries = [...this.pending.values()]
     this.pending.clear()
+    this.bytes_ = 0
     for (const entry of entries) entry.reject(err)
   }
 
@@ -89,6 +95,7 @@ export class PendingTable<T> {
     for (const [id, entry] of this.pending) {
       if (entry.deadlineMs <= now) {
         this.pending.delete(id)
+        this.bytes_ -= entry.bytes
         this.observer?.timedOut(now - entry.sentAtMs, now)
         entry.reject(new KumoError('TIMEOUT', `${this.describe}: no reply within ${Math.round(entry.timeoutMs)} ms`))
       }
@@ -101,6 +108,11 @@ export class PendingTable<T> {
 
   get size(): number {
     return this.pending.size
+  }
+
+  /** Bytes of the requests awaiting a reply (as given to add). */
+  get bytes(): number {
+    return this.bytes_
   }
 
   close(): void {

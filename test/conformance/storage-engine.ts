@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { encodeRecord, recordVersion } from '../../src/core/record.js'
 import { encodeVersion } from '../../src/core/version.js'
 import { seededRandom } from '../../src/core/random.js'
+import { isLastPage } from '../../src/storage/engine.js'
 import type { StorageEngine } from '../../src/storage/engine.js'
 
 export interface EngineFactory {
@@ -218,6 +219,38 @@ export function storageEngineConformance(name: string, factory: EngineFactory): 
       expect((await engine.scanPartition(2, { gte: k('b'), limit: 2 })).map((e) => e.key.toString())).toEqual(['b', 'c'])
       expect(await engine.scanPartition(2, { limit: 0 })).toEqual([])
       expect(await engine.scanPartition(5, { limit: 10 })).toEqual([])
+    })
+
+    it('ends a scan page at a byte bound, and leaves large values out of it, to be read by key', async () => {
+      const big = 'x'.repeat(5000)
+      await engine.applyRecords(['a', 'b', 'c', 'd'].map((key) => ({ partition: 4, key: k(key), record: rec(1, key === 'b' ? big : key) })))
+      // bytesMax: the page ends after the entry that reaches it; a short page under it is the end.
+      const range = { limit: 100, bytesMax: 30 }
+      const first = await engine.scanPartition(4, range)
+      expect(first.length).toBeGreaterThanOrEqual(1)
+      expect(first.length).toBeLessThan(4)
+      expect(isLastPage(first, range)).toBe(false)
+      const keys: string[] = []
+      let gte: Buffer | undefined
+      for (;;) {
+        const page = await engine.scanPartition(4, { ...range, gte })
+        keys.push(...page.map((e) => e.key.toString()))
+        if (isLastPage(page, { ...range, gte })) break
+        gte = Buffer.concat([page[page.length - 1]!.key, Buffer.from([0])])
+      }
+      expect(keys).toEqual(['a', 'b', 'c', 'd'])
+      // valueBytesMax: b's record comes back empty (left out); the rest whole.
+      const omitting = await engine.scanPartition(4, { limit: 100, valueBytesMax: 1000 })
+      expect(omitting.map((e) => [e.key.toString(), e.record.length === 0])).toEqual([['a', false], ['b', true], ['c', false], ['d', false]])
+      expect((await engine.getRecords(4, [k('b')]))[0]).toEqual(rec(1, big))
+    })
+
+    it('reads hints after a given one and within a byte bound', async () => {
+      await engine.putHints(['a', 'b', 'c'].map((key) => ({ target: 'n9', partition: 1, key: k(key), record: rec(1, key) })), 2000)
+      const [first, ...rest] = await engine.readHints('n9', 10)
+      expect(rest.map((h) => h.key.toString())).toEqual(['b', 'c'])
+      expect((await engine.readHints('n9', 10, { after: first!.id })).map((h) => h.key.toString())).toEqual(['b', 'c'])
+      expect((await engine.readHints('n9', 10, { bytesMax: 1 })).map((h) => h.key.toString())).toEqual(['a'])
     })
 
     it('drops a whole partition', async () => {

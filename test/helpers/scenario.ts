@@ -19,6 +19,8 @@ export interface Scenario {
   cluster?: HostClusterOptions
   client?: Omit<ConnectOptions, 'seeds'>
   load?: Partial<WorkloadOptions>
+  /** Runs before the load starts (data the scenario needs). */
+  prepare?(cluster: HostCluster, db: KumoClient): Promise<void>
   /** Puts the fault in place. */
   fault(cluster: HostCluster): Promise<void>
   /** How long the fault lasts under load. */
@@ -58,6 +60,7 @@ export async function runScenario(scenario: Scenario): Promise<ScenarioResult> {
     const name = scenario.name.replace(/\W+/g, '-')
     const loadOptions = { prefix: `${name}/`, writers: 16, readers: 4, writesPerSecond: 800, readsPerSecond: 400, ...scenario.load }
     db = await cluster.client({ timeoutMs: 5000, ...scenario.client })
+    await scenario.prepare?.(cluster, db)
     load = new Workload(db, loadOptions).start()
     for (const remote of scenario.remoteClients ?? []) {
       const seeds = remote.seeds.map((id) => cluster.spec(id).address)

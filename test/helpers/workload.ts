@@ -72,6 +72,7 @@ export class Workload {
   private readonly slowFailures: Failure[] = []
   private settledFailureMsMax = 0
   private readonly fault = histogram()
+  private window = histogram()
   private inFault = false
   private running = true
   private next = 0
@@ -92,6 +93,16 @@ export class Workload {
     for (let i = 0; i < (this.options.writers ?? 16); i++) this.workers.push(this.writer())
     for (let i = 0; i < (this.options.readers ?? 4); i++) this.workers.push(this.reader())
     return this
+  }
+
+  /** Starts a new latency window (windowP99Ms reads it). */
+  markWindow(): void {
+    this.window = histogram()
+  }
+
+  /** The 99th percentile latency since markWindow(), and the requests in it. */
+  windowP99Ms(): { p99Ms: number; requests: number } {
+    return { p99Ms: this.window.getValueAtPercentile(99) / 1000, requests: this.window.totalCount }
   }
 
   markFault(): void {
@@ -155,6 +166,7 @@ export class Workload {
     this.requests++
     this.all.recordValue(us)
     if (this.inFault) this.fault.recordValue(us)
+    this.window.recordValue(us)
     if (error !== undefined) {
       const e = error as { code?: string; message?: string }
       this.failedCount++

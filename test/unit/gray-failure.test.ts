@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest'
 import { ClockOffsets } from '../../src/core/clock-offsets.js'
-import { Responsiveness, responsivenessWithin } from '../../src/core/responsiveness.js'
+import { Responsiveness, responsivenessWithin, transferAllowanceMs } from '../../src/core/responsiveness.js'
+import { Semaphore } from '../../src/core/semaphore.js'
+import { TokenBucket } from '../../src/core/token-bucket.js'
 import { seededRandom } from '../../src/core/random.js'
 
 describe('responsiveness (replica timeouts and avoidance)', () => {
@@ -160,5 +162,46 @@ describe('clock offsets (measured through gossip)', () => {
     expect(c.clusterOffsetMs(['n2'], 1010)).toBe(0)
     // With no live peer measured, the cluster's clock is this node's.
     expect(c.clusterOffsetMs([], 1010)).toBe(0)
+  })
+})
+
+describe('semaphore', () => {
+  it('lets at most its permits in at once, the rest in arrival order', async () => {
+    const s = new Semaphore(2)
+    const order: string[] = []
+    const a = await s.acquire()
+    const b = await s.acquire()
+    const c = s.acquire().then((release) => (order.push('c'), release))
+    const d = s.acquire().then((release) => (order.push('d'), release))
+    expect(s.queued).toBe(2)
+    a()
+    a() // twice is once
+    ;(await c)()
+    b()
+    ;(await d)()
+    expect(order).toEqual(['c', 'd'])
+    expect(s.queued).toBe(0)
+    expect(await s.run(async () => 7)).toBe(7)
+    expect(() => new Semaphore(0)).toThrow()
+  })
+})
+
+describe('token bucket', () => {
+  it('lets a burst through, then paces to its rate', () => {
+    const b = new TokenBucket(1000, 500)
+    expect(b.take(500, 0)).toBe(0)
+    // In debt by 500 at 1000/s: wait half a second.
+    expect(b.take(500, 0)).toBe(500)
+    // Refilled at the rate, never past the burst.
+    expect(b.take(100, 10_000)).toBe(0)
+    expect(b.take(400, 10_000)).toBe(0)
+    expect(b.take(1, 10_000)).toBe(1)
+  })
+})
+
+describe('transfer allowance', () => {
+  it('gives a large request the time to cross and be stored', () => {
+    expect(transferAllowanceMs(0)).toBe(0)
+    expect(transferAllowanceMs(4 * 1024 * 1024)).toBe(500)
   })
 })
