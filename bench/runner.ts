@@ -6,6 +6,7 @@ import { LatestChooser, ScrambledZipfianChooser, UniformChooser, fnv64Limbs, see
 import { CpuMeter } from './cpu.js'
 import type { BenchTarget } from './targets.js'
 import type { Workload } from './workloads.js'
+import { withRetry } from '../src/index.js'
 
 export interface RunConfig {
   records: number
@@ -106,12 +107,16 @@ export async function load(target: BenchTarget, records: number, values: Buffer[
       next = Math.min(records, next + 100)
       const entries: [Buffer, Buffer][] = []
       for (let i = from; i < next; i++) entries.push([loadedKeyOf(i, order), values[i % values.length]!])
-      await target.putMany(entries)
+      // A slow moment (a replica not answering in time, a node overloaded) must not abort a
+      // load of millions of records: what is retryable is retried, for a minute at most.
+      await withRetry(() => target.putMany(entries), { onRetry: () => retried++ })
       bar?.update(next)
     }
   }
+  let retried = 0
   await Promise.all(Array.from({ length: 16 }, worker))
   bar?.stop()
+  if (retried > 0) process.stdout.write(`  load ${target.name}: ${retried} batches retried after a retryable error\n`)
   return (performance.now() - started) / 1000
 }
 

@@ -1,5 +1,7 @@
 /** Kumo's public surface: the client, the in-process node, and the error type. */
 export { connect, KumoClient } from './client/client.js'
+export { withRetry } from './client/retry.js'
+export type { RetryOptions } from './client/retry.js'
 export type { BatchOp, CallOptions, ConnectOptions, NodeState, PutOptions, RepairReport, RepairState, ScanOptions, Topology } from './client/client.js'
 export { startNode } from './node/node.js'
 export type { KumoNode, NodeOptions } from './node/node.js'

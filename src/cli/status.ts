@@ -19,6 +19,10 @@ export interface NodeStatus {
   /** Hints this node holds, by target. */
   hintsHeld: Record<string, number>
   repair: RepairState | undefined
+  /** Its storage fails writes (it serves reads; writes for it become hints), as it says itself. */
+  readOnly: boolean
+  /** Its clock minus the cluster's, in ms, as it measures it (undefined: unreachable). */
+  clockOffsetMs: number | undefined
 }
 
 export interface PartitionStatus {
@@ -77,9 +81,12 @@ export async function clusterStatus(seeds: string[], timeoutMs: number, options:
         const own = views.get(node.id)
         const hintsHeld: Record<string, number> = {}
         for (const n of own?.nodes ?? []) if (n.hintsHeld > 0) hintsHeld[n.id] = n.hintsHeld
+        const self = own?.nodes.find((n) => n.id === node.id)
         return {
           hintsHeld,
           repair: own?.repair ?? undefined,
+          readOnly: self?.readOnly ?? node.readOnly,
+          clockOffsetMs: self?.clockOffsetMs,
           id: node.id,
           address: node.address,
           seenAs,
@@ -116,11 +123,11 @@ function pad(cells: string[][]): string {
 }
 
 export function formatStatus(status: ClusterStatus): string {
-  const rows = [['NODE', 'ADDRESS', 'STATE', 'SEEN AS', 'PRIMARY', 'REPLICA', 'L4 TCP', 'L7 HEALTH', 'L7 STORAGE', 'HINTS FOR IT', 'HINTS HELD', 'REPAIR']]
+  const rows = [['NODE', 'ADDRESS', 'STATE', 'SEEN AS', 'PRIMARY', 'REPLICA', 'L4 TCP', 'L7 HEALTH', 'L7 STORAGE', 'CLOCK', 'HINTS FOR IT', 'HINTS HELD', 'REPAIR']]
   const now = Date.now()
   for (const n of status.nodes) {
     const views = Object.values(n.seenAs)
-    const state = !n.l4.ok ? 'down' : n.l7.ok ? 'up' : n.l7.detail.toLowerCase()
+    const state = !n.l4.ok ? 'down' : n.readOnly ? 'read-only' : n.l7.ok ? 'up' : n.l7.detail.toLowerCase()
     rows.push([
       n.id,
       n.address,
@@ -131,12 +138,20 @@ export function formatStatus(status: ClusterStatus): string {
       n.l4.ok ? `ok ${n.l4.ms.toFixed(1)}ms` : `fail (${short(n.l4.detail)})`,
       n.l7.ok ? `${n.l7.detail} ${n.l7.ms.toFixed(1)}ms` : `fail (${short(n.l7.detail)})`,
       n.storage.ok ? `ok w ${n.storage.writeMs!.toFixed(1)}ms r ${n.storage.readMs!.toFixed(1)}ms` : `fail (${short(n.storage.detail)})`,
+      formatOffset(n.clockOffsetMs),
       String(n.hintsFor),
       Object.entries(n.hintsHeld).map(([to, count]) => `${to}:${count}`).join(',') || '0',
       formatRepair(n.repair, now),
     ])
   }
   return `cluster epoch ${status.epoch}, ${status.partitionCount} partitions, N=${status.replicationFactor}\n${pad(rows)}`
+}
+
+/** A node's clock against the cluster's: '+0.01s', '-120.3s'; '-' when unknown. */
+function formatOffset(ms: number | undefined): string {
+  if (ms === undefined) return '-'
+  const s = ms / 1000
+  return `${s >= 0 ? '+' : ''}${Math.abs(s) < 10 ? s.toFixed(2) : s.toFixed(1)}s`
 }
 
 function age(ms: number, now: number): string {

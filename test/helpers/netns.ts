@@ -272,8 +272,22 @@ function ownerRuns(pid36: string): boolean {
   }
 }
 
-/** Why test hosts cannot run here, or undefined when they can. Installs iptables if it is missing and it may. */
+let skipReported = false
+
+/**
+ * Why test hosts cannot run here, or undefined when they can (said once on stdout: a skipped
+ * scenario must say so). Installs iptables if it is missing and it may.
+ */
 export function testHostsUnavailable(): string | undefined {
+  const reason = hostsUnavailableReason()
+  if (reason !== undefined && !skipReported) {
+    skipReported = true
+    process.stdout.write(`test hosts skipped: ${reason}\n`)
+  }
+  return reason
+}
+
+function hostsUnavailableReason(): string | undefined {
   if (process.platform !== 'linux') return 'test hosts need Linux network namespaces'
   if (process.getuid?.() !== 0) return 'test hosts need root (network namespaces, iptables, mounts); CI runs as root'
   if (!has('ip')) return 'test hosts need iproute2 (`ip`)'

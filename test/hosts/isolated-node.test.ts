@@ -3,7 +3,6 @@ import { testHostsUnavailable } from '../helpers/netns.js'
 import { runScenario } from '../helpers/scenario.js'
 
 const skip = testHostsUnavailable()
-if (skip !== undefined) process.stdout.write(`test hosts skipped: ${skip}\n`)
 
 describe.skipIf(skip !== undefined)('a node silently cut off the network (test hosts)', () => {
   for (const hosts of [3, 5]) {

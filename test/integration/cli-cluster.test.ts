@@ -46,6 +46,9 @@ it('npm run cluster starts three nodes, serves the CLI, refuses a taken port and
   const status = (await kumo('status')).stdout
   for (const id of ['n1', 'n2', 'n3']) expect(status).toMatch(new RegExp(`${id}\\s+127\\.0\\.0\\.1:\\d+\\s+up`))
   expect(status).toMatch(/SERVING/)
+  // Each node's clock against the cluster's, as it measures it through gossip.
+  expect(status).toMatch(/CLOCK/)
+  expect(status).toMatch(/[+-]0\.\d\ds/)
   const repair = (await kumo('repair', '--partition', '3')).stdout
   expect(repair).toMatch(/n1: 1 partitions/)
   expect(repair).toMatch(/repair done/)

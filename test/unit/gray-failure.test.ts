@@ -2,6 +2,9 @@ import { describe, expect, it } from 'vitest'
 import { ClockOffsets } from '../../src/core/clock-offsets.js'
 import { Responsiveness, responsivenessWithin, transferAllowanceMs } from '../../src/core/responsiveness.js'
 import { Semaphore } from '../../src/core/semaphore.js'
+import { isRetryable, retryDelayMs } from '../../src/core/retry.js'
+import { KumoError } from '../../src/core/errors.js'
+import { withRetry } from '../../src/client/retry.js'
 import { TokenBucket } from '../../src/core/token-bucket.js'
 import { seededRandom } from '../../src/core/random.js'
 
@@ -203,5 +206,32 @@ describe('transfer allowance', () => {
   it('gives a large request the time to cross and be stored', () => {
     expect(transferAllowanceMs(0)).toBe(0)
     expect(transferAllowanceMs(4 * 1024 * 1024)).toBe(500)
+  })
+})
+
+describe('retries of long jobs', () => {
+  it('back off exponentially with full jitter, within a ceiling', () => {
+    const policy = { firstDelayMs: 50, delayMsMax: 2000 }
+    expect([1, 2, 3, 4, 5, 6, 7].map((attempt) => retryDelayMs(attempt, 0.999, policy))).toEqual([49, 99, 199, 399, 799, 1598, 1998])
+    expect(retryDelayMs(3, 0, policy)).toBe(0)
+  })
+
+  it('retry what the cluster could not do now, not what was wrong', () => {
+    for (const code of ['UNAVAILABLE', 'OVERLOADED', 'NOT_SERVING', 'TIMEOUT'] as const) expect(isRetryable(new KumoError(code, ''))).toBe(true)
+    for (const code of ['INVALID_ARGUMENT', 'CLOSED', 'INTERNAL'] as const) expect(isRetryable(new KumoError(code, ''))).toBe(false)
+  })
+
+  it('withRetry retries retryable errors until success, and gives up on others at once', async () => {
+    let calls = 0
+    const flaky = async (): Promise<string> => {
+      if (++calls < 3) throw new KumoError('UNAVAILABLE', 'not now')
+      return 'done'
+    }
+    expect(await withRetry(flaky, { policy: { firstDelayMs: 1, delayMsMax: 2 } })).toBe('done')
+    expect(calls).toBe(3)
+    calls = 0
+    await expect(withRetry(async () => { calls++; throw new KumoError('INVALID_ARGUMENT', 'bad') })).rejects.toThrow('bad')
+    expect(calls).toBe(1)
+    await expect(withRetry(async () => { throw new KumoError('UNAVAILABLE', 'never') }, { timeoutMs: 30, policy: { firstDelayMs: 5, delayMsMax: 5 } })).rejects.toThrow('never')
   })
 })
