@@ -328,8 +328,12 @@ export class KumoClient {
     const others = this.topology_.nodes.map((n) => n.id).filter((id) => !replicas.includes(id) && this.usable(id, now))
     // Down-marked replicas last: the cluster's view may be older than the node's recovery. Not
     // one this client saw leave a request unanswered: it is probed, and tried once it answers.
-    const last = replicas.filter((id) => !this.usable(id, now) && this.connections.get(id)?.usable !== false && (this.avoidUntil.get(id) ?? 0) <= now)
-    return [...first, ...others, ...last]
+    const answering = replicas.filter((id) => !this.usable(id, now) && this.connections.get(id)?.usable !== false)
+    // Replicas that said NOT_SERVING a moment ago come last of all, not never: one that was
+    // starting may be serving by now, and in a rolling restart every node has said it within
+    // a few seconds (they answer at once, so asking costs little).
+    const avoided = (id: string): boolean => (this.avoidUntil.get(id) ?? 0) > now
+    return [...first, ...others, ...answering.filter((id) => !avoided(id)), ...answering.filter(avoided)]
   }
 
   private async call(key: Buffer, req: Omit<RequestMsg, 'id'>, timeoutMs: number | undefined, prefer?: string): Promise<ResponseMsg> {
@@ -372,7 +376,11 @@ export class KumoClient {
           req.timeoutMs = attemptMs
           this.sent.set(id, (this.sent.get(id) ?? 0) + 1)
           const res = await conn.request({ ...req }, attemptMs)
-          if (res.errorCode === '') return res
+          if (res.errorCode === '') {
+            // Serving again (a restart is over): back among the usual candidates.
+            if (this.avoidUntil.delete(id)) this.turn.invalidate()
+            return res
+          }
           const error = new KumoError(res.errorCode as KumoError['code'], res.errorMessage)
           // A draining node: stop sending to it now, before the cluster reports it down.
           if (error.code === 'NOT_SERVING') this.avoid(id)
