@@ -95,14 +95,14 @@ export class Workload {
     return this
   }
 
-  /** Starts a new latency window (windowP99Ms reads it). */
+  /** Starts a new latency window (windowLatency reads it). */
   markWindow(): void {
     this.window = histogram()
   }
 
-  /** The 99th percentile latency since markWindow(), and the requests in it. */
-  windowP99Ms(): { p99Ms: number; requests: number } {
-    return { p99Ms: this.window.getValueAtPercentile(99) / 1000, requests: this.window.totalCount }
+  /** The median and 99th percentile latency since markWindow(), and the requests in it. */
+  windowLatency(): { p50Ms: number; p99Ms: number; requests: number } {
+    return { p50Ms: this.window.getValueAtPercentile(50) / 1000, p99Ms: this.window.getValueAtPercentile(99) / 1000, requests: this.window.totalCount }
   }
 
   markFault(): void {
