@@ -6,6 +6,7 @@ import { consistencyLevels, type Consistency } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
 import { defaultRowCacheBytes, startNode } from '../node/node.js'
 import { clusterStatus, formatPartitions, formatStatus } from './status.js'
+import { addUser, clientSecurity, listUsers, makeCertificates, passwordFromStdin, removeUser, type ClientSecurityOptions } from './security.js'
 
 const mebibyte = 1024 * 1024
 
@@ -29,11 +30,15 @@ program
   .addOption(new Option('--consistency <level>', 'read/write consistency').choices(consistencyLevels as string[]).default('quorum'))
   .addOption(new Option('--load-balancing <policy>', 'replica selection policy').choices(loadBalancingPolicies as string[]))
   .option('--timeout <ms>', 'deadline per request in milliseconds', wholeNumber, 5000)
+  .option('--tls-ca <file>', "TLS: the cluster's CA certificate (PEM; default $KUMO_TLS_CA)")
+  .option('--tls-cert <file>', 'TLS: a user certificate to authenticate with (default $KUMO_TLS_CERT)')
+  .option('--tls-key <file>', 'TLS: its key (default $KUMO_TLS_KEY)')
+  .option('--user <name>', 'authenticate as this user (default $KUMO_USER); the password comes from $KUMO_PASSWORD')
   .showHelpAfterError()
   // Global options go before the command (kumo --seeds h:p get k), so `start --seeds` is start's own.
   .enablePositionalOptions()
 
-interface GlobalOptions {
+interface GlobalOptions extends ClientSecurityOptions {
   seeds: string
   consistency: Consistency
   loadBalancing?: LoadBalancing
@@ -46,6 +51,7 @@ async function withClient<T>(fn: (db: KumoClient, opts: GlobalOptions) => Promis
     seeds: list(opts.seeds),
     consistency: opts.consistency,
     timeoutMs: opts.timeout,
+    ...clientSecurity(opts),
     ...(opts.loadBalancing ? { loadBalancing: opts.loadBalancing } : {}),
   })
   try {
@@ -80,6 +86,11 @@ program
   .option('--scan-rate <MiB>', 'MiB a second all scans together send at most', wholeNumber, 32)
   .option('--max-request-bytes <MiB>', 'bytes of requests received and not yet answered, over all connections', wholeNumber, 256)
   .addOption(new Option('--load-balancing <policy>', 'how this node picks replicas to read from and forward to').choices(loadBalancingPolicies as string[]))
+  .option('--tls-ca <file>', "TLS for clients and peers: the cluster's CA certificate (default $KUMO_TLS_CA)")
+  .option('--tls-cert <file>', 'this node\'s certificate, naming it (urn:kumo:node:<id>; kumo certs makes one) (default $KUMO_TLS_CERT)')
+  .option('--tls-key <file>', 'its key (default $KUMO_TLS_KEY)')
+  .option('--auth-file <file>', 'users, password hashes and roles (kumo user add); needs TLS. Reloaded when it changes')
+  .option('--insecure', 'allow a non-loopback --listen without TLS and authentication (warns at every start)', false)
   .addOption(new Option('--gossip-interval <ms>', 'gossip and heartbeat period').argParser(wholeNumber).default(1000).hideHelp())
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('warn'))
   .action(async (o, cmd: Command) => {
@@ -110,6 +121,9 @@ program
       ...(o.metricsPort !== undefined ? { metricsPort: o.metricsPort } : {}),
       ...((o.loadBalancing ?? globals.loadBalancing) ? { loadBalancing: o.loadBalancing ?? globals.loadBalancing } : {}),
       logLevel: o.logLevel,
+      ...nodeTls(o),
+      ...(o.authFile ? { authFile: o.authFile } : {}),
+      insecure: o.insecure === true,
     })
     process.stdout.write(
       `kumo node ${node.id} listening on ${node.address}, data in ${o.data}${node.metricsPort !== undefined ? `, metrics on :${node.metricsPort}/metrics` : ''}\n`,
@@ -199,7 +213,7 @@ program
   .option('--partitions', 'also list every partition: its replicas and when each last repaired it')
   .action(async (o) => {
     const opts = program.opts<GlobalOptions>()
-    const status = await clusterStatus(list(opts.seeds), opts.timeout, { partitions: o.partitions === true })
+    const status = await clusterStatus(list(opts.seeds), opts.timeout, { partitions: o.partitions === true, ...clientSecurity(opts) })
     if (o.json) process.stdout.write(`${JSON.stringify(status, null, 2)}\n`)
     else process.stdout.write(`${formatStatus(status)}\n${o.partitions ? `\n${formatPartitions(status)}\n` : ''}`)
   })
@@ -229,6 +243,62 @@ program
     const topology = await withClient((db) => db.topology())
     process.stdout.write(`${JSON.stringify(topology, null, 2)}\n`)
   })
+
+program
+  .command('certs')
+  .description('make a CA and TLS certificates for nodes (and users) of a deployment')
+  .requiredOption('--out <dir>', 'directory to write PEM files to (keys are written 0600)')
+  .option('--nodes <ids>', 'comma-separated node ids: a certificate naming each (urn:kumo:node:<id>)', list, [])
+  .option('--hosts <names>', 'comma-separated host names and IP addresses the node certificates are also for', list, [])
+  .option('--users <names>', 'comma-separated user names: a client certificate for each (urn:kumo:user:<name>)', list, [])
+  .option('--days <n>', 'validity in days', wholeNumber, 825)
+  .option('--ca-cert <file>', 'issue with this CA rather than a new one (with --ca-key)')
+  .option('--ca-key <file>', "the CA's key")
+  .option('--force', 'replace files that exist', false)
+  .action(async (o) => {
+    await makeCertificates(o, (line) => process.stdout.write(`${line}\n`))
+    process.stdout.write(`start each node with --tls-ca ${o.out}/ca.pem --tls-cert ${o.out}/<id>.pem --tls-key ${o.out}/<id>-key.pem\n`)
+  })
+
+const user = program.command('user').description("manage the users of an auth file (nodes reload it within seconds)")
+user
+  .command('add <name>')
+  .description('add or replace a user; the password is read from stdin, or made and printed when stdin is a terminal')
+  .requiredOption('--auth-file <file>', 'the auth file (created if missing)')
+  .addOption(new Option('--role <role>', 'what the user may do').choices(['read', 'readwrite', 'admin']).makeOptionMandatory())
+  .option('--prefix <prefix>', 'limit the user to keys starting with this (repeatable)', (v: string, all: string[]) => [...all, v], [] as string[])
+  .option('--certificate-only', 'no password: the user authenticates with a client certificate naming them', false)
+  .action(async (name: string, o) => {
+    const made = o.certificateOnly ? undefined : await passwordFromStdin()
+    await addUser(o.authFile, name, o.role, o.prefix, made?.password)
+    process.stdout.write(`user ${name} (${o.role}${o.prefix.length ? `, keys ${o.prefix.join(', ')}` : ''}) written to ${o.authFile}\n`)
+    if (made?.generated) process.stdout.write(`password: ${made.password}\n(shown once; connect with KUMO_USER=${name} KUMO_PASSWORD=...)\n`)
+  })
+user
+  .command('remove <name>')
+  .description('remove a user')
+  .requiredOption('--auth-file <file>', 'the auth file')
+  .action((name: string, o) => {
+    if (!removeUser(o.authFile, name)) throw new KumoError('INVALID_ARGUMENT', `no user ${name} in ${o.authFile}`)
+    process.stdout.write(`user ${name} removed from ${o.authFile}\n`)
+  })
+user
+  .command('list')
+  .description('list users and their roles (never their password hashes)')
+  .requiredOption('--auth-file <file>', 'the auth file')
+  .action((o) => {
+    for (const u of listUsers(o.authFile)) process.stdout.write(`${u.name}\t${u.role}\t${u.prefixes.length ? u.prefixes.join(',') : '*'}\t${u.password ? 'password' : 'certificate'}\n`)
+  })
+
+/** A node's TLS files from start's options or $KUMO_TLS_*: all three, or none. */
+function nodeTls(o: { tlsCa?: string; tlsCert?: string; tlsKey?: string }): { tls?: { ca: string; cert: string; key: string } } {
+  const ca = o.tlsCa ?? process.env.KUMO_TLS_CA
+  const cert = o.tlsCert ?? process.env.KUMO_TLS_CERT
+  const key = o.tlsKey ?? process.env.KUMO_TLS_KEY
+  if (ca === undefined && cert === undefined && key === undefined) return {}
+  if (ca === undefined || cert === undefined || key === undefined) throw new KumoError('INVALID_ARGUMENT', 'TLS needs all of --tls-ca, --tls-cert and --tls-key')
+  return { tls: { ca, cert, key } }
+}
 
 program.parseAsync().catch((err: unknown) => {
   const code = err instanceof KumoError ? err.code : 'ERROR'

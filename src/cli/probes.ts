@@ -2,6 +2,7 @@ import net from 'node:net'
 import * as grpc from '@grpc/grpc-js'
 import { service as healthService } from 'grpc-health-check'
 import { KvClient } from '../wire/proto.js'
+import { insecureChannels, secured, type ChannelSecurity } from '../wire/channel-security.js'
 
 export interface ProbeResult {
   ok: boolean
@@ -30,8 +31,8 @@ export function tcpProbe(address: string, timeoutMs: number): Promise<ProbeResul
 const HealthClient = grpc.makeGenericClientConstructor(healthService as never, 'Health')
 
 /** L7: the standard gRPC health service's verdict. */
-export function healthProbe(address: string, timeoutMs: number, service = ''): Promise<ProbeResult> {
-  const client = new HealthClient(address, grpc.credentials.createInsecure()) as grpc.Client & Record<string, Function>
+export function healthProbe(address: string, timeoutMs: number, service = '', security: ChannelSecurity = insecureChannels, nodeId?: string): Promise<ProbeResult> {
+  const client = new HealthClient(address, ...secured(security(nodeId, address))) as grpc.Client & Record<string, Function>
   const started = performance.now()
   return new Promise((resolve) => {
     client.check({ service }, { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: { status: string | number }) => {
@@ -47,8 +48,8 @@ export function healthProbe(address: string, timeoutMs: number, service = ''): P
 }
 
 /** L7 storage probe: the node writes and reads back a reserved key in its own storage. */
-export function storageProbe(address: string, timeoutMs: number): Promise<ProbeResult & { writeMs?: number; readMs?: number }> {
-  const client = new KvClient(address, grpc.credentials.createInsecure()) as grpc.Client & Record<string, Function>
+export function storageProbe(address: string, timeoutMs: number, security: ChannelSecurity = insecureChannels, nodeId?: string): Promise<ProbeResult & { writeMs?: number; readMs?: number }> {
+  const client = new KvClient(address, ...secured(security(nodeId, address))) as grpc.Client & Record<string, Function>
   const started = performance.now()
   return new Promise((resolve) => {
     client.probe({}, { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: { ok: boolean; detail: string; writeMs: number; readMs: number }) => {

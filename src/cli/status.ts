@@ -2,6 +2,7 @@ import { primaryCounts, replicaCounts } from '../core/partition-map.js'
 import { connect, type RepairState } from '../client/client.js'
 import { NodeConnection } from '../client/node-connection.js'
 import type { TopologyMsg } from '../wire/messages.js'
+import { clientChannels, insecureChannels, type TlsOptions, type UserCredentials } from '../wire/channel-security.js'
 import { healthProbe, storageProbe, tcpProbe, type ProbeResult } from './probes.js'
 
 export interface NodeStatus {
@@ -41,8 +42,9 @@ export interface ClusterStatus {
   partitions?: PartitionStatus[]
 }
 
-export async function clusterStatus(seeds: string[], timeoutMs: number, options: { partitions?: boolean } = {}): Promise<ClusterStatus> {
-  const db = await connect({ seeds, timeoutMs })
+export async function clusterStatus(seeds: string[], timeoutMs: number, options: { partitions?: boolean; tls?: TlsOptions; credentials?: UserCredentials } = {}): Promise<ClusterStatus> {
+  const db = await connect({ seeds, timeoutMs, ...(options.tls === undefined ? {} : { tls: options.tls }), ...(options.credentials === undefined ? {} : { credentials: options.credentials }) })
+  const security = options.tls === undefined ? insecureChannels : clientChannels(options.tls, options.credentials)
   try {
     const topology = await db.topology()
     const map = {
@@ -58,7 +60,7 @@ export async function clusterStatus(seeds: string[], timeoutMs: number, options:
     const views = new Map<string, TopologyMsg>()
     await Promise.all(
       topology.nodes.map(async (node) => {
-        const conn = new NodeConnection(node.id, node.address, () => undefined)
+        const conn = new NodeConnection(node.id, node.address, () => undefined, undefined, security)
         try {
           views.set(node.id, await conn.topology(Math.min(timeoutMs, 2000), options.partitions === true))
         } catch {
@@ -70,7 +72,7 @@ export async function clusterStatus(seeds: string[], timeoutMs: number, options:
     )
     const nodes = await Promise.all(
       topology.nodes.map(async (node): Promise<NodeStatus> => {
-        const [l4, l7, storage] = await Promise.all([tcpProbe(node.address, timeoutMs), healthProbe(node.address, timeoutMs), storageProbe(node.address, timeoutMs)])
+        const [l4, l7, storage] = await Promise.all([tcpProbe(node.address, timeoutMs), healthProbe(node.address, timeoutMs, '', security, node.id), storageProbe(node.address, timeoutMs, security, node.id)])
         const seenAs: Record<string, string> = {}
         let hintsFor = 0
         for (const [viewer, view] of views) {

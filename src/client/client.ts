@@ -7,6 +7,7 @@ import { scanLimitMax } from '../core/limits.js'
 import { checkBatch, checkGetMany, checkKey, checkTimeout, checkTtl, checkValue, toBuffer, type Bytes } from '../core/validate.js'
 import { requestMsg, requestMsgBytes, type RequestMsg, type ResponseMsg, type TopologyMsg } from '../wire/messages.js'
 import { fromServiceError } from '../wire/status.js'
+import { clientChannels, connectionHint, insecureChannels, type ChannelSecurity, type TlsOptions, type UserCredentials } from '../wire/channel-security.js'
 import { PerTurn } from '../wire/per-turn.js'
 import { defaultReplicaTimeoutMs, DirectPath } from './direct-path.js'
 import { Responsiveness, responsivenessWithin } from '../core/responsiveness.js'
@@ -35,6 +36,13 @@ export interface ConnectOptions {
    * node instead (default 1000 ms, bounded by the call's own deadline).
    */
   replicaTimeoutMs?: number
+  /**
+   * TLS: the cluster's CA (PEM), and a client certificate and key for a user authenticated
+   * by certificate. A node's certificate must name the node connected to (urn:kumo:node:<id>).
+   */
+  tls?: TlsOptions
+  /** A user of the cluster's auth file; sent with every call (TLS only). */
+  credentials?: UserCredentials
 }
 
 export type Coordination = 'client' | 'node'
@@ -158,7 +166,11 @@ export class KumoClient {
   private readonly responsiveness = new Map<string, { address: string; state: Responsiveness }>()
 
   /** Use connect(). */
-  constructor(topology: Topology, options: ConnectOptions) {
+  constructor(
+    topology: Topology,
+    options: ConnectOptions,
+    private readonly security: ChannelSecurity = insecureChannels,
+  ) {
     this.consistency = parseConsistency(options.consistency, 'quorum')
     this.timeoutMs = options.timeoutMs ?? 5000
     this.replicaTimeoutMs = options.replicaTimeoutMs ?? defaultReplicaTimeoutMs
@@ -232,6 +244,7 @@ export class KumoClient {
           if (epoch > this.topology_.epoch) void this.refresh().catch(() => undefined)
         },
         this.responsivenessOf(id, node.address),
+        this.security,
       )
       this.connections.set(id, conn)
     }
@@ -700,18 +713,31 @@ export async function connect(options: ConnectOptions): Promise<KumoClient> {
     throw new KumoError('INVALID_ARGUMENT', `unknown coordination ${JSON.stringify(options.coordination)}: use ${coordinationModes.join(' or ')}`)
   }
   parseConsistency(options.consistency, 'quorum')
+  if (options.credentials !== undefined) {
+    const c = options.credentials as Partial<UserCredentials> | null
+    if (c === null || typeof c !== 'object' || typeof c.user !== 'string' || c.user === '' || typeof c.password !== 'string') {
+      throw new KumoError('INVALID_ARGUMENT', 'credentials must be { user, password } (strings)')
+    }
+    // grpc-js sends call credentials over TLS only; a password in the clear is refused here.
+    if (options.tls === undefined) throw new KumoError('INVALID_ARGUMENT', 'credentials need TLS: give tls: { ca } as well')
+  }
+  const security = options.tls === undefined ? insecureChannels : clientChannels(options.tls, options.credentials)
   if (options.replicaTimeoutMs !== undefined) checkTimeout(options.replicaTimeoutMs)
   if (options.timeoutMs !== undefined) checkTimeout(options.timeoutMs)
   const deadline = Date.now() + (options.timeoutMs ?? 5000)
   let lastError: unknown
   while (Date.now() < deadline) {
     for (const seed of options.seeds) {
-      const conn = new NodeConnection('seed', seed, () => undefined)
+      const conn = new NodeConnection('seed', seed, () => undefined, undefined, security, true)
       try {
         const topology = toTopology(await conn.topology(Math.max(1, Math.min(2000, deadline - Date.now()))))
-        return new KumoClient(topology, options)
+        return new KumoClient(topology, options, security)
       } catch (err) {
-        lastError = err
+        // A deadline cut short by the connect's own deadline says less than the failure before it (a certificate, a refusal).
+        if (lastError === undefined || toKumoError(err).code !== 'TIMEOUT') lastError = err
+        // Who the caller is, or what it may do, will not change by asking again.
+        const code = toKumoError(err).code
+        if (code === 'UNAUTHENTICATED' || code === 'PERMISSION_DENIED') throw err
       } finally {
         conn.close()
       }
@@ -720,5 +746,5 @@ export async function connect(options: ConnectOptions): Promise<KumoClient> {
     await new Promise((r) => setTimeout(r, 100))
   }
   const error = toKumoError(lastError ?? new KumoError('UNAVAILABLE', 'no seed answered'))
-  throw new KumoError(error.code === 'NOT_SERVING' ? 'NOT_SERVING' : 'UNAVAILABLE', `cannot connect to ${options.seeds.join(', ')}: ${error.message}`)
+  throw new KumoError(error.code === 'NOT_SERVING' ? 'NOT_SERVING' : 'UNAVAILABLE', `cannot connect to ${options.seeds.join(', ')}: ${error.message}${connectionHint(options.tls !== undefined, error.message)}`)
 }

@@ -1,10 +1,11 @@
-import * as grpc from '@grpc/grpc-js'
+import type * as grpc from '@grpc/grpc-js'
 import type { Responsiveness } from '../core/responsiveness.js'
 import { requestMsg, requestMsgBytes, type RepairResponseMsg, type RequestMsg, type ResponseFrameMsg, type ResponseMsg, type ScanRequestMsg, type TopologyMsg } from '../wire/messages.js'
 import { MultiplexedStream } from '../wire/multiplexed-stream.js'
 import { KvClient } from '../wire/proto.js'
 import { ReplicaCoalescer } from './replica-coalescer.js'
 import { channelOptions, fromServiceError } from '../wire/status.js'
+import { insecureChannels, secured, type ChannelSecurity } from '../wire/channel-security.js'
 
 /** The client's link to one node: its Pipeline stream, plus the unary admin calls. */
 export class NodeConnection {
@@ -15,8 +16,11 @@ export class NodeConnection {
     readonly address: string,
     onEpoch: (epoch: number) => void,
     responsiveness?: Responsiveness,
+    security: ChannelSecurity = insecureChannels,
+    /** A seed: any node of the cluster may answer (its certificate need not name `nodeId`). */
+    anyNode = false,
   ) {
-    this.stream = new MultiplexedStream(() => new KvClient(address, grpc.credentials.createInsecure(), channelOptions), {
+    this.stream = new MultiplexedStream(() => new KvClient(address, ...secured(security(anyNode ? undefined : nodeId, address), channelOptions)), {
       method: 'pipeline',
       describe: `node ${nodeId} (${address})`,
       bytesOf: requestMsgBytes,

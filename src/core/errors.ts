@@ -22,6 +22,10 @@ export const ErrorCodes = {
   OVERLOADED: 8,
   /** A bug or an unexpected failure (storage error, corrupt record). */
   INTERNAL: 13,
+  /** The node requires authentication and the call carried none, or credentials that do not check out. */
+  UNAUTHENTICATED: 16,
+  /** The caller is known but may not do this (its role, its key prefixes, or the Peer service without a node certificate). */
+  PERMISSION_DENIED: 7,
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes
@@ -35,6 +39,8 @@ const statusToCode: Record<number, ErrorCode> = {
   9: 'INTERNAL',
   13: 'INTERNAL',
   14: 'UNAVAILABLE',
+  16: 'UNAUTHENTICATED',
+  7: 'PERMISSION_DENIED',
 }
 
 export class KumoError extends Error {

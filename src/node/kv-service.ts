@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js'
+import { permits, permitsRange, type Action, type Principal } from '../core/access.js'
 import { KumoError, toKumoError } from '../core/errors.js'
 import { scanLimitMax } from '../core/limits.js'
 import type { TokenBucket } from '../core/token-bucket.js'
@@ -17,6 +18,7 @@ import {
   TopologyMsg,
 } from '../wire/messages.js'
 import { toServiceError } from '../wire/status.js'
+import type { CallIdentity } from './authenticator.js'
 import { mergedScan, scanBounds, type ScanSource } from './merged-scan.js'
 
 export interface KvServiceDeps {
@@ -37,6 +39,68 @@ export interface KvServiceDeps {
   track: (delta: number) => void
   repair: (partition: number | undefined) => Promise<RepairResponseMsg>
   probe: () => Promise<{ ok: boolean; detail: string; writeMs: number; readMs: number }>
+  /** Who made a call (Authenticator): a value, a promise while a password is checked, or UNAUTHENTICATED thrown. */
+  authenticate: (call: CallIdentity) => Principal | Promise<Principal>
+  /** Counts a call refused for who made it. */
+  refused: (code: 'UNAUTHENTICATED' | 'PERMISSION_DENIED') => void
+}
+
+/** What a request asks to do, and on which keys. */
+function actionOf(req: RequestMsg): { action: Action; keys: Buffer[] } {
+  switch (req.op) {
+    case 'GET':
+      return { action: 'read', keys: [req.key] }
+    case 'GET_MANY':
+      return { action: 'read', keys: req.keys }
+    case 'PUT':
+    case 'DEL':
+      return { action: 'write', keys: [req.key] }
+    case 'BATCH':
+      return { action: 'write', keys: req.ops.map((op) => op.key) }
+    case 'REPLICA_READ':
+      return { action: 'replica-read', keys: req.keys }
+    default:
+      // REPLICA_WRITE, REPLICATE, STORE_HINTS: records under versions the client stamped.
+      return { action: 'replica-write', keys: req.keys }
+  }
+}
+
+/** PERMISSION_DENIED if `principal` may not make `req`. Nodes and callers of a node without TLS skip the work. */
+function refusal(principal: Principal, req: RequestMsg): KumoError | undefined {
+  if (principal.kind === 'unverified' || principal.kind === 'node') return undefined
+  const { action, keys } = actionOf(req)
+  const verdict = permits(principal, action, keys)
+  return verdict.allowed ? undefined : new KumoError('PERMISSION_DENIED', verdict.reason)
+}
+
+/**
+ * Runs `then` with the caller of a unary call, or answers the call with UNAUTHENTICATED (or
+ * PERMISSION_DENIED, when `action` is given and not allowed).
+ */
+function asCaller(deps: KvServiceDeps, call: Parameters<KvServiceDeps['authenticate']>[0], callback: (error: Partial<grpc.StatusObject>) => void, then: (principal: Principal) => void, action?: Action): void {
+  const proceed = (principal: Principal): void => {
+    if (action !== undefined) {
+      const verdict = permits(principal, action)
+      if (!verdict.allowed) {
+        deps.refused('PERMISSION_DENIED')
+        callback(toServiceError(new KumoError('PERMISSION_DENIED', verdict.reason)))
+        return
+      }
+    }
+    then(principal)
+  }
+  const fail = (err: unknown): void => {
+    const error = toKumoError(err)
+    if (error.code === 'UNAUTHENTICATED') deps.refused('UNAUTHENTICATED')
+    callback(toServiceError(error))
+  }
+  try {
+    const principal = deps.authenticate(call)
+    if (principal instanceof Promise) principal.then(proceed, fail)
+    else proceed(principal)
+  } catch (err) {
+    fail(err)
+  }
 }
 
 type Unary = grpc.handleUnaryCall<unknown, unknown>
@@ -52,11 +116,15 @@ function bytesOf(res: ResponseMsg): number {
 
 /** The public Kv service: unary calls for simple clients, Pipeline for the client library. */
 export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementation {
-  const run = async (req: RequestMsg): Promise<ResponseMsg> => {
-    const refused = deps.admit()
-    if (refused !== undefined) {
-      return { id: req.id, errorCode: refused.code, errorMessage: refused.message, found: false, value: empty }
+  const answer = (req: RequestMsg, error: KumoError): ResponseMsg => ({ id: req.id, errorCode: error.code, errorMessage: error.message, found: false, value: empty })
+  const run = async (req: RequestMsg, principal: Principal): Promise<ResponseMsg> => {
+    const denied = refusal(principal, req)
+    if (denied !== undefined) {
+      deps.refused('PERMISSION_DENIED')
+      return answer(req, denied)
     }
+    const refused = deps.admit()
+    if (refused !== undefined) return answer(req, refused)
     deps.track(1)
     try {
       return await deps.handle(req)
@@ -66,7 +134,7 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
   }
 
   const unary =
-    (build: (msg: any) => RequestMsg, answer: (res: ResponseMsg) => unknown): Unary =>
+    (build: (msg: any) => RequestMsg, reply: (res: ResponseMsg) => unknown): Unary =>
     (call, callback) => {
       if (isMalformed(call.request)) {
         callback(toServiceError(new KumoError('INVALID_ARGUMENT', `malformed request: ${call.request[malformed]}`)))
@@ -79,10 +147,12 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
         callback(toServiceError(err))
         return
       }
-      run(req).then((res) => {
-        if (res.errorCode) callback(toServiceError(new KumoError(res.errorCode as KumoError['code'], res.errorMessage)))
-        else callback(null, answer(res))
-      }, (err) => callback(toServiceError(err)))
+      asCaller(deps, call, callback, (principal) =>
+        run(req, principal).then((res) => {
+          if (res.errorCode) callback(toServiceError(new KumoError(res.errorCode as KumoError['code'], res.errorMessage)))
+          else callback(null, reply(res))
+        }, (err) => callback(toServiceError(err))),
+      )
     }
 
   return {
@@ -114,54 +184,79 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
         callback(toServiceError(err))
         return
       }
-      run(requestMsg({ op: 'GET_MANY', keys: m.keys, consistency: m.consistency, timeoutMs: m.timeoutMs })).then((res) => {
-        if (res.errorCode) callback(toServiceError(new KumoError(res.errorCode as KumoError['code'], res.errorMessage)))
-        else callback(null, { values: res.values ?? [] })
-      }, (err) => callback(toServiceError(err)))
+      asCaller(deps, call, callback, (principal) =>
+        run(requestMsg({ op: 'GET_MANY', keys: m.keys, consistency: m.consistency, timeoutMs: m.timeoutMs }), principal).then((res) => {
+          if (res.errorCode) callback(toServiceError(new KumoError(res.errorCode as KumoError['code'], res.errorMessage)))
+          else callback(null, { values: res.values ?? [] })
+        }, (err) => callback(toServiceError(err))),
+      )
     },
     Topology: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       if (isMalformed(call.request)) {
         callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed request')))
         return
       }
-      try {
-        callback(null, deps.topology(call.request.repairDetail === true))
-      } catch (err) {
-        callback(toServiceError(err))
-      }
+      asCaller(deps, call, callback, () => {
+        try {
+          callback(null, deps.topology(call.request.repairDetail === true))
+        } catch (err) {
+          callback(toServiceError(err))
+        }
+      }, 'cluster')
     },
-    Probe: (_call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-      deps.probe().then(
-        (res) => callback(null, res),
-        (err) => callback(toServiceError(err)),
-      )
+    Probe: (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      asCaller(deps, call, callback, () =>
+        deps.probe().then(
+          (res) => callback(null, res),
+          (err) => callback(toServiceError(err)),
+        ), 'cluster')
     },
     Repair: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       if (isMalformed(call.request)) {
         callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed request')))
         return
       }
-      const refused = deps.admit()
-      if (refused !== undefined) {
-        callback(toServiceError(refused))
-        return
-      }
-      deps.repair(call.request.onePartition ? call.request.partition : undefined).then(
-        (res) => callback(null, res),
-        (err) => callback(toServiceError(err)),
-      )
+      asCaller(deps, call, callback, () => {
+        const refused = deps.admit()
+        if (refused !== undefined) {
+          callback(toServiceError(refused))
+          return
+        }
+        deps.repair(call.request.onePartition ? call.request.partition : undefined).then(
+          (res) => callback(null, res),
+          (err) => callback(toServiceError(err)),
+        )
+      }, 'admin')
     },
     Scan: (call: grpc.ServerWritableStream<ScanRequestMsg, unknown>) => {
-      void scan(call, deps)
+      asCaller(deps, call, (error) => call.emit('error', error), (principal) => void scan(call, deps, principal))
     },
     Pipeline: (call: grpc.ServerDuplexStream<RequestFrameMsg, ResponseFrameMsg>) => {
+      // The caller is authenticated once per stream (a password check costs tens of ms);
+      // requests that arrive while it runs wait for it.
+      let principal: Principal | undefined
+      let failure: KumoError | undefined
+      let authenticating: Promise<void> | undefined
+      const failed = (err: unknown): void => {
+        failure = toKumoError(err)
+        if (failure.code === 'UNAUTHENTICATED') deps.refused('UNAUTHENTICATED')
+      }
+      try {
+        const caller = deps.authenticate(call)
+        if (caller instanceof Promise) authenticating = caller.then((p) => void (principal = p), failed)
+        else principal = caller
+      } catch (err) {
+        failed(err)
+      }
+      const serve = (req: RequestMsg): Promise<ResponseMsg> =>
+        run(req, principal!).catch((err): ResponseMsg => answer(req, toKumoError(err)))
       serveMultiplexed(
         call,
-        (req: RequestMsg) =>
-          run(req).catch((err): ResponseMsg => {
-            const error = toKumoError(err)
-            return { id: req.id, errorCode: error.code, errorMessage: error.message, found: false, value: empty }
-          }),
+        (req: RequestMsg) => {
+          if (principal !== undefined) return serve(req)
+          if (authenticating === undefined) return Promise.resolve(answer(req, failure!))
+          return authenticating.then(() => (principal !== undefined ? serve(req) : answer(req, failure!)))
+        },
         bytesOf,
         {
           requestBytes: requestMsgBytes,
@@ -192,7 +287,7 @@ function drained(call: grpc.ServerWritableStream<ScanRequestMsg, unknown>): Prom
   })
 }
 
-async function scan(call: grpc.ServerWritableStream<ScanRequestMsg, unknown>, deps: KvServiceDeps): Promise<void> {
+async function scan(call: grpc.ServerWritableStream<ScanRequestMsg, unknown>, deps: KvServiceDeps, principal: Principal): Promise<void> {
   let cancelled = false
   call.on('cancelled', () => {
     cancelled = true
@@ -203,11 +298,17 @@ async function scan(call: grpc.ServerWritableStream<ScanRequestMsg, unknown>, de
     const refused = deps.admit()
     if (refused !== undefined) throw refused
     if (m.limit > scanLimitMax) throw new KumoError('INVALID_ARGUMENT', `scan limit ${m.limit} is over ${scanLimitMax}`)
+    const bounds = scanBounds(m.prefix, m.gte, m.lt)
+    const verdict = permitsRange(principal, bounds.gte, bounds.lt)
+    if (!verdict.allowed) {
+      deps.refused('PERMISSION_DENIED')
+      throw new KumoError('PERMISSION_DENIED', verdict.reason)
+    }
     const pageSize = Math.min(Math.max(m.pageSize || 500, 1), 5000)
     const admitted = deps.admitScan()
     if (admitted instanceof KumoError) throw admitted
     try {
-      const pages = mergedScan(deps.partitionCount(), scanBounds(m.prefix, m.gte, m.lt), m.limit, pageSize, scanPageBytesMax, deps.scanSource, Date.now)
+      const pages = mergedScan(deps.partitionCount(), bounds, m.limit, pageSize, scanPageBytesMax, deps.scanSource, Date.now)
       for await (const page of pages) {
         if (cancelled) return
         // Back-pressure: the next page is read only once the client has taken this one.

@@ -27,6 +27,7 @@ export class NodeMetrics {
   readonly peerTimeout: Gauge<'peer'>
   readonly connections: Gauge
   readonly connectionsRefused: Counter
+  readonly refused: Counter<'code'>
   private server: http.Server | undefined
 
   constructor(nodeId: string, collect: (metrics: NodeMetrics) => void) {
@@ -62,15 +63,29 @@ export class NodeMetrics {
     this.peerTimeout = new Gauge({ name: 'kumo_peer_replica_timeout_seconds', help: 'How long this node waits for a peer\'s reply before counting it failed: from its measured answer times, within 250 ms and the replica timeout', labelNames: ['peer'], registers })
     this.connections = new Gauge({ name: 'kumo_connections', help: 'Connections open to this node (clients and peers)', registers })
     this.connectionsRefused = new Counter({ name: 'kumo_connections_refused_total', help: 'Connections refused for the connection limit (--max-connections)', registers })
+    this.refused = new Counter({ name: 'kumo_requests_refused_total', help: 'Calls refused for who made them: UNAUTHENTICATED (no or wrong credentials) or PERMISSION_DENIED (role, key prefixes, or the Peer service without a node certificate)', labelNames: ['code'], registers })
     collectDefaultMetrics({ register: this.registry, prefix: 'kumo_' })
   }
 
-  /** Serves /metrics on the port; resolves with the bound port. */
-  listen(port: number, host = '127.0.0.1'): Promise<number> {
+  /**
+   * Serves /metrics on the port, and the plain-HTTP probes Kubernetes can make whatever the
+   * gRPC port's TLS: /healthz (the process answers) and /readyz (200 while the node is
+   * SERVING, 503 otherwise, with the reason). Resolves with the bound port.
+   */
+  listen(port: number, host = '127.0.0.1', ready: () => string | undefined = () => undefined): Promise<number> {
     return new Promise((resolve, reject) => {
       const server = http.createServer((req, res) => {
+        if (req.url === '/healthz') {
+          res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n')
+          return
+        }
+        if (req.url === '/readyz') {
+          const notReady = ready()
+          res.writeHead(notReady === undefined ? 200 : 503, { 'content-type': 'text/plain' }).end(notReady === undefined ? 'SERVING\n' : `NOT_SERVING: ${notReady}\n`)
+          return
+        }
         if (req.url !== '/metrics') {
-          res.writeHead(404).end('not found: try /metrics\n')
+          res.writeHead(404).end('not found: try /metrics, /healthz or /readyz\n')
           return
         }
         this.registry.metrics().then(

@@ -35,6 +35,10 @@ import { kvHandlers } from './kv-service.js'
 import { defaultConnectionsMax, Listener, refusingServer, serverIdleOptions } from './listener.js'
 import type { ScanSource } from './merged-scan.js'
 import { PeerPool } from '../wire/peer-channel.js'
+import { insecureChannels, nodeIdentityCheck, tlsChannel, type ChannelSecurity } from '../wire/channel-security.js'
+import { Authenticator, type CallIdentity } from './authenticator.js'
+import { CertificateFiles, type CertificatePaths } from './certificate-files.js'
+import { UserStore } from './user-store.js'
 import { NodeMetrics } from './metrics.js'
 import { checkPartitions, ReplicaService } from './replica-service.js'
 
@@ -98,6 +102,15 @@ export interface NodeOptions {
   /** Serve Prometheus metrics on http://<metricsHost>:<port>/metrics (0 picks a port; unset: off). */
   metricsPort?: number
   metricsHost?: string
+  /**
+   * TLS for clients and peers: PEM files of the cluster's CA, and this node's certificate
+   * (naming it: urn:kumo:node:<id>) and key. Replaced files take effect for new connections.
+   */
+  tls?: CertificatePaths
+  /** Users, their hashed passwords and roles (see UserStore); needs tls. Unset: no authentication. */
+  authFile?: string
+  /** Allow a non-loopback listen address without TLS and authentication (a warning at every start). */
+  insecure?: boolean
 }
 
 export interface KumoNode {
@@ -154,8 +167,23 @@ function checkOptions(o: NodeOptions): void {
   if (o.loadBalancing !== undefined && !loadBalancingPolicies.includes(o.loadBalancing)) {
     bad(`unknown load balancing ${JSON.stringify(o.loadBalancing)}: use ${loadBalancingPolicies.join(', ')}`)
   }
+  if (o.authFile !== undefined && o.tls === undefined) bad('an auth file needs TLS (--tls-ca, --tls-cert, --tls-key): passwords would cross the network in the clear, and nodes could not be told from clients')
+  if (o.tls !== undefined && !(typeof o.tls.ca === 'string' && typeof o.tls.cert === 'string' && typeof o.tls.key === 'string')) bad('tls needs the paths of ca, cert and key')
+  const listenHost = o.listen.slice(0, o.listen.lastIndexOf(':'))
+  if (!isLoopback(listenHost) && (o.tls === undefined || o.authFile === undefined) && o.insecure !== true) {
+    bad(
+      `refusing to listen on ${o.listen} without ${o.tls === undefined ? 'TLS and authentication' : 'authentication'}: anyone who can reach it could read, write and take over the cluster. ` +
+        'Give --tls-ca, --tls-cert, --tls-key (make them with kumo certs) and --auth-file (kumo user add), or --insecure on a network you trust',
+    )
+  }
   if (o.metricsPort !== undefined && (!Number.isInteger(o.metricsPort) || o.metricsPort < 0 || o.metricsPort > 65535)) bad('metrics port must be 0 to 65535')
   for (const seed of o.seeds ?? []) if (!/^[^:\s]+:\d+$/.test(seed)) bad(`seed ${JSON.stringify(seed)} must be host:port`)
+}
+
+/** Whether a listen host is reachable from this machine only. */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '')
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h)
 }
 
 /** Starts a node in this process. Resolves once it listens; it serves once it is in the map. */
@@ -167,6 +195,31 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     replicationFactor: options.replicationFactor ?? 3,
   }
   const defaultConsistency = parseConsistency(options.consistency, 'quorum')
+  if (options.insecure === true && !isLoopback(options.listen.slice(0, options.listen.lastIndexOf(':'))) && (options.tls === undefined || options.authFile === undefined)) {
+    logger.warn({ listen: options.listen, tls: options.tls !== undefined, auth: options.authFile !== undefined }, 'INSECURE: listening beyond loopback without TLS and authentication; anyone who reaches this port can read, write and take over the cluster')
+  }
+  // TLS files and users are read and checked before anything else: a bad one stops startup.
+  const certificates = options.tls === undefined ? undefined : new CertificateFiles(options.tls, options.id, logger)
+  let users: UserStore | undefined
+  try {
+    users = options.authFile === undefined ? undefined : new UserStore(options.authFile, logger)
+  } catch (err) {
+    certificates?.close()
+    throw err
+  }
+  const authenticator = new Authenticator(certificates !== undefined, users)
+  const channelSecurity: ChannelSecurity =
+    certificates === undefined
+      ? insecureChannels
+      : (expectedNodeId, address) =>
+          tlsChannel(grpc.experimental.createCertificateProviderChannelCredentials(certificates, certificates, { checkServerIdentity: nodeIdentityCheck(expectedNodeId, address) }), address)
+  // The client-certificate request is optional: clients with passwords have none; a node's
+  // is checked against the CA, and a certificate that fails the check authenticates nobody.
+  const serverCredentials = certificates === undefined ? grpc.ServerCredentials.createInsecure() : grpc.experimental.createCertificateProviderServerCredentials(certificates, certificates, false)
+  const closeSecurity = (): void => {
+    certificates?.close()
+    users?.close()
+  }
   // Storage failures make the node read-only (StorageHealth); every stored version is bounded
   // by the cluster's clock (VersionBoundStorage). Both are wired once the rest exists.
   let storageFailed = (_error: KumoError): void => undefined
@@ -176,7 +229,12 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     rowCacheBytes: options.rowCacheBytes ?? defaultRowCacheBytes,
     onWriteFailure: (error) => storageFailed(error),
   })
-  await engine.open()
+  try {
+    await engine.open()
+  } catch (err) {
+    closeSecurity()
+    throw err
+  }
   const storage = new VersionBoundStorage(engine, () => Date.now() + clusterOffsetMs())
 
   let restored: { map: PartitionMap; members: MemberView[] } | undefined
@@ -196,6 +254,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     }
   } catch (err) {
     await storage.close()
+    closeSecurity()
     throw toKumoError(err)
   }
 
@@ -207,12 +266,13 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   const host = options.listen.slice(0, options.listen.lastIndexOf(':'))
   const connectionsMax = options.connectionsMax ?? defaultConnectionsMax
   const refuser = refusingServer([kvService, peerService], () => `node ${options.id} serves ${connectionsMax} connections at most and has that many open; try another node`)
-  const listener = new Listener(server, refuser, grpc.ServerCredentials.createInsecure(), { connectionsMax, silentMs: Math.min(10_000, options.idleTimeoutMs ?? 120_000) })
+  const listener = new Listener(server, refuser, serverCredentials, { connectionsMax, silentMs: Math.min(10_000, options.idleTimeoutMs ?? 120_000) })
   let port: number
   try {
     port = await listener.listen(host, Number(options.listen.slice(options.listen.lastIndexOf(':') + 1)))
   } catch (err) {
     await storage.close()
+    closeSecurity()
     throw err
   }
   const address = options.advertise ?? `${host}:${port}`
@@ -258,8 +318,8 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   // A gossip round must not outlast the interval much: an unanswered peer is the detector's job.
   const gossipTimeoutMs = Math.max(200, options.gossipIntervalMs ?? 1000)
   const replicaTimeoutMs = options.replicaTimeoutMs ?? 1000
-  const peers = new PeerPool((op) => metrics.replicaMessages.inc({ op, direction: 'sent' }), responsivenessWithin(replicaTimeoutMs))
-  const seedChannels = new PeerPool()
+  const peers = new PeerPool((op) => metrics.replicaMessages.inc({ op, direction: 'sent' }), responsivenessWithin(replicaTimeoutMs), channelSecurity)
+  const seedChannels = new PeerPool(undefined, undefined, channelSecurity)
   let elu = performance.eventLoopUtilization()
   let cpu = process.cpuUsage()
   let wall = performance.now()
@@ -472,6 +532,8 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   server.addService(
     kvService,
     kvHandlers({
+      authenticate: (call) => authenticator.authenticate(call),
+      refused: (code) => metrics.refused.inc({ code }),
       handle: async (req) => {
         const started = performance.now()
         const res = await coordinator.handle(req)
@@ -528,8 +590,30 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       },
     }),
   )
+  // The Peer service (the partition map, replica records under any version, hints, repair) is
+  // for the cluster's nodes: with TLS, a caller whose certificate names no node is refused, and
+  // a node may gossip only as itself.
+  const peerRefusal = (call: CallIdentity, claimedId?: string): KumoError | undefined => {
+    if (certificates === undefined) return undefined
+    const node = authenticator.nodeOf(call)
+    if (node === undefined) {
+      metrics.refused.inc({ code: 'PERMISSION_DENIED' })
+      return new KumoError('PERMISSION_DENIED', 'the Peer service is for the nodes of the cluster: the caller has no node certificate from its CA')
+    }
+    if (claimedId !== undefined && claimedId !== node) {
+      metrics.refused.inc({ code: 'PERMISSION_DENIED' })
+      logger.warn({ certificate: node, claimed: claimedId }, 'refused gossip from a node claiming to be another')
+      return new KumoError('PERMISSION_DENIED', `gossip from node ${node} claims to come from ${claimedId}`)
+    }
+    return undefined
+  }
   server.addService(peerService, {
     Exchange: (call: grpc.ServerDuplexStream<PeerRequestFrameMsg, PeerResponseFrameMsg>) => {
+      const refused = peerRefusal(call)
+      if (refused !== undefined) {
+        call.emit('error', toServiceError(refused))
+        return
+      }
       serveMultiplexed(
         call,
         (req: PeerRequestMsg) => {
@@ -554,6 +638,11 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
         callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed gossip')))
         return
       }
+      const refused = peerRefusal(call, call.request.from)
+      if (refused !== undefined) {
+        callback(toServiceError(refused))
+        return
+      }
       callback(null, membership.receive(call.request))
     },
   })
@@ -562,12 +651,17 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   let metricsPort: number | undefined
   if (options.metricsPort !== undefined) {
     try {
-      metricsPort = await metrics.listen(options.metricsPort, options.metricsHost ?? host)
+      metricsPort = await metrics.listen(options.metricsPort, options.metricsHost ?? host, () => {
+        if (state !== 'serving') return state === 'starting' ? 'starting (not in the partition map yet)' : 'shutting down'
+        if (storageHealth.failing !== undefined) return 'storage fails writes (read-only)'
+        return undefined
+      })
     } catch (err) {
       await listener.close()
       server.forceShutdown()
       refuser.forceShutdown()
       await storage.close()
+      closeSecurity()
       throw new KumoError('ADDRESS_IN_USE', `cannot serve metrics on port ${options.metricsPort}: ${(err as Error).message}`)
     }
   }
@@ -623,6 +717,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     await metrics.close()
     await persistChain
     await engine.close()
+    closeSecurity()
     state = 'stopped'
     logger.info('stopped')
   }

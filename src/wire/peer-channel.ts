@@ -1,4 +1,3 @@
-import * as grpc from '@grpc/grpc-js'
 import { KumoError } from '../core/errors.js'
 import { peerRequestMsgBytes, type GossipMsg, type PeerRequestMsg, type PeerResponseMsg } from './messages.js'
 import { Responsiveness, type ResponsivenessConfig } from '../core/responsiveness.js'
@@ -6,6 +5,7 @@ import { MultiplexedStream } from './multiplexed-stream.js'
 import { noPeerFields } from './peer-fields.js'
 import { PeerClient } from './proto.js'
 import { channelOptions, fromServiceError } from './status.js'
+import { insecureChannels, secured, type ChannelSecurity } from './channel-security.js'
 
 export type PeerRequest = Omit<PeerRequestMsg, 'id'>
 
@@ -18,8 +18,11 @@ export class PeerChannel {
     readonly address: string,
     private readonly onSend?: (op: string) => void,
     responsiveness?: Responsiveness,
+    security: ChannelSecurity = insecureChannels,
   ) {
-    this.stream = new MultiplexedStream(() => new PeerClient(address, grpc.credentials.createInsecure(), channelOptions), {
+    // A seed's channel (id "seed:<address>") accepts any node's certificate; a peer's, only its own.
+    const expectedNodeId = nodeId.startsWith('seed:') ? undefined : nodeId
+    this.stream = new MultiplexedStream(() => new PeerClient(address, ...secured(security(expectedNodeId, address), channelOptions)), {
       method: 'exchange',
       describe: `node ${nodeId} (${address})`,
       bytesOf: peerRequestMsgBytes,
@@ -100,6 +103,7 @@ export class PeerPool {
   constructor(
     private readonly onSend?: (op: string) => void,
     private readonly responsivenessConfig?: Partial<ResponsivenessConfig>,
+    private readonly security: ChannelSecurity = insecureChannels,
   ) {}
 
   private responsivenessOf(nodeId: string, address: string): Responsiveness {
@@ -120,7 +124,7 @@ export class PeerPool {
       channel = undefined
     }
     if (channel === undefined) {
-      channel = new PeerChannel(nodeId, address, this.onSend, this.responsivenessOf(nodeId, address))
+      channel = new PeerChannel(nodeId, address, this.onSend, this.responsivenessOf(nodeId, address), this.security)
       this.channels.set(nodeId, channel)
     }
     return channel

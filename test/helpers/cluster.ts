@@ -39,7 +39,7 @@ export interface TestCluster {
 }
 
 /** Starts `count` in-process nodes on free loopback ports and waits until all serve one map. */
-export async function startCluster(count = 3, extra: Partial<NodeOptions> = {}): Promise<TestCluster> {
+export async function startCluster(count = 3, extra: Partial<NodeOptions> | ((i: number) => Partial<NodeOptions>) = {}): Promise<TestCluster> {
   const ports = await Promise.all(Array.from({ length: count }, () => freePort()))
   const addresses = ports.map((p) => `127.0.0.1:${p}`)
   const root = await tempDir()
@@ -51,7 +51,7 @@ export async function startCluster(count = 3, extra: Partial<NodeOptions> = {}):
     seeds: addresses,
     gossipIntervalMs: 200,
     partitions: 64,
-    ...extra,
+    ...(typeof extra === 'function' ? extra(i) : extra),
   }))
   const nodes: (KumoNode | undefined)[] = await Promise.all(options.map((o) => startNode(o)))
   const cluster: TestCluster = {

@@ -6,10 +6,11 @@ import type { KumoError } from '../../src/core/errors.js'
 /** A plain gRPC client for the Kv service, bypassing the client library's own checks. */
 export class RawKv {
   readonly client: grpc.Client & Record<string, Function>
-  constructor(address: string) {
-    this.client = new KvClient(address, grpc.credentials.createInsecure(), {
+  constructor(address: string, credentials = grpc.credentials.createInsecure(), options: grpc.ChannelOptions = {}) {
+    this.client = new KvClient(address, credentials, {
       'grpc.max_send_message_length': 64 * 1024 * 1024,
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
+      ...options,
     }) as never
   }
 
