@@ -27,13 +27,15 @@ const program = new Command()
       '  embedded  classic-level in this process (the ceiling)\n' +
       '  kumo-1    one Kumo node, N=1\n' +
       '  kumo-3    three Kumo nodes, N=3, quorum reads and writes\n' +
+      '  kumo-1-tls, kumo-3-tls: the same with TLS and authentication (--tls adds them)\n' +
       'Each workload runs on every target one after another (after the machine is quiet), and\n' +
       'prints a table with the ratio of kumo-3 to embedded.',
   )
   .option('--seeds <hosts>', 'measure a running cluster instead (comma-separated host:port)')
   .option('--quick', 'a run of under a minute: fewer records, shorter runs, fewer workloads')
   .option('--workload <names>', `comma-separated: ${fullSet.join(', ')} (default: all; --quick: ${quickSet.join(', ')})`)
-  .option('--targets <names>', 'comma-separated: embedded, kumo-1, kumo-3', 'embedded,kumo-1,kumo-3')
+  .option('--targets <names>', 'comma-separated: embedded, kumo-1, kumo-3, kumo-1-tls, kumo-3-tls', 'embedded,kumo-1,kumo-3')
+  .option('--tls', 'also measure each kumo target with TLS and authentication on (kumo-N-tls), beside the plain one')
   .option('--records <n>', 'records loaded before the runs', wholeNumber)
   .option('--operations <n>', 'operations per run at most (0: time-bound only)', wholeNumber, 0)
   .option('--duration <s>', 'seconds per run', positiveNumber)
@@ -69,6 +71,7 @@ interface Options {
   peer?: 'redis'
   batchConcurrency: number
   rounds: number
+  tls?: boolean
 }
 const opts = program.opts<Options>()
 
@@ -92,6 +95,9 @@ async function main(): Promise<void> {
   const root = await tempRoot()
   const results: RunResult[] = []
   const targetNames = opts.seeds ? ['cluster'] : opts.targets.split(',').map((s) => s.trim())
+  if (opts.tls && !opts.seeds) {
+    for (const plain of ['kumo-1', 'kumo-3']) if (targetNames.includes(plain) && !targetNames.includes(`${plain}-tls`)) targetNames.splice(targetNames.indexOf(plain) + 1, 0, `${plain}-tls`)
+  }
   if (opts.peer === 'redis') {
     if (installed('redis-server') && installed('redis-cli')) targetNames.push('redis-3')
     else process.stdout.write('note: --peer redis skipped: redis-server and redis-cli are not installed (Debian: apt-get install redis-server)\n')
@@ -110,6 +116,8 @@ async function main(): Promise<void> {
       else if (name === 'embedded') target = await embeddedTarget(root)
       else if (name === 'kumo-1') target = await kumoLocalTarget(root, 'kumo-1', 1, 1)
       else if (name === 'kumo-3') target = await kumoLocalTarget(root, 'kumo-3', 3, 3)
+      else if (name === 'kumo-1-tls') target = await kumoLocalTarget(root, 'kumo-1-tls', 1, 1, true)
+      else if (name === 'kumo-3-tls') target = await kumoLocalTarget(root, 'kumo-3-tls', 3, 3, true)
       else if (name === 'redis-3') target = await redisClusterTarget(root)
       else throw new InvalidArgumentError(`unknown target ${name}`)
       open.push({ target, inserted: { count: records } })

@@ -3,9 +3,9 @@ import os from 'node:os'
 import path from 'node:path'
 import type { ChildProcess } from 'node:child_process'
 import { ClassicLevel } from 'classic-level'
-import { connect, type KumoClient } from '../src/index.js'
+import { connect, type ConnectOptions, type KumoClient } from '../src/index.js'
 import { levelOptions } from '../src/storage/classic-level-engine.js'
-import { freePort, spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from '../scripts/local-cluster.js'
+import { freePort, makeLocalSecurity, spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from '../scripts/local-cluster.js'
 
 /** What a benchmark drives: the same operations on every system measured. */
 export interface BenchTarget {
@@ -57,18 +57,22 @@ export async function embeddedTarget(root: string): Promise<BenchTarget> {
 
 
 /** A Kumo cluster of `nodes` node processes with N = `replicas`, started for the run. */
-export async function kumoLocalTarget(root: string, name: string, nodes: number, replicas: number): Promise<BenchTarget> {
+export async function kumoLocalTarget(root: string, name: string, nodes: number, replicas: number, secure = false): Promise<BenchTarget> {
   const ports = await Promise.all(Array.from({ length: nodes }, () => freePort()))
   const specs: LocalNodeSpec[] = ports.map((port, i) => ({ id: `n${i + 1}`, address: `127.0.0.1:${port}`, dataDir: path.join(root, name, `node${i + 1}`) }))
   const seeds = specs.map((s) => s.address)
-  const children: ChildProcess[] = specs.map((spec) => spawnNode(spec, seeds, ['--replicas', String(replicas), '--log-level', 'error', '--repair-interval', '0']))
+  // TLS between every pair and to the client, and a user authenticated by password.
+  const security = secure ? await makeLocalSecurity(path.join(root, name, 'tls'), specs.map((s) => s.id)) : undefined
+  const children: ChildProcess[] = specs.map((spec) =>
+    spawnNode(spec, seeds, ['--replicas', String(replicas), '--log-level', 'error', '--repair-interval', '0', ...(security?.nodeArgs(spec.id) ?? [])]),
+  )
   try {
-    await waitHealthy(specs, 30_000)
+    await waitHealthy(specs, 30_000, () => true, security)
   } catch (err) {
     await Promise.all(children.map((c) => stopChild(c)))
     throw err
   }
-  const target = await kumoTarget(name, `${nodes} node${nodes > 1 ? 's' : ''}, N=${replicas}, quorum`, seeds)
+  const target = await kumoTarget(name, `${nodes} node${nodes > 1 ? 's' : ''}, N=${replicas}, quorum${secure ? ', TLS and authentication' : ''}`, seeds, security?.client)
   return {
     ...target,
     pids: children.map((c) => c.pid).filter((pid): pid is number => pid !== undefined),
@@ -81,8 +85,8 @@ export async function kumoLocalTarget(root: string, name: string, nodes: number,
 }
 
 /** A running Kumo cluster reached through its seeds. */
-export async function kumoTarget(name: string, description: string, seeds: string[]): Promise<BenchTarget> {
-  const db: KumoClient = await connect({ seeds, timeoutMs: 10_000 })
+export async function kumoTarget(name: string, description: string, seeds: string[], security: Pick<ConnectOptions, 'tls' | 'credentials'> = {}): Promise<BenchTarget> {
+  const db: KumoClient = await connect({ seeds, timeoutMs: 10_000, ...security })
   return {
     name,
     description,

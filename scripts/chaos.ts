@@ -6,7 +6,7 @@ import { Command, InvalidArgumentError } from 'commander'
 import * as hdr from 'hdr-histogram-js'
 import { connect, type KumoClient } from '../src/index.js'
 import { seededRandom } from '../src/core/random.js'
-import { localSpecs, portTaken, spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from './local-cluster.js'
+import { localSpecs, makeLocalSecurity, portTaken, spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from './local-cluster.js'
 
 function wholeNumber(value: string): number {
   const n = Number(value)
@@ -28,8 +28,9 @@ const program = new Command()
   .option('--between <ms>', 'pause between a restart and the next kill (random up to this)', wholeNumber, 6000)
   .option('--seed <n>', 'random seed (printed, so a run can be replayed)', wholeNumber)
   .option('--json', 'print the report as JSON too')
+  .option('--secure', 'run the nodes with TLS and authentication (a throwaway CA and admin user)')
   .parse()
-const opts = program.opts<{ duration: number; concurrency: number; basePort: number; down: number; between: number; seed?: number; json?: boolean }>()
+const opts = program.opts<{ duration: number; concurrency: number; basePort: number; down: number; between: number; seed?: number; json?: boolean; secure?: boolean }>()
 
 const histogram = (): hdr.Histogram => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 })
 const ms = (us: number): string => `${(us / 1000).toFixed(2)} ms`
@@ -55,9 +56,11 @@ async function main(): Promise<void> {
     }
   }
   const seeds = specs.map((s) => s.address)
+  const security = opts.secure ? await makeLocalSecurity(path.join(root, 'tls'), specs.map((s) => s.id)) : undefined
+  const clientSecurity = security?.client ?? {}
   const children = new Map<string, ChildProcess>()
   const spawn = (spec: LocalNodeSpec): void => {
-    children.set(spec.id, spawnNode(spec, seeds, ['--gossip-interval', '500']))
+    children.set(spec.id, spawnNode(spec, seeds, ['--gossip-interval', '500', ...(security?.nodeArgs(spec.id) ?? [])]))
   }
   let db: KumoClient | undefined
   const cleanup = async (): Promise<void> => {
@@ -67,10 +70,10 @@ async function main(): Promise<void> {
   }
   process.on('SIGINT', () => void cleanup().then(() => process.exit(130)))
 
-  process.stdout.write(`chaos: seed ${seed}; starting 3 nodes on ${seeds.join(', ')}...\n`)
+  process.stdout.write(`chaos: seed ${seed}; starting 3 nodes on ${seeds.join(', ')}${security ? ' with TLS and authentication' : ''}...\n`)
   for (const spec of specs) spawn(spec)
-  await waitHealthy(specs, 30_000)
-  db = await connect({ seeds, timeoutMs: 5000 })
+  await waitHealthy(specs, 30_000, () => true, security)
+  db = await connect({ seeds, timeoutMs: 5000, ...clientSecurity })
 
   const overall = histogram()
   const windows: KillWindow[] = []
@@ -144,7 +147,7 @@ async function main(): Promise<void> {
       process.stdout.write(`  ${((window.atMs - started) / 1000).toFixed(1)}s: kill -9 ${spec.id}, down for ${(downMs / 1000).toFixed(1)} s\n`)
       await new Promise((r) => setTimeout(r, downMs))
       spawn(spec)
-      await waitHealthy(specs, 30_000)
+      await waitHealthy(specs, 30_000, () => true, security)
       process.stdout.write(`  ${((Date.now() - started) / 1000).toFixed(1)}s: ${spec.id} back\n`)
       await new Promise((r) => setTimeout(r, 1000 + random() * opts.between))
     }
@@ -161,7 +164,7 @@ async function main(): Promise<void> {
     const child = children.get(spec.id)!
     if (child.exitCode !== null || child.signalCode !== null) spawn(spec)
   }
-  await waitHealthy(specs, 30_000)
+  await waitHealthy(specs, 30_000, () => true, security)
 
   // Convergence: every node holds every acknowledged write in its own storage.
   const convergeStarted = Date.now()
@@ -171,7 +174,7 @@ async function main(): Promise<void> {
   while (Date.now() - convergeStarted < 120_000) {
     missingLast = 0
     for (const spec of specs) {
-      const one = await connect({ seeds: [spec.address], timeoutMs: 10_000 })
+      const one = await connect({ seeds: [spec.address], timeoutMs: 10_000, ...clientSecurity })
       for (let i = 0; i < keys.length; i += 1000) {
         const chunk = keys.slice(i, i + 1000)
         const values = await one.getMany(chunk, { consistency: 'one' }).catch(() => chunk.map(() => undefined))

@@ -1,7 +1,7 @@
 import { Command, InvalidArgumentError } from 'commander'
 import type { ChildProcess } from 'node:child_process'
 import path from 'node:path'
-import { localSpecs, portTaken, spawnNode, stopChild, waitHealthy } from './local-cluster.js'
+import { localSpecs, makeLocalSecurity, portTaken, spawnNode, stopChild, waitHealthy } from './local-cluster.js'
 
 function wholeNumber(value: string): number {
   const n = Number(value)
@@ -16,9 +16,10 @@ const program = new Command()
   .option('--base-port <port>', 'port of the first node; the others follow', wholeNumber, 7001)
   .option('--data <dir>', 'data root; node i keeps its data in <dir>/node<i>', './data')
   .option('--host <host>', 'address to listen on', '127.0.0.1')
+  .option('--secure', 'TLS and authentication: a throwaway CA and node certificates, and an admin user with a new password (in <data>/tls)')
   .parse()
 
-const opts = program.opts<{ nodes: number; basePort: number; data: string; host: string }>()
+const opts = program.opts<{ nodes: number; basePort: number; data: string; host: string; secure?: boolean }>()
 
 async function main(): Promise<void> {
   const specs = localSpecs(opts.nodes, opts.basePort, path.resolve(opts.data), opts.host)
@@ -30,6 +31,7 @@ async function main(): Promise<void> {
       process.exit(1)
     }
   }
+  const security = opts.secure ? await makeLocalSecurity(path.resolve(opts.data, 'tls'), specs.map((s) => s.id)) : undefined
   const children = new Map<string, ChildProcess>()
   let stopping = false
   const stopAll = async (code: number): Promise<never> => {
@@ -48,7 +50,7 @@ async function main(): Promise<void> {
 
   let exitedDuringStart = false
   for (const spec of specs) {
-    const child = spawnNode(spec, seeds, [], (line) => process.stdout.write(`[${spec.id}] ${line}\n`))
+    const child = spawnNode(spec, seeds, security?.nodeArgs(spec.id) ?? [], (line) => process.stdout.write(`[${spec.id}] ${line}\n`))
     children.set(spec.id, child)
     child.once('exit', (code, signal) => {
       if (stopping) return
@@ -58,12 +60,37 @@ async function main(): Promise<void> {
   }
   process.stdout.write(`cluster: starting ${specs.length} nodes (data in ${path.resolve(opts.data)})...\n`)
   try {
-    await waitHealthy(specs, 60_000, () => !exitedDuringStart)
+    await waitHealthy(specs, 60_000, () => !exitedDuringStart, security)
   } catch (err) {
     process.stderr.write(`cluster: ${(err as Error).message}\n`)
     await stopAll(1)
   }
   const list = seeds.join(',')
+  if (security !== undefined) {
+    const ca = path.join(security.dir, 'ca.pem')
+    process.stdout.write(
+      [
+        '',
+        `Kumo is running with TLS and authentication: ${specs.map((s) => `${s.id} ${s.address}`).join(', ')}`,
+        `(a throwaway CA and certificates in ${security.dir}; users in ${security.authFile})`,
+        '',
+        'From another terminal:',
+        `  export KUMO_SEEDS=${list} KUMO_TLS_CA=${ca} KUMO_USER=admin KUMO_PASSWORD=${security.client.credentials.password}`,
+        '  npx kumo put hello world && npx kumo get hello && npx kumo status',
+        `  npx kumo user add app --auth-file ${security.authFile} --role readwrite --prefix app/   # more users`,
+        '',
+        'From your code:',
+        `  import { readFileSync } from 'node:fs'`,
+        `  import { connect } from 'kumodb'`,
+        `  const db = await connect({ seeds: ['${seeds[0]}'], tls: { ca: readFileSync('${ca}') },`,
+        `                             credentials: { user: 'admin', password: process.env.KUMO_PASSWORD } })`,
+        '',
+        'Ctrl-C stops the cluster.',
+        '',
+      ].join('\n'),
+    )
+    await new Promise(() => undefined)
+  }
   process.stdout.write(
     [
       '',

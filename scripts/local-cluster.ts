@@ -2,8 +2,35 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import net from 'node:net'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { connect } from '../src/client/client.js'
 import { healthProbe } from '../src/cli/probes.js'
+import { addUser, makeCertificates } from '../src/cli/security.js'
+import { clientChannels, insecureChannels, type TlsOptions, type UserCredentials } from '../src/wire/channel-security.js'
+
+/** A throwaway CA, node certificates and an auth file with one admin: a local cluster with TLS and authentication. */
+export interface LocalSecurity {
+  dir: string
+  authFile: string
+  /** What a client needs: the CA, and the admin's credentials. */
+  client: { tls: TlsOptions; credentials: UserCredentials }
+  /** Node `id`'s start options for TLS and authentication. */
+  nodeArgs(id: string): string[]
+}
+
+export async function makeLocalSecurity(dir: string, nodeIds: string[]): Promise<LocalSecurity> {
+  await makeCertificates({ out: dir, nodes: nodeIds, hosts: [], users: [], days: 30, force: true }, () => undefined)
+  const authFile = path.join(dir, 'auth.json')
+  const password = randomBytes(18).toString('base64url')
+  await addUser(authFile, 'admin', 'admin', [], password)
+  return {
+    dir,
+    authFile,
+    client: { tls: { ca: readFileSync(path.join(dir, 'ca.pem')) }, credentials: { user: 'admin', password } },
+    nodeArgs: (id) => ['--tls-ca', path.join(dir, 'ca.pem'), '--tls-cert', path.join(dir, `${id}.pem`), '--tls-key', path.join(dir, `${id}-key.pem`), '--auth-file', authFile],
+  }
+}
 
 /** The compiled CLI, whether this file runs from dist/ or from source under tsx. */
 export const cliPath = (() => {
@@ -82,13 +109,14 @@ export function spawnNode(
 }
 
 /** Waits until every node answers SERVING and one of them reports a map with all of them. */
-export async function waitHealthy(specs: LocalNodeSpec[], timeoutMs: number, isAlive: () => boolean = () => true): Promise<void> {
+export async function waitHealthy(specs: LocalNodeSpec[], timeoutMs: number, isAlive: () => boolean = () => true, security?: LocalSecurity): Promise<void> {
   const deadline = Date.now() + timeoutMs
+  const channels = security === undefined ? insecureChannels : clientChannels(security.client.tls, security.client.credentials)
   while (Date.now() < deadline && isAlive()) {
-    const probes = await Promise.all(specs.map((s) => healthProbe(s.address, 1000)))
+    const probes = await Promise.all(specs.map((s) => healthProbe(s.address, 1000, '', channels, s.id)))
     if (probes.every((p) => p.ok)) {
       try {
-        const db = await connect({ seeds: [specs[0]!.address], timeoutMs: 2000 })
+        const db = await connect({ seeds: [specs[0]!.address], timeoutMs: 2000, ...(security?.client ?? {}) })
         const topology = await db.topology()
         await db.close()
         if (specs.every((s) => topology.nodes.some((n) => n.id === s.id && n.state === 'up')) && topology.partitions.every((p) => p.length === Math.min(topology.replicationFactor, specs.length))) return

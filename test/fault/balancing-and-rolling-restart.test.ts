@@ -20,7 +20,7 @@ describe('load balancing across replicas (real processes)', () => {
     await loader.close()
 
     const shareOfSlowNode = async (policy: LoadBalancing): Promise<number> => {
-      const db = await connect({ seeds: cluster!.seeds, loadBalancing: policy, timeoutMs: 10_000 })
+      const db = await cluster!.client({ loadBalancing: policy, timeoutMs: 10_000 })
       // Least-load needs the loads gossiped since the burn started.
       await waitFor('loads to be reported', async () => (await db.topology()).nodes.find((n) => n.id === 'n3')!.load > 0.5, 15_000, 100)
       let next = 0
@@ -56,7 +56,7 @@ describe('graceful shutdown', () => {
       await cluster.stop(spec.id) // SIGTERM: drain, then exit 0
       expect(cluster.children.get(spec.id)!.exitCode).toBe(0)
       await cluster.restart(spec.id)
-      await waitHealthy(cluster.specs, 30_000)
+      await waitHealthy(cluster.specs, 30_000, () => true, cluster.security)
       await waitFor('writes to continue', () => load.acked.length > before + 200, 10_000, 10)
     }
     await reads.stop()

@@ -1,7 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { waitFor } from '../helpers/cluster.js'
 import { ProcessCluster, readLoad, writeLoad } from '../helpers/processes.js'
-import { RawKv } from '../helpers/raw.js'
 
 let cluster: ProcessCluster | undefined
 afterEach(async () => {
@@ -140,13 +139,13 @@ describe('one node of three dies (real processes, kill -9)', () => {
     cluster = await ProcessCluster.start(3, ['--repair-interval', '0'])
     await cluster.kill('n3')
     // n1 coordinates these writes itself, so it holds the hints for n3.
-    const raw = new RawKv(cluster.spec('n1').address)
+    const raw = cluster.raw('n1')
     const keys = Array.from({ length: 100 }, (_, i) => `hint/${i}`)
     await waitFor('n1 to see n3 down', async () => (await raw.call('Topology', {})).nodes.find((n: { id: string }) => n.id === 'n3').state === 'down', 15_000, 100)
     for (const key of keys) await raw.call('Put', { key: Buffer.from(key), value: Buffer.from(`value-of-${key}`) })
     raw.close()
     const heldBy = async (id: string): Promise<number> => {
-      const r = new RawKv(cluster!.spec(id).address)
+      const r = cluster!.raw(id)
       try {
         const topology = await r.call('Topology', {})
         return Number(topology.nodes.find((n: { id: string }) => n.id === 'n3').hintsHeld)

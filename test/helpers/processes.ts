@@ -2,7 +2,15 @@ import type { ChildProcess } from 'node:child_process'
 import { rm } from 'node:fs/promises'
 import path from 'node:path'
 import { connect, type ConnectOptions, type KumoClient } from '../../src/index.js'
-import { spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from '../../scripts/local-cluster.js'
+import * as grpc from '@grpc/grpc-js'
+import { makeLocalSecurity, spawnNode, stopChild, waitHealthy, type LocalNodeSpec, type LocalSecurity } from '../../scripts/local-cluster.js'
+import { userCallCredentials } from '../../src/wire/channel-security.js'
+
+/**
+ * KUMO_TEST_SECURE=1 runs every process cluster with TLS and authentication (npm test runs
+ * the fault suite so too): clients connect as an admin user over TLS.
+ */
+export const secureByDefault = process.env.KUMO_TEST_SECURE === '1'
 import { freePort, tempDir, waitFor } from './cluster.js'
 import { RawKv } from './raw.js'
 
@@ -14,19 +22,30 @@ export class ProcessCluster {
     readonly specs: LocalNodeSpec[],
     readonly root: string,
     private readonly extraArgs: string[],
+    readonly security: LocalSecurity | undefined,
   ) {}
 
   readonly env = new Map<string, Record<string, string>>()
 
-  static async start(count = 3, extraArgs: string[] = [], env: Record<string, Record<string, string>> = {}): Promise<ProcessCluster> {
+  static async start(count = 3, extraArgs: string[] = [], env: Record<string, Record<string, string>> = {}, secure = secureByDefault): Promise<ProcessCluster> {
     const root = await tempDir('kumo-proc-')
     const ports = await Promise.all(Array.from({ length: count }, () => freePort()))
     const specs = ports.map((port, i) => ({ id: `n${i + 1}`, address: `127.0.0.1:${port}`, dataDir: path.join(root, `node${i + 1}`) }))
-    const cluster = new ProcessCluster(specs, root, ['--gossip-interval', '200', ...extraArgs])
+    const security = secure ? await makeLocalSecurity(path.join(root, 'tls'), specs.map((s) => s.id)) : undefined
+    const cluster = new ProcessCluster(specs, root, ['--gossip-interval', '200', ...extraArgs], security)
     for (const [id, vars] of Object.entries(env)) cluster.env.set(id, vars)
     for (const spec of specs) cluster.spawn(spec.id)
-    await waitHealthy(specs, 30_000)
+    await waitHealthy(specs, 30_000, () => true, security)
     return cluster
+  }
+
+  /** A raw Kv client to a node, with the cluster's TLS and admin credentials when it has them. */
+  raw(id: string): RawKv {
+    const address = this.spec(id).address
+    if (this.security === undefined) return new RawKv(address)
+    const { tls, credentials } = this.security.client
+    const ssl = grpc.credentials.createSsl(tls.ca as Buffer, null, null, { checkServerIdentity: () => undefined })
+    return new RawKv(address, grpc.credentials.combineChannelCredentials(ssl, userCallCredentials(credentials)), { 'grpc.ssl_target_name_override': 'kumo-node' })
   }
 
   get seeds(): string[] {
@@ -41,7 +60,7 @@ export class ProcessCluster {
     const spec = this.spec(id)
     const log = this.logs.get(id) ?? []
     this.logs.set(id, log)
-    const child = spawnNode(spec, this.seeds, this.extraArgs, (line) => {
+    const child = spawnNode(spec, this.seeds, [...this.extraArgs, ...(this.security?.nodeArgs(id) ?? [])], (line) => {
       log.push(line)
       if (log.length > 200) log.shift()
     }, this.env.get(id) ?? {})
@@ -65,7 +84,7 @@ export class ProcessCluster {
   async restart(id: string): Promise<void> {
     this.spawn(id)
     await waitFor(`${id} to serve again`, async () => {
-      const raw = new RawKv(this.spec(id).address)
+      const raw = this.raw(id)
       try {
         await raw.call('Topology', {})
         return true
@@ -85,7 +104,7 @@ export class ProcessCluster {
     for (const spec of this.specs) {
       const child = this.children.get(spec.id)
       if (child === undefined || child.exitCode !== null || child.signalCode !== null) continue
-      const raw = new RawKv(spec.address)
+      const raw = this.raw(spec.id)
       try {
         const topology = await raw.call('Topology', {})
         for (const n of topology.nodes) total += Number(n.hintsHeld)
@@ -98,7 +117,7 @@ export class ProcessCluster {
 
   /** Values of `keys` in one node's own storage (consistency one, read locally). */
   async localValues(id: string, keys: string[]): Promise<(string | undefined)[]> {
-    const raw = new RawKv(this.spec(id).address)
+    const raw = this.raw(id)
     try {
       const out: (string | undefined)[] = []
       for (let i = 0; i < keys.length; i += 1000) {
@@ -112,7 +131,7 @@ export class ProcessCluster {
   }
 
   client(options: Omit<ConnectOptions, 'seeds'> = {}): Promise<KumoClient> {
-    return connect({ seeds: this.seeds, ...options })
+    return connect({ seeds: this.seeds, ...(this.security?.client ?? {}), ...options })
   }
 
   async close(): Promise<void> {
