@@ -143,7 +143,8 @@ export class HostCluster {
     this.logs.set(id, log)
     const launcher = ['ip', 'netns', 'exec', this.net.host(id).ns]
     const env: Record<string, string> = node.faketime === undefined ? {} : faketimeEnv(node.faketime)
-    const args = ['--metrics-port', String(metricsPort), ...(this.options.args ?? []), ...(node.args ?? [])]
+    // --insecure: the test hosts' addresses are not loopback, but the network is one the test made and nobody else reaches.
+    const args = ['--insecure', '--metrics-port', String(metricsPort), ...(this.options.args ?? []), ...(node.args ?? [])]
     const child = spawnNode(spec, this.seeds, args, (line) => {
       log.push(line)
       if (log.length > 5000) log.shift()
