@@ -24,6 +24,8 @@ export interface NodeStatus {
   readOnly: boolean
   /** Its clock minus the cluster's, in ms, as it measures it (undefined: unreachable). */
   clockOffsetMs: number | undefined
+  /** Partitions it gained and is still copying (a membership change in flight). */
+  partitionsFilling: number
 }
 
 export interface PartitionStatus {
@@ -38,6 +40,8 @@ export interface ClusterStatus {
   partitionCount: number
   replicationFactor: number
   nodes: NodeStatus[]
+  /** Nodes removed for good. */
+  removed: string[]
   /** With { partitions: true }. */
   partitions?: PartitionStatus[]
 }
@@ -89,6 +93,7 @@ export async function clusterStatus(seeds: string[], timeoutMs: number, options:
           repair: own?.repair ?? undefined,
           readOnly: self?.readOnly ?? node.readOnly,
           clockOffsetMs: self?.clockOffsetMs,
+          partitionsFilling: self?.partitionsFilling ?? node.partitionsFilling,
           id: node.id,
           address: node.address,
           seenAs,
@@ -102,7 +107,7 @@ export async function clusterStatus(seeds: string[], timeoutMs: number, options:
       }),
     )
     nodes.sort((a, b) => (a.id < b.id ? -1 : 1))
-    const status: ClusterStatus = { epoch: topology.epoch, partitionCount: topology.partitionCount, replicationFactor: topology.replicationFactor, nodes }
+    const status: ClusterStatus = { epoch: topology.epoch, partitionCount: topology.partitionCount, replicationFactor: topology.replicationFactor, nodes, removed: topology.removed }
     if (options.partitions) {
       status.partitions = topology.partitions.map((replicas, partition) => {
         const lastRepairMs: Record<string, number> = {}
@@ -143,10 +148,13 @@ export function formatStatus(status: ClusterStatus): string {
       formatOffset(n.clockOffsetMs),
       String(n.hintsFor),
       Object.entries(n.hintsHeld).map(([to, count]) => `${to}:${count}`).join(',') || '0',
-      formatRepair(n.repair, now),
+      `${n.partitionsFilling > 0 ? `copying ${n.partitionsFilling} gained; ` : ''}${formatRepair(n.repair, now)}`,
     ])
   }
-  return `cluster epoch ${status.epoch}, ${status.partitionCount} partitions, N=${status.replicationFactor}\n${pad(rows)}`
+  const removed = status.removed.length > 0 ? `, removed for good: ${status.removed.join(', ')}` : ''
+  const filling = status.nodes.reduce((sum, n) => sum + n.partitionsFilling, 0)
+  const change = filling > 0 ? `\na membership change is in flight: ${filling} partition replicas still being copied` : ''
+  return `cluster epoch ${status.epoch}, ${status.partitionCount} partitions, N=${status.replicationFactor}${removed}${change}\n${pad(rows)}`
 }
 
 /** A node's clock against the cluster's: '+0.01s', '-120.3s'; '-' when unknown. */

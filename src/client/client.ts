@@ -84,6 +84,8 @@ export interface NodeState {
   readOnly: boolean
   /** How far its clock is from the cluster's (the median of the nodes' clocks), as the answering node measures. */
   clockOffsetMs: number
+  /** Partitions it gained and is still copying from their other replicas (a membership change in flight). */
+  partitionsFilling: number
 }
 
 export interface RepairState {
@@ -113,6 +115,8 @@ export interface Topology {
   answeredBy: string
   /** Anti-entropy on the answering node. */
   repair: RepairState | undefined
+  /** Nodes removed for good (kumo remove). */
+  removed: string[]
 }
 
 const empty = Buffer.alloc(0)
@@ -132,10 +136,11 @@ function toTopology(msg: TopologyMsg): Topology {
     epoch: msg.epoch,
     partitionCount: msg.partitionCount,
     replicationFactor: msg.replicationFactor,
-    nodes: msg.nodes.map((n) => ({ ...n, state: n.state as NodeState['state'] })),
+    nodes: msg.nodes.map((n) => ({ ...n, state: n.state as NodeState['state'], partitionsFilling: n.partitionsFilling ?? 0 })),
     partitions: msg.partitions.map((p) => p.nodes),
     answeredBy: msg.answeredBy,
     repair: msg.repair ?? undefined,
+    removed: msg.removed ?? [],
   }
 }
 
@@ -646,6 +651,56 @@ export class KumoClient {
    * Runs anti-entropy on every live node in turn (each compares the partitions it holds with
    * their other replicas and exchanges the differences). `onNode` reports each as it finishes.
    */
+  /**
+   * Takes a node that is dead for good out of the cluster (admin role): its replicas go to the
+   * other nodes, which copy them from the partitions' other replicas (watch
+   * `partitionsFilling` in topology() fall to 0), and it may never come back under its id.
+   * FAILED_PRECONDITION for a live node or while another membership change is in flight.
+   */
+  async removeNode(id: string, options: { timeoutMs?: number } = {}): Promise<{ epoch: number; replicasMoved: number }> {
+    if (typeof id !== 'string' || id === '') throw new KumoError('INVALID_ARGUMENT', 'removeNode needs a node id')
+    await this.refresh().catch(() => undefined)
+    let lastError: unknown = new KumoError('UNAVAILABLE', 'no node was reachable to remove through')
+    for (const node of this.topology_.nodes) {
+      if (node.state === 'down' || node.id === id) continue
+      const conn = this.connection(node.id)
+      if (conn === undefined || !conn.usable) continue
+      try {
+        const result = await conn.remove(id, options.timeoutMs ?? this.timeoutMs)
+        await this.refresh().catch(() => undefined)
+        return result
+      } catch (err) {
+        const error = toKumoError(err)
+        if (!error.retryable) throw error
+        lastError = error
+      }
+    }
+    throw toKumoError(lastError)
+  }
+
+  /**
+   * Each reachable node's own view: its map's epoch and the partitions it is still copying.
+   * A membership change is done once every node is on its epoch and copies nothing.
+   */
+  async nodeViews(timeoutMs = 2000): Promise<{ id: string; epoch: number; partitionsFilling: number }[]> {
+    await this.refresh().catch(() => undefined)
+    const views = await Promise.all(
+      this.topology_.nodes
+        .filter((node) => node.state !== 'down')
+        .map(async (node) => {
+          const conn = this.connection(node.id)
+          if (conn === undefined) return undefined
+          try {
+            const view = toTopology(await conn.topology(timeoutMs))
+            return { id: node.id, epoch: view.epoch, partitionsFilling: view.nodes.find((n) => n.id === node.id)?.partitionsFilling ?? 0 }
+          } catch {
+            return undefined
+          }
+        }),
+    )
+    return views.filter((v) => v !== undefined)
+  }
+
   async repair(options: { partition?: number; timeoutMs?: number; onNode?: (report: RepairReport) => void } = {}): Promise<RepairReport[]> {
     if (options.partition !== undefined && (!Number.isInteger(options.partition) || options.partition < 0 || options.partition >= this.topology_.partitionCount)) {
       throw new KumoError('INVALID_ARGUMENT', `partition must be 0..${this.topology_.partitionCount - 1}`)

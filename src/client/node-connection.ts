@@ -92,6 +92,12 @@ export class NodeConnection {
     })
   }
 
+  remove(node: string, timeoutMs: number): Promise<{ epoch: number; replicasMoved: number }> {
+    return new Promise((resolve, reject) => {
+      this.client.remove({ node }, { deadline: Date.now() + timeoutMs }, (err: unknown, res: { epoch: number; replicasMoved: number }) => (err ? reject(fromServiceError(err)) : resolve(res)))
+    })
+  }
+
   scan(req: ScanRequestMsg, deadlineMs: number): grpc.ClientReadableStream<{ entries: { key: Buffer; value: Buffer }[] }> {
     return this.client.scan(req, { deadline: deadlineMs })
   }

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import { batchBytesMax } from '../core/limits.js'
+import { removedOf } from '../core/partition-map.js'
 import type { Membership } from './membership.js'
 import type { StorageEngine, HintEntry } from '../storage/engine.js'
 import type { PeerPool } from '../wire/peer-channel.js'
@@ -57,6 +58,10 @@ export class HintDelivery {
       for (const [target] of this.deps.storage.hintCounts()) {
         if (target === this.deps.selfId) {
           await this.deliverLocally()
+          continue
+        }
+        if (removedOf(this.deps.membership.map).includes(target)) {
+          await this.redirect(target).catch((err) => this.deps.logger.debug({ err, target }, 'hints of a removed node: redirect paused'))
           continue
         }
         if (!this.deps.membership.isAlive(target) || !this.deps.membership.isWritable(target)) continue
@@ -118,6 +123,44 @@ export class HintDelivery {
       await this.deps.storage.deleteHints(live.map((h) => h.id))
       this.cursors.set(target, hints[hints.length - 1]!.id)
       this.delivered += live.length
+    }
+  }
+
+  /**
+   * Hints held for a node removed for good: they may carry writes no other replica has (a
+   * write acknowledged through hints while replicas were down), so they go to the partitions'
+   * current replicas (this node's own storage for its own) rather than being dropped. A batch
+   * is deleted once every live replica of its partitions took it; one down is caught up by
+   * anti-entropy from the others.
+   */
+  private async redirect(target: string): Promise<void> {
+    for (;;) {
+      const map = this.deps.membership.map
+      if (map === undefined) return
+      const hints = await this.deps.storage.readHints(target, this.config.batchMax, { bytesMax: batchBytesMax })
+      if (hints.length === 0) return
+      const byPartition = new Map<number, HintEntry[]>()
+      for (const hint of hints) {
+        let group = byPartition.get(hint.partition)
+        if (group === undefined) byPartition.set(hint.partition, (group = []))
+        group.push(hint)
+      }
+      await Promise.all(
+        [...byPartition].map(async ([partition, group]) => {
+          const live = (map.replicas[partition] ?? []).filter((id) => id === this.deps.selfId || this.deps.membership.isAlive(id))
+          if (live.length === 0) throw new Error(`no live replica of partition ${partition}`)
+          await Promise.all(
+            live.map((id) => {
+              if (id === this.deps.selfId) return this.deps.storage.applyRecords(group.map((h) => ({ partition, key: h.key, record: h.record })))
+              const address = this.deps.membership.address(id)
+              if (address === undefined) throw new Error(`no address for ${id}`)
+              return this.deps.peers.get(id, address).request({ ...noPeerFields, op: 'WRITE', partition, keys: group.map((h) => h.key), records: group.map((h) => h.record) }, this.config.timeoutMs)
+            }),
+          )
+        }),
+      )
+      await this.deps.storage.deleteHints(hints.map((h) => h.id))
+      this.delivered += hints.length
     }
   }
 

@@ -1,6 +1,7 @@
 import { ClockOffsets } from '../core/clock-offsets.js'
 import { PhiAccrualDetector, type NodeHealth, type PhiAccrualConfig } from '../core/failure-detector.js'
-import { assignPartitions, newerMap, type PartitionMap, type PartitionMapConfig } from '../core/partition-map.js'
+import { KumoError } from '../core/errors.js'
+import { assignPartitions, diffMaps, newerMap, removedOf, removeNode, type PartitionMap, type PartitionMapConfig } from '../core/partition-map.js'
 import type { GossipMsg, MemberMsg } from '../wire/messages.js'
 import { mapFromMsg, mapToMsg } from './map-codec.js'
 
@@ -13,6 +14,8 @@ export interface MemberView {
   status: MemberStatus
   load: number
   weight: number
+  /** Partitions it gained and is still copying from their other replicas. */
+  filling: number
 }
 
 export type MemberStatus = 'up' | 'read-only' | 'stopping'
@@ -41,6 +44,8 @@ export interface MembershipIo {
   now(): number
   /** This node's current load, 0..1. */
   load(): number
+  /** Partitions this node gained and is still copying (default 0). */
+  filling?(): number
 }
 
 /**
@@ -78,14 +83,16 @@ export class Membership {
       status: 'up',
       load: 0,
       weight: self.weight,
+      filling: 0,
     })
     if (restored !== undefined) {
       this.map_ = restored.map
       for (const m of restored.members) {
         if (m.id === self.id) continue
         // Known from disk, not heard from yet: no heartbeat until gossip brings one.
-        this.members.set(m.id, { ...m, heartbeat: 0, generation: 0 })
+        this.members.set(m.id, { ...m, heartbeat: 0, generation: 0, filling: 0 })
       }
+      this.dropRemoved(restored.map)
     }
   }
 
@@ -104,6 +111,68 @@ export class Membership {
 
   private changed(): void {
     for (const listener of this.listeners) listener()
+  }
+
+  private readonly removedListeners: ((epoch: number) => void)[] = []
+  private removedAt: number | undefined
+
+  /** Called once if the cluster's map says this node was removed for good (kumo remove). */
+  onRemoved(listener: (epoch: number) => void): void {
+    this.removedListeners.push(listener)
+  }
+
+  /** Forgets removed nodes: no member entry, no detector, never gossiped to again. */
+  private dropRemoved(map: PartitionMap): void {
+    for (const id of removedOf(map)) {
+      if (id === this.self.id) continue
+      this.members.delete(id)
+      this.detectors.delete(id)
+      this.lastHealth.delete(id)
+    }
+    if (removedOf(map).includes(this.self.id) && this.removedAt === undefined) {
+      this.removedAt = map.epoch
+      this.stopping = true
+      for (const listener of this.removedListeners) listener(map.epoch)
+    }
+  }
+
+  /**
+   * Why a membership change may not start now, or undefined: while any live node is still
+   * copying partitions it gained, the last change is in flight (one change at a time).
+   */
+  changeInFlight(): string | undefined {
+    const busy = [...this.members.values()].filter((m) => m.filling > 0 && (m.id === this.self.id || this.isAlive(m.id)))
+    if (busy.length === 0) return undefined
+    return `a membership change is in flight: ${busy.map((m) => `${m.id} is copying ${m.filling} partition${m.filling === 1 ? '' : 's'}`).join(', ')}; try again when it is done (kumo status)`
+  }
+
+  /**
+   * Takes node `id`, dead for good, out of the map (kumo remove): its replicas go to the other
+   * nodes, which copy them from the partitions' other replicas, and it is listed as removed, so
+   * it is refused if it comes back. Throws INVALID_ARGUMENT for an unknown node and
+   * FAILED_PRECONDITION for a live one, for this node itself, for the last node, or while
+   * another change is in flight.
+   */
+  remove(id: string): { epoch: number; replicasMoved: number } {
+    const map = this.map_
+    if (map === undefined) throw new KumoError('FAILED_PRECONDITION', 'this node has not joined a cluster yet')
+    if (removedOf(map).includes(id)) throw new KumoError('FAILED_PRECONDITION', `node ${id} was removed already (epoch ${map.epoch} lists it)`)
+    if (!map.nodes.includes(id)) throw new KumoError('INVALID_ARGUMENT', `node ${id} is not in the cluster (its nodes: ${map.nodes.join(', ')})`)
+    if (id === this.self.id) throw new KumoError('FAILED_PRECONDITION', `node ${id} cannot remove itself; ask another node`)
+    if (map.nodes.length === 1) throw new KumoError('FAILED_PRECONDITION', 'the last node of a cluster cannot be removed')
+    if (this.isAlive(id)) {
+      throw new KumoError('FAILED_PRECONDITION', `node ${id} is ${this.health(id)}: remove is for a node that is dead for good; stop it first (draining a live node, kumo leave, is not built yet)`)
+    }
+    const busy = this.changeInFlight()
+    if (busy !== undefined) throw new KumoError('FAILED_PRECONDITION', busy)
+    const next = removeNode(map, id, this.config.partitions)
+    const replicasMoved = diffMaps(map, next).length
+    this.map_ = next
+    this.dropRemoved(next)
+    this.io.persist(next, this.allMembers())
+    this.changed()
+    void this.broadcast()
+    return { epoch: next.epoch, replicasMoved }
   }
 
   start(): void {
@@ -239,6 +308,7 @@ export class Membership {
     const me = this.members.get(this.self.id)!
     me.heartbeat++
     me.load = this.io.load()
+    me.filling = this.io.filling?.() ?? 0
     await this.broadcast()
     this.rounds++
     this.noteHealth()
@@ -248,8 +318,10 @@ export class Membership {
   private merge(message: GossipMsg): void {
     const now = this.io.now()
     let changed = false
+    const theirs = mapFromMsg(message.map)
+    const removed = new Set([...removedOf(this.map_), ...removedOf(theirs)])
     for (const incoming of message.members) {
-      if (incoming.id === this.self.id || !incoming.id) continue
+      if (incoming.id === this.self.id || !incoming.id || removed.has(incoming.id)) continue
       const known = this.members.get(incoming.id)
       if (known === undefined || newer(incoming, known)) {
         const heartbeatAdvanced =
@@ -264,6 +336,7 @@ export class Membership {
           status,
           load: incoming.load,
           weight: incoming.weight || 1,
+          filling: incoming.filling ?? 0,
         })
         if (heartbeatAdvanced && status !== 'stopping') {
           let detector = this.detectors.get(incoming.id)
@@ -277,10 +350,10 @@ export class Membership {
         }
       }
     }
-    const theirs = mapFromMsg(message.map)
     // newerMap keeps ours on a tie, so an identical map is not adopted again.
     if (theirs !== undefined && (this.map_ === undefined || newerMap(this.map_, theirs) === theirs)) {
       this.map_ = theirs
+      this.dropRemoved(theirs)
       this.io.persist(theirs, this.allMembers())
       changed = true
     }
@@ -316,8 +389,9 @@ export class Membership {
     if (!this.isClaimant()) return
     if (this.map_ === undefined ? !this.mayFound() : this.rounds < 1) return
     const inMap = new Set(this.map_?.nodes ?? [])
+    const removed = new Set(removedOf(this.map_))
     const joining = [...this.members.values()].filter(
-      (m) => !inMap.has(m.id) && m.status !== 'stopping' && this.isAlive(m.id),
+      (m) => !inMap.has(m.id) && !removed.has(m.id) && m.status !== 'stopping' && this.isAlive(m.id),
     )
     if (joining.length === 0 && this.map_ !== undefined) return
     const members = [...inMap, ...joining.map((m) => m.id)]

@@ -24,6 +24,8 @@ export const ErrorCodes = {
   INTERNAL: 13,
   /** The node requires authentication and the call carried none, or credentials that do not check out. */
   UNAUTHENTICATED: 16,
+  /** The cluster is not in a state that allows this now (a membership change while another is in flight, removing a live node). */
+  FAILED_PRECONDITION: 9,
   /** The caller is known but may not do this (its role, its key prefixes, or the Peer service without a node certificate). */
   PERMISSION_DENIED: 7,
 } as const
@@ -36,7 +38,7 @@ const statusToCode: Record<number, ErrorCode> = {
   3: 'INVALID_ARGUMENT',
   4: 'TIMEOUT',
   8: 'OVERLOADED',
-  9: 'INTERNAL',
+  9: 'FAILED_PRECONDITION',
   13: 'INTERNAL',
   14: 'UNAVAILABLE',
   16: 'UNAUTHENTICATED',

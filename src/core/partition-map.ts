@@ -15,6 +15,11 @@ export interface PartitionMap {
   readonly nodes: readonly string[]
   /** Per partition, its preference list: min(N, nodes) distinct node ids, primary first. */
   readonly replicas: readonly (readonly string[])[]
+  /**
+   * Nodes removed for good (kumo remove), sorted: never members again under these ids, and
+   * refused if they come back. Absent in maps persisted before removal existed.
+   */
+  readonly removed?: readonly string[]
 }
 
 export interface PartitionMapConfig {
@@ -185,9 +190,26 @@ export function assignPartitions(
     replicationFactor: config.replicationFactor,
     nodes,
     replicas: lists,
+    ...(removedOf(previous).length > 0 ? { removed: removedOf(previous) } : {}),
   }
   assertValidMap(map)
   return map
+}
+
+/** The nodes a map says were removed for good. */
+export function removedOf(map: PartitionMap | undefined): readonly string[] {
+  return map?.removed ?? []
+}
+
+/**
+ * The map without `id`, removed for good: its replicas go to the other nodes (only its own
+ * replicas move, each node staying within one of the mean), and the id is listed as removed.
+ */
+export function removeNode(map: PartitionMap, id: string, config: PartitionMapConfig): PartitionMap {
+  assert.ok(map.nodes.includes(id), `node ${id} is in the map`)
+  assert.ok(map.nodes.length > 1, 'the last node cannot be removed')
+  const next = assignPartitions(map, map.nodes.filter((n) => n !== id), config)
+  return { ...next, removed: sortedUnique([...removedOf(map), id]) }
 }
 
 /** Swaps list order so each node is primary (first) for floor or ceil of P/M partitions. */
@@ -225,6 +247,7 @@ export function assertValidMap(map: PartitionMap): void {
   assert.equal(map.replicas.length, map.partitionCount)
   const n = Math.min(map.replicationFactor, map.nodes.length)
   const members = new Set(map.nodes)
+  for (const id of removedOf(map)) assert.ok(!members.has(id), 'a removed node is not a member')
   for (const list of map.replicas) {
     assert.equal(list.length, n, 'every preference list has min(N, M) replicas')
     assert.equal(new Set(list).size, list.length, 'a preference list has distinct nodes')
@@ -268,7 +291,7 @@ export function newerMap(a: PartitionMap, b: PartitionMap): PartitionMap {
 }
 
 export function mapFingerprint(map: PartitionMap): number {
-  return murmurhash.v3(JSON.stringify([map.nodes, map.replicas]), 0)
+  return murmurhash.v3(JSON.stringify([map.nodes, map.replicas, removedOf(map)]), 0)
 }
 
 /**

@@ -38,6 +38,8 @@ export interface KvServiceDeps {
   admit: () => KumoError | undefined
   track: (delta: number) => void
   repair: (partition: number | undefined) => Promise<RepairResponseMsg>
+  /** Takes a dead node out of the cluster for good (Membership.remove). */
+  remove: (id: string) => { epoch: number; replicasMoved: number }
   probe: () => Promise<{ ok: boolean; detail: string; writeMs: number; readMs: number }>
   /** Who made a call (Authenticator): a value, a promise while a password is checked, or UNAUTHENTICATED thrown. */
   authenticate: (call: CallIdentity) => Principal | Promise<Principal>
@@ -226,6 +228,19 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
           (res) => callback(null, res),
           (err) => callback(toServiceError(err)),
         )
+      }, 'admin')
+    },
+    Remove: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      if (isMalformed(call.request) || typeof call.request.node !== 'string' || call.request.node === '') {
+        callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'remove needs { node: "<id>" }')))
+        return
+      }
+      asCaller(deps, call, callback, () => {
+        try {
+          callback(null, deps.remove(call.request.node))
+        } catch (err) {
+          callback(toServiceError(err))
+        }
       }, 'admin')
     },
     Scan: (call: grpc.ServerWritableStream<ScanRequestMsg, unknown>) => {

@@ -7,7 +7,7 @@ import { parseConsistency, type Consistency } from '../core/consistency.js'
 import { KumoError, toKumoError } from '../core/errors.js'
 import { HybridClock } from '../core/hlc.js'
 import { messageBytesMax, requestMessageBytesMax } from '../core/limits.js'
-import { assertValidMap, type PartitionMap } from '../core/partition-map.js'
+import { assertValidMap, removedOf, type PartitionMap } from '../core/partition-map.js'
 import { defaultPartitionCount } from '../core/partitioner.js'
 import { responsivenessWithin } from '../core/responsiveness.js'
 import { TokenBucket } from '../core/token-bucket.js'
@@ -111,6 +111,8 @@ export interface NodeOptions {
   authFile?: string
   /** Allow a non-loopback listen address without TLS and authentication (a warning at every start). */
   insecure?: boolean
+  /** Called (after the node stopped) if the cluster says this node was removed for good. */
+  onRemoved?: (message: string) => void
 }
 
 export interface KumoNode {
@@ -250,6 +252,12 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
           `data directory ${options.dataDir} belongs to a cluster with ${map.partitionCount} partitions, not ${partitionConfig.partitionCount}`,
         )
       }
+      if (removedOf(map).includes(options.id)) {
+        throw new KumoError(
+          'FAILED_PRECONDITION',
+          `node ${options.id} was removed from its cluster for good (map epoch ${map.epoch}); its data in ${options.dataDir} is stale. Wipe the data directory and start it again to join as a new node`,
+        )
+      }
       restored = { map, members: JSON.parse(membersBytes.toString('utf8')) as MemberView[] }
     }
   } catch (err) {
@@ -346,6 +354,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
           .catch((err) => logger.error({ err }, 'could not persist the partition map'))
       },
       now: () => Date.now(),
+      filling: (): number => antiEntropy.fillingCount,
       // Load = the busier of event-loop utilization and CPU time (one core = 1) since the last
       // heartbeat: the event loop shows a node too busy to answer, CPU shows native work
       // (LevelDB, compression) that the event loop does not see.
@@ -470,6 +479,12 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     health.setStatus('kumo.Kv', status)
   }
   membership.onChange(updateHealth)
+  // Removed for good while it was away: it must not serve its stale data, nor rejoin under this id.
+  membership.onRemoved((epoch) => {
+    const message = `node ${options.id} was removed from the cluster for good (map epoch ${epoch}); stopping. Wipe its data directory (${options.dataDir}) and start it again to join as a new node`
+    logger.error({ epoch }, message)
+    void stop().then(() => options.onRemoved?.(message))
+  })
   antiEntropy.mapChanged()
   membership.onChange(() => antiEntropy.mapChanged())
 
@@ -486,6 +501,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       hintsHeld: held.get(m.id) ?? 0,
       readOnly: m.id === options.id ? storageHealth.failing !== undefined : m.status === 'read-only',
       clockOffsetMs: membership.clockOffsetOf(m.id) ?? 0,
+      partitionsFilling: m.id === options.id ? antiEntropy.fillingCount : m.filling,
     }))
     const repair = antiEntropy.state()
     const detail = repairDetail ? { partitionRepairedMs: map.replicas.map((_, p) => antiEntropy.lastRepairOf(p) ?? 0) } : {}
@@ -584,6 +600,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       track: (delta) => {
         inFlight += delta
       },
+      remove: (id) => membership.remove(id),
       repair: async (partition) => {
         const result = await antiEntropy.repair(partition === undefined ? undefined : [partition])
         return { node: options.id, ...result }

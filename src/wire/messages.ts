@@ -113,6 +113,8 @@ export interface NodeInfoMsg {
   hintsHeld: number
   readOnly: boolean
   clockOffsetMs: number
+  /** Partitions it gained and is still copying from their other replicas. */
+  partitionsFilling?: number
 }
 
 export interface TopologyMsg {
@@ -123,6 +125,8 @@ export interface TopologyMsg {
   partitions: { nodes: string[] }[]
   answeredBy: string
   repair?: RepairStateMsg | null
+  /** Nodes removed for good. */
+  removed?: string[]
 }
 
 export interface RepairStateMsg {
@@ -151,6 +155,8 @@ export interface MemberMsg {
   status: string
   load: number
   weight: number
+  /** Partitions it is still copying (a membership change is in flight while any member is). */
+  filling?: number
 }
 
 export interface GossipMsg {

@@ -12,6 +12,8 @@ class SimCluster {
   readonly up = new Set<string>()
   /** Every map any node adopted or founded, in order. */
   readonly mapsSeen: PartitionMap[] = []
+  /** Partitions each node says it is still copying. */
+  readonly filling = new Map<string, number>()
   now = 0
 
   constructor(
@@ -31,6 +33,7 @@ class SimCluster {
           persist: (map) => this.mapsSeen.push(map),
           now: () => this.now,
           load: () => 0,
+          filling: () => this.filling.get(id) ?? 0,
         }),
       )
     }
@@ -98,5 +101,53 @@ describe('Membership founding', () => {
       for (const map of sim.mapsSeen) expect(map.nodes.length, `seed ${seed}`).toBe(ids.length)
       expect(new Set(ids.map((id) => sim.map(id)!.epoch)).size, `seed ${seed}`).toBe(1)
     }
+  })
+})
+
+describe('Membership remove', () => {
+  it('takes a dead node out for good, one change at a time, and tells it so if it comes back', async () => {
+    const sim = new SimCluster(['n1', 'n2', 'n3', 'n4'])
+    for (const id of sim.ids) sim.up.add(id)
+    for (let i = 0; i < 3; i++) await sim.round()
+    expect(sim.map('n1')?.nodes).toEqual(['n1', 'n2', 'n3', 'n4'])
+    const n1 = sim.nodes.get('n1')!
+    const code = (work: () => unknown): string => {
+      try {
+        work()
+      } catch (err) {
+        return `${(err as { code: string }).code}: ${(err as Error).message}`
+      }
+      return 'ok'
+    }
+    expect(code(() => n1.remove('n4'))).toMatch(/^FAILED_PRECONDITION: node n4 is up: remove is for a node that is dead for good/)
+    sim.up.delete('n4')
+    for (let i = 0; i < 30 && n1.isAlive('n4'); i++) await sim.round()
+    expect(n1.isAlive('n4')).toBe(false)
+    expect(code(() => n1.remove('zz'))).toMatch(/^INVALID_ARGUMENT: node zz is not in the cluster/)
+    expect(code(() => n1.remove('n1'))).toMatch(/^FAILED_PRECONDITION: node n1 cannot remove itself/)
+    // Another change still being copied: refused, nothing changes.
+    sim.filling.set('n2', 3)
+    await sim.round()
+    const epoch = sim.map('n1')!.epoch
+    expect(code(() => n1.remove('n4'))).toMatch(/^FAILED_PRECONDITION: a membership change is in flight: n2 is copying 3 partitions/)
+    expect(sim.map('n1')!.epoch).toBe(epoch)
+    sim.filling.set('n2', 0)
+    await sim.round()
+    const result = n1.remove('n4')
+    expect(result.epoch).toBe(epoch + 1)
+    for (let i = 0; i < 2; i++) await sim.round()
+    for (const id of ['n1', 'n2', 'n3']) {
+      expect(sim.map(id)?.removed).toEqual(['n4'])
+      expect(sim.map(id)?.nodes).toEqual(['n1', 'n2', 'n3'])
+      expect(sim.nodes.get(id)!.allMembers().map((m) => m.id)).not.toContain('n4')
+    }
+    expect(code(() => n1.remove('n4'))).toMatch(/removed already/)
+    // n4 returns with its old state: it learns it was removed; nobody adds it back.
+    const told: number[] = []
+    sim.nodes.get('n4')!.onRemoved((e) => told.push(e))
+    sim.up.add('n4')
+    for (let i = 0; i < 3; i++) await sim.round()
+    expect(told).toEqual([epoch + 1])
+    for (const id of ['n1', 'n2', 'n3']) expect(sim.map(id)?.nodes).toEqual(['n1', 'n2', 'n3'])
   })
 })

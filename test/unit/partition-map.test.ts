@@ -3,13 +3,17 @@ import {
   assignPartitions,
   assertValidMap,
   diffMaps,
+  mapFingerprint,
   newerMap,
   primaryCounts,
   replicaCounts,
   replicaSetId,
   replicaSetIds,
+  removedOf,
+  removeNode,
   type PartitionMap,
 } from '../../src/core/partition-map.js'
+import { mapFromMsg, mapToMsg } from '../../src/cluster/map-codec.js'
 import { seededRandom } from '../../src/core/random.js'
 
 const ids = (n: number, prefix = 'n'): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}`)
@@ -115,6 +119,57 @@ describe('assignPartitions', () => {
         expect(Math.abs(count - 256 / m)).toBeLessThanOrEqual(1)
       }
     }
+  })
+})
+
+describe('removeNode', () => {
+  it('over random histories of joins and removals: only the removed node\'s replicas move, balance holds, and removed ids stay removed', () => {
+    for (let seed = 1; seed <= 40; seed++) {
+      const random = seededRandom(1000 + seed)
+      const config = { partitionCount: [16, 64, 256][seed % 3]!, replicationFactor: 1 + (seed % 3) }
+      let map = assignPartitions(undefined, ids(2 + Math.floor(random() * 5), `r${seed}-`), config)
+      let nextId = 100
+      const removedSoFar: string[] = []
+      for (let step = 0; step < 10; step++) {
+        const previous = map
+        if (map.nodes.length > 1 && random() < 0.5) {
+          const id = map.nodes[Math.floor(random() * map.nodes.length)]!
+          map = removeNode(map, id, config)
+          removedSoFar.push(id)
+          const moves = diffMaps(previous, map)
+          for (const move of moves) expect(move.from).toBe(id)
+          expect(moves.length).toBe(replicaCounts(previous).get(id))
+        } else {
+          // A join (the claimant adds a new member) keeps the removed list.
+          map = assignPartitions(previous, [...previous.nodes, `r${seed}-${nextId++}`], config)
+        }
+        assertValidMap(map)
+        expectBalanced(map)
+        expect(map.epoch).toBe(previous.epoch + 1)
+        expect([...removedOf(map)]).toEqual([...removedSoFar].sort())
+        for (const id of removedSoFar) expect(map.nodes).not.toContain(id)
+        // The wire form carries the removed list.
+        const back = mapFromMsg(mapToMsg(map, [], 'x'))!
+        expect([...removedOf(back)]).toEqual([...removedOf(map)])
+        expect(back.replicas).toEqual(map.replicas)
+      }
+    }
+  })
+
+  it('refuses the last node and a node not in the map; a wire map listing a removed node as a replica is not a map', () => {
+    const config = { partitionCount: 8, replicationFactor: 3 }
+    const one = assignPartitions(undefined, ['a'], config)
+    expect(() => removeNode(one, 'a', config)).toThrow(/last node/)
+    const three = assignPartitions(undefined, ['a', 'b', 'c'], config)
+    expect(() => removeNode(three, 'z', config)).toThrow(/is in the map/)
+    const msg = mapToMsg(three, [], 'a')
+    expect(mapFromMsg({ ...msg, removed: ['a'] })).toBeUndefined()
+  })
+
+  it('the removed list is part of the fingerprint (two maps differing only in it do not tie as one)', () => {
+    const config = { partitionCount: 8, replicationFactor: 2 }
+    const removal = removeNode(assignPartitions(undefined, ['a', 'b', 'c'], config), 'c', config)
+    expect(mapFingerprint(removal)).not.toBe(mapFingerprint({ ...removal, removed: [] }))
   })
 })
 

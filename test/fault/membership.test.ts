@@ -1,0 +1,95 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import type { KumoClient, KumoError } from '../../src/index.js'
+import { waitFor } from '../helpers/cluster.js'
+import { ProcessCluster, readLoad, writeLoad } from '../helpers/processes.js'
+
+let cluster: ProcessCluster | undefined
+
+afterEach(async () => {
+  await cluster?.close()
+  cluster = undefined
+})
+
+async function failure(work: Promise<unknown>): Promise<KumoError> {
+  try {
+    await work
+  } catch (err) {
+    return err as KumoError
+  }
+  throw new Error('unexpectedly succeeded')
+}
+
+/** Waits until every live node is on map `epoch` or later and copies no gained partition. */
+async function settled(db: KumoClient, epoch: number): Promise<void> {
+  await waitFor(`every node on epoch ${epoch} with nothing left to copy`, async () => {
+    const views = await db.nodeViews()
+    return views.length > 0 && views.every((v) => v.epoch >= epoch && v.partitionsFilling === 0)
+  }, 60_000, 200)
+}
+
+describe('removing a node that is dead for good (real processes)', () => {
+  it('under load: no failed request, nothing lost, every partition back to N replicas, its hints handed on, and the node refused if it comes back', { timeout: 180_000 }, async () => {
+    cluster = await ProcessCluster.start(4, ['--repair-interval', '0'])
+    const db = await cluster.client({ timeoutMs: 10_000 })
+    const load = writeLoad(db, 'remove/', 16)
+    const reads = readLoad(db, load)
+    await waitFor('writes under way', () => load.acked.length > 300, 20_000)
+
+    // Bad requests first: clear errors, nothing changes.
+    expect((await failure(db.removeNode('nope'))).code).toBe('INVALID_ARGUMENT')
+    const alive = await failure(db.removeNode('n2'))
+    expect(alive.code).toBe('FAILED_PRECONDITION')
+    expect(alive.message).toContain('dead for good')
+
+    await cluster.kill('n4')
+    // Writes go on while n4 is down; some of them become hints for it.
+    const beforeRemoval = load.acked.length
+    await waitFor('writes while n4 is down', () => load.acked.length > beforeRemoval + 500, 20_000)
+    const removal = await waitFor('a node to agree n4 is dead and remove it', async () => {
+      try {
+        return await db.removeNode('n4')
+      } catch (err) {
+        if ((err as KumoError).code === 'FAILED_PRECONDITION' && (err as Error).message.includes('is suspect')) return undefined
+        throw err
+      }
+    }, 30_000, 250)
+    expect(removal.replicasMoved).toBeGreaterThan(0)
+    expect((await failure(db.removeNode('n4'))).message).toContain('removed already')
+    await settled(db, removal.epoch)
+    const afterSettled = load.acked.length
+    await waitFor('writes after the move', () => load.acked.length > afterSettled + 300, 20_000)
+    await reads.stop()
+    await load.stop()
+    expect(load.failures).toEqual([])
+    expect(reads.failures).toEqual([])
+
+    // Every partition has N replicas again, on the survivors; the map lists n4 as removed.
+    const topology = await db.topology()
+    expect(topology.removed).toEqual(['n4'])
+    expect(topology.nodes.map((n) => n.id).sort()).toEqual(['n1', 'n2', 'n3'])
+    for (const replicas of topology.partitions) expect([...replicas].sort()).toEqual(['n1', 'n2', 'n3'])
+    // Hints held for n4 went to the partitions' owners, none dropped.
+    await waitFor('hints for n4 handed on', async () => (await cluster!.hintsHeld()) === 0, 30_000, 250)
+    // Every acknowledged write is on every replica: read at all, and repair finds nothing to move.
+    for (let i = 0; i < load.acked.length; i += 500) {
+      const keys = load.acked.slice(i, i + 500)
+      const values = await db.getMany(keys, { consistency: 'all' })
+      values.forEach((v, j) => expect(v?.toString(), keys[j]).toBe(`value-of-${keys[j]}`))
+    }
+    const reports = await db.repair()
+    expect(reports.reduce((sum, r) => sum + r.pulled + r.pushed, 0)).toBe(0)
+
+    // n4 comes back on its old data: it learns it was removed, says so, and exits non-zero.
+    const child = cluster.spawn('n4')
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)))
+    expect(code).toBe(3)
+    expect(cluster.logs.get('n4')!.join('\n')).toContain('was removed from the cluster for good')
+    // Restarted again, it refuses at once: its own map now lists it as removed.
+    const again = cluster.spawn('n4')
+    const second = await new Promise<number | null>((resolve) => again.once('exit', (c) => resolve(c)))
+    expect(second).not.toBe(0)
+    expect(cluster.logs.get('n4')!.join('\n')).toContain('Wipe the data directory')
+    expect((await db.topology()).nodes.map((n) => n.id).sort()).toEqual(['n1', 'n2', 'n3'])
+    await db.close()
+  })
+})
