@@ -124,9 +124,10 @@ program
       ...nodeTls(o),
       ...(o.authFile ? { authFile: o.authFile } : {}),
       insecure: o.insecure === true,
-      onRemoved: (message) => {
-        process.stderr.write(`kumo: FAILED_PRECONDITION: ${message}\n`)
-        process.exit(3)
+      onRemoved: (message, left) => {
+        if (left) process.stdout.write(`kumo node ${o.id}: ${message}\n`)
+        else process.stderr.write(`kumo: FAILED_PRECONDITION: ${message}\n`)
+        process.exit(left ? 0 : 3)
       },
     })
     process.stdout.write(
@@ -240,6 +241,34 @@ program
     })
   })
 
+/** Until every node is on map `epoch` and copies no gained partition any more, printing what is left. */
+async function waitSettled(db: KumoClient, epoch: number): Promise<void> {
+  let last = ''
+  for (;;) {
+    const views = await db.nodeViews()
+    const behind = views.filter((v) => v.epoch < epoch)
+    const filling = views.filter((v) => v.partitionsFilling > 0)
+    if (views.length > 0 && behind.length === 0 && filling.length === 0) break
+    const line = `  ${behind.length > 0 ? `waiting for ${behind.map((v) => v.id).join(', ')} to take the new map; ` : ''}copying: ${filling.map((v) => `${v.id} ${v.partitionsFilling} partitions`).join(', ') || 'none'}`
+    if (line !== last) process.stdout.write(`${line}\n`)
+    last = line
+    await new Promise((r) => setTimeout(r, 500))
+  }
+  process.stdout.write('done: every partition has its replicas again\n')
+}
+
+program
+  .command('leave <id>')
+  .description('drain a live node (admin): it hands its partitions to the others and stops; its id is never taken back')
+  .option('--wait', 'show progress and return once every partition has its replicas again')
+  .action(async (id: string, o) => {
+    await withClient(async (db) => {
+      const { epoch, replicasMoved } = await db.leaveNode(id)
+      process.stdout.write(`node ${id} left (map epoch ${epoch}); ${replicasMoved} replicas move to other nodes, copied from the remaining replicas; ${id} stops once it has answered what it was serving\n`)
+      if (o.wait) await waitSettled(db, epoch)
+    })
+  })
+
 program
   .command('remove <id>')
   .description('take a node that is dead for good out of the cluster (admin): the others copy its partitions from the remaining replicas')
@@ -252,19 +281,7 @@ program
         process.stdout.write('kumo status shows the copying; a node restarted on the removed one\'s data is refused\n')
         return
       }
-      // Until every node is on the new map and copies no gained partition any more.
-      let last = ''
-      for (;;) {
-        const views = await db.nodeViews()
-        const behind = views.filter((v) => v.epoch < epoch)
-        const filling = views.filter((v) => v.partitionsFilling > 0)
-        if (views.length > 0 && behind.length === 0 && filling.length === 0) break
-        const line = `  ${behind.length > 0 ? `waiting for ${behind.map((v) => v.id).join(', ')} to take the new map; ` : ''}copying: ${filling.map((v) => `${v.id} ${v.partitionsFilling} partitions`).join(', ') || 'none'}`
-        if (line !== last) process.stdout.write(`${line}\n`)
-        last = line
-        await new Promise((r) => setTimeout(r, 500))
-      }
-      process.stdout.write(`done: every partition has its replicas again\n`)
+      await waitSettled(db, epoch)
     })
   })
 

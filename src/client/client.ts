@@ -679,6 +679,22 @@ export class KumoClient {
   }
 
   /**
+   * Has live node `id` leave the cluster (a drain; admin role): it takes itself out of the map
+   * and tells every peer, the others copy its partitions from the remaining replicas (watch
+   * nodeViews()), and it stops once what it was serving is done. Its id is never taken back.
+   */
+  async leaveNode(id: string, options: { timeoutMs?: number } = {}): Promise<{ epoch: number; replicasMoved: number }> {
+    if (typeof id !== 'string' || id === '') throw new KumoError('INVALID_ARGUMENT', 'leaveNode needs a node id')
+    await this.refresh().catch(() => undefined)
+    if (!this.topology_.nodes.some((n) => n.id === id)) throw new KumoError('INVALID_ARGUMENT', `node ${id} is not in the cluster`)
+    const conn = this.connection(id)
+    if (conn === undefined) throw new KumoError('UNAVAILABLE', `node ${id} is not reachable: a node that is down for good is removed (kumo remove), not drained`)
+    const result = await conn.remove(id, options.timeoutMs ?? this.timeoutMs, true)
+    await this.refresh().catch(() => undefined)
+    return result
+  }
+
+  /**
    * Each reachable node's own view: its map's epoch and the partitions it is still copying.
    * A membership change is done once every node is on its epoch and copies nothing.
    */

@@ -92,9 +92,9 @@ export class NodeConnection {
     })
   }
 
-  remove(node: string, timeoutMs: number): Promise<{ epoch: number; replicasMoved: number }> {
+  remove(node: string, timeoutMs: number, leave = false): Promise<{ epoch: number; replicasMoved: number }> {
     return new Promise((resolve, reject) => {
-      this.client.remove({ node }, { deadline: Date.now() + timeoutMs }, (err: unknown, res: { epoch: number; replicasMoved: number }) => (err ? reject(fromServiceError(err)) : resolve(res)))
+      this.client.remove({ node, leave }, { deadline: Date.now() + timeoutMs }, (err: unknown, res: { epoch: number; replicasMoved: number }) => (err ? reject(fromServiceError(err)) : resolve(res)))
     })
   }
 

@@ -113,11 +113,13 @@ export class Membership {
     for (const listener of this.listeners) listener()
   }
 
-  private readonly removedListeners: ((epoch: number) => void)[] = []
+  private readonly removedListeners: ((epoch: number, left: boolean) => void)[] = []
   private removedAt: number | undefined
+  /** This node asked to leave (leave()), so its removal is the end of a drain, not news. */
+  private leaving = false
 
-  /** Called once if the cluster's map says this node was removed for good (kumo remove). */
-  onRemoved(listener: (epoch: number) => void): void {
+  /** Called once when the cluster's map says this node was removed for good (kumo remove), or it left (kumo leave). */
+  onRemoved(listener: (epoch: number, left: boolean) => void): void {
     this.removedListeners.push(listener)
   }
 
@@ -132,7 +134,7 @@ export class Membership {
     if (removedOf(map).includes(this.self.id) && this.removedAt === undefined) {
       this.removedAt = map.epoch
       this.stopping = true
-      for (const listener of this.removedListeners) listener(map.epoch)
+      for (const listener of this.removedListeners) listener(map.epoch, this.leaving)
     }
   }
 
@@ -153,15 +155,38 @@ export class Membership {
    * FAILED_PRECONDITION for a live one, for this node itself, for the last node, or while
    * another change is in flight.
    */
+  /**
+   * This node leaves the cluster (a drain; kumo leave): the same map change as remove(), made
+   * by the node itself while alive, so no request waits on it as on a dead node. Resolves once
+   * every live peer was told; the onRemoved listeners then hear `left`.
+   */
+  async leave(): Promise<{ epoch: number; replicasMoved: number }> {
+    const map = this.map_
+    if (map === undefined) throw new KumoError('FAILED_PRECONDITION', 'this node has not joined a cluster yet')
+    if (!map.nodes.includes(this.self.id)) throw new KumoError('FAILED_PRECONDITION', `node ${this.self.id} holds no partitions to hand over`)
+    if (map.nodes.length === 1) throw new KumoError('FAILED_PRECONDITION', 'the last node of a cluster cannot leave it')
+    const busy = this.changeInFlight()
+    if (busy !== undefined) throw new KumoError('FAILED_PRECONDITION', busy)
+    const next = removeNode(map, this.self.id, this.config.partitions)
+    this.map_ = next
+    this.io.persist(next, this.allMembers())
+    // Peers take the map from this gossip; only then does this node call itself removed.
+    await this.broadcast()
+    this.leaving = true
+    this.changed()
+    this.dropRemoved(next)
+    return { epoch: next.epoch, replicasMoved: diffMaps(map, next).length }
+  }
+
   remove(id: string): { epoch: number; replicasMoved: number } {
     const map = this.map_
     if (map === undefined) throw new KumoError('FAILED_PRECONDITION', 'this node has not joined a cluster yet')
     if (removedOf(map).includes(id)) throw new KumoError('FAILED_PRECONDITION', `node ${id} was removed already (epoch ${map.epoch} lists it)`)
     if (!map.nodes.includes(id)) throw new KumoError('INVALID_ARGUMENT', `node ${id} is not in the cluster (its nodes: ${map.nodes.join(', ')})`)
-    if (id === this.self.id) throw new KumoError('FAILED_PRECONDITION', `node ${id} cannot remove itself; ask another node`)
+    if (id === this.self.id) throw new KumoError('FAILED_PRECONDITION', `node ${id} cannot remove itself; ask another node, or have it leave (kumo leave ${id})`)
     if (map.nodes.length === 1) throw new KumoError('FAILED_PRECONDITION', 'the last node of a cluster cannot be removed')
     if (this.isAlive(id)) {
-      throw new KumoError('FAILED_PRECONDITION', `node ${id} is ${this.health(id)}: remove is for a node that is dead for good; stop it first (draining a live node, kumo leave, is not built yet)`)
+      throw new KumoError('FAILED_PRECONDITION', `node ${id} is ${this.health(id)}: remove is for a node that is dead for good; a live node leaves (kumo leave ${id})`)
     }
     const busy = this.changeInFlight()
     if (busy !== undefined) throw new KumoError('FAILED_PRECONDITION', busy)

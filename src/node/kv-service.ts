@@ -38,8 +38,8 @@ export interface KvServiceDeps {
   admit: () => KumoError | undefined
   track: (delta: number) => void
   repair: (partition: number | undefined) => Promise<RepairResponseMsg>
-  /** Takes a dead node out of the cluster for good (Membership.remove). */
-  remove: (id: string) => { epoch: number; replicasMoved: number }
+  /** Takes a dead node out of the cluster for good (Membership.remove), or, with `leave`, this node itself (Membership.leave). */
+  remove: (id: string, leave: boolean) => { epoch: number; replicasMoved: number } | Promise<{ epoch: number; replicasMoved: number }>
   probe: () => Promise<{ ok: boolean; detail: string; writeMs: number; readMs: number }>
   /** Who made a call (Authenticator): a value, a promise while a password is checked, or UNAUTHENTICATED thrown. */
   authenticate: (call: CallIdentity) => Principal | Promise<Principal>
@@ -236,11 +236,12 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
         return
       }
       asCaller(deps, call, callback, () => {
-        try {
-          callback(null, deps.remove(call.request.node))
-        } catch (err) {
-          callback(toServiceError(err))
-        }
+        Promise.resolve()
+          .then(() => deps.remove(call.request.node, call.request.leave === true))
+          .then(
+            (res) => callback(null, res),
+            (err) => callback(toServiceError(err)),
+          )
       }, 'admin')
     },
     Scan: (call: grpc.ServerWritableStream<ScanRequestMsg, unknown>) => {

@@ -111,8 +111,8 @@ export interface NodeOptions {
   authFile?: string
   /** Allow a non-loopback listen address without TLS and authentication (a warning at every start). */
   insecure?: boolean
-  /** Called (after the node stopped) if the cluster says this node was removed for good. */
-  onRemoved?: (message: string) => void
+  /** Called (after the node stopped) once the cluster's map no longer lists this node: removed for good, or `left` (it was asked to leave). */
+  onRemoved?: (message: string, left: boolean) => void
 }
 
 export interface KumoNode {
@@ -255,7 +255,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       if (removedOf(map).includes(options.id)) {
         throw new KumoError(
           'FAILED_PRECONDITION',
-          `node ${options.id} was removed from its cluster for good (map epoch ${map.epoch}); its data in ${options.dataDir} is stale. Wipe the data directory and start it again to join as a new node`,
+          `node ${options.id} was removed from its cluster for good (map epoch ${map.epoch}); its data in ${options.dataDir} is stale. To bring this machine back, wipe the data directory and start it under a new id (a removed id is never taken back)`,
         )
       }
       restored = { map, members: JSON.parse(membersBytes.toString('utf8')) as MemberView[] }
@@ -480,10 +480,13 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   }
   membership.onChange(updateHealth)
   // Removed for good while it was away: it must not serve its stale data, nor rejoin under this id.
-  membership.onRemoved((epoch) => {
-    const message = `node ${options.id} was removed from the cluster for good (map epoch ${epoch}); stopping. Wipe its data directory (${options.dataDir}) and start it again to join as a new node`
-    logger.error({ epoch }, message)
-    void stop().then(() => options.onRemoved?.(message))
+  membership.onRemoved((epoch, left) => {
+    const message = left
+      ? `node ${options.id} left the cluster (map epoch ${epoch}): the other nodes copy its partitions from their replicas; it stopped, and its data directory (${options.dataDir}) may be deleted`
+      : `node ${options.id} was removed from the cluster for good (map epoch ${epoch}); stopping. To bring this machine back, wipe its data directory (${options.dataDir}) and start it under a new id (a removed id is never taken back)`
+    if (left) logger.info({ epoch }, message)
+    else logger.error({ epoch }, message)
+    void stop().then(() => options.onRemoved?.(message, left))
   })
   antiEntropy.mapChanged()
   membership.onChange(() => antiEntropy.mapChanged())
@@ -600,7 +603,11 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       track: (delta) => {
         inFlight += delta
       },
-      remove: (id) => membership.remove(id),
+      remove: (id, leave) => {
+        if (!leave) return membership.remove(id)
+        if (id !== options.id) throw new KumoError('INVALID_ARGUMENT', `leave is sent to the leaving node itself; this is ${options.id}, not ${id}`)
+        return membership.leave()
+      },
       repair: async (partition) => {
         const result = await antiEntropy.repair(partition === undefined ? undefined : [partition])
         return { node: options.id, ...result }

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import type { KumoClient, KumoError } from '../../src/index.js'
-import { waitFor } from '../helpers/cluster.js'
+import { rejectionOf, waitFor } from '../helpers/cluster.js'
 import { ProcessCluster, readLoad, writeLoad } from '../helpers/processes.js'
 
 let cluster: ProcessCluster | undefined
@@ -10,14 +10,6 @@ afterEach(async () => {
   cluster = undefined
 })
 
-async function failure(work: Promise<unknown>): Promise<KumoError> {
-  try {
-    await work
-  } catch (err) {
-    return err as KumoError
-  }
-  throw new Error('unexpectedly succeeded')
-}
 
 /** Waits until every live node is on map `epoch` or later and copies no gained partition. */
 async function settled(db: KumoClient, epoch: number): Promise<void> {
@@ -26,6 +18,55 @@ async function settled(db: KumoClient, epoch: number): Promise<void> {
     return views.length > 0 && views.every((v) => v.epoch >= epoch && v.partitionsFilling === 0)
   }, 60_000, 200)
 }
+
+/**
+ * After n4 left or was removed: every partition has N replicas on the survivors, the map lists
+ * n4 as removed, hints held for it went to the partitions' owners, and every acknowledged write
+ * is on every replica (read at all, and a repair finds nothing to move).
+ */
+async function expectWhole(db: KumoClient, acked: string[]): Promise<void> {
+  const topology = await db.topology()
+  expect(topology.removed).toEqual(['n4'])
+  expect(topology.nodes.map((n) => n.id).sort()).toEqual(['n1', 'n2', 'n3'])
+  for (const replicas of topology.partitions) expect([...replicas].sort()).toEqual(['n1', 'n2', 'n3'])
+  await waitFor('hints for n4 handed on', async () => (await cluster!.hintsHeld()) === 0, 30_000, 250)
+  for (let i = 0; i < acked.length; i += 500) {
+    const keys = acked.slice(i, i + 500)
+    const values = await db.getMany(keys, { consistency: 'all' })
+    values.forEach((v, j) => expect(v?.toString(), keys[j]).toBe(`value-of-${keys[j]}`))
+  }
+  const reports = await db.repair()
+  expect(reports.reduce((sum, r) => sum + r.pulled + r.pushed, 0)).toBe(0)
+}
+
+describe('a live node leaving (drain, real processes)', () => {
+  it('under load: no failed request, nothing lost, the node stops with exit 0, every partition back to N replicas', { timeout: 180_000 }, async () => {
+    cluster = await ProcessCluster.start(4, ['--repair-interval', '0'])
+    const db = await cluster.client({ timeoutMs: 10_000 })
+    const load = writeLoad(db, 'leave/', 16)
+    const reads = readLoad(db, load)
+    await waitFor('writes under way', () => load.acked.length > 500, 20_000)
+    const exited = new Promise<number | null>((resolve) => cluster!.children.get('n4')!.once('exit', (code) => resolve(code)))
+    const started = Date.now()
+    const left = await db.leaveNode('n4')
+    expect(left.replicasMoved).toBeGreaterThan(0)
+    expect(await exited).toBe(0)
+    expect(cluster.logs.get('n4')!.join('\n')).toContain('left the cluster')
+    await settled(db, left.epoch)
+    process.stdout.write(`  n4 left: ${left.replicasMoved} replicas moved, settled ${((Date.now() - started) / 1000).toFixed(1)} s after the request, ${load.acked.length} writes acknowledged so far\n`)
+    const afterSettled = load.acked.length
+    await waitFor('writes after the move', () => load.acked.length > afterSettled + 300, 20_000)
+    await reads.stop()
+    await load.stop()
+    expect(load.failures).toEqual([])
+    expect(reads.failures).toEqual([])
+    await expectWhole(db, load.acked)
+    // Leaving again, or removing it, is refused: it is gone for good.
+    expect((await rejectionOf(db.leaveNode('n4'))).code).toBe('INVALID_ARGUMENT')
+    expect((await rejectionOf(db.removeNode('n4'))).message).toContain('removed already')
+    await db.close()
+  })
+})
 
 describe('removing a node that is dead for good (real processes)', () => {
   it('under load: no failed request, nothing lost, every partition back to N replicas, its hints handed on, and the node refused if it comes back', { timeout: 180_000 }, async () => {
@@ -36,8 +77,8 @@ describe('removing a node that is dead for good (real processes)', () => {
     await waitFor('writes under way', () => load.acked.length > 300, 20_000)
 
     // Bad requests first: clear errors, nothing changes.
-    expect((await failure(db.removeNode('nope'))).code).toBe('INVALID_ARGUMENT')
-    const alive = await failure(db.removeNode('n2'))
+    expect((await rejectionOf(db.removeNode('nope'))).code).toBe('INVALID_ARGUMENT')
+    const alive = await rejectionOf(db.removeNode('n2'))
     expect(alive.code).toBe('FAILED_PRECONDITION')
     expect(alive.message).toContain('dead for good')
 
@@ -54,7 +95,7 @@ describe('removing a node that is dead for good (real processes)', () => {
       }
     }, 30_000, 250)
     expect(removal.replicasMoved).toBeGreaterThan(0)
-    expect((await failure(db.removeNode('n4'))).message).toContain('removed already')
+    expect((await rejectionOf(db.removeNode('n4'))).message).toContain('removed already')
     await settled(db, removal.epoch)
     const afterSettled = load.acked.length
     await waitFor('writes after the move', () => load.acked.length > afterSettled + 300, 20_000)
@@ -63,21 +104,7 @@ describe('removing a node that is dead for good (real processes)', () => {
     expect(load.failures).toEqual([])
     expect(reads.failures).toEqual([])
 
-    // Every partition has N replicas again, on the survivors; the map lists n4 as removed.
-    const topology = await db.topology()
-    expect(topology.removed).toEqual(['n4'])
-    expect(topology.nodes.map((n) => n.id).sort()).toEqual(['n1', 'n2', 'n3'])
-    for (const replicas of topology.partitions) expect([...replicas].sort()).toEqual(['n1', 'n2', 'n3'])
-    // Hints held for n4 went to the partitions' owners, none dropped.
-    await waitFor('hints for n4 handed on', async () => (await cluster!.hintsHeld()) === 0, 30_000, 250)
-    // Every acknowledged write is on every replica: read at all, and repair finds nothing to move.
-    for (let i = 0; i < load.acked.length; i += 500) {
-      const keys = load.acked.slice(i, i + 500)
-      const values = await db.getMany(keys, { consistency: 'all' })
-      values.forEach((v, j) => expect(v?.toString(), keys[j]).toBe(`value-of-${keys[j]}`))
-    }
-    const reports = await db.repair()
-    expect(reports.reduce((sum, r) => sum + r.pulled + r.pushed, 0)).toBe(0)
+    await expectWhole(db, load.acked)
 
     // n4 comes back on its old data: it learns it was removed, says so, and exits non-zero.
     const child = cluster.spawn('n4')
@@ -88,7 +115,7 @@ describe('removing a node that is dead for good (real processes)', () => {
     const again = cluster.spawn('n4')
     const second = await new Promise<number | null>((resolve) => again.once('exit', (c) => resolve(c)))
     expect(second).not.toBe(0)
-    expect(cluster.logs.get('n4')!.join('\n')).toContain('Wipe the data directory')
+    expect(cluster.logs.get('n4')!.join('\n')).toContain('wipe the data directory and start it under a new id')
     expect((await db.topology()).nodes.map((n) => n.id).sort()).toEqual(['n1', 'n2', 'n3'])
     await db.close()
   })

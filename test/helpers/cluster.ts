@@ -28,6 +28,16 @@ export async function waitFor<T>(what: string, check: () => T | Promise<T>, time
   }
 }
 
+/** The error `work` rejects with; fails the test if it resolves. */
+export async function rejectionOf<E = import('../../src/index.js').KumoError>(work: Promise<unknown>): Promise<E> {
+  try {
+    await work
+  } catch (err) {
+    return err as E
+  }
+  throw new Error('expected a rejection, but it succeeded')
+}
+
 export interface TestCluster {
   nodes: (KumoNode | undefined)[]
   addresses: string[]

@@ -13,7 +13,7 @@ import { PeerClient } from '../../src/wire/proto.js'
 import { fromServiceError } from '../../src/wire/status.js'
 import { clientChannels, passwordMetadataKey, userCallCredentials, userMetadataKey } from '../../src/wire/channel-security.js'
 import { NodeConnection } from '../../src/client/node-connection.js'
-import { freePort, startCluster, tempDir, waitFor, type TestCluster } from '../helpers/cluster.js'
+import { freePort, rejectionOf, startCluster, tempDir, waitFor, type TestCluster } from '../helpers/cluster.js'
 import { RawKv } from '../helpers/raw.js'
 import { makeSecurityFiles, type SecurityFiles } from '../helpers/security.js'
 import { writeLoad } from '../helpers/processes.js'
@@ -27,14 +27,6 @@ function asUser(name: string, extra: object = {}): Promise<KumoClient> {
   return connect({ seeds: cluster.addresses, tls: { ca: files.ca }, credentials: { user: name, password: files.passwords[name]! }, timeoutMs: 5000, ...extra })
 }
 
-async function failure(work: Promise<unknown>): Promise<KumoError> {
-  try {
-    await work
-  } catch (err) {
-    return err as KumoError
-  }
-  throw new Error('unexpectedly succeeded')
-}
 
 /** A raw gRPC channel with the given TLS client certificate (or none) and, optionally, a user's password. */
 function tlsCredentials(pem?: { cert: Buffer; key: Buffer }, user?: string): grpc.ChannelCredentials {
@@ -99,14 +91,14 @@ afterAll(async () => {
 
 describe('TLS', () => {
   it('a plaintext client to a TLS node fails with a clear error', async () => {
-    const error = await failure(connect({ seeds: [cluster.addresses[0]!], timeoutMs: 1500 }))
+    const error = await rejectionOf(connect({ seeds: [cluster.addresses[0]!], timeoutMs: 1500 }))
     expect(error.code).toBe('UNAVAILABLE')
     expect(error.message).toContain('if the cluster uses TLS, give its CA')
   })
 
   it('a client trusting another CA fails, naming the certificate', async () => {
     const other = await makeSecurityFiles(path.join(dir, 'other'), ['x'])
-    const error = await failure(connect({ seeds: [cluster.addresses[0]!], tls: { ca: other.ca }, credentials: { user: 'admin', password: files.passwords.admin! }, timeoutMs: 1500 }))
+    const error = await rejectionOf(connect({ seeds: [cluster.addresses[0]!], tls: { ca: other.ca }, credentials: { user: 'admin', password: files.passwords.admin! }, timeoutMs: 1500 }))
     expect(error.code).toBe('UNAVAILABLE')
     expect(error.message).toMatch(/certificate/)
     expect(error.message).toContain('not trusted')
@@ -115,7 +107,7 @@ describe('TLS', () => {
   it('a client refuses a node whose certificate names another node than the one it meant to reach', async () => {
     // The client's channel to "n2" at n1's address (a stale or poisoned address): n1's certificate does not name n2.
     const conn = new NodeConnection('n2', cluster.addresses[0]!, () => undefined, undefined, clientChannels({ ca: files.ca }, { user: 'admin', password: files.passwords.admin! }))
-    const error = await failure(conn.topology(3000))
+    const error = await rejectionOf(conn.topology(3000))
     conn.close()
     expect(error.message).toContain('names node n1, not n2')
   })
@@ -129,7 +121,7 @@ describe('TLS', () => {
     await writeFile(path.join(bad, 'expired-key.pem'), expired.key)
     await writeFile(path.join(bad, 'ca2.pem'), ca.cert)
     const start = (tlsFiles: { ca: string; cert: string; key: string }, id = 'n9'): Promise<KumoError> =>
-      failure(startNode({ id, listen: '127.0.0.1:0', dataDir: path.join(dir, `data-${id}-${Math.random()}`), tls: tlsFiles }))
+      rejectionOf(startNode({ id, listen: '127.0.0.1:0', dataDir: path.join(dir, `data-${id}-${Math.random()}`), tls: tlsFiles }))
     const p = (name: string): string => path.join(bad, name)
     expect((await start({ ca: p('ca2.pem'), cert: p('expired.pem'), key: p('expired-key.pem') })).message).toMatch(/expired\.pem expired on/)
     expect((await start({ ca: p('ca.pem'), cert: p('n9.pem'), key: p('expired-key.pem') })).message).toMatch(/does not belong to the certificate/)
@@ -141,14 +133,14 @@ describe('TLS', () => {
 
 describe('no open door by default', () => {
   it('a node asked to listen beyond loopback without TLS and auth refuses to start, saying how to enable them', async () => {
-    const error = await failure(startNode({ id: 'n9', listen: '0.0.0.0:0', dataDir: path.join(dir, 'open') }))
+    const error = await rejectionOf(startNode({ id: 'n9', listen: '0.0.0.0:0', dataDir: path.join(dir, 'open') }))
     expect(error.code).toBe('INVALID_ARGUMENT')
     expect(error.message).toContain('--tls-ca')
     expect(error.message).toContain('--auth-file')
     expect(error.message).toContain('--insecure')
-    const noAuth = await failure(startNode({ id: 'n1', listen: '0.0.0.0:0', dataDir: path.join(dir, 'open2'), tls: files.nodeTls('n1') }))
+    const noAuth = await rejectionOf(startNode({ id: 'n1', listen: '0.0.0.0:0', dataDir: path.join(dir, 'open2'), tls: files.nodeTls('n1') }))
     expect(noAuth.message).toContain('without authentication')
-    const authOnly = await failure(startNode({ id: 'n1', listen: '127.0.0.1:0', dataDir: path.join(dir, 'open3'), authFile: files.authFile }))
+    const authOnly = await rejectionOf(startNode({ id: 'n1', listen: '127.0.0.1:0', dataDir: path.join(dir, 'open3'), authFile: files.authFile }))
     expect(authOnly.message).toContain('an auth file needs TLS')
   })
 
@@ -160,9 +152,9 @@ describe('no open door by default', () => {
 
 describe('authentication and roles', () => {
   it('a call without credentials gets UNAUTHENTICATED; a wrong password too, without saying which was wrong', async () => {
-    const error = await failure(connect({ seeds: cluster.addresses, tls: { ca: files.ca }, timeoutMs: 2000 }))
+    const error = await rejectionOf(connect({ seeds: cluster.addresses, tls: { ca: files.ca }, timeoutMs: 2000 }))
     expect(error.code).toBe('UNAUTHENTICATED')
-    const wrong = await failure(connect({ seeds: cluster.addresses, tls: { ca: files.ca }, credentials: { user: 'admin', password: 'guess' }, timeoutMs: 2000 }))
+    const wrong = await rejectionOf(connect({ seeds: cluster.addresses, tls: { ca: files.ca }, credentials: { user: 'admin', password: 'guess' }, timeoutMs: 2000 }))
     expect(wrong.code).toBe('UNAUTHENTICATED')
     expect(wrong.message).toBe('unknown user or wrong password')
     expect(wrong.message).not.toContain('guess')
@@ -173,13 +165,13 @@ describe('authentication and roles', () => {
     await admin.put('roles/k', 'v')
     const reader = await asUser('reader')
     expect((await reader.get('roles/k'))?.toString()).toBe('v')
-    const error = await failure(reader.put('roles/k', 'changed'))
+    const error = await rejectionOf(reader.put('roles/k', 'changed'))
     expect(error.code).toBe('PERMISSION_DENIED')
     expect(error.message).toContain('needs role readwrite')
     for (const coordination of ['node', 'client'] as const) {
       const db = await asUser('reader', { coordination })
-      expect((await failure(db.batch([{ type: 'put', key: 'roles/k', value: 'x' }]))).code).toBe('PERMISSION_DENIED')
-      expect((await failure(db.del('roles/k'))).code).toBe('PERMISSION_DENIED')
+      expect((await rejectionOf(db.batch([{ type: 'put', key: 'roles/k', value: 'x' }]))).code).toBe('PERMISSION_DENIED')
+      expect((await rejectionOf(db.del('roles/k'))).code).toBe('PERMISSION_DENIED')
       await db.close()
     }
     expect((await admin.get('roles/k'))?.toString()).toBe('v')
@@ -192,7 +184,7 @@ describe('authentication and roles', () => {
     const results = await admin.repair()
     expect(results.length).toBe(3)
     const writer = await asUser('writer')
-    const error = await failure(writer.repair())
+    const error = await rejectionOf(writer.repair())
     expect(error.code).toBe('PERMISSION_DENIED')
     expect(error.message).toContain('needs role admin')
     await writer.close()
@@ -203,13 +195,13 @@ describe('authentication and roles', () => {
     const app = await asUser('app')
     await app.put('app/1', 'a')
     expect((await app.get('app/1'))?.toString()).toBe('a')
-    expect((await failure(app.put('other/1', 'a'))).code).toBe('PERMISSION_DENIED')
-    expect((await failure(app.get('other/1'))).code).toBe('PERMISSION_DENIED')
-    expect((await failure(app.getMany(['app/1', 'other/1']))).code).toBe('PERMISSION_DENIED')
+    expect((await rejectionOf(app.put('other/1', 'a'))).code).toBe('PERMISSION_DENIED')
+    expect((await rejectionOf(app.get('other/1'))).code).toBe('PERMISSION_DENIED')
+    expect((await rejectionOf(app.getMany(['app/1', 'other/1']))).code).toBe('PERMISSION_DENIED')
     const scanned: string[] = []
     for await (const entry of app.scan({ prefix: 'app/' })) scanned.push(entry.key.toString())
     expect(scanned).toContain('app/1')
-    const error = await failure((async () => {
+    const error = await rejectionOf((async () => {
       for await (const _ of app.scan({})) break
     })())
     expect(error.code).toBe('PERMISSION_DENIED')
@@ -219,7 +211,7 @@ describe('authentication and roles', () => {
   it('a client certificate naming a user of the auth file authenticates as that user', async () => {
     const db = await connect({ seeds: cluster.addresses, tls: { ca: files.ca, ...files.pem('user-reporter') }, timeoutMs: 5000 })
     await db.get('roles/k')
-    expect((await failure(db.put('roles/k', 'x'))).code).toBe('PERMISSION_DENIED')
+    expect((await rejectionOf(db.put('roles/k', 'x'))).code).toBe('PERMISSION_DENIED')
     await db.close()
   })
 
@@ -245,7 +237,7 @@ describe('the internal service only for nodes', () => {
       ["n2's certificate, claiming to be n1", tlsCredentials(files.pem('n2')), await forgedGossip('n1')],
     ]
     for (const [what, credentials, message] of attempts) {
-      const error = await failure(gossip(cluster.addresses[0]!, credentials, message))
+      const error = await rejectionOf(gossip(cluster.addresses[0]!, credentials, message))
       expect(error.code, what).toBe('PERMISSION_DENIED')
     }
     for (const node of cluster.nodes) {
@@ -265,7 +257,7 @@ describe('the internal service only for nodes', () => {
     const tenYears = encodeRecord(encodeVersion({ ms: Date.now() + 10 * 365 * 24 * 3600 * 1000, counter: 0 }, 'evil'), Buffer.from('pinned for good'))
     // The Peer service: refused before any record is read.
     const peer = new PeerClient(address, tlsCredentials(undefined, 'writer'), { 'grpc.ssl_target_name_override': 'kumo-node' }) as unknown as grpc.Client & Record<string, Function>
-    const peerError = await failure(oneFrame(peer, 'exchange', { requests: [{ id: 1, op: 'WRITE', partition: partitionOf(key, topology.partitionCount), keys: [key], records: [tenYears] }] }))
+    const peerError = await rejectionOf(oneFrame(peer, 'exchange', { requests: [{ id: 1, op: 'WRITE', partition: partitionOf(key, topology.partitionCount), keys: [key], records: [tenYears] }] }))
     expect(peerError.code).toBe('PERMISSION_DENIED')
     peer.close()
     // The client's direct path (a readwrite user's): a version ten years ahead is refused.

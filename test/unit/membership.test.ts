@@ -151,3 +151,28 @@ describe('Membership remove', () => {
     for (const id of ['n1', 'n2', 'n3']) expect(sim.map(id)?.nodes).toEqual(['n1', 'n2', 'n3'])
   })
 })
+
+describe('Membership leave', () => {
+  it('a live node takes itself out, tells every peer before it calls itself gone, and is never added back', async () => {
+    const sim = new SimCluster(['n1', 'n2', 'n3', 'n4'])
+    for (const id of sim.ids) sim.up.add(id)
+    for (let i = 0; i < 3; i++) await sim.round()
+    const n3 = sim.nodes.get('n3')!
+    const heard: [number, boolean][] = []
+    n3.onRemoved((epoch, left) => heard.push([epoch, left]))
+    const epoch = sim.map('n1')!.epoch
+    sim.filling.set('n1', 1)
+    await sim.round()
+    await expect(n3.leave()).rejects.toThrow(/a membership change is in flight: n1 is copying 1 partition/)
+    sim.filling.set('n1', 0)
+    await sim.round()
+    const result = await n3.leave()
+    expect(result.epoch).toBe(epoch + 1)
+    // Every live peer has the map without n3 as soon as leave() resolves.
+    for (const id of ['n1', 'n2', 'n4']) expect(sim.map(id)?.nodes).toEqual(['n1', 'n2', 'n4'])
+    expect(heard).toEqual([[epoch + 1, true]])
+    sim.up.delete('n3')
+    for (let i = 0; i < 3; i++) await sim.round()
+    for (const id of ['n1', 'n2', 'n4']) expect(sim.map(id)?.removed).toEqual(['n3'])
+  })
+})
