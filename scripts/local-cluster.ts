@@ -17,6 +17,8 @@ export interface LocalSecurity {
   client: { tls: TlsOptions; credentials: UserCredentials }
   /** Node `id`'s start options for TLS and authentication. */
   nodeArgs(id: string): string[]
+  /** Makes a certificate for one more node, from the same CA. */
+  addNode(id: string): Promise<void>
 }
 
 export async function makeLocalSecurity(dir: string, nodeIds: string[]): Promise<LocalSecurity> {
@@ -29,6 +31,9 @@ export async function makeLocalSecurity(dir: string, nodeIds: string[]): Promise
     authFile,
     client: { tls: { ca: readFileSync(path.join(dir, 'ca.pem')) }, credentials: { user: 'admin', password } },
     nodeArgs: (id) => ['--tls-ca', path.join(dir, 'ca.pem'), '--tls-cert', path.join(dir, `${id}.pem`), '--tls-key', path.join(dir, `${id}-key.pem`), '--auth-file', authFile],
+    addNode: async (id) => {
+      await makeCertificates({ out: dir, nodes: [id], hosts: [], users: [], days: 30, force: true, caCert: path.join(dir, 'ca.pem'), caKey: path.join(dir, 'ca-key.pem') }, () => undefined)
+    },
   }
 }
 

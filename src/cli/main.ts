@@ -91,6 +91,8 @@ program
   .option('--tls-key <file>', 'its key (default $KUMO_TLS_KEY)')
   .option('--auth-file <file>', 'users, password hashes and roles (kumo user add); needs TLS. Reloaded when it changes')
   .option('--insecure', 'allow a non-loopback --listen without TLS and authentication (warns at every start)', false)
+  .option('--replace <dead-id>', 'join as the replacement of a node that is dead for good: take exactly its partitions')
+  .option('--metrics-host <host>', 'address the metrics port listens on (default: the --listen host)')
   .addOption(new Option('--gossip-interval <ms>', 'gossip and heartbeat period').argParser(wholeNumber).default(1000).hideHelp())
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('warn'))
   .action(async (o, cmd: Command) => {
@@ -122,6 +124,8 @@ program
       ...((o.loadBalancing ?? globals.loadBalancing) ? { loadBalancing: o.loadBalancing ?? globals.loadBalancing } : {}),
       logLevel: o.logLevel,
       ...nodeTls(o),
+      ...(o.replace ? { replace: o.replace } : {}),
+      ...(o.metricsHost ? { metricsHost: o.metricsHost } : {}),
       ...(o.authFile ? { authFile: o.authFile } : {}),
       insecure: o.insecure === true,
       onRemoved: (message, left) => {
@@ -242,9 +246,14 @@ program
   })
 
 /** Until every node is on map `epoch` and copies no gained partition any more, printing what is left. */
-async function waitSettled(db: KumoClient, epoch: number): Promise<void> {
+async function waitSettled(db: KumoClient, epoch: number, id: string): Promise<void> {
   let last = ''
   for (;;) {
+    // A change made at the same moment may have taken the epoch; the removal is applied again on top of it.
+    if (!(await db.topology()).removed.includes(id)) {
+      await new Promise((r) => setTimeout(r, 500))
+      continue
+    }
     const views = await db.nodeViews()
     const behind = views.filter((v) => v.epoch < epoch)
     const filling = views.filter((v) => v.partitionsFilling > 0)
@@ -265,7 +274,7 @@ program
     await withClient(async (db) => {
       const { epoch, replicasMoved } = await db.leaveNode(id)
       process.stdout.write(`node ${id} left (map epoch ${epoch}); ${replicasMoved} replicas move to other nodes, copied from the remaining replicas; ${id} stops once it has answered what it was serving\n`)
-      if (o.wait) await waitSettled(db, epoch)
+      if (o.wait) await waitSettled(db, epoch, id)
     })
   })
 
@@ -281,7 +290,7 @@ program
         process.stdout.write('kumo status shows the copying; a node restarted on the removed one\'s data is refused\n')
         return
       }
-      await waitSettled(db, epoch)
+      await waitSettled(db, epoch, id)
     })
   })
 

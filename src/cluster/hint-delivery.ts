@@ -137,8 +137,14 @@ export class HintDelivery {
     for (;;) {
       const map = this.deps.membership.map
       if (map === undefined) return
-      const hints = await this.deps.storage.readHints(target, this.config.batchMax, { bytesMax: batchBytesMax })
-      if (hints.length === 0) return
+      const read = await this.deps.storage.readHints(target, this.config.batchMax, { after: this.cursors.get(target), bytesMax: batchBytesMax })
+      if (read.length === 0) {
+        this.cursors.delete(target)
+        return
+      }
+      this.cursors.set(target, read[read.length - 1]!.id)
+      // A partition with no live replica now keeps its hints for a later pass; the others go on.
+      const hints = read.filter((h) => (map.replicas[h.partition] ?? []).some((id) => id === this.deps.selfId || this.deps.membership.isAlive(id)))
       const byPartition = new Map<number, HintEntry[]>()
       for (const hint of hints) {
         let group = byPartition.get(hint.partition)
@@ -148,7 +154,6 @@ export class HintDelivery {
       await Promise.all(
         [...byPartition].map(async ([partition, group]) => {
           const live = (map.replicas[partition] ?? []).filter((id) => id === this.deps.selfId || this.deps.membership.isAlive(id))
-          if (live.length === 0) throw new Error(`no live replica of partition ${partition}`)
           await Promise.all(
             live.map((id) => {
               if (id === this.deps.selfId) return this.deps.storage.applyRecords(group.map((h) => ({ partition, key: h.key, record: h.record })))

@@ -1,7 +1,7 @@
 import { ClockOffsets } from '../core/clock-offsets.js'
 import { PhiAccrualDetector, type NodeHealth, type PhiAccrualConfig } from '../core/failure-detector.js'
 import { KumoError } from '../core/errors.js'
-import { assignPartitions, diffMaps, newerMap, removedOf, removeNode, type PartitionMap, type PartitionMapConfig } from '../core/partition-map.js'
+import { assignPartitions, diffMaps, newerMap, removedOf, removeNode, replaceNode, withRemovals, type PartitionMap, type PartitionMapConfig } from '../core/partition-map.js'
 import type { GossipMsg, MemberMsg } from '../wire/messages.js'
 import { mapFromMsg, mapToMsg } from './map-codec.js'
 
@@ -16,6 +16,10 @@ export interface MemberView {
   weight: number
   /** Partitions it gained and is still copying from their other replicas. */
   filling: number
+  /** The dead node it was started to replace, until it is in the map. */
+  replaces?: string
+  /** The epoch of the map it holds (0: unknown). */
+  mapEpoch?: number
 }
 
 export type MemberStatus = 'up' | 'read-only' | 'stopping'
@@ -68,7 +72,7 @@ export class Membership {
   readonly healthChanges = new Map<string, { up: number; suspect: number; down: number }>()
 
   constructor(
-    private readonly self: { id: string; address: string; weight: number },
+    private readonly self: { id: string; address: string; weight: number; replaces?: string },
     private readonly seeds: readonly string[],
     private readonly config: MembershipConfig,
     private readonly io: MembershipIo,
@@ -84,6 +88,7 @@ export class Membership {
       load: 0,
       weight: self.weight,
       filling: 0,
+      ...(self.replaces === undefined ? {} : { replaces: self.replaces }),
     })
     if (restored !== undefined) {
       this.map_ = restored.map
@@ -138,12 +143,29 @@ export class Membership {
     }
   }
 
+  /** While this node waits to replace a dead one: why it is not in the map yet, or undefined. */
+  replacementWait(): string | undefined {
+    const target = this.members.get(this.self.id)!.replaces
+    if (target === undefined || this.map_?.nodes.includes(this.self.id)) return undefined
+    if (this.map_ === undefined) return `waiting for the cluster's map (to replace ${target})`
+    if (removedOf(this.map_).includes(target)) return `${target} was removed already; start this node without --replace to join as a new node`
+    if (!this.map_.nodes.includes(target)) return `${target} is not in the cluster (its nodes: ${this.map_.nodes.join(', ')})`
+    if (this.isAlive(target)) return `${target} is ${this.health(target)} as this node sees it: only a dead node is replaced`
+    return this.changeInFlight() ?? `waiting for the claimant to hand ${target}'s partitions over`
+  }
+
   /**
    * Why a membership change may not start now, or undefined: while any live node is still
    * copying partitions it gained, the last change is in flight (one change at a time).
    */
   changeInFlight(): string | undefined {
-    const busy = [...this.members.values()].filter((m) => m.filling > 0 && (m.id === this.self.id || this.isAlive(m.id)))
+    const epoch = this.map_?.epoch ?? 0
+    const live = [...this.members.values()].filter((m) => m.id !== this.self.id && this.isAlive(m.id) && this.map_?.nodes.includes(m.id))
+    // Every live node must hold the newest map: a change made on an older one could undo it.
+    const behind = live.filter((m) => m.mapEpoch !== undefined && m.mapEpoch > 0 && m.mapEpoch < epoch)
+    if (behind.length > 0) return `a membership change is in flight: ${behind.map((m) => m.id).join(', ')} ${behind.length === 1 ? 'has' : 'have'} not taken map epoch ${epoch} yet; try again in a moment`
+    const own = this.io.filling?.() ?? 0
+    const busy = [...live.filter((m) => m.filling > 0), ...(own > 0 ? [{ id: this.self.id, filling: own }] : [])]
     if (busy.length === 0) return undefined
     return `a membership change is in flight: ${busy.map((m) => `${m.id} is copying ${m.filling} partition${m.filling === 1 ? '' : 's'}`).join(', ')}; try again when it is done (kumo status)`
   }
@@ -219,6 +241,11 @@ export class Membership {
     me.heartbeat++
     this.changed()
     await this.broadcast()
+  }
+
+  /** Whether the map lists `id` as removed for good. */
+  isRemoved(id: string): boolean {
+    return removedOf(this.map_).includes(id)
   }
 
   /** Whether a node's storage takes writes, as far as gossip says (false for unknown nodes). */
@@ -297,7 +324,7 @@ export class Membership {
   message(): GossipMsg {
     return {
       from: this.self.id,
-      members: [...this.members.values()].map((m) => ({ ...m })),
+      members: [...this.members.values()].map((m) => (m.id === this.self.id ? { ...m, mapEpoch: this.map_?.epoch ?? 0, filling: this.io.filling?.() ?? m.filling } : { ...m })),
       map: this.map_ === undefined ? null : mapToMsg(this.map_, [], this.self.id),
       sentAtMs: this.io.now(),
       echoSentAtMs: 0,
@@ -307,7 +334,34 @@ export class Membership {
   /** Handles gossip from a peer; returns our state as the answer (with our clock, for its offset). */
   receive(message: GossipMsg): GossipMsg {
     this.merge(message)
+    this.heardFromCluster()
     return { ...this.message(), echoSentAtMs: message.sentAtMs }
+  }
+
+  /**
+   * Answers gossip from a node removed for good without taking anything from it: it learns
+   * from our map that it was removed (and stops), and its stale view changes nothing here.
+   */
+  answerRemoved(message: GossipMsg): GossipMsg {
+    return { ...this.message(), echoSentAtMs: message.sentAtMs }
+  }
+
+  private confirmed_ = false
+
+  /**
+   * Whether this node has checked its map with the cluster since it started: a peer answered
+   * or called (or it is alone in its map, or `foundingRoundsMax` rounds passed with nobody
+   * answering). A node restarted on the data of a node removed meanwhile must not serve
+   * from its stale map before a peer could tell it so.
+   */
+  get confirmed(): boolean {
+    return this.confirmed_ || (this.map_ !== undefined && this.map_.nodes.length === 1) || this.rounds >= this.config.foundingRoundsMax
+  }
+
+  private heardFromCluster(): void {
+    if (this.confirmed_) return
+    this.confirmed_ = true
+    this.changed()
   }
 
   private async broadcast(): Promise<void> {
@@ -321,6 +375,7 @@ export class Membership {
           const reply = await this.io.gossip(id, address, message)
           if (reply.from && reply.echoSentAtMs === message.sentAtMs) this.clocks.sample(reply.from, message.sentAtMs, reply.sentAtMs, this.io.now())
           this.merge(reply)
+          this.heardFromCluster()
         } catch {
           // An unreachable peer is the failure detector's business, not an error here.
         }
@@ -334,8 +389,10 @@ export class Membership {
     me.heartbeat++
     me.load = this.io.load()
     me.filling = this.io.filling?.() ?? 0
+    if (me.replaces !== undefined && this.map_?.nodes.includes(this.self.id)) delete me.replaces
     await this.broadcast()
     this.rounds++
+    if (this.rounds === this.config.foundingRoundsMax && !this.confirmed_) this.changed()
     this.noteHealth()
     this.claim()
   }
@@ -362,6 +419,8 @@ export class Membership {
           load: incoming.load,
           weight: incoming.weight || 1,
           filling: incoming.filling ?? 0,
+          mapEpoch: incoming.mapEpoch ?? 0,
+          ...(incoming.replaces ? { replaces: incoming.replaces } : {}),
         })
         if (heartbeatAdvanced && status !== 'stopping') {
           let detector = this.detectors.get(incoming.id)
@@ -377,10 +436,15 @@ export class Membership {
     }
     // newerMap keeps ours on a tie, so an identical map is not adopted again.
     if (theirs !== undefined && (this.map_ === undefined || newerMap(this.map_, theirs) === theirs)) {
-      this.map_ = theirs
-      this.dropRemoved(theirs)
-      this.io.persist(theirs, this.allMembers())
+      // A removal this node knows and their map lacks (made at the same moment as theirs) is
+      // applied again on top: removals are never undone.
+      const lost = removedOf(this.map_).filter((id) => !removedOf(theirs).includes(id))
+      const adopted = lost.length > 0 ? withRemovals(theirs, lost, this.config.partitions) : theirs
+      this.map_ = adopted
+      this.dropRemoved(adopted)
+      this.io.persist(adopted, this.allMembers())
       changed = true
+      if (adopted !== theirs) void this.broadcast()
     }
     if (changed) this.changed()
   }
@@ -415,9 +479,20 @@ export class Membership {
     if (this.map_ === undefined ? !this.mayFound() : this.rounds < 1) return
     const inMap = new Set(this.map_?.nodes ?? [])
     const removed = new Set(removedOf(this.map_))
-    const joining = [...this.members.values()].filter(
-      (m) => !inMap.has(m.id) && !removed.has(m.id) && m.status !== 'stopping' && this.isAlive(m.id),
-    )
+    const candidates = [...this.members.values()].filter((m) => !inMap.has(m.id) && !removed.has(m.id) && m.status !== 'stopping' && this.isAlive(m.id))
+    // A node started to replace a dead one takes exactly its partitions, once that node is
+    // down and no other change is in flight; it is never added as an ordinary joiner.
+    const replacing = this.map_ === undefined ? undefined : candidates.find((m) => m.replaces !== undefined && this.map_!.nodes.includes(m.replaces) && !this.isAlive(m.replaces))
+    if (replacing !== undefined && this.changeInFlight() === undefined) {
+      const next = replaceNode(this.map_!, replacing.replaces!, replacing.id)
+      this.map_ = next
+      this.dropRemoved(next)
+      this.io.persist(next, this.allMembers())
+      this.changed()
+      void this.broadcast()
+      return
+    }
+    const joining = candidates.filter((m) => m.replaces === undefined)
     if (joining.length === 0 && this.map_ !== undefined) return
     const members = [...inMap, ...joining.map((m) => m.id)]
     const next = assignPartitions(this.map_, members, this.config.partitions)

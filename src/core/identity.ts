@@ -24,10 +24,17 @@ export function identitiesIn(subjectAltName: string | undefined): CertificateIde
   const nodes: string[] = []
   const users: string[] = []
   for (const part of (subjectAltName ?? '').split(', ')) {
-    if (!part.startsWith('URI:')) continue
+    // Node quotes a value holding a comma or a quote: such a value is never a valid id, and
+    // splitting it would let one name smuggle in another.
+    if (!part.startsWith('URI:') || part.startsWith('URI:"')) continue
     const uri = part.slice(4)
-    if (uri.startsWith(nodeUriPrefix)) nodes.push(uri.slice(nodeUriPrefix.length))
-    else if (uri.startsWith(userUriPrefix)) users.push(uri.slice(userUriPrefix.length))
+    if (uri.startsWith(nodeUriPrefix)) {
+      const id = uri.slice(nodeUriPrefix.length)
+      if (/^[A-Za-z0-9._-]{1,64}$/.test(id)) nodes.push(id)
+    } else if (uri.startsWith(userUriPrefix)) {
+      const name = uri.slice(userUriPrefix.length)
+      if (/^[A-Za-z0-9._@-]{1,128}$/.test(name)) users.push(name)
+    }
   }
   return { nodes, users }
 }

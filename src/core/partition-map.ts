@@ -202,6 +202,42 @@ export function removedOf(map: PartitionMap | undefined): readonly string[] {
 }
 
 /**
+ * `map` with every id of `ids` removed as well (removeNode for members; the id only listed for
+ * others), each in a new epoch. Removals are never undone: a node that takes a map made
+ * without a removal it knows of (a join or another removal made at the same moment) applies
+ * its removal again on top, so every node ends with all of them.
+ */
+export function withRemovals(map: PartitionMap, ids: readonly string[], config: PartitionMapConfig): PartitionMap {
+  let next = map
+  for (const id of ids) {
+    if (removedOf(next).includes(id)) continue
+    if (next.nodes.includes(id)) {
+      if (next.nodes.length > 1) next = removeNode(next, id, config)
+    } else next = { ...next, epoch: next.epoch + 1, removed: sortedUnique([...removedOf(next), id]) }
+  }
+  return next
+}
+
+/**
+ * The map with `fresh` in exactly `dead`'s places (kumo start --replace): no other replica
+ * moves, and `dead` is listed as removed for good.
+ */
+export function replaceNode(map: PartitionMap, dead: string, fresh: string): PartitionMap {
+  assert.ok(map.nodes.includes(dead), `node ${dead} is in the map`)
+  assert.ok(!map.nodes.includes(fresh) && !removedOf(map).includes(fresh), `node ${fresh} is new`)
+  const next: PartitionMap = {
+    epoch: map.epoch + 1,
+    partitionCount: map.partitionCount,
+    replicationFactor: map.replicationFactor,
+    nodes: sortedUnique([...map.nodes.filter((id) => id !== dead), fresh]),
+    replicas: map.replicas.map((list) => list.map((id) => (id === dead ? fresh : id))),
+    removed: sortedUnique([...removedOf(map), dead]),
+  }
+  assertValidMap(next)
+  return next
+}
+
+/**
  * The map without `id`, removed for good: its replicas go to the other nodes (only its own
  * replicas move, each node staying within one of the mean), and the id is listed as removed.
  */

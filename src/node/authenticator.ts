@@ -23,6 +23,8 @@ export class Authenticator {
   constructor(
     private readonly tls: boolean,
     private readonly users: UserStore | undefined,
+    /** Whether the cluster removed a node for good: its certificate no longer makes it one. */
+    private readonly isRemoved: (nodeId: string) => boolean = () => false,
   ) {}
 
   /** Whether callers must prove who they are (an auth file is configured). */
@@ -45,7 +47,10 @@ export class Authenticator {
     if (!this.tls) return { kind: 'unverified' }
     const cert = call.getAuthContext()?.sslPeerCertificate
     const named = identitiesIn(cert?.subjectaltname)
-    if (named.nodes.length > 0) return { kind: 'node', id: named.nodes[0]! }
+    if (named.nodes.length > 0) {
+      if (this.isRemoved(named.nodes[0]!)) throw new KumoError('UNAUTHENTICATED', `the certificate names node ${named.nodes[0]}, which was removed from the cluster for good`)
+      return { kind: 'node', id: named.nodes[0]! }
+    }
     if (this.users === undefined) return { kind: 'anyone' }
     if (named.users.length > 0) {
       const user = this.users.byCertificate(named.users[0]!)

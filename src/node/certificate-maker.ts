@@ -60,7 +60,7 @@ export interface LeafOptions {
   now?: Date
 }
 
-async function makeLeaf(ca: CertificateAuthority, commonName: string, uri: string, options: LeafOptions): Promise<Pem> {
+async function makeLeaf(ca: CertificateAuthority, commonName: string, uri: string, options: LeafOptions, server: boolean): Promise<Pem> {
   const now = options.now ?? new Date()
   const days = options.days ?? 825
   const keys = (await webcrypto.subtle.generateKey(algorithm, true, ['sign', 'verify'])) as CryptoKeyPair
@@ -79,8 +79,8 @@ async function makeLeaf(ca: CertificateAuthority, commonName: string, uri: strin
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
-      // A node is a server to clients and a client to its peers.
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+      // A node is a server to clients and a client to its peers; a user only a client.
+      new x509.ExtendedKeyUsageExtension(server ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth] : [x509.ExtendedKeyUsage.clientAuth]),
       new x509.SubjectAlternativeNameExtension(names),
       await x509.AuthorityKeyIdentifierExtension.create(ca.keys.publicKey),
     ],
@@ -93,13 +93,13 @@ const idPattern = /^[A-Za-z0-9._-]{1,64}$/
 /** A node's certificate: names it (urn:kumo:node:<id>), for the given hosts, issued by `ca`. */
 export function makeNodeCertificate(ca: CertificateAuthority, nodeId: string, options: LeafOptions = {}): Promise<Pem> {
   if (!idPattern.test(nodeId)) throw new KumoError('INVALID_ARGUMENT', `node id ${JSON.stringify(nodeId)} may use only letters, digits, '.', '_' and '-'`)
-  return makeLeaf(ca, nodeId, nodeUriPrefix + nodeId, { hosts: ['localhost', '127.0.0.1', '::1'], ...options })
+  return makeLeaf(ca, nodeId, nodeUriPrefix + nodeId, { hosts: ['localhost', '127.0.0.1', '::1'], ...options }, true)
 }
 
 /** A user's client certificate (urn:kumo:user:<name>): authenticates as that user of the auth file. */
 export function makeUserCertificate(ca: CertificateAuthority, user: string, options: LeafOptions = {}): Promise<Pem> {
   if (!/^[A-Za-z0-9._@-]{1,128}$/.test(user)) throw new KumoError('INVALID_ARGUMENT', `a certificate's user name ${JSON.stringify(user)} may use only letters, digits, '.', '_', '@' and '-'`)
-  return makeLeaf(ca, user, userUriPrefix + user, options)
+  return makeLeaf(ca, user, userUriPrefix + user, options, false)
 }
 
 /** A CA from its PEM files, to issue more certificates with (kumo certs --ca-cert/--ca-key). */

@@ -151,6 +151,10 @@ export class Coordinator {
           const map = this.partitionMap
           if (!map.nodes.includes(req.hintTarget)) throw new KumoError('INVALID_ARGUMENT', `hint target ${JSON.stringify(req.hintTarget)} is not a node of the cluster`)
           const partitions = req.keys.map((key) => partitionOf(key, map.partitionCount))
+          // Hints only for a replica of each key: nobody parks records on nodes that would never take them.
+          for (const partition of partitions) {
+            if (!map.replicas[partition]!.includes(req.hintTarget)) throw new KumoError('INVALID_ARGUMENT', `hint target ${req.hintTarget} is not a replica of partition ${partition}`)
+          }
           await this.deps.hints.store(undefined, req.hintTarget, partitions, req.keys, req.records, this.config.replicaTimeoutMs)
           return reply(req.id, undefined)
         }

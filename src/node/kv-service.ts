@@ -45,6 +45,8 @@ export interface KvServiceDeps {
   authenticate: (call: CallIdentity) => Principal | Promise<Principal>
   /** Counts a call refused for who made it. */
   refused: (code: 'UNAUTHENTICATED' | 'PERMISSION_DENIED') => void
+  /** Changes whenever the users change (auth file reloaded): open streams authenticate again. */
+  usersGeneration: () => number
 }
 
 /** What a request asks to do, and on which keys. */
@@ -248,30 +250,39 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
       asCaller(deps, call, (error) => call.emit('error', error), (principal) => void scan(call, deps, principal))
     },
     Pipeline: (call: grpc.ServerDuplexStream<RequestFrameMsg, ResponseFrameMsg>) => {
-      // The caller is authenticated once per stream (a password check costs tens of ms);
-      // requests that arrive while it runs wait for it.
-      let principal: Principal | undefined
-      let failure: KumoError | undefined
-      let authenticating: Promise<void> | undefined
-      const failed = (err: unknown): void => {
-        failure = toKumoError(err)
-        if (failure.code === 'UNAUTHENTICATED') deps.refused('UNAUTHENTICATED')
+      // The caller is authenticated once per stream (a password check costs tens of ms), and
+      // again once the users change (a removed user or a lowered role takes effect on open
+      // streams too); requests that arrive while it runs wait for it. A refusal stands for the
+      // stream; a check that could not run (OVERLOADED) is tried again by the next request.
+      let caller: { at: number; result: Principal | KumoError | Promise<Principal | KumoError> } | undefined
+      const resolveCaller = (): Principal | KumoError | Promise<Principal | KumoError> => {
+        const at = deps.usersGeneration()
+        if (caller !== undefined && caller.at === at) return caller.result
+        const current: NonNullable<typeof caller> = { at, result: new KumoError('INTERNAL', 'not authenticated yet') }
+        const settle = (outcome: Principal | KumoError): Principal | KumoError => {
+          if (outcome instanceof KumoError && outcome.code === 'UNAUTHENTICATED') deps.refused('UNAUTHENTICATED')
+          // Transient: forget it, so that the next request checks again.
+          if (outcome instanceof KumoError && outcome.code !== 'UNAUTHENTICATED' && caller === current) caller = undefined
+          else current.result = outcome
+          return outcome
+        }
+        caller = current
+        try {
+          const outcome = deps.authenticate(call)
+          current.result = outcome instanceof Promise ? outcome.then(settle, (err) => settle(toKumoError(err))) : outcome
+        } catch (err) {
+          settle(toKumoError(err))
+          return toKumoError(err)
+        }
+        return current.result
       }
-      try {
-        const caller = deps.authenticate(call)
-        if (caller instanceof Promise) authenticating = caller.then((p) => void (principal = p), failed)
-        else principal = caller
-      } catch (err) {
-        failed(err)
-      }
-      const serve = (req: RequestMsg): Promise<ResponseMsg> =>
-        run(req, principal!).catch((err): ResponseMsg => answer(req, toKumoError(err)))
+      const serve = (req: RequestMsg, who: Principal | KumoError): Promise<ResponseMsg> =>
+        who instanceof KumoError ? Promise.resolve(answer(req, who)) : run(req, who).catch((err): ResponseMsg => answer(req, toKumoError(err)))
       serveMultiplexed(
         call,
         (req: RequestMsg) => {
-          if (principal !== undefined) return serve(req)
-          if (authenticating === undefined) return Promise.resolve(answer(req, failure!))
-          return authenticating.then(() => (principal !== undefined ? serve(req) : answer(req, failure!)))
+          const who = resolveCaller()
+          return who instanceof Promise ? who.then((w) => serve(req, w)) : serve(req, who)
         },
         bytesOf,
         {

@@ -111,6 +111,11 @@ export interface NodeOptions {
   authFile?: string
   /** Allow a non-loopback listen address without TLS and authentication (a warning at every start). */
   insecure?: boolean
+  /**
+   * Start as the replacement of `replace`, a node dead for good: this node takes exactly its
+   * partitions (copied from their other replicas) and the dead id is removed for good.
+   */
+  replace?: string
   /** Called (after the node stopped) once the cluster's map no longer lists this node: removed for good, or `left` (it was asked to leave). */
   onRemoved?: (message: string, left: boolean) => void
 }
@@ -178,6 +183,7 @@ function checkOptions(o: NodeOptions): void {
         'Give --tls-ca, --tls-cert, --tls-key (make them with kumo certs) and --auth-file (kumo user add), or --insecure on a network you trust',
     )
   }
+  if (o.replace !== undefined && (o.replace === o.id || !/^[A-Za-z0-9._-]{1,64}$/.test(o.replace))) bad(`--replace names the dead node this one replaces: another node's id, not ${JSON.stringify(o.replace)}`)
   if (o.metricsPort !== undefined && (!Number.isInteger(o.metricsPort) || o.metricsPort < 0 || o.metricsPort > 65535)) bad('metrics port must be 0 to 65535')
   for (const seed of o.seeds ?? []) if (!/^[^:\s]+:\d+$/.test(seed)) bad(`seed ${JSON.stringify(seed)} must be host:port`)
 }
@@ -209,12 +215,14 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     certificates?.close()
     throw err
   }
-  const authenticator = new Authenticator(certificates !== undefined, users)
+  // Membership is made later; a removed node's certificate stops counting as a node's then.
+  let isRemoved = (_id: string): boolean => false
+  const authenticator = new Authenticator(certificates !== undefined, users, (id) => isRemoved(id))
   const channelSecurity: ChannelSecurity =
     certificates === undefined
       ? insecureChannels
       : (expectedNodeId, address) =>
-          tlsChannel(grpc.experimental.createCertificateProviderChannelCredentials(certificates, certificates, { checkServerIdentity: nodeIdentityCheck(expectedNodeId, address) }), address)
+          tlsChannel(grpc.experimental.createCertificateProviderChannelCredentials(certificates, certificates, { checkServerIdentity: nodeIdentityCheck(expectedNodeId, address, true) }), address)
   // The client-certificate request is optional: clients with passwords have none; a node's
   // is checked against the CA, and a certificate that fails the check authenticates nobody.
   const serverCredentials = certificates === undefined ? grpc.ServerCredentials.createInsecure() : grpc.experimental.createCertificateProviderServerCredentials(certificates, certificates, false)
@@ -333,7 +341,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   let wall = performance.now()
   let persistChain = Promise.resolve()
   const membership = new Membership(
-    { id: options.id, address, weight: options.weight ?? 1 },
+    { id: options.id, address, weight: options.weight ?? 1, ...(options.replace === undefined ? {} : { replaces: options.replace }) },
     options.seeds ?? [],
     {
       gossipIntervalMs: options.gossipIntervalMs ?? 1000,
@@ -374,6 +382,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     restored,
   )
   clusterOffsetMs = () => membership.clusterOffsetMs()
+  isRemoved = (id) => membership.isRemoved(id)
 
   const clock = new HybridClock()
   // After a restart the wall clock may be behind what this node already wrote (an NTP step,
@@ -469,7 +478,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   // SERVING once in the map, and while storage takes writes; a read-only node still answers
   // reads (admit() lets them through), but says NOT_SERVING to health checks.
   const updateHealth = (): void => {
-    if (state === 'starting' && inMap()) {
+    if (state === 'starting' && inMap() && membership.confirmed) {
       state = 'serving'
       logger.info({ epoch: membership.map?.epoch }, 'serving')
     }
@@ -479,6 +488,16 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     health.setStatus('kumo.Kv', status)
   }
   membership.onChange(updateHealth)
+  if (options.replace !== undefined) {
+    // Why this node is not in the map yet, whenever that changes: the operator is waiting on it.
+    let said: string | undefined
+    membership.onChange(() => {
+      const wait = membership.replacementWait()
+      if (wait !== undefined && wait !== said) logger.warn({ replace: options.replace }, `not serving yet: ${wait}`)
+      if (wait === undefined && said !== undefined) logger.warn(`replacing ${options.replace}: took over its partitions`)
+      said = wait
+    })
+  }
   // Removed for good while it was away: it must not serve its stale data, nor rejoin under this id.
   membership.onRemoved((epoch, left) => {
     const message = left
@@ -553,6 +572,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     kvHandlers({
       authenticate: (call) => authenticator.authenticate(call),
       refused: (code) => metrics.refused.inc({ code }),
+      usersGeneration: () => users?.generation ?? 0,
       handle: async (req) => {
         const started = performance.now()
         const res = await coordinator.handle(req)
@@ -624,6 +644,10 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       metrics.refused.inc({ code: 'PERMISSION_DENIED' })
       return new KumoError('PERMISSION_DENIED', 'the Peer service is for the nodes of the cluster: the caller has no node certificate from its CA')
     }
+    if (membership.isRemoved(node)) {
+      metrics.refused.inc({ code: 'PERMISSION_DENIED' })
+      return new KumoError('PERMISSION_DENIED', `node ${node} was removed from the cluster for good`)
+    }
     if (claimedId !== undefined && claimedId !== node) {
       metrics.refused.inc({ code: 'PERMISSION_DENIED' })
       logger.warn({ certificate: node, claimed: claimedId }, 'refused gossip from a node claiming to be another')
@@ -660,6 +684,11 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     Gossip: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       if (isMalformed(call.request)) {
         callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed gossip')))
+        return
+      }
+      // A node removed for good is told so (our map lists it) and heard no further.
+      if (membership.isRemoved(call.request.from) && (certificates === undefined || authenticator.nodeOf(call) === call.request.from)) {
+        callback(null, membership.answerRemoved(call.request))
         return
       }
       const refused = peerRefusal(call, call.request.from)

@@ -31,6 +31,9 @@ interface User {
   password: ReturnType<typeof parsePasswordHash> | undefined
 }
 
+/** Checked in place of a missing user's hash, so that a wrong name costs what a wrong password does. */
+const decoy = parsePasswordHash(`scrypt$32768$8$1$${Buffer.alloc(16, 7).toString('base64')}$${Buffer.alloc(32, 7).toString('base64')}`)
+
 /** Users in one file at most, and the bounds of a name and a prefix. */
 export const usersMax = 10_000
 const nameBytesMax = 128
@@ -45,7 +48,9 @@ export function parseAuthFile(text: string, path: string): Map<string, User> {
   try {
     json = JSON.parse(text)
   } catch (err) {
-    return bad(`not JSON: ${(err as Error).message}`)
+    // Only where: Node's message quotes a piece of the file, which may hold a password hash.
+    const at = /position (\d+)/.exec((err as Error).message)?.[1]
+    return bad(`not JSON${at === undefined ? '' : ` (at character ${at})`}`)
   }
   const users = (json as AuthFile | null)?.users
   if (users === null || typeof users !== 'object' || Array.isArray(users)) return bad('needs { "users": { "<name>": { "role": ..., "password": ... } } }')
@@ -84,6 +89,10 @@ export class UserStore {
   private users: Map<string, User>
   private text: string
   private readonly verified = new Map<string, string>()
+  /** Digests of (name, password) pairs that failed since the file last changed. */
+  private readonly failed = new Set<string>()
+  /** Bumped whenever the users change: callers authenticated before re-check (open streams). */
+  generation = 0
   private readonly checks = new Semaphore(2)
   private timer: NodeJS.Timeout | undefined
   private rejected = ''
@@ -118,6 +127,8 @@ export class UserStore {
       this.users = parseAuthFile(text, this.path)
       this.text = text
       this.verified.clear()
+      this.failed.clear()
+      this.generation++
       this.rejected = ''
       this.logger.info({ users: this.users.size }, 'auth file reloaded')
     } catch (err) {
@@ -139,13 +150,19 @@ export class UserStore {
   async byPassword(name: string, password: string): Promise<Principal> {
     const user = this.users.get(name)
     const wrong = new KumoError('UNAUTHENTICATED', 'unknown user or wrong password')
-    if (user === undefined || user.password === undefined) throw wrong
     const digest = createHash('sha256').update(name).update('\0').update(password).digest('base64')
-    if (this.verified.get(name) === digest) return user.principal
+    if (user !== undefined && this.verified.get(name) === digest) return user.principal
+    // A password that just failed fails again at once: repeating it costs no scrypt.
+    if (this.failed.has(digest)) throw wrong
     if (this.checks.queued >= 64) throw new KumoError('OVERLOADED', 'too many password checks waiting; try again later')
     const users = this.users
-    const ok = await this.checks.run(() => verifyPassword(password, user.password!))
-    if (!ok) throw wrong
+    // An unknown user (or one without a password) costs a check too: timing does not tell which names exist.
+    const ok = await this.checks.run(async () => (await verifyPassword(password, user?.password ?? decoy)) && user?.password !== undefined)
+    if (!ok || user === undefined) {
+      if (this.failed.size >= usersMax) this.failed.clear()
+      this.failed.add(digest)
+      throw wrong
+    }
     // Not remembered if the file changed while checking.
     if (this.users === users) {
       if (this.verified.size >= usersMax) this.verified.clear()

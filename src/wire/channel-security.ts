@@ -61,10 +61,13 @@ export interface UserCredentials {
  * node for a seed. A certificate naming no node gets the usual host name check, so a
  * deployment's own certificates (with DNS or IP names) work too.
  */
-export function nodeIdentityCheck(expectedNodeId: string | undefined, address: string): (name: string, cert: tls.PeerCertificate) => Error | undefined {
+export function nodeIdentityCheck(expectedNodeId: string | undefined, address: string, requireNode = false): (name: string, cert: tls.PeerCertificate) => Error | undefined {
   const host = hostOf(address)
   return (_name, cert) => {
     const { nodes } = identitiesIn(cert.subjectaltname)
+    // A node's peers must be nodes: a certificate valid for the host but naming no node (a
+    // wildcard, another service's) could otherwise answer gossip as a seed.
+    if (nodes.length === 0 && requireNode) return new Error(`the certificate at ${host} names no node (urn:kumo:node:<id>)`)
     if (nodes.length === 0) return tls.checkServerIdentity(host, cert)
     if (expectedNodeId === undefined || nodes.includes(expectedNodeId)) return undefined
     return new Error(`the certificate at ${host} names node ${nodes.join(', ')}, not ${expectedNodeId}`)

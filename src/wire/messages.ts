@@ -157,6 +157,10 @@ export interface MemberMsg {
   weight: number
   /** Partitions it is still copying (a membership change is in flight while any member is). */
   filling?: number
+  /** The dead node it was started to replace (kumo start --replace). */
+  replaces?: string
+  /** The epoch of the map it holds. */
+  mapEpoch?: number
 }
 
 export interface GossipMsg {

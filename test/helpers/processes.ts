@@ -48,6 +48,17 @@ export class ProcessCluster {
     return new RawKv(address, grpc.credentials.combineChannelCredentials(ssl, userCallCredentials(credentials)), { 'grpc.ssl_target_name_override': 'kumo-node' })
   }
 
+  /** Starts one more node (a new spec on a free port) with `args`; it is not waited for. */
+  async add(id: string, args: string[] = []): Promise<void> {
+    const port = await freePort()
+    this.specs.push({ id, address: `127.0.0.1:${port}`, dataDir: path.join(this.root, id) })
+    this.extraArgsOf.set(id, args)
+    if (this.security !== undefined) await this.security.addNode(id)
+    this.spawn(id)
+  }
+
+  private readonly extraArgsOf = new Map<string, string[]>()
+
   get seeds(): string[] {
     return this.specs.map((s) => s.address)
   }
@@ -60,7 +71,7 @@ export class ProcessCluster {
     const spec = this.spec(id)
     const log = this.logs.get(id) ?? []
     this.logs.set(id, log)
-    const child = spawnNode(spec, this.seeds, [...this.extraArgs, ...(this.security?.nodeArgs(id) ?? [])], (line) => {
+    const child = spawnNode(spec, this.seeds, [...this.extraArgs, ...(this.extraArgsOf.get(id) ?? []), ...(this.security?.nodeArgs(id) ?? [])], (line) => {
       log.push(line)
       if (log.length > 200) log.shift()
     }, this.env.get(id) ?? {})

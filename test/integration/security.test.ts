@@ -215,14 +215,24 @@ describe('authentication and roles', () => {
     await db.close()
   })
 
-  it('users added to the auth file can connect within seconds, without a restart', async () => {
-    const { addUser } = await import('../../src/cli/security.js')
+  it('users added to the auth file can connect within seconds, and a user removed from it is refused on streams already open', async () => {
+    const { addUser, removeUser } = await import('../../src/cli/security.js')
     await addUser(files.authFile, 'late', 'read', [], 'late-password')
-    await waitFor('the new user to be accepted', async () => {
-      const db = await connect({ seeds: cluster.addresses, tls: { ca: files.ca }, credentials: { user: 'late', password: 'late-password' }, timeoutMs: 2000 }).catch(() => undefined)
-      await db?.close()
-      return db !== undefined
+    const db = await waitFor('the new user to be accepted', () =>
+      connect({ seeds: cluster.addresses, tls: { ca: files.ca }, credentials: { user: 'late', password: 'late-password' }, timeoutMs: 2000 }).catch(() => undefined),
+    15_000, 200)
+    await db.get('roles/k')
+    removeUser(files.authFile, 'late')
+    const refused = await waitFor('the removed user to be refused on its open connection', async () => {
+      try {
+        await db.get('roles/k')
+        return undefined
+      } catch (err) {
+        return err as KumoError
+      }
     }, 15_000, 200)
+    expect(refused.code).toBe('UNAUTHENTICATED')
+    await db.close()
   })
 })
 

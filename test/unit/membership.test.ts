@@ -176,3 +176,48 @@ describe('Membership leave', () => {
     for (const id of ['n1', 'n2', 'n4']) expect(sim.map(id)?.removed).toEqual(['n3'])
   })
 })
+
+describe('Membership concurrent changes', () => {
+  it('two removals made at the same moment on different nodes both hold in the end (removals are never undone)', async () => {
+    const sim = new SimCluster(['n1', 'n2', 'n3', 'n4', 'n5'])
+    for (const id of sim.ids) sim.up.add(id)
+    for (let i = 0; i < 3; i++) await sim.round()
+    sim.up.delete('n4')
+    sim.up.delete('n5')
+    const n1 = sim.nodes.get('n1')!
+    const n2 = sim.nodes.get('n2')!
+    for (let i = 0; i < 30 && (n1.isAlive('n4') || n2.isAlive('n5')); i++) await sim.round()
+    // Neither hears of the other's change (each is cut off for the moment it makes it): both
+    // start from the same epoch.
+    sim.up.clear()
+    sim.up.add('n1')
+    const a = n1.remove('n4')
+    sim.up.clear()
+    sim.up.add('n2')
+    const b = n2.remove('n5')
+    expect(a.epoch).toBe(b.epoch)
+    for (const id of ['n1', 'n2', 'n3']) sim.up.add(id)
+    for (let i = 0; i < 4; i++) await sim.round()
+    for (const id of ['n1', 'n2', 'n3']) {
+      expect(sim.map(id)?.removed).toEqual(['n4', 'n5'])
+      expect(sim.map(id)?.nodes).toEqual(['n1', 'n2', 'n3'])
+    }
+    expect(sim.map('n1')).toEqual(sim.map('n3'))
+  })
+
+  it('a second change waits until every live node holds the newest map', async () => {
+    const sim = new SimCluster(['n1', 'n2', 'n3', 'n4', 'n5'])
+    for (const id of sim.ids) sim.up.add(id)
+    for (let i = 0; i < 3; i++) await sim.round()
+    sim.up.delete('n4')
+    sim.up.delete('n5')
+    const n1 = sim.nodes.get('n1')!
+    for (let i = 0; i < 30 && (n1.isAlive('n4') || n1.isAlive('n5')); i++) await sim.round()
+    const first = n1.remove('n4')
+    // Peers took the map (the removal gossips at once) but have not said so back yet.
+    expect(() => n1.remove('n5')).toThrow(/has not taken map epoch|have not taken map epoch/)
+    await sim.round()
+    const second = n1.remove('n5')
+    expect(second.epoch).toBe(first.epoch + 1)
+  })
+})
