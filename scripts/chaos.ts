@@ -29,8 +29,9 @@ const program = new Command()
   .option('--seed <n>', 'random seed (printed, so a run can be replayed)', wholeNumber)
   .option('--json', 'print the report as JSON too')
   .option('--secure', 'run the nodes with TLS and authentication (a throwaway CA and admin user)')
+  .option('--membership', 'also change membership: join new nodes (up to 5), drain nodes (kumo leave) and remove killed ones (kumo remove), never below 3')
   .parse()
-const opts = program.opts<{ duration: number; concurrency: number; basePort: number; down: number; between: number; seed?: number; json?: boolean; secure?: boolean }>()
+const opts = program.opts<{ duration: number; concurrency: number; basePort: number; down: number; between: number; seed?: number; json?: boolean; secure?: boolean; membership?: boolean }>()
 
 const histogram = (): hdr.Histogram => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 })
 const ms = (us: number): string => `${(us / 1000).toFixed(2)} ms`
@@ -133,9 +134,75 @@ async function main(): Promise<void> {
     process.stdout.write(`  ${s}s: ${requests} requests, ${failures} failed, ${acked.size} writes acknowledged${down.length ? `, down: ${down.join(',')}` : ''}\n`)
   }, 5000)
 
+  const at = (): string => ((Date.now() - started) / 1000).toFixed(1)
+  /** Until every live node is on map `epoch` or later and copies nothing. */
+  const settled = async (epoch: number): Promise<void> => {
+    const deadline = Date.now() + 120_000
+    while (Date.now() < deadline) {
+      const views = await db!.nodeViews().catch(() => [])
+      if (views.length > 0 && views.every((v) => v.epoch >= epoch && v.partitionsFilling === 0)) return
+      await new Promise((r) => setTimeout(r, 250))
+    }
+    throw new Error(`the cluster did not settle on epoch ${epoch} within 120 s`)
+  }
+  let nextNode = specs.length + 1
+  /** One membership change, chosen at random among those that keep 3 to 5 nodes; false if none applies. */
+  const changeMembership = async (): Promise<boolean> => {
+    const roll = random()
+    if (specs.length < 5 && (roll < 0.4 || specs.length === 3)) {
+      const id = `n${nextNode++}`
+      const spec: LocalNodeSpec = { id, address: `127.0.0.1:${opts.basePort + nextNode - 2}`, dataDir: path.join(root, `node-${id}`) }
+      if (security !== undefined) await security.addNode(id)
+      specs.push(spec)
+      spawn(spec)
+      process.stdout.write(`  ${at()}s: ${id} joins\n`)
+      await waitHealthy(specs, 60_000, () => true, security)
+      await settled((await db!.topology()).epoch)
+      process.stdout.write(`  ${at()}s: ${id} joined, its partitions copied\n`)
+      return true
+    }
+    if (specs.length <= 3) return false
+    const spec = specs[1 + Math.floor(random() * (specs.length - 1))]!
+    const child = children.get(spec.id)!
+    const exited = new Promise((r) => child.once('exit', r))
+    if (roll < 0.7) {
+      process.stdout.write(`  ${at()}s: ${spec.id} leaves\n`)
+      const { epoch } = await db!.leaveNode(spec.id)
+      await exited
+      specs.splice(specs.indexOf(spec), 1)
+      await settled(epoch)
+      process.stdout.write(`  ${at()}s: ${spec.id} left, its partitions copied\n`)
+      return true
+    }
+    child.kill('SIGKILL')
+    await exited
+    windows.push({ node: spec.id, atMs: Date.now(), downMs: 0, histogram: histogram(), failures: 0 })
+    process.stdout.write(`  ${at()}s: kill -9 ${spec.id}, then remove it\n`)
+    specs.splice(specs.indexOf(spec), 1)
+    for (;;) {
+      try {
+        const { epoch } = await db!.removeNode(spec.id)
+        await settled(epoch)
+        break
+      } catch (err) {
+        // The cluster has not seen it die yet, or the last change is still settling.
+        if ((err as { code?: string }).code !== 'FAILED_PRECONDITION') throw err
+        await new Promise((r) => setTimeout(r, 250))
+      }
+    }
+    process.stdout.write(`  ${at()}s: ${spec.id} removed, its partitions copied\n`)
+    return true
+  }
+  let changes = 0
+
   const chaos = async (): Promise<void> => {
     await new Promise((r) => setTimeout(r, 2000 + random() * opts.between))
     while (Date.now() < endAt - 3000) {
+      if (opts.membership && random() < 0.6 && (await changeMembership())) {
+        changes++
+        await new Promise((r) => setTimeout(r, 1000 + random() * opts.between))
+        continue
+      }
       const spec = specs[Math.floor(random() * specs.length)]!
       const downMs = Math.max(1000, Math.floor(random() * opts.down))
       const child = children.get(spec.id)!
@@ -211,6 +278,7 @@ async function main(): Promise<void> {
         `  5 s after kill ${w.node.padEnd(3)} at ${((w.atMs - started) / 1000).toFixed(1).padStart(5)}s: ${String(w.histogram.totalCount).padStart(6)} requests, ${w.failures} failed, p50 ${ms(w.histogram.getValueAtPercentile(50))}  p99 ${ms(w.histogram.getValueAtPercentile(99))}  max ${ms(w.histogram.maxValue)}`,
     ),
     `  kills                 ${windows.length}`,
+    ...(opts.membership ? [`  membership changes    ${changes} (nodes at the end: ${specs.map((sp) => sp.id).join(', ')})`] : []),
     `  acknowledged writes   ${acked.size}`,
     `  acknowledged lost     ${lost}`,
     `  replicas converged    ${converged ? `yes, ${(convergeMs / 1000).toFixed(1)} s after the load stopped` : `NO (${missingLast} replica copies still missing after 120 s)`}`,
@@ -219,7 +287,7 @@ async function main(): Promise<void> {
   process.stdout.write(lines.join('\n'))
   if (opts.json) {
     process.stdout.write(
-      `${JSON.stringify({ seed, requests, failures, mismatches, lost, kills: windows.length, acknowledged: acked.size, converged, convergeMs, p50us: overall.getValueAtPercentile(50), p99us: overall.getValueAtPercentile(99), maxUs: overall.maxValue })}\n`,
+      `${JSON.stringify({ seed, requests, failures, mismatches, lost, kills: windows.length, membershipChanges: changes, acknowledged: acked.size, converged, convergeMs, p50us: overall.getValueAtPercentile(50), p99us: overall.getValueAtPercentile(99), maxUs: overall.maxValue })}\n`,
     )
   }
   await cleanup()
