@@ -46,10 +46,14 @@ describe('a live node leaving (drain, real processes)', () => {
     const load = writeLoad(db, 'leave/', 16)
     const reads = readLoad(db, load)
     await waitFor('writes under way', () => load.acked.length > 500, 20_000)
+    // Keys deleted while their partitions move must stay deleted everywhere.
+    const doomed = Array.from({ length: 300 }, (_, i) => `leave-deleted/${i}`)
+    await db.batch(doomed.map((key) => ({ type: 'put' as const, key, value: 'soon gone' })))
     const exited = new Promise<number | null>((resolve) => cluster!.children.get('n4')!.once('exit', (code) => resolve(code)))
     const started = Date.now()
     const left = await db.leaveNode('n4')
     expect(left.replicasMoved).toBeGreaterThan(0)
+    for (const key of doomed) await db.del(key)
     expect(await exited).toBe(0)
     expect(cluster.logs.get('n4')!.join('\n')).toContain('left the cluster')
     await settled(db, left.epoch)
@@ -61,6 +65,8 @@ describe('a live node leaving (drain, real processes)', () => {
     expect(load.failures).toEqual([])
     expect(reads.failures).toEqual([])
     await expectWhole(db, load.acked)
+    const gone = await db.getMany(doomed, { consistency: 'all' })
+    expect(gone.filter((v) => v !== undefined)).toEqual([])
     // Leaving again, or removing it, is refused: it is gone for good.
     expect((await rejectionOf(db.leaveNode('n4'))).code).toBe('INVALID_ARGUMENT')
     expect((await rejectionOf(db.removeNode('n4'))).message).toContain('removed already')
