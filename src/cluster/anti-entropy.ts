@@ -42,6 +42,8 @@ const exchangeBatchMax = 500
 const exchangeBytesMax = 4 * 1024 * 1024
 /** A fill that could not reach every other replica is tried again this often, this many times. */
 const fillRetryMs = 5000
+/** Gained partitions compared with their replicas at once, after the copy. */
+const fillCompareConcurrency = 4
 const fillAttemptsMax = 12
 
 /**
@@ -133,10 +135,84 @@ export class AntiEntropy {
       this.fillTimer = setTimeout(() => this.fill(), fillRetryMs)
       this.fillTimer.unref()
     }
-    this.repair(partitions).then(after, (err) => {
-      this.deps.logger.warn({ err }, 'filling gained partitions failed')
-      after()
+    // First copy each gained partition in key order from one replica (a range read, page by
+    // page: one pass over its records), then repair against every replica as usual, which
+    // now finds little to exchange: what was written meanwhile, and what another replica
+    // holds that the first one lacked.
+    const run = this.chain.then(async () => {
+      const copyStarted = Date.now()
+      const copiedBefore = this.copiedRecords
+      for (const partition of partitions) {
+        if (generation !== this.fillGeneration || this.stopped) return
+        if (this.filling.has(partition)) await this.copyPartition(partition).catch((err) => this.deps.logger.warn({ err, partition }, 'copying a gained partition failed; repair takes over'))
+      }
+      this.deps.logger.info({ partitions: partitions.length, records: this.copiedRecords - copiedBefore, ms: Date.now() - copyStarted }, 'gained partitions copied; comparing with every replica')
     })
+    this.chain = run.catch(() => undefined)
+    run
+      .then(() => this.compareFilled(partitions))
+      .then(after, (err) => {
+        this.deps.logger.warn({ err }, 'filling gained partitions failed')
+        after()
+      })
+  }
+
+  /**
+   * The final comparison of gained partitions with every replica, `fillCompareConcurrency`
+   * partitions at a time: each comparison is a few round trips of small messages, so running
+   * them one by one would leave the copy waiting on latency rather than on work.
+   */
+  private async compareFilled(partitions: number[]): Promise<void> {
+    let next = 0
+    await Promise.all(
+      Array.from({ length: fillCompareConcurrency }, async () => {
+        while (next < partitions.length && !this.stopped) {
+          const partition = partitions[next++]!
+          if (this.filling.has(partition)) await this.repairNow([partition])
+        }
+      }),
+    )
+  }
+
+  /** Records copied into gained partitions by range reads (copyPartition), since start. */
+  copiedRecords = 0
+  copiedBytes = 0
+
+  /**
+   * Copies one partition this node gained from a live replica: SCAN pages (tombstones and
+   * expiry included, at most exchangeBytesMax each), applied last-writer-wins, so a write or
+   * delete that reached this node meanwhile is never overwritten by an older copy. Throttled
+   * like every exchange.
+   */
+  private async copyPartition(partition: number): Promise<void> {
+    const map = this.deps.membership.map
+    if (map === undefined) return
+    const source = map.replicas[partition]!.find((id) => {
+      if (id === this.deps.selfId || !this.deps.membership.isAlive(id)) return false
+      const address = this.deps.membership.address(id)
+      return address !== undefined && this.deps.peers.get(id, address).usable
+    })
+    if (source === undefined) return
+    const channel = this.deps.peers.get(source, this.deps.membership.address(source)!)
+    let gte = Buffer.alloc(0)
+    for (;;) {
+      if (this.stopped || !this.filling.has(partition)) return
+      const res = await channel.request({ ...noPeerFields, op: 'SCAN', partition, gte, limit: pageSize, bytesMax: exchangeBytesMax }, this.config.timeoutMs)
+      if (res.keys.length === 0) return
+      await this.throttle(res.keys.length)
+      // Stopped meanwhile (storage closing): nothing more to write.
+      if (this.stopped) return
+      let bytes = 0
+      const writes = res.keys.map((key, i) => {
+        bytes += key.length + res.records[i]!.length
+        return { partition, key, record: res.records[i]! }
+      })
+      await this.deps.storage.applyRecords(writes)
+      this.copiedRecords += writes.length
+      this.copiedBytes += bytes
+      if (res.keys.length < pageSize && bytes < exchangeBytesMax) return
+      gte = Buffer.concat([res.keys[res.keys.length - 1]!, Buffer.from([0])])
+    }
   }
 
   /**

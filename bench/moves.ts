@@ -1,0 +1,181 @@
+import type { ChildProcess } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { Command, InvalidArgumentError } from 'commander'
+import * as hdr from 'hdr-histogram-js'
+import { connect, withRetry, type KumoClient } from '../src/index.js'
+import { seededRandom } from '../src/core/random.js'
+import { localSpecs, portTaken, spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from '../scripts/local-cluster.js'
+
+/**
+ * What a membership change costs: a three-node cluster loaded with --records records, a steady
+ * 50/50 read/write load, then a fourth node joins (its partitions copied from the others) and
+ * leaves again (its partitions copied back). Reports how long each copy took, records and
+ * bytes a second, and the client's throughput and latency during each against the steady load.
+ */
+function wholeNumber(value: string): number {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a whole number, 1 or more')
+  return n
+}
+
+const program = new Command()
+  .name('npm run bench:moves --')
+  .description('what a join and a drain cost: copy time and rate, client throughput and p99 during each against a steady load')
+  .option('--records <n>', 'records loaded first', wholeNumber, 1_000_000)
+  .option('--value-size <bytes>', 'value size', wholeNumber, 100)
+  .option('--concurrency <n>', 'client requests in flight during the phases', wholeNumber, 32)
+  .option('--steady <s>', 'seconds of steady load measured before the join', wholeNumber, 10)
+  .option('--base-port <port>', 'port of the first node', wholeNumber, 7201)
+  .parse()
+const opts = program.opts<{ records: number; valueSize: number; concurrency: number; steady: number; basePort: number }>()
+
+interface Phase {
+  name: string
+  seconds: number
+  histogram: hdr.Histogram
+  failures: number
+  copied?: { records: number; bytes: number }
+}
+
+const histogram = (): hdr.Histogram => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 })
+
+async function main(): Promise<void> {
+  const root = await mkdtemp(path.join(os.tmpdir(), 'kumo-moves-'))
+  const specs: LocalNodeSpec[] = localSpecs(4, opts.basePort, root)
+  for (const spec of specs) {
+    const taken = await portTaken(spec.address)
+    if (taken !== undefined) throw new Error(`${taken}; use --base-port`)
+  }
+  const children = new Map<string, ChildProcess>()
+  const seeds = specs.slice(0, 3).map((s) => s.address)
+  const spawn = (spec: LocalNodeSpec): void => {
+    children.set(spec.id, spawnNode(spec, seeds, ['--log-level', process.env.KUMO_MOVES_LOG ?? 'error', '--repair-interval', '0'], (line) => {
+      if (process.env.KUMO_MOVES_LOG !== undefined && /gained partitions/.test(line)) process.stdout.write(`  [${spec.id}] ${line.slice(0, 200)}\n`)
+    }))
+  }
+  let db: KumoClient | undefined
+  const cleanup = async (): Promise<void> => {
+    await db?.close()
+    await Promise.all([...children.values()].map((c) => stopChild(c, 5000)))
+    await rm(root, { recursive: true, force: true })
+  }
+  process.on('SIGINT', () => void cleanup().then(() => process.exit(130)))
+  try {
+    for (const spec of specs.slice(0, 3)) spawn(spec)
+    await waitHealthy(specs.slice(0, 3), 30_000)
+    db = await connect({ seeds, timeoutMs: 10_000 })
+    const value = Buffer.alloc(opts.valueSize, 'v')
+    const keyOf = (i: number): string => `move/${String(i).padStart(9, '0')}`
+    process.stdout.write(`Kumo moves: ${opts.records} records of ${opts.valueSize} bytes in 3 nodes (N=3), ${opts.concurrency} in flight, on ${os.cpus().length} cores\n`)
+    const loadStarted = Date.now()
+    let next = 0
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next < opts.records) {
+          const from = next
+          next = Math.min(opts.records, next + 200)
+          const ops: { type: 'put'; key: string; value: Buffer }[] = []
+          for (let i = from; i < next; i++) ops.push({ type: 'put' as const, key: keyOf(i), value })
+          await withRetry(() => db!.batch(ops))
+        }
+      }),
+    )
+    process.stdout.write(`  loaded in ${((Date.now() - loadStarted) / 1000).toFixed(1)} s\n`)
+
+    // The load: half reads of loaded keys, half writes of new ones, the same through every phase.
+    let phase: Phase = { name: 'warm-up', seconds: 0, histogram: histogram(), failures: 0 }
+    let running = true
+    let written = 0
+    const random = seededRandom(7)
+    const workers = Array.from({ length: opts.concurrency }, async () => {
+      while (running) {
+        const started = process.hrtime.bigint()
+        const current = phase
+        try {
+          if (random() < 0.5) await db!.get(keyOf(Math.floor(random() * opts.records)))
+          else await db!.put(`move-new/${written++}`, value)
+        } catch {
+          current.failures++
+        }
+        current.histogram.recordValue(Math.max(1, Number((process.hrtime.bigint() - started) / 1000n)))
+      }
+    })
+    const phases: Phase[] = []
+    const measure = async (name: string, during: () => Promise<Phase['copied'] | void>): Promise<void> => {
+      const current: Phase = { name, seconds: 0, histogram: histogram(), failures: 0 }
+      phase = current
+      const started = Date.now()
+      const copied = await during()
+      current.seconds = (Date.now() - started) / 1000
+      if (copied) current.copied = copied
+      phases.push(current)
+      process.stdout.write(`  ${name}: ${current.seconds.toFixed(1)} s\n`)
+    }
+    const settled = async (epoch: number): Promise<void> => {
+      for (;;) {
+        const views = await db!.nodeViews().catch(() => [])
+        if (views.length > 0 && views.every((v) => v.epoch >= epoch && v.partitionsFilling === 0)) return
+        await new Promise((r) => setTimeout(r, 100))
+      }
+    }
+    await new Promise((r) => setTimeout(r, 3000))
+    await measure('steady', () => new Promise((r) => setTimeout(r, opts.steady * 1000)))
+    const share = (replicasMoved: number, partitions: number): Phase['copied'] => {
+      const records = Math.round(((opts.records + written) * replicasMoved) / partitions)
+      return { records, bytes: records * (opts.valueSize + 20 + 16) }
+    }
+    const before = await db.topology()
+    await measure('join (n4 added, copies its share)', async () => {
+      spawn(specs[3]!)
+      let topology = await db!.topology()
+      while (!topology.nodes.some((n) => n.id === 'n4') || topology.epoch === before.epoch) {
+        await new Promise((r) => setTimeout(r, 100))
+        topology = await db!.topology()
+      }
+      await settled(topology.epoch)
+      const gained = topology.partitions.filter((replicas) => replicas.includes('n4')).length
+      return share(gained, topology.partitionCount)
+    })
+    await measure('drain (n4 leaves, its share copied back)', async () => {
+      const { epoch, replicasMoved } = await db!.leaveNode('n4')
+      await settled(epoch)
+      return share(replicasMoved, before.partitionCount)
+    })
+    running = false
+    await Promise.all(workers)
+
+    const steady = phases[0]!
+    const rate = (p: Phase): number => p.histogram.totalCount / p.seconds
+    const lines = [
+      '',
+      '| phase | s | client ops/s (of steady) | p50 ms | p99 ms | failed | copied records | records/s | MB/s |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+      ...phases.map((p) =>
+        [
+          p.name,
+          p.seconds.toFixed(1),
+          `${Math.round(rate(p)).toLocaleString('en-US')} (${Math.round((100 * rate(p)) / rate(steady))}%)`,
+          (p.histogram.getValueAtPercentile(50) / 1000).toFixed(2),
+          (p.histogram.getValueAtPercentile(99) / 1000).toFixed(2),
+          String(p.failures),
+          p.copied ? p.copied.records.toLocaleString('en-US') : '',
+          p.copied ? Math.round(p.copied.records / p.seconds).toLocaleString('en-US') : '',
+          p.copied ? (p.copied.bytes / p.seconds / 1e6).toFixed(1) : '',
+        ].join(' | ').replace(/^/, '| ').replace(/$/, ' |'),
+      ),
+      '',
+      'copied records: the moving replicas\' share of the records (each replica of a partition holds all of its keys).',
+      '',
+    ]
+    process.stdout.write(lines.join('\n'))
+  } finally {
+    await cleanup()
+  }
+}
+
+void main().catch((err) => {
+  process.stderr.write(`bench:moves: ${(err as Error).stack ?? err}\n`)
+  process.exit(2)
+})
