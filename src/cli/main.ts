@@ -267,6 +267,41 @@ async function waitSettled(db: KumoClient, epoch: number, id: string): Promise<v
 }
 
 program
+  .command('transfers')
+  .description('partitions still being copied after a membership change: per node, what is left, the copy rate and an estimate of the time left')
+  .option('--watch', 'keep printing every 2 s until nothing is being copied')
+  .action(async (o) => {
+    await withClient(async (db) => {
+      let before = await db.nodeViews()
+      let at = Date.now()
+      for (;;) {
+        await new Promise((r) => setTimeout(r, 2000))
+        const now = await db.nodeViews()
+        const seconds = (Date.now() - at) / 1000
+        const rows = [['NODE', 'MAP EPOCH', 'PARTITIONS LEFT', 'COPIED (records, MB)', 'RATE (records/s, MB/s)', 'PARTITIONS/s', 'ETA']]
+        for (const v of now) {
+          const was = before.find((b) => b.id === v.id)
+          const records = was === undefined ? 0 : (v.recordsCopied - was.recordsCopied) / seconds
+          const bytes = was === undefined ? 0 : (v.bytesCopied - was.bytesCopied) / seconds
+          const done = was === undefined ? 0 : (was.partitionsFilling - v.partitionsFilling) / seconds
+          const eta = v.partitionsFilling === 0 ? '-' : done > 0 ? `~${Math.ceil(v.partitionsFilling / done)} s` : 'unknown yet'
+          rows.push([v.id, String(v.epoch), String(v.partitionsFilling), `${v.recordsCopied}, ${(v.bytesCopied / 1e6).toFixed(1)}`, `${Math.round(records)}, ${(bytes / 1e6).toFixed(2)}`, done.toFixed(2), eta])
+        }
+        const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
+        process.stdout.write(`${rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')}\n`)
+        const busy = now.some((v) => v.partitionsFilling > 0)
+        if (!o.watch || !busy) {
+          if (!busy) process.stdout.write('nothing is being copied\n')
+          return
+        }
+        process.stdout.write('\n')
+        before = now
+        at = Date.now()
+      }
+    })
+  })
+
+program
   .command('leave <id>')
   .description('drain a live node (admin): it hands its partitions to the others and stops; its id is never taken back')
   .option('--wait', 'show progress and return once every partition has its replicas again')

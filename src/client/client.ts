@@ -86,6 +86,9 @@ export interface NodeState {
   clockOffsetMs: number
   /** Partitions it gained and is still copying from their other replicas (a membership change in flight). */
   partitionsFilling: number
+  /** Records and bytes it copied into gained partitions since it started (as it reports itself; 0 in others' reports). */
+  recordsCopied?: number
+  bytesCopied?: number
 }
 
 export interface RepairState {
@@ -695,10 +698,25 @@ export class KumoClient {
   }
 
   /**
+   * Makes each live node check this client's password once now (a unary call; the node
+   * remembers it), so the first requests on its streams are not held up by the check, which
+   * takes tens of milliseconds: long enough to look like an unanswered request to a short
+   * replica timeout. Best effort, concurrent, bounded by `timeoutMs`.
+   * @internal called by connect()
+   */
+  async introduce(timeoutMs: number): Promise<void> {
+    await Promise.all(
+      this.topology_.nodes
+        .filter((node) => node.state !== 'down')
+        .map((node) => this.connection(node.id)?.topology(timeoutMs).catch(() => undefined)),
+    )
+  }
+
+  /**
    * Each reachable node's own view: its map's epoch and the partitions it is still copying.
    * A membership change is done once every node is on its epoch and copies nothing.
    */
-  async nodeViews(timeoutMs = 2000): Promise<{ id: string; epoch: number; partitionsFilling: number }[]> {
+  async nodeViews(timeoutMs = 2000): Promise<{ id: string; epoch: number; partitionsFilling: number; recordsCopied: number; bytesCopied: number }[]> {
     await this.refresh().catch(() => undefined)
     const views = await Promise.all(
       this.topology_.nodes
@@ -708,7 +726,8 @@ export class KumoClient {
           if (conn === undefined) return undefined
           try {
             const view = toTopology(await conn.topology(timeoutMs))
-            return { id: node.id, epoch: view.epoch, partitionsFilling: view.nodes.find((n) => n.id === node.id)?.partitionsFilling ?? 0 }
+            const self = view.nodes.find((n) => n.id === node.id)
+            return { id: node.id, epoch: view.epoch, partitionsFilling: self?.partitionsFilling ?? 0, recordsCopied: self?.recordsCopied ?? 0, bytesCopied: self?.bytesCopied ?? 0 }
           } catch {
             return undefined
           }
@@ -802,7 +821,9 @@ export async function connect(options: ConnectOptions): Promise<KumoClient> {
       const conn = new NodeConnection('seed', seed, () => undefined, undefined, security, true)
       try {
         const topology = toTopology(await conn.topology(Math.max(1, Math.min(2000, deadline - Date.now()))))
-        return new KumoClient(topology, options, security)
+        const client = new KumoClient(topology, options, security)
+        if (options.credentials !== undefined) await client.introduce(Math.max(1, Math.min(2000, deadline - Date.now())))
+        return client
       } catch (err) {
         // A deadline cut short by the connect's own deadline says less than the failure before it (a certificate, a refusal).
         if (lastError === undefined || toKumoError(err).code !== 'TIMEOUT') lastError = err

@@ -321,6 +321,9 @@ export class AntiEntropy {
     try {
       for (const partition of targets) {
         let complete = true
+        // This node's leaf hashes, kept from one peer to the next while nothing was pulled (a
+        // scan of the partition saved per further replica).
+        let mine: number[] | undefined
         for (const peer of map.replicas[partition]!) {
           if (peer === this.deps.selfId) continue
           const address = this.deps.membership.address(peer)
@@ -331,9 +334,10 @@ export class AntiEntropy {
             continue
           }
           try {
-            const { pulled, pushed } = await this.syncWith(channel, partition)
-            result.pulled += pulled
-            result.pushed += pushed
+            const synced = await this.syncWith(channel, partition, mine)
+            result.pulled += synced.pulled
+            result.pushed += synced.pushed
+            mine = synced.pulled === 0 ? synced.mine : undefined
           } catch (err) {
             this.deps.logger.warn({ err, partition, peer }, 'partition repair with peer failed')
             result.skipped++
@@ -385,14 +389,14 @@ export class AntiEntropy {
     return record === undefined ? undefined : Buffer.from(recordVersion(record))
   }
 
-  private async syncWith(channel: PeerChannel, partition: number): Promise<{ pulled: number; pushed: number }> {
+  private async syncWith(channel: PeerChannel, partition: number, known?: number[]): Promise<{ pulled: number; pushed: number; mine: number[] }> {
     const timeout = this.config.timeoutMs
     const [mine, theirs] = await Promise.all([
-      this.leafHashes(partition),
+      known ?? this.leafHashes(partition),
       channel.request({ ...noPeerFields, op: 'DIGEST', partition }, timeout).then((r) => r.hashes),
     ])
     const leaves = differingLeaves(mine, theirs)
-    if (leaves.length === 0) return { pulled: 0, pushed: 0 }
+    if (leaves.length === 0) return { pulled: 0, pushed: 0, mine }
     const [ours, peers] = await Promise.all([
       this.leafEntries(partition, leaves),
       channel.request({ ...noPeerFields, op: 'LEAVES', partition, leaves }, timeout).then((r) =>
@@ -433,7 +437,7 @@ export class AntiEntropy {
         timeout,
       )
     }
-    return { pulled: pull.length, pushed: push.length }
+    return { pulled: pull.length, pushed: push.length, mine }
   }
 
   /** Token bucket over records exchanged. */

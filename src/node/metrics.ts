@@ -28,6 +28,8 @@ export class NodeMetrics {
   readonly connections: Gauge
   readonly connectionsRefused: Counter
   readonly refused: Counter<'code'>
+  readonly copiedRecords: Counter
+  readonly copiedBytes: Counter
   private server: http.Server | undefined
 
   constructor(nodeId: string, collect: (metrics: NodeMetrics) => void) {
@@ -64,6 +66,8 @@ export class NodeMetrics {
     this.connections = new Gauge({ name: 'kumo_connections', help: 'Connections open to this node (clients and peers)', registers })
     this.connectionsRefused = new Counter({ name: 'kumo_connections_refused_total', help: 'Connections refused for the connection limit (--max-connections)', registers })
     this.refused = new Counter({ name: 'kumo_requests_refused_total', help: 'Calls refused for who made them: UNAUTHENTICATED (no or wrong credentials) or PERMISSION_DENIED (role, key prefixes, or the Peer service without a node certificate)', labelNames: ['code'], registers })
+    this.copiedRecords = new Counter({ name: 'kumo_copied_records_total', help: 'Records copied into partitions this node gained (a join, a leave, a removal, a replacement), by range reads from another replica', registers })
+    this.copiedBytes = new Counter({ name: 'kumo_copied_bytes_total', help: 'Bytes (keys and records) copied into partitions this node gained', registers })
     collectDefaultMetrics({ register: this.registry, prefix: 'kumo_' })
   }
 

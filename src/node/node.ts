@@ -300,6 +300,10 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     m.repairPartitionsRepaired.set(repair.partitionsRepaired)
     m.repairInProgress.set(repair.inProgress ? 1 : 0)
     m.partitionsFilling.set(antiEntropy.fillingCount)
+    m.copiedRecords.reset()
+    m.copiedRecords.inc(antiEntropy.copiedRecords)
+    m.copiedBytes.reset()
+    m.copiedBytes.inc(antiEntropy.copiedBytes)
     const map = membership.map
     m.partitionsHeld.set({ role: 'primary' }, map?.replicas.filter((l) => l[0] === options.id).length ?? 0)
     m.partitionsHeld.set({ role: 'replica' }, map?.replicas.filter((l) => l.includes(options.id)).length ?? 0)
@@ -524,6 +528,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       readOnly: m.id === options.id ? storageHealth.failing !== undefined : m.status === 'read-only',
       clockOffsetMs: membership.clockOffsetOf(m.id) ?? 0,
       partitionsFilling: m.id === options.id ? antiEntropy.fillingCount : m.filling,
+      ...(m.id === options.id ? { recordsCopied: antiEntropy.copiedRecords, bytesCopied: antiEntropy.copiedBytes } : {}),
     }))
     const repair = antiEntropy.state()
     const detail = repairDetail ? { partitionRepairedMs: map.replicas.map((_, p) => antiEntropy.lastRepairOf(p) ?? 0) } : {}

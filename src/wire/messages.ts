@@ -115,6 +115,9 @@ export interface NodeInfoMsg {
   clockOffsetMs: number
   /** Partitions it gained and is still copying from their other replicas. */
   partitionsFilling?: number
+  /** Records and bytes copied into gained partitions since it started (its own entry only). */
+  recordsCopied?: number
+  bytesCopied?: number
 }
 
 export interface TopologyMsg {
