@@ -284,7 +284,8 @@ program
           const records = was === undefined ? 0 : (v.recordsCopied - was.recordsCopied) / seconds
           const bytes = was === undefined ? 0 : (v.bytesCopied - was.bytesCopied) / seconds
           const done = was === undefined ? 0 : (was.partitionsFilling - v.partitionsFilling) / seconds
-          const eta = v.partitionsFilling === 0 ? '-' : done > 0 ? `~${Math.ceil(v.partitionsFilling / done)} s` : 'unknown yet'
+          // Partitions count down as each is compared with every replica, after the copy of all of them.
+          const eta = v.partitionsFilling === 0 ? '-' : done > 0 ? `~${Math.ceil(v.partitionsFilling / done)} s` : records > 0 ? 'copying; known once partitions complete' : 'unknown yet'
           rows.push([v.id, String(v.epoch), String(v.partitionsFilling), `${v.recordsCopied}, ${(v.bytesCopied / 1e6).toFixed(1)}`, `${Math.round(records)}, ${(bytes / 1e6).toFixed(2)}`, done.toFixed(2), eta])
         }
         const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))

@@ -168,7 +168,11 @@ export class AntiEntropy {
       Array.from({ length: fillCompareConcurrency }, async () => {
         while (next < partitions.length && !this.stopped) {
           const partition = partitions[next++]!
-          if (this.filling.has(partition)) await this.repairNow([partition])
+          if (!this.filling.has(partition)) continue
+          const started = Date.now()
+          await this.repairNow([partition])
+          // Compared with every replica: filled (kumo transfers counts down as they finish).
+          if ((this.lastRepairMs.get(partition) ?? -1) >= started) this.filling.delete(partition)
         }
       }),
     )
