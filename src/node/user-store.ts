@@ -159,8 +159,11 @@ export class UserStore {
     // An unknown user (or one without a password) costs a check too: timing does not tell which names exist.
     const ok = await this.checks.run(async () => (await verifyPassword(password, user?.password ?? decoy)) && user?.password !== undefined)
     if (!ok || user === undefined) {
-      if (this.failed.size >= usersMax) this.failed.clear()
-      this.failed.add(digest)
+      // Not remembered if the file changed while checking: the user may exist now.
+      if (this.users === users) {
+        if (this.failed.size >= usersMax) this.failed.clear()
+        this.failed.add(digest)
+      }
       throw wrong
     }
     // Not remembered if the file changed while checking.

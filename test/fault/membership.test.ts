@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import type { KumoClient, KumoError } from '../../src/index.js'
 import { rejectionOf, waitFor } from '../helpers/cluster.js'
-import { ProcessCluster, readLoad, writeLoad } from '../helpers/processes.js'
+import { ProcessCluster, readLoad, writeLoad, type ReadLoad, type WriteLoad } from '../helpers/processes.js'
 
 let cluster: ProcessCluster | undefined
 
@@ -19,16 +19,18 @@ async function settled(db: KumoClient, epoch: number): Promise<void> {
   }, 60_000, 200)
 }
 
-/**
- * After n4 left or was removed: every partition has N replicas on the survivors, the map lists
- * n4 as removed, hints held for it went to the partitions' owners, and every acknowledged write
- * is on every replica (read at all, and a repair finds nothing to move).
- */
-async function expectWhole(db: KumoClient, acked: string[]): Promise<void> {
-  const topology = await db.topology()
-  expect(topology.removed).toEqual(['n4'])
-  expect(topology.nodes.map((n) => n.id).sort()).toEqual(['n1', 'n2', 'n3'])
-  for (const replicas of topology.partitions) expect([...replicas].sort()).toEqual(['n1', 'n2', 'n3'])
+/** Lets the load run on after a change, stops it, and expects that nothing failed. */
+async function finish(load: WriteLoad, reads: ReadLoad): Promise<void> {
+  const acked = load.acked.length
+  await waitFor('writes after the move', () => load.acked.length > acked + 300, 20_000)
+  await reads.stop()
+  await load.stop()
+  expect(load.failures).toEqual([])
+  expect(reads.failures).toEqual([])
+}
+
+/** Every acknowledged write is on every replica (read at all), hints for n4 went on, and a repair finds nothing to move. */
+async function expectConverged(db: KumoClient, acked: string[]): Promise<void> {
   await waitFor('hints for n4 handed on', async () => (await cluster!.hintsHeld()) === 0, 30_000, 250)
   for (let i = 0; i < acked.length; i += 500) {
     const keys = acked.slice(i, i + 500)
@@ -37,6 +39,15 @@ async function expectWhole(db: KumoClient, acked: string[]): Promise<void> {
   }
   const reports = await db.repair()
   expect(reports.reduce((sum, r) => sum + r.pulled + r.pushed, 0)).toBe(0)
+}
+
+/** After n4 left or was removed: every partition has N replicas on the survivors, the map lists n4 as removed, and everything converged. */
+async function expectWhole(db: KumoClient, acked: string[]): Promise<void> {
+  const topology = await db.topology()
+  expect(topology.removed).toEqual(['n4'])
+  expect(topology.nodes.map((n) => n.id).sort()).toEqual(['n1', 'n2', 'n3'])
+  for (const replicas of topology.partitions) expect([...replicas].sort()).toEqual(['n1', 'n2', 'n3'])
+  await expectConverged(db, acked)
 }
 
 describe('a live node leaving (drain, real processes)', () => {
@@ -58,12 +69,7 @@ describe('a live node leaving (drain, real processes)', () => {
     expect(cluster.logs.get('n4')!.join('\n')).toContain('left the cluster')
     await settled(db, left.epoch)
     process.stdout.write(`  n4 left: ${left.replicasMoved} replicas moved, settled ${((Date.now() - started) / 1000).toFixed(1)} s after the request, ${load.acked.length} writes acknowledged so far\n`)
-    const afterSettled = load.acked.length
-    await waitFor('writes after the move', () => load.acked.length > afterSettled + 300, 20_000)
-    await reads.stop()
-    await load.stop()
-    expect(load.failures).toEqual([])
-    expect(reads.failures).toEqual([])
+    await finish(load, reads)
     await expectWhole(db, load.acked)
     const gone = await db.getMany(doomed, { consistency: 'all' })
     expect(gone.filter((v) => v !== undefined)).toEqual([])
@@ -90,23 +96,11 @@ describe('replacing a node that is dead for good (real processes)', () => {
       return t.removed.includes('n4') && t.nodes.some((n) => n.id === 'n5') ? t : undefined
     }, 30_000, 200)
     await settled(db, replaced.epoch)
-    const afterSettled = load.acked.length
-    await waitFor('writes after the move', () => load.acked.length > afterSettled + 300, 20_000)
-    await reads.stop()
-    await load.stop()
-    expect(load.failures).toEqual([])
-    expect(reads.failures).toEqual([])
+    await finish(load, reads)
     // Exactly n4's places, nothing else moved.
     const after = await db.topology()
     after.partitions.forEach((replicas, p) => expect(replicas).toEqual(before.partitions[p]!.map((id) => (id === 'n4' ? 'n5' : id))))
-    for (let i = 0; i < load.acked.length; i += 500) {
-      const keys = load.acked.slice(i, i + 500)
-      const values = await db.getMany(keys, { consistency: 'all' })
-      values.forEach((v, j) => expect(v?.toString(), keys[j]).toBe(`value-of-${keys[j]}`))
-    }
-    await waitFor('hints for n4 handed on', async () => (await cluster!.hintsHeld()) === 0, 30_000, 250)
-    const reports = await db.repair()
-    expect(reports.reduce((sum, r) => sum + r.pulled + r.pushed, 0)).toBe(0)
+    await expectConverged(db, load.acked)
     await db.close()
   })
 })
@@ -140,12 +134,7 @@ describe('removing a node that is dead for good (real processes)', () => {
     expect(removal.replicasMoved).toBeGreaterThan(0)
     expect((await rejectionOf(db.removeNode('n4'))).message).toContain('removed already')
     await settled(db, removal.epoch)
-    const afterSettled = load.acked.length
-    await waitFor('writes after the move', () => load.acked.length > afterSettled + 300, 20_000)
-    await reads.stop()
-    await load.stop()
-    expect(load.failures).toEqual([])
-    expect(reads.failures).toEqual([])
+    await finish(load, reads)
 
     await expectWhole(db, load.acked)
 
