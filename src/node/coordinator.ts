@@ -373,9 +373,7 @@ export class Coordinator {
     const replicas = group.replicas
     const keys = group.items.map((i) => i.key)
     const required = requiredAcks(consistency, replicas.length)
-    let candidates = this.ordered(replicas).filter((id) => !skip.has(id))
-    // As for writes: the client's word is taken as far as it leaves R replicas to ask.
-    if (candidates.length < required) candidates = this.ordered(replicas)
+    const candidates = this.ordered(replicas).filter((id) => !skip.has(id))
     // The local replica costs no network hop: ask it first.
     const self = candidates.indexOf(this.deps.selfId)
     if (self > 0) candidates.unshift(...candidates.splice(self, 1))
@@ -515,12 +513,6 @@ export class Coordinator {
     const records = group.items.map((w) => w.record ?? encodeRecord(version!, w.value, w.ttlMs > 0 ? now + w.ttlMs : 0))
     const partitions = group.partitions
     const required = requiredAcks(consistency, replicas.length)
-    // The client's word that replicas left it unanswered is taken as far as it leaves W
-    // replicas to ask: when it would make the write impossible, the client's view may be the
-    // wrong one (its first requests on new connections were slow, say), and this node asks
-    // them itself, within its own timeouts.
-    const askable = replicas.filter((id) => id === this.deps.selfId || (!skip.has(id) && this.writable(id)))
-    if (askable.length < required) skip = noneSkipped
     const tracker = new QuorumTracker(required, replicas.length)
     let bytes = 0
     for (let i = 0; i < keys.length; i++) bytes += keys[i]!.length + records[i]!.length
