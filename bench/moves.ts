@@ -115,8 +115,7 @@ async function main(): Promise<void> {
     }
     const settled = async (epoch: number): Promise<void> => {
       for (;;) {
-        const views = await db!.nodeViews().catch(() => [])
-        if (views.length > 0 && views.every((v) => v.epoch >= epoch && v.partitionsFilling === 0)) return
+        if (await db!.changeDone(epoch)) return
         await new Promise((r) => setTimeout(r, 100))
       }
     }

@@ -139,8 +139,7 @@ async function main(): Promise<void> {
   const settled = async (epoch: number): Promise<void> => {
     const deadline = Date.now() + 120_000
     while (Date.now() < deadline) {
-      const views = await db!.nodeViews().catch(() => [])
-      if (views.length > 0 && views.every((v) => v.epoch >= epoch && v.partitionsFilling === 0)) return
+      if (await db!.changeDone(epoch)) return
       await new Promise((r) => setTimeout(r, 250))
     }
     throw new Error(`the cluster did not settle on epoch ${epoch} within 120 s`)

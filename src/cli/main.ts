@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander'
-import { connect, type KumoClient } from '../client/client.js'
+import { changeSettled, connect, type KumoClient } from '../client/client.js'
 import { loadBalancingPolicies, type LoadBalancing } from '../core/balancing.js'
 import { consistencyLevels, type Consistency } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
@@ -255,9 +255,9 @@ async function waitSettled(db: KumoClient, epoch: number, id: string): Promise<v
       continue
     }
     const views = await db.nodeViews()
+    if (changeSettled(views, epoch)) break
     const behind = views.filter((v) => v.epoch < epoch)
     const filling = views.filter((v) => v.partitionsFilling > 0)
-    if (views.length > 0 && behind.length === 0 && filling.length === 0) break
     const line = `  ${behind.length > 0 ? `waiting for ${behind.map((v) => v.id).join(', ')} to take the new map; ` : ''}copying: ${filling.map((v) => `${v.id} ${v.partitionsFilling} partitions`).join(', ') || 'none'}`
     if (line !== last) process.stdout.write(`${line}\n`)
     last = line

@@ -736,6 +736,11 @@ export class KumoClient {
     return views.filter((v) => v !== undefined)
   }
 
+  /** Whether the membership change that made map `epoch` is done: every reachable node holds that map (or a newer one) and copies nothing. */
+  async changeDone(epoch: number): Promise<boolean> {
+    return changeSettled(await this.nodeViews().catch(() => []), epoch)
+  }
+
   async repair(options: { partition?: number; timeoutMs?: number; onNode?: (report: RepairReport) => void } = {}): Promise<RepairReport[]> {
     if (options.partition !== undefined && (!Number.isInteger(options.partition) || options.partition < 0 || options.partition >= this.topology_.partitionCount)) {
       throw new KumoError('INVALID_ARGUMENT', `partition must be 0..${this.topology_.partitionCount - 1}`)
@@ -786,6 +791,11 @@ export class KumoClient {
     this.connections.clear()
   }
 
+}
+
+/** Whether nodes' own views (KumoClient.nodeViews) show the change to map `epoch` done: all on it or later, none copying. */
+export function changeSettled(views: readonly { epoch: number; partitionsFilling: number }[], epoch: number): boolean {
+  return views.length > 0 && views.every((v) => v.epoch >= epoch && v.partitionsFilling === 0)
 }
 
 /** Connects to a cluster through its seeds; resolves once one seed has answered with the map. */

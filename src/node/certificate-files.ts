@@ -56,9 +56,14 @@ function certificatesIn(pem: Buffer, path: string): X509Certificate[] {
  * saying which file is wrong and how; never includes the key's contents.
  */
 export function loadCertificates(paths: CertificatePaths, nodeId: string, now: Date): LoadedCertificates {
-  const ca = read(paths.ca, 'CA certificate file')
-  const cert = read(paths.cert, 'certificate file')
-  const key = read(paths.key, 'key file')
+  return checkCertificates(readCertificateFiles(paths), paths, nodeId, now)
+}
+
+function readCertificateFiles(paths: CertificatePaths): { ca: Buffer; cert: Buffer; key: Buffer } {
+  return { ca: read(paths.ca, 'CA certificate file'), cert: read(paths.cert, 'certificate file'), key: read(paths.key, 'key file') }
+}
+
+function checkCertificates({ ca, cert, key }: { ca: Buffer; cert: Buffer; key: Buffer }, paths: CertificatePaths, nodeId: string, now: Date): LoadedCertificates {
   const authorities = certificatesIn(ca, paths.ca)
   const [certificate] = certificatesIn(cert, paths.cert)
   const notAfter = new Date(certificate!.validTo)
@@ -122,7 +127,11 @@ export class CertificateFiles implements CertificateProvider {
   reload(): void {
     let next: LoadedCertificates
     try {
-      next = loadCertificates(this.paths, this.nodeId, new Date())
+      const files = readCertificateFiles(this.paths)
+      // Unchanged (nearly always): no parsing and checking every couple of seconds.
+      const { ca, cert, key } = this.current
+      if (files.ca.equals(ca) && files.cert.equals(cert) && files.key.equals(key) && this.rejected === '') return
+      next = checkCertificates(files, this.paths, this.nodeId, new Date())
     } catch (err) {
       const message = (err as Error).message
       // Once per distinct problem (files are often replaced one at a time).
@@ -131,8 +140,7 @@ export class CertificateFiles implements CertificateProvider {
       return
     }
     this.rejected = ''
-    const { ca, cert, key } = this.current
-    if (next.ca.equals(ca) && next.cert.equals(cert) && next.key.equals(key)) return
+    if (next.ca.equals(this.current.ca) && next.cert.equals(this.current.cert) && next.key.equals(this.current.key)) return
     this.current = next
     this.reloads++
     this.logger.info({ notAfter: next.notAfter.toISOString() }, 'TLS certificates reloaded; new connections use them')

@@ -13,10 +13,17 @@ afterEach(async () => {
 
 /** Waits until every live node is on map `epoch` or later and copies no gained partition. */
 async function settled(db: KumoClient, epoch: number): Promise<void> {
-  await waitFor(`every node on epoch ${epoch} with nothing left to copy`, async () => {
-    const views = await db.nodeViews()
-    return views.length > 0 && views.every((v) => v.epoch >= epoch && v.partitionsFilling === 0)
-  }, 60_000, 200)
+  await waitFor(`every node on epoch ${epoch} with nothing left to copy`, () => db.changeDone(epoch), 60_000, 200)
+}
+
+/** Four node processes, and quorum writes of unique keys and reads of them running, `writes` acknowledged already. */
+async function fourUnderLoad(prefix: string, writes: number): Promise<{ db: KumoClient; load: WriteLoad; reads: ReadLoad }> {
+  cluster = await ProcessCluster.start(4, ['--repair-interval', '0'])
+  const db = await cluster.client({ timeoutMs: 10_000 })
+  const load = writeLoad(db, prefix, 16)
+  const reads = readLoad(db, load)
+  await waitFor('writes under way', () => load.acked.length > writes, 20_000)
+  return { db, load, reads }
 }
 
 /** Lets the load run on after a change, stops it, and expects that nothing failed. */
@@ -52,11 +59,7 @@ async function expectWhole(db: KumoClient, acked: string[]): Promise<void> {
 
 describe('a live node leaving (drain, real processes)', () => {
   it('under load: no failed request, nothing lost, the node stops with exit 0, every partition back to N replicas', { timeout: 180_000 }, async () => {
-    cluster = await ProcessCluster.start(4, ['--repair-interval', '0'])
-    const db = await cluster.client({ timeoutMs: 10_000 })
-    const load = writeLoad(db, 'leave/', 16)
-    const reads = readLoad(db, load)
-    await waitFor('writes under way', () => load.acked.length > 500, 20_000)
+    const { db, load, reads } = await fourUnderLoad('leave/', 500)
     // Keys deleted while their partitions move must stay deleted everywhere.
     const doomed = Array.from({ length: 300 }, (_, i) => `leave-deleted/${i}`)
     await db.batch(doomed.map((key) => ({ type: 'put' as const, key, value: 'soon gone' })))
@@ -66,7 +69,7 @@ describe('a live node leaving (drain, real processes)', () => {
     expect(left.replicasMoved).toBeGreaterThan(0)
     for (const key of doomed) await db.del(key)
     expect(await exited).toBe(0)
-    expect(cluster.logs.get('n4')!.join('\n')).toContain('left the cluster')
+    expect(cluster!.logs.get('n4')!.join('\n')).toContain('left the cluster')
     await settled(db, left.epoch)
     process.stdout.write(`  n4 left: ${left.replicasMoved} replicas moved, settled ${((Date.now() - started) / 1000).toFixed(1)} s after the request, ${load.acked.length} writes acknowledged so far\n`)
     await finish(load, reads)
@@ -82,15 +85,11 @@ describe('a live node leaving (drain, real processes)', () => {
 
 describe('replacing a node that is dead for good (real processes)', () => {
   it('under load: the new node takes exactly the dead one\'s partitions, no request fails, nothing is lost', { timeout: 180_000 }, async () => {
-    cluster = await ProcessCluster.start(4, ['--repair-interval', '0'])
-    const db = await cluster.client({ timeoutMs: 10_000 })
-    const load = writeLoad(db, 'replace/', 16)
-    const reads = readLoad(db, load)
-    await waitFor('writes under way', () => load.acked.length > 300, 20_000)
+    const { db, load, reads } = await fourUnderLoad('replace/', 300)
     const before = await db.topology()
-    await cluster.kill('n4')
+    await cluster!.kill('n4')
     // Started while n4 may still look alive: it waits (and says why) until n4 is down.
-    await cluster.add('n5', ['--replace', 'n4'])
+    await cluster!.add('n5', ['--replace', 'n4'])
     const replaced = await waitFor('n5 to take n4\'s place', async () => {
       const t = await db.topology()
       return t.removed.includes('n4') && t.nodes.some((n) => n.id === 'n5') ? t : undefined
@@ -107,11 +106,7 @@ describe('replacing a node that is dead for good (real processes)', () => {
 
 describe('removing a node that is dead for good (real processes)', () => {
   it('under load: no failed request, nothing lost, every partition back to N replicas, its hints handed on, and the node refused if it comes back', { timeout: 180_000 }, async () => {
-    cluster = await ProcessCluster.start(4, ['--repair-interval', '0'])
-    const db = await cluster.client({ timeoutMs: 10_000 })
-    const load = writeLoad(db, 'remove/', 16)
-    const reads = readLoad(db, load)
-    await waitFor('writes under way', () => load.acked.length > 300, 20_000)
+    const { db, load, reads } = await fourUnderLoad('remove/', 300)
 
     // Bad requests first: clear errors, nothing changes.
     expect((await rejectionOf(db.removeNode('nope'))).code).toBe('INVALID_ARGUMENT')
@@ -119,7 +114,7 @@ describe('removing a node that is dead for good (real processes)', () => {
     expect(alive.code).toBe('FAILED_PRECONDITION')
     expect(alive.message).toContain('dead for good')
 
-    await cluster.kill('n4')
+    await cluster!.kill('n4')
     // Writes go on while n4 is down; some of them become hints for it.
     const beforeRemoval = load.acked.length
     await waitFor('writes while n4 is down', () => load.acked.length > beforeRemoval + 500, 20_000)
@@ -139,15 +134,15 @@ describe('removing a node that is dead for good (real processes)', () => {
     await expectWhole(db, load.acked)
 
     // n4 comes back on its old data: it learns it was removed, says so, and exits non-zero.
-    const child = cluster.spawn('n4')
+    const child = cluster!.spawn('n4')
     const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)))
     expect(code).toBe(3)
-    expect(cluster.logs.get('n4')!.join('\n')).toContain('was removed from the cluster for good')
+    expect(cluster!.logs.get('n4')!.join('\n')).toContain('was removed from the cluster for good')
     // Restarted again, it refuses at once: its own map now lists it as removed.
-    const again = cluster.spawn('n4')
+    const again = cluster!.spawn('n4')
     const second = await new Promise<number | null>((resolve) => again.once('exit', (c) => resolve(c)))
     expect(second).not.toBe(0)
-    expect(cluster.logs.get('n4')!.join('\n')).toContain('wipe the data directory and start it under a new id')
+    expect(cluster!.logs.get('n4')!.join('\n')).toContain('wipe the data directory and start it under a new id')
     expect((await db.topology()).nodes.map((n) => n.id).sort()).toEqual(['n1', 'n2', 'n3'])
     await db.close()
   })

@@ -177,16 +177,23 @@ describe('Membership leave', () => {
   })
 })
 
+/** Five nodes in one map, then n4 and n5 dead as every live node sees it. */
+async function fiveWithTwoDead(): Promise<SimCluster> {
+  const sim = new SimCluster(['n1', 'n2', 'n3', 'n4', 'n5'])
+  for (const id of sim.ids) sim.up.add(id)
+  for (let i = 0; i < 3; i++) await sim.round()
+  sim.up.delete('n4')
+  sim.up.delete('n5')
+  const live = ['n1', 'n2', 'n3'].map((id) => sim.nodes.get(id)!)
+  for (let i = 0; i < 30 && live.some((m) => m.isAlive('n4') || m.isAlive('n5')); i++) await sim.round()
+  return sim
+}
+
 describe('Membership concurrent changes', () => {
   it('two removals made at the same moment on different nodes both hold in the end (removals are never undone)', async () => {
-    const sim = new SimCluster(['n1', 'n2', 'n3', 'n4', 'n5'])
-    for (const id of sim.ids) sim.up.add(id)
-    for (let i = 0; i < 3; i++) await sim.round()
-    sim.up.delete('n4')
-    sim.up.delete('n5')
+    const sim = await fiveWithTwoDead()
     const n1 = sim.nodes.get('n1')!
     const n2 = sim.nodes.get('n2')!
-    for (let i = 0; i < 30 && (n1.isAlive('n4') || n2.isAlive('n5')); i++) await sim.round()
     // Neither hears of the other's change (each is cut off for the moment it makes it): both
     // start from the same epoch.
     sim.up.clear()
@@ -206,13 +213,8 @@ describe('Membership concurrent changes', () => {
   })
 
   it('a second change waits until every live node holds the newest map', async () => {
-    const sim = new SimCluster(['n1', 'n2', 'n3', 'n4', 'n5'])
-    for (const id of sim.ids) sim.up.add(id)
-    for (let i = 0; i < 3; i++) await sim.round()
-    sim.up.delete('n4')
-    sim.up.delete('n5')
+    const sim = await fiveWithTwoDead()
     const n1 = sim.nodes.get('n1')!
-    for (let i = 0; i < 30 && (n1.isAlive('n4') || n1.isAlive('n5')); i++) await sim.round()
     const first = n1.remove('n4')
     // Peers took the map (the removal gossips at once) but have not said so back yet.
     expect(() => n1.remove('n5')).toThrow(/has not taken map epoch|have not taken map epoch/)
