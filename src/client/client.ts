@@ -765,11 +765,16 @@ export class KumoClient {
     return this.topology_
   }
 
-  /** Requests this client has sent to each node, and how many are in flight now. */
-  requestStats(): Record<string, { sent: number; inFlight: number }> {
-    const out: Record<string, { sent: number; inFlight: number }> = {}
+  /**
+   * Requests this client has sent to each node, how many are in flight now, and whether it
+   * would send the node a request now (false: down, draining, or avoided for leaving a request
+   * unanswered, when it gets only probes).
+   */
+  requestStats(): Record<string, { sent: number; inFlight: number; usable: boolean }> {
+    const out: Record<string, { sent: number; inFlight: number; usable: boolean }> = {}
+    const now = Date.now()
     for (const node of this.topology_.nodes) {
-      out[node.id] = { sent: this.sent.get(node.id) ?? 0, inFlight: this.connections.get(node.id)?.inFlight ?? 0 }
+      out[node.id] = { sent: this.sent.get(node.id) ?? 0, inFlight: this.connections.get(node.id)?.inFlight ?? 0, usable: this.usable(node.id, now) }
     }
     return out
   }

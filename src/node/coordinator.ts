@@ -373,10 +373,18 @@ export class Coordinator {
     const replicas = group.replicas
     const keys = group.items.map((i) => i.key)
     const required = requiredAcks(consistency, replicas.length)
-    const candidates = this.ordered(replicas).filter((id) => !skip.has(id))
+    const ordered = this.ordered(replicas)
+    const candidates = ordered.filter((id) => !skip.has(id))
     // The local replica costs no network hop: ask it first.
     const self = candidates.indexOf(this.deps.selfId)
     if (self > 0) candidates.unshift(...candidates.splice(self, 1))
+    // Replicas the client found unresponsive but this node still reaches are asked last, only
+    // when the others cannot make R: the client's view may hold a replica that was merely slow
+    // to it (a busy machine, a burst of hint delivery after a heal), and a read failed for that
+    // would be a read failed needlessly. One this node cannot reach either costs it a replica
+    // timeout once; from then on this node avoids it too and fails at once.
+    const lastResort = candidates.length < required ? ordered.filter((id) => skip.has(id)) : []
+    candidates.push(...lastResort)
     if (candidates.length < required) {
       return Promise.reject(
         new KumoError('UNAVAILABLE', `read needs ${required} replicas; only ${candidates.length} of ${replicas.length} are up`),
@@ -426,6 +434,9 @@ export class Coordinator {
             (err) => {
               outstanding--
               lastError = toKumoError(err)
+              // A replica the client found unresponsive did not answer this node either: it is
+              // unreachable, not slow (the client is told so, not to wait longer).
+              if (lastError.code === 'TIMEOUT' && lastResort.includes(id)) lastError = new KumoError('UNAVAILABLE', `replica ${id} is unresponsive: ${lastError.message}`)
               step()
             },
           )
