@@ -27,13 +27,17 @@ function roundRatios(cluster: RunResult, base: RunResult): string {
  * of issue #4. `cpu µs/op` is the CPU of this process (benchmark and client) plus the target's
  * server processes per operation, `servers µs/op` the servers' part of it, and `cores` the
  * cores they kept busy on average: what an operation costs a machine that all of them share.
+ * `peak RSS MiB (anon)` is the resident memory of the largest server process at its peak during
+ * the run (the benchmark process's own for embedded), and in brackets its anonymous part; the
+ * rest is table files LevelDB maps to read them (page cache, dropped under memory pressure).
  */
 export function formatTable(results: RunResult[]): string {
   const spread = results.some((r) => r.roundsOpsPerSecond !== undefined)
   // No CPU columns when no run could measure it (a running cluster's processes are not ours).
   const cpuKnown = results.some((r) => r.cpuMicrosPerOp !== undefined)
+  const memoryKnown = results.some((r) => r.peakRssMiB !== undefined)
   const rows = [
-    ['target', 'workload', 'ops/s', ...(spread ? ['rounds min–max'] : []), 'p50 ms', 'p95 ms', 'p99 ms', 'p99.9 ms', 'max ms', ...(cpuKnown ? ['cpu µs/op', 'servers µs/op', 'cores'] : []), 'errors'],
+    ['target', 'workload', 'ops/s', ...(spread ? ['rounds min–max'] : []), 'p50 ms', 'p95 ms', 'p99 ms', 'p99.9 ms', 'max ms', ...(cpuKnown ? ['cpu µs/op', 'servers µs/op', 'cores'] : []), ...(memoryKnown ? ['peak RSS MiB (anon)'] : []), 'errors'],
   ]
   for (const r of results) {
     const range = r.roundsOpsPerSecond === undefined ? [''] : [`${n(Math.min(...r.roundsOpsPerSecond))}–${n(Math.max(...r.roundsOpsPerSecond))}`]
@@ -41,7 +45,8 @@ export function formatTable(results: RunResult[]): string {
       r.cpuMicrosPerOp === undefined
         ? ['', '', '']
         : [r.cpuMicrosPerOp.toFixed(1), (r.serverCpuMicrosPerOp ?? 0).toFixed(1), ((r.cpuMicrosPerOp * r.opsPerSecond) / 1e6).toFixed(2)]
-    rows.push([r.target, r.workload, n(r.opsPerSecond), ...(spread ? range : []), t(r.p50), t(r.p95), t(r.p99), t(r.p999), t(r.max), ...(cpuKnown ? cpu : []), String(r.errors)])
+    const memory = r.peakRssMiB === undefined ? [''] : [`${n(r.peakRssMiB)} (${n(r.peakAnonMiB ?? r.peakRssMiB)})`]
+    rows.push([r.target, r.workload, n(r.opsPerSecond), ...(spread ? range : []), t(r.p50), t(r.p95), t(r.p99), t(r.p999), t(r.max), ...(cpuKnown ? cpu : []), ...(memoryKnown ? memory : []), String(r.errors)])
   }
   const table = pad(rows)
   const find = (target: string, workload: string): RunResult | undefined => results.find((r) => r.target === target && r.workload === workload)

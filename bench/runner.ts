@@ -1,9 +1,11 @@
+import { readFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import os from 'node:os'
 import * as hdr from 'hdr-histogram-js'
 import cliProgress from 'cli-progress'
 import { LatestChooser, ScrambledZipfianChooser, UniformChooser, fnv64Limbs, seededRandom, type KeyChooser, type Random } from './distributions.js'
 import { CpuMeter } from './cpu.js'
+import { MemorySampler } from './memory.js'
 import type { BenchTarget } from './targets.js'
 import type { Workload } from './workloads.js'
 import { withRetry } from '../src/index.js'
@@ -48,6 +50,12 @@ export interface RunResult {
   cpuMicrosPerOp?: number
   /** The part of cpuMicrosPerOp spent in the target's server processes. */
   serverCpuMicrosPerOp?: number
+  /**
+   * Peak resident memory of the largest server process during the run (this process's for an
+   * in-process target), and its anonymous part, in MiB; undefined where it cannot be read.
+   */
+  peakRssMiB?: number
+  peakAnonMiB?: number
   /** With --rounds: ops/s of every round, in order (the result is the median round). */
   roundsOpsPerSecond?: number[]
 }
@@ -134,6 +142,7 @@ export async function run(target: BenchTarget, workload: Workload, config: RunCo
   let firstError: string | undefined
   const meter = (): CpuMeter | undefined => (target.pids !== undefined ? new CpuMeter(target.pids) : undefined)
   let cpu = meter()
+  const memory = target.pids !== undefined ? new MemorySampler(target.pids) : undefined
   let started = performance.now()
   let deadline = started + config.warmupMs + config.durationMs
   let warming = config.warmupMs > 0
@@ -230,6 +239,7 @@ export async function run(target: BenchTarget, workload: Workload, config: RunCo
   bar?.stop()
   const seconds = (performance.now() - started) / 1000
   const cpuMicros = cpu?.usedMicros()
+  const peak = memory?.stop()
   const at = (p: number): number => histogram.getValueAtPercentile(p) / 1000
   const result: RunResult = {
     target: target.name,
@@ -245,6 +255,10 @@ export async function run(target: BenchTarget, workload: Workload, config: RunCo
     max: histogram.maxValue / 1000,
   }
   if (firstError !== undefined) result.firstError = firstError
+  if (peak !== undefined) {
+    result.peakRssMiB = peak.rssMiB
+    result.peakAnonMiB = peak.anonMiB
+  }
   if (cpuMicros !== undefined && ops > 0) {
     result.cpuMicrosPerOp = (cpuMicros.self + cpuMicros.servers) / ops
     result.serverCpuMicrosPerOp = cpuMicros.servers / ops
@@ -262,21 +276,41 @@ function cpuTimes(): { idle: number; total: number } {
   return { idle, total }
 }
 
+/** Kilobytes written to block devices so far, by the whole machine (0 where /proc/vmstat is missing). */
+function diskWrittenKiB(): number {
+  try {
+    const line = readFileSync('/proc/vmstat', 'latin1').split('\n').find((l) => l.startsWith('pgpgout '))
+    return line === undefined ? 0 : Number(line.slice(8))
+  } catch {
+    return 0
+  }
+}
+
 /**
- * Waits until the machine is quiet (at least `idleMin` of all cores idle over a quarter of a
- * second), for at most `timeoutMs`, so one run's leftovers — LevelDB compacting what a write run
- * wrote, in this process or a node's — are not charged to the next run, whichever target that
- * is. Resolves whether it got quiet in time.
+ * Waits until the machine is quiet, for at most `timeoutMs`, so one run's leftovers — LevelDB
+ * compacting what a load or a write run wrote, in this process or a node's — are not charged to
+ * the next run, whichever target that is. Quiet: over two half-seconds in a row, at least
+ * `idleMin` of all cores idle and under 4 MiB/s written to disk. Compaction alternates bursts
+ * of CPU with bursts of writes, so CPU alone passes between two bursts. Resolves whether it got
+ * quiet in time.
  */
 export async function settle(timeoutMs = 15_000, idleMin = 0.85): Promise<boolean> {
   const deadline = performance.now() + timeoutMs
+  const sampleMs = 500
   let before = cpuTimes()
+  let writtenBefore = diskWrittenKiB()
+  let quietSamples = 0
   while (performance.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 250))
+    await new Promise((resolve) => setTimeout(resolve, sampleMs))
     const after = cpuTimes()
+    const writtenAfter = diskWrittenKiB()
     const total = after.total - before.total
-    if (total > 0 && (after.idle - before.idle) / total >= idleMin) return true
+    const idle = total > 0 && (after.idle - before.idle) / total >= idleMin
+    const diskQuiet = writtenAfter - writtenBefore < (4 * 1024 * sampleMs) / 1000
+    quietSamples = idle && diskQuiet ? quietSamples + 1 : 0
+    if (quietSamples >= 2) return true
     before = after
+    writtenBefore = writtenAfter
   }
   return false
 }
