@@ -56,12 +56,14 @@ const program = new Command()
   .addOption(new Option('--insert-order <o>', "inserted keys' names: hashed (YCSB's default) or ordered (ascending)").choices(['hashed', 'ordered']).default('hashed'))
   .option('--seed <n>', 'random seed', wholeNumber, 42)
   .addOption(new Option('--peer <system>', 'also run the same workloads against a system people know').choices(['redis']))
+  .option('--no-compact', 'measure right after the load, without compacting each target\'s storage first (embedded: compactRange; Kumo: kumo compact on every node)')
   .option('--json <file>', 'write the results as JSON')
   .option('--no-progress', 'no progress bars')
   .parse()
 
 interface Options {
   profile: string
+  compact: boolean
   seeds?: string
   quick?: boolean
   workload?: string
@@ -147,7 +149,13 @@ async function main(): Promise<void> {
       const loadSeconds = await load(target, records, values, config.insertOrder, config.progress)
       process.stdout.write(`  loaded ${records} records in ${loadSeconds.toFixed(1)} s\n`)
       // A load leaves LevelDB compactions to do, the more the more it wrote (N copies on this one
-      // machine): the next target's load, or the first workload, would pay for them.
+      // machine): the next target's load, or the first workload, would pay for them. Reads
+      // through the overlapping files of a fresh load also start compactions of their own.
+      if (opts.compact && target.compact !== undefined) {
+        const compactStart = performance.now()
+        await target.compact()
+        process.stdout.write(`  compacted in ${((performance.now() - compactStart) / 1000).toFixed(1)} s\n`)
+      }
       const settleStart = performance.now()
       const quiet = await settle(loadSettleMs)
       process.stdout.write(`  ${quiet ? 'compactions done' : 'still compacting'} ${((performance.now() - settleStart) / 1000).toFixed(1)} s after the load\n`)

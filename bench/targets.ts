@@ -16,6 +16,8 @@ export interface BenchTarget {
   /** Reads up to `count` entries from `start` in key order; resolves how many it read. */
   scan(start: Buffer, count: number): Promise<number>
   putMany(entries: [Buffer, Buffer][]): Promise<unknown>
+  /** Compacts the target's storage (every node's), when it has storage to compact. */
+  compact?(): Promise<unknown>
   getMany(keys: Buffer[]): Promise<unknown>
   /**
    * Server processes on this machine doing the target's work, whose CPU is counted with this
@@ -47,6 +49,7 @@ export async function embeddedTarget(root: string): Promise<BenchTarget> {
     },
     putMany: (entries) => db.batch(entries.map(([key, value]) => ({ type: 'put' as const, key, value }))),
     getMany: (keys) => db.getMany(keys),
+    compact: () => db.compactRange(Buffer.alloc(1, 0), Buffer.alloc(8, 0xff)),
     pids: [],
     async close() {
       await db.close()
@@ -99,6 +102,7 @@ export async function kumoTarget(name: string, description: string, seeds: strin
     },
     putMany: (entries) => db.batch(entries.map(([key, value]) => ({ type: 'put' as const, key, value }))),
     getMany: (keys) => db.getMany(keys),
+    compact: () => db.compact(),
     close: () => db.close(),
   }
 }

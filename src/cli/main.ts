@@ -228,6 +228,17 @@ program
   })
 
 program
+  .command('compact')
+  .description("compact every node's storage now, one node after another (worth it after a bulk load: reads otherwise share the disk with the compactions it left)")
+  .action(async () => {
+    await withClient(async (db) => {
+      process.stdout.write('compacting each node...\n')
+      await db.compact({ onNode: (r) => process.stdout.write(`  ${r.node}: compacted in ${(r.durationMs / 1000).toFixed(1)} s\n`) })
+      process.stdout.write('compaction done\n')
+    })
+  })
+
+program
   .command('repair')
   .description('run anti-entropy now on every node: replicas compare hash trees and exchange what differs')
   .option('--partition <n>', 'only this partition', wholeNumber)

@@ -92,6 +92,12 @@ export class NodeConnection {
     })
   }
 
+  compact(timeoutMs: number): Promise<{ node: string; durationMs: number }> {
+    return new Promise((resolve, reject) => {
+      this.client.compact({}, { deadline: Date.now() + timeoutMs }, (err: unknown, res: { node: string; durationMs: number }) => (err ? reject(fromServiceError(err)) : resolve({ node: res.node, durationMs: Number(res.durationMs) })))
+    })
+  }
+
   remove(node: string, timeoutMs: number, leave = false): Promise<{ epoch: number; replicasMoved: number }> {
     return new Promise((resolve, reject) => {
       this.client.remove({ node, leave }, { deadline: Date.now() + timeoutMs }, (err: unknown, res: { epoch: number; replicasMoved: number }) => (err ? reject(fromServiceError(err)) : resolve(res)))

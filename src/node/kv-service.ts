@@ -38,6 +38,8 @@ export interface KvServiceDeps {
   admit: () => KumoError | undefined
   track: (delta: number) => void
   repair: (partition: number | undefined) => Promise<RepairResponseMsg>
+  /** Compacts this node's storage; resolves when it is done. */
+  compact: () => Promise<{ node: string; durationMs: number }>
   /** Takes a dead node out of the cluster for good (Membership.remove), or, with `leave`, this node itself (Membership.leave). */
   remove: (id: string, leave: boolean) => { epoch: number; replicasMoved: number } | Promise<{ epoch: number; replicasMoved: number }>
   probe: () => Promise<{ ok: boolean; detail: string; writeMs: number; readMs: number }>
@@ -227,6 +229,18 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
           return
         }
         deps.repair(call.request.onePartition ? call.request.partition : undefined).then(
+          (res) => callback(null, res),
+          (err) => callback(toServiceError(err)),
+        )
+      }, 'admin')
+    },
+    Compact: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      if (isMalformed(call.request)) {
+        callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed request')))
+        return
+      }
+      asCaller(deps, call, callback, () => {
+        deps.compact().then(
           (res) => callback(null, res),
           (err) => callback(toServiceError(err)),
         )

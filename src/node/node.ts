@@ -476,6 +476,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
 
   let state: 'starting' | 'serving' | 'draining' | 'stopped' = 'starting'
   let inFlight = 0
+  let compacting: Promise<{ node: string; durationMs: number }> | undefined
   const requestsInFlightMax = options.requestsInFlightMax ?? 10_000
   const health = new HealthImplementation({ '': 'NOT_SERVING', 'kumo.Kv': 'NOT_SERVING' })
   const inMap = (): boolean => membership.map?.replicas !== undefined && membership.map.nodes.includes(options.id)
@@ -632,6 +633,21 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
         if (!leave) return membership.remove(id)
         if (id !== options.id) throw new KumoError('INVALID_ARGUMENT', `leave is sent to the leaving node itself; this is ${options.id}, not ${id}`)
         return membership.leave()
+      },
+      compact: () => {
+        // One compaction at a time: a second request while one runs waits for that one.
+        compacting ??= (async () => {
+          const started = Date.now()
+          try {
+            await storage.compact()
+          } catch (err) {
+            throw new KumoError('INTERNAL', `compaction failed: ${(err as Error).message}`, { cause: err })
+          }
+          return { node: options.id, durationMs: Date.now() - started }
+        })().finally(() => {
+          compacting = undefined
+        })
+        return compacting
       },
       repair: async (partition) => {
         const result = await antiEntropy.repair(partition === undefined ? undefined : [partition])

@@ -59,6 +59,10 @@ export class VersionBoundStorage implements StorageEngine {
     return this.inner.scanPartition(partition, range)
   }
 
+  compact(): Promise<void> {
+    return this.inner.compact()
+  }
+
   dropPartition(partition: number): Promise<void> {
     return this.inner.dropPartition(partition)
   }

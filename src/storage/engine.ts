@@ -84,6 +84,12 @@ export interface StorageEngine {
 
   /** Deletes a partition's records whose user keys fall in the range (used after handoff). */
   dropPartition(partition: number): Promise<void>
+  /**
+   * Compacts all of storage now (LevelDB: every level into the last). After a bulk load, reads
+   * otherwise share the machine with the compactions the load left, and with the ones their own
+   * lookups through overlapping files start. Resolves when it is done.
+   */
+  compact(): Promise<void>
 
   /**
    * Stores writes meant for another node (hinted handoff). Rejects with OVERLOADED, storing
