@@ -5,6 +5,7 @@ import type { ChildProcess } from 'node:child_process'
 import { ClassicLevel } from 'classic-level'
 import { connect, type ConnectOptions, type KumoClient } from '../src/index.js'
 import { levelOptions } from '../src/storage/classic-level-engine.js'
+import { nodeCacheSizes } from '../src/node/node.js'
 import { freePort, makeLocalSecurity, spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from '../scripts/local-cluster.js'
 
 /** What a benchmark drives: the same operations on every system measured. */
@@ -35,8 +36,10 @@ export async function tempRoot(): Promise<string> {
 /** (a) The ceiling: classic-level in this process. No network, no replication, no versions. */
 export async function embeddedTarget(root: string): Promise<BenchTarget> {
   const dir = path.join(root, 'embedded')
-  // The same LevelDB settings as a Kumo node's storage.
-  const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer', ...levelOptions })
+  // The same LevelDB settings as a Kumo node's storage, and as much cache: a node's block cache
+  // and row cache together, all of it as block cache (embedded has no row cache).
+  const caches = nodeCacheSizes()
+  const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer', ...levelOptions, cacheSize: caches.blockCacheBytes + caches.rowCacheBytes })
   await db.open()
   return {
     name: 'embedded',

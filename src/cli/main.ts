@@ -4,7 +4,7 @@ import { changeSettled, connect, type KumoClient } from '../client/client.js'
 import { loadBalancingPolicies, type LoadBalancing } from '../core/balancing.js'
 import { consistencyLevels, type Consistency } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
-import { defaultRowCacheBytes, startNode } from '../node/node.js'
+import { nodeCacheSizes, startNode } from '../node/node.js'
 import { clusterStatus, formatPartitions, formatStatus } from './status.js'
 import { addUser, clientSecurity, listUsers, makeCertificates, passwordFromStdin, removeUser, type ClientSecurityOptions } from './security.js'
 
@@ -73,7 +73,8 @@ program
   .option('--replicas <n>', 'replicas per partition (N)', wholeNumber, 3)
   .option('--weight <n>', 'weight for weighted-round-robin', wholeNumber, 1)
   .option('--sync', 'fsync every write batch', false)
-  .option('--row-cache <MiB>', 'memory for recently used records in front of LevelDB (0: none)', wholeNumber, defaultRowCacheBytes / mebibyte)
+  .option('--block-cache <MiB>', `LevelDB's block cache (default: 3/4 of 1/64 of memory, ${nodeCacheSizes().blockCacheBytes / mebibyte} MiB here)`, wholeNumber)
+  .option('--row-cache <MiB>', `memory for recently used records in front of LevelDB, 0: none (default: 1/4 of 1/64 of memory, ${nodeCacheSizes().rowCacheBytes / mebibyte} MiB here)`, wholeNumber)
   .addOption(new Option('--quorum <mode>', 'sloppy: hints on fallback nodes count toward W; strict: only replicas').choices(['sloppy', 'strict']).default('sloppy'))
   .option('--hint-window <ms>', 'drop hints older than this', wholeNumber, 3 * 60 * 60 * 1000)
   .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)
@@ -107,7 +108,8 @@ program
       replicationFactor: o.replicas,
       weight: o.weight,
       sync: o.sync,
-      rowCacheBytes: o.rowCache * mebibyte,
+      ...(o.rowCache === undefined ? {} : { rowCacheBytes: o.rowCache * mebibyte }),
+      ...(o.blockCache === undefined ? {} : { blockCacheBytes: o.blockCache * mebibyte }),
       quorum: o.quorum,
       hintWindowMs: o.hintWindow,
       repairIntervalMs: o.repairInterval,

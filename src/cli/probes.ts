@@ -48,15 +48,33 @@ export function healthProbe(address: string, timeoutMs: number, service = '', se
 }
 
 /** L7 storage probe: the node writes and reads back a reserved key in its own storage. */
-export function storageProbe(address: string, timeoutMs: number, security: ChannelSecurity = insecureChannels, nodeId?: string): Promise<ProbeResult & { writeMs?: number; readMs?: number }> {
+/** A node's caches, as its storage probe reports them. */
+export interface CacheFigures {
+  blockCacheBytes: number
+  rowCacheBytes: number
+  rowCacheHits: number
+  rowCacheMisses: number
+  storageMemoryBytes: number
+}
+
+export function storageProbe(address: string, timeoutMs: number, security: ChannelSecurity = insecureChannels, nodeId?: string): Promise<ProbeResult & { writeMs?: number; readMs?: number; caches?: CacheFigures }> {
   const client = new KvClient(address, ...secured(security(nodeId, address))) as grpc.Client & Record<string, Function>
   const started = performance.now()
   return new Promise((resolve) => {
-    client.probe({}, { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: { ok: boolean; detail: string; writeMs: number; readMs: number }) => {
+    client.probe({}, { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: { ok: boolean; detail: string; writeMs: number; readMs: number } & Record<keyof CacheFigures, number | string>) => {
       const ms = performance.now() - started
       client.close()
       if (err) resolve({ ok: false, ms, detail: err.details || err.message })
-      else resolve({ ok: res.ok, ms, detail: res.detail, writeMs: res.writeMs, readMs: res.readMs })
+      else {
+        const caches: CacheFigures = {
+          blockCacheBytes: Number(res.blockCacheBytes),
+          rowCacheBytes: Number(res.rowCacheBytes),
+          rowCacheHits: Number(res.rowCacheHits),
+          rowCacheMisses: Number(res.rowCacheMisses),
+          storageMemoryBytes: Number(res.storageMemoryBytes),
+        }
+        resolve({ ok: res.ok, ms, detail: res.detail, writeMs: res.writeMs, readMs: res.readMs, caches })
+      }
     })
   })
 }

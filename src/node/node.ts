@@ -1,3 +1,6 @@
+import { readFileSync } from 'node:fs'
+import os from 'node:os'
+import { defaultCacheSizes, type CacheSizes } from '../core/cache-sizes.js'
 import { performance } from 'node:perf_hooks'
 import * as grpc from '@grpc/grpc-js'
 import { HealthImplementation } from 'grpc-health-check'
@@ -44,6 +47,26 @@ import { checkPartitions, ReplicaService } from './replica-service.js'
 
 export { defaultRowCacheBytes }
 
+/**
+ * The memory this node may count on: the machine's, or its container's limit (cgroup v2
+ * memory.max) when that is lower.
+ */
+export function machineMemoryBytes(): number {
+  let limit = Infinity
+  try {
+    const text = readFileSync('/sys/fs/cgroup/memory.max', 'latin1').trim()
+    if (/^\d+$/.test(text)) limit = Number(text)
+  } catch {
+    // Not Linux, or no cgroup v2: the machine's memory.
+  }
+  return Math.min(os.totalmem(), limit)
+}
+
+/** The caches a node gets unless told otherwise: a share of machineMemoryBytes() (defaultCacheSizes). */
+export function nodeCacheSizes(): CacheSizes {
+  return defaultCacheSizes(machineMemoryBytes())
+}
+
 export interface NodeOptions {
   /** Unique, stable node id (1-64 bytes). */
   id: string
@@ -63,8 +86,10 @@ export interface NodeOptions {
   requestTimeoutMs?: number
   /** fsync every write batch. */
   sync?: boolean
-  /** Bytes of recently used records kept in memory in front of LevelDB (0: none; default 32 MiB). */
+  /** Bytes of recently used records kept in memory in front of LevelDB (0: none; default: see nodeCacheSizes). */
   rowCacheBytes?: number
+  /** LevelDB's block cache, in bytes (default: see nodeCacheSizes). */
+  blockCacheBytes?: number
   loadBalancing?: LoadBalancing
   logLevel?: string
   /** How long stop() lets in-flight requests finish. */
@@ -161,6 +186,7 @@ function checkOptions(o: NodeOptions): void {
   if (o.requestsInFlightMax !== undefined && !(Number.isInteger(o.requestsInFlightMax) && o.requestsInFlightMax >= 1)) bad('requestsInFlightMax must be a whole number of at least 1')
   if (o.hintsPerTargetMax !== undefined && !(Number.isInteger(o.hintsPerTargetMax) && o.hintsPerTargetMax >= 0)) bad('hintsPerTargetMax must be a whole number of at least 0')
   if (o.tombstoneGraceMs !== undefined && !(o.tombstoneGraceMs >= 0)) bad('tombstone grace must be 0 or more')
+  if (o.blockCacheBytes !== undefined && !(Number.isSafeInteger(o.blockCacheBytes) && o.blockCacheBytes >= 1024 * 1024)) bad('block cache size must be a whole number of bytes, 1 MiB or more')
   if (o.rowCacheBytes !== undefined && !(Number.isSafeInteger(o.rowCacheBytes) && o.rowCacheBytes >= 0)) bad('row cache size must be a whole number of bytes, 0 or more')
   if (o.purgeIntervalMs !== undefined && !(o.purgeIntervalMs >= 0)) bad('purge interval must be 0 or more')
   if (o.requestBytesInFlightMax !== undefined && !(Number.isSafeInteger(o.requestBytesInFlightMax) && o.requestBytesInFlightMax >= 1024 * 1024)) bad('requestBytesInFlightMax must be a whole number of bytes, at least 1 MiB')
@@ -236,7 +262,8 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   let clusterOffsetMs = (): number => 0
   const engine = new ClassicLevelEngine(options.dataDir, {
     sync: options.sync ?? false,
-    rowCacheBytes: options.rowCacheBytes ?? defaultRowCacheBytes,
+    rowCacheBytes: options.rowCacheBytes ?? nodeCacheSizes().rowCacheBytes,
+    cacheBytes: options.blockCacheBytes ?? nodeCacheSizes().blockCacheBytes,
     onWriteFailure: (error) => storageFailed(error),
   })
   try {
@@ -476,6 +503,11 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
 
   let state: 'starting' | 'serving' | 'draining' | 'stopped' = 'starting'
   let inFlight = 0
+  const cacheFigures = (): { blockCacheBytes: number; rowCacheBytes: number; rowCacheHits: number; rowCacheMisses: number; storageMemoryBytes: number } => {
+    const sizes = engine.cacheStats()
+    const row = engine.rowCacheStats()
+    return { ...sizes, rowCacheHits: row.hits, rowCacheMisses: row.misses }
+  }
   let compacting: Promise<{ node: string; durationMs: number }> | undefined
   const requestsInFlightMax = options.requestsInFlightMax ?? 10_000
   const health = new HealthImplementation({ '': 'NOT_SERVING', 'kumo.Kv': 'NOT_SERVING' })
@@ -591,7 +623,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       probe: async () => {
         const failing = storageHealth.failing
         if (failing !== undefined) {
-          return { ok: false, detail: `storage fails writes since ${new Date(failing.sinceMs).toISOString()}: ${failing.message}`, writeMs: 0, readMs: 0 }
+          return { ok: false, detail: `storage fails writes since ${new Date(failing.sinceMs).toISOString()}: ${failing.message}`, writeMs: 0, readMs: 0, ...cacheFigures() }
         }
         // L7: a write and a read of a reserved key in this node's own storage.
         const stamp = Buffer.from(String(Date.now()))
@@ -601,7 +633,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
         const back = await storage.getMeta('probe')
         const t2 = performance.now()
         const ok = back !== undefined && back.equals(stamp)
-        return { ok, detail: ok ? 'read back what it wrote' : 'read back something else', writeMs: t1 - t0, readMs: t2 - t1 }
+        return { ok, detail: ok ? 'read back what it wrote' : 'read back something else', writeMs: t1 - t0, readMs: t2 - t1, ...cacheFigures() }
       },
       topology,
       epoch: () => membership.map?.epoch ?? 0,

@@ -153,6 +153,17 @@ export class ClassicLevelEngine implements StorageEngine {
     return first.length > 0
   }
 
+  /** The caches' configured sizes, and the memory LevelDB holds now (block cache in use and memtables). */
+  cacheStats(): { blockCacheBytes: number; rowCacheBytes: number; storageMemoryBytes: number } {
+    let storageMemoryBytes = 0
+    try {
+      storageMemoryBytes = Number(this.db.getProperty('leveldb.approximate-memory-usage')) || 0
+    } catch {
+      // Closed, or not open yet.
+    }
+    return { blockCacheBytes: this.config.cacheBytes, rowCacheBytes: this.config.rowCacheBytes, storageMemoryBytes }
+  }
+
   /** The row cache's counters and size, for metrics. */
   rowCacheStats(): { hits: number; misses: number; bytes: number; entries: number } {
     return { hits: this.cache.hits, misses: this.cache.misses, bytes: this.cache.usedBytes, entries: this.cache.size }

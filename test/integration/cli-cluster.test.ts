@@ -49,6 +49,12 @@ it('npm run cluster starts three nodes, serves the CLI, refuses a taken port and
   // Each node's clock against the cluster's, as it measures it through gossip.
   expect(status).toMatch(/CLOCK/)
   expect(status).toMatch(/[+-]0\.\d\ds/)
+  // Each node's caches: sizes from the machine's memory, and the row cache's hit rate.
+  expect(status).toMatch(/block \d+M row \d+M hit (\d+%|-)/)
+  const compact = (await kumo('compact')).stdout
+  for (const id of ['n1', 'n2', 'n3']) expect(compact).toMatch(new RegExp(`${id}: compacted in \\d+\\.\\d s`))
+  expect(compact).toMatch(/compaction done/)
+  expect((await kumo('get', 'greeting')).stdout.trim()).toBe('hello')
   const repair = (await kumo('repair', '--partition', '3')).stdout
   expect(repair).toMatch(/n1: 1 partitions/)
   expect(repair).toMatch(/repair done/)

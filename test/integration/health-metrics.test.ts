@@ -21,6 +21,8 @@ it('answers L4 and L7 probes: TCP connect, gRPC health SERVING, storage write an
     const storage = await storageProbe(address, 2000)
     expect(storage.ok).toBe(true)
     expect(storage.writeMs).toBeGreaterThanOrEqual(0)
+    expect(storage.caches?.blockCacheBytes).toBeGreaterThanOrEqual(1024 * 1024)
+    expect(storage.caches?.rowCacheHits).toBeGreaterThanOrEqual(0)
   }
   const closed = await tcpProbe('127.0.0.1:1', 1000)
   expect(closed.ok).toBe(false)

@@ -1,0 +1,32 @@
+import assert from 'node:assert/strict'
+
+const mebibyte = 1024 * 1024
+
+/** Memory a node gives its caches: LevelDB's block cache and Kumo's row cache, in bytes. */
+export interface CacheSizes {
+  blockCacheBytes: number
+  rowCacheBytes: number
+}
+
+/** The share of the machine's memory a node's caches take by default: one sixty-fourth. */
+export const cacheMemoryShare = 1 / 64
+/** At least this much (a small machine or container still caches the hot blocks)... */
+export const cacheBytesMin = 64 * mebibyte
+/** ...and at most this much by default (more is a choice to make with --block-cache / --row-cache). */
+export const cacheBytesMax = 8 * 1024 * mebibyte
+
+/**
+ * Default cache sizes from the memory of the machine (or container) a node runs on. Pure: the
+ * memory comes in. One sixty-fourth of it, within 64 MiB and 8 GiB, three quarters to LevelDB's
+ * block cache (it holds what every read and compaction touches, keys and values in compressed
+ * blocks), one quarter to the row cache (whole records of the hottest keys, no block to parse).
+ * A share this small leaves room for several nodes on one machine (a local cluster) and for the
+ * page cache, which holds the table files LevelDB reads through: 384 MiB on 24 GiB, 128 MiB on
+ * 8 GiB. Either size can be set instead.
+ */
+export function defaultCacheSizes(memoryBytes: number): CacheSizes {
+  assert.ok(Number.isFinite(memoryBytes) && memoryBytes > 0, 'memory must be a positive number of bytes')
+  const total = Math.min(cacheBytesMax, Math.max(cacheBytesMin, Math.floor((memoryBytes * cacheMemoryShare) / mebibyte) * mebibyte))
+  const rowCacheBytes = Math.floor(total / 4 / mebibyte) * mebibyte
+  return { blockCacheBytes: total - rowCacheBytes, rowCacheBytes }
+}
