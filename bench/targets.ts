@@ -5,6 +5,7 @@ import type { ChildProcess } from 'node:child_process'
 import { ClassicLevel } from 'classic-level'
 import { connect, type ConnectOptions, type KumoClient } from '../src/index.js'
 import { levelOptions } from '../src/storage/classic-level-engine.js'
+import { storedKeyBounds } from '../src/storage/keys.js'
 import { nodeCacheSizes } from '../src/node/node.js'
 import { freePort, makeLocalSecurity, spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from '../scripts/local-cluster.js'
 
@@ -52,7 +53,8 @@ export async function embeddedTarget(root: string): Promise<BenchTarget> {
     },
     putMany: (entries) => db.batch(entries.map(([key, value]) => ({ type: 'put' as const, key, value }))),
     getMany: (keys) => db.getMany(keys),
-    compact: () => db.compactRange(Buffer.alloc(1, 0), Buffer.alloc(8, 0xff)),
+    // The benchmark's keys ('user' and digits) lie within the bounds of Kumo's stored keys.
+    compact: () => db.compactRange(storedKeyBounds.start, storedKeyBounds.end),
     pids: [],
     async close() {
       await db.close()

@@ -9,6 +9,8 @@ import { clusterStatus, formatPartitions, formatStatus } from './status.js'
 import { addUser, clientSecurity, listUsers, makeCertificates, passwordFromStdin, removeUser, type ClientSecurityOptions } from './security.js'
 
 const mebibyte = 1024 * 1024
+/** The cache sizes a node started here gets by default (for help text). */
+const defaultCaches = nodeCacheSizes()
 
 const defaultSeeds = process.env.KUMO_SEEDS ?? '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003'
 
@@ -73,8 +75,8 @@ program
   .option('--replicas <n>', 'replicas per partition (N)', wholeNumber, 3)
   .option('--weight <n>', 'weight for weighted-round-robin', wholeNumber, 1)
   .option('--sync', 'fsync every write batch', false)
-  .option('--block-cache <MiB>', `LevelDB's block cache (default: 3/4 of 1/64 of memory, ${nodeCacheSizes().blockCacheBytes / mebibyte} MiB here)`, wholeNumber)
-  .option('--row-cache <MiB>', `memory for recently used records in front of LevelDB, 0: none (default: 1/4 of 1/64 of memory, ${nodeCacheSizes().rowCacheBytes / mebibyte} MiB here)`, wholeNumber)
+  .option('--block-cache <MiB>', `LevelDB's block cache (default: 3/4 of 1/64 of memory, ${defaultCaches.blockCacheBytes / mebibyte} MiB here)`, wholeNumber)
+  .option('--row-cache <MiB>', `memory for recently used records in front of LevelDB, 0: none (default: 1/4 of 1/64 of memory, ${defaultCaches.rowCacheBytes / mebibyte} MiB here)`, wholeNumber)
   .addOption(new Option('--quorum <mode>', 'sloppy: hints on fallback nodes count toward W; strict: only replicas').choices(['sloppy', 'strict']).default('sloppy'))
   .option('--hint-window <ms>', 'drop hints older than this', wholeNumber, 3 * 60 * 60 * 1000)
   .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)

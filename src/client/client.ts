@@ -745,18 +745,23 @@ export class KumoClient {
     if (options.partition !== undefined && (!Number.isInteger(options.partition) || options.partition < 0 || options.partition >= this.topology_.partitionCount)) {
       throw new KumoError('INVALID_ARGUMENT', `partition must be 0..${this.topology_.partitionCount - 1}`)
     }
+    return this.onEachNode('repair', (conn) => conn.repair(options.partition, options.timeoutMs ?? 30 * 60 * 1000), options.onNode)
+  }
+
+  /** Runs an admin call on every reachable node, one after another; UNAVAILABLE when none was reachable. */
+  private async onEachNode<T>(what: string, call: (conn: NodeConnection) => Promise<T>, onNode?: (result: T) => void): Promise<T[]> {
     await this.refresh().catch(() => undefined)
-    const reports: RepairReport[] = []
+    const results: T[] = []
     for (const node of this.topology_.nodes) {
       if (node.state === 'down') continue
       const conn = this.connection(node.id)
       if (conn === undefined || !conn.usable) continue
-      const report = await conn.repair(options.partition, options.timeoutMs ?? 30 * 60 * 1000)
-      reports.push(report)
-      options.onNode?.(report)
+      const result = await call(conn)
+      results.push(result)
+      onNode?.(result)
     }
-    if (reports.length === 0) throw new KumoError('UNAVAILABLE', 'no node was reachable to repair')
-    return reports
+    if (results.length === 0) throw new KumoError('UNAVAILABLE', `no node was reachable to ${what}`)
+    return results
   }
 
   /**
@@ -765,18 +770,7 @@ export class KumoClient {
    * CPU with them. `onNode` hears of each node as it finishes.
    */
   async compact(options: { timeoutMs?: number; onNode?: (result: { node: string; durationMs: number }) => void } = {}): Promise<{ node: string; durationMs: number }[]> {
-    await this.refresh().catch(() => undefined)
-    const results: { node: string; durationMs: number }[] = []
-    for (const node of this.topology_.nodes) {
-      if (node.state === 'down') continue
-      const conn = this.connection(node.id)
-      if (conn === undefined || !conn.usable) continue
-      const result = await conn.compact(options.timeoutMs ?? 60 * 60 * 1000)
-      results.push(result)
-      options.onNode?.(result)
-    }
-    if (results.length === 0) throw new KumoError('UNAVAILABLE', 'no node was reachable to compact')
-    return results
+    return this.onEachNode('compact', (conn) => conn.compact(options.timeoutMs ?? 60 * 60 * 1000), options.onNode)
   }
 
   /** The partition map and node states, fresh from a node. */

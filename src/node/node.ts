@@ -17,7 +17,7 @@ import { TokenBucket } from '../core/token-bucket.js'
 import { versionAheadMsMax } from '../core/validate.js'
 import { nodeIdBytesMax, versionTimestamp } from '../core/version.js'
 import { Membership, type MemberView } from '../cluster/membership.js'
-import { ClassicLevelEngine, defaultRowCacheBytes } from '../storage/classic-level-engine.js'
+import { ClassicLevelEngine } from '../storage/classic-level-engine.js'
 import type { StorageEngine } from '../storage/engine.js'
 import { partitionCountMax } from '../storage/keys.js'
 import { peerRequestMsgBytes, type PeerRequestFrameMsg, type PeerRequestMsg, type PeerResponseFrameMsg, type PeerResponseMsg, type TopologyMsg } from '../wire/messages.js'
@@ -45,8 +45,6 @@ import { UserStore } from './user-store.js'
 import { NodeMetrics } from './metrics.js'
 import { checkPartitions, ReplicaService } from './replica-service.js'
 
-export { defaultRowCacheBytes }
-
 /**
  * The memory this node may count on: the machine's, or its container's limit (cgroup v2
  * memory.max) when that is lower.
@@ -65,6 +63,12 @@ export function machineMemoryBytes(): number {
 /** The caches a node gets unless told otherwise: a share of machineMemoryBytes() (defaultCacheSizes). */
 export function nodeCacheSizes(): CacheSizes {
   return defaultCacheSizes(machineMemoryBytes())
+}
+
+/** The engine's cache settings: those given, the machine's defaults for the rest (memory read only when one is missing). */
+function cacheSizesOf(options: Pick<NodeOptions, 'rowCacheBytes' | 'blockCacheBytes'>): { rowCacheBytes: number; cacheBytes: number } {
+  const defaults = options.rowCacheBytes === undefined || options.blockCacheBytes === undefined ? nodeCacheSizes() : undefined
+  return { rowCacheBytes: options.rowCacheBytes ?? defaults!.rowCacheBytes, cacheBytes: options.blockCacheBytes ?? defaults!.blockCacheBytes }
 }
 
 export interface NodeOptions {
@@ -262,8 +266,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   let clusterOffsetMs = (): number => 0
   const engine = new ClassicLevelEngine(options.dataDir, {
     sync: options.sync ?? false,
-    rowCacheBytes: options.rowCacheBytes ?? nodeCacheSizes().rowCacheBytes,
-    cacheBytes: options.blockCacheBytes ?? nodeCacheSizes().blockCacheBytes,
+    ...cacheSizesOf(options),
     onWriteFailure: (error) => storageFailed(error),
   })
   try {

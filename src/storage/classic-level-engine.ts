@@ -13,6 +13,7 @@ import {
   partitionRange,
   prefixUpperBound,
   userKeyOf,
+  storedKeyBounds,
 } from './keys.js'
 import { RowCache } from './row-cache.js'
 import { Semaphore } from '../core/semaphore.js'
@@ -481,8 +482,7 @@ export class ClassicLevelEngine implements StorageEngine {
   }
 
   async compact(): Promise<void> {
-    // Every key Kumo stores sorts between these two: data (partition first), hints, then meta.
-    await this.db.compactRange(Buffer.alloc(1, 0), Buffer.alloc(8, 0xff))
+    await this.db.compactRange(storedKeyBounds.start, storedKeyBounds.end)
   }
 
   async dropPartition(partition: number): Promise<void> {

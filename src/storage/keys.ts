@@ -84,4 +84,7 @@ export function decodeHintKey(stored: Buffer): {
 
 export const hintRange = { gte: hintPrefix, lt: metaPrefix }
 
+/** Bounds every key Kumo stores sorts between (data, partition first; then hints; then meta): for compactRange. */
+export const storedKeyBounds = { start: Buffer.alloc(1, 0), end: Buffer.alloc(8, 0xff) } as const
+
 export { prefixUpperBound } from '../core/key-range.js'
