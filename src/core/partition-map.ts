@@ -20,7 +20,36 @@ export interface PartitionMap {
    * refused if they come back. Absent in maps persisted before removal existed.
    */
   readonly removed?: readonly string[]
+  /**
+   * While a membership change moves replicas (core/handoff.ts): per partition, the list it
+   * moves to (the same set as `replicas[p]` where nothing moves). Absent when nothing moves.
+   */
+  readonly targets?: readonly (readonly string[])[]
+  /**
+   * While a change is in flight: per partition, the replicas its reads moved away from that
+   * still take its writes until every live node holds the map that moved the reads (empty
+   * elsewhere). Absent when nothing moves.
+   */
+  readonly retiring?: readonly (readonly string[])[]
+  /** The membership change in flight, with `targets` and `retiring`. */
+  readonly change?: MapChange
 }
+
+/** A membership change in flight (one at a time). */
+export interface MapChange {
+  /** The epoch of the map that staged it: names the change. */
+  readonly epoch: number
+  readonly kind: MapChangeKind
+  /** Nodes it adds (a join; replace's new node). */
+  readonly adds: readonly string[]
+  /** Nodes it takes out (leave, remove; replace's dead node): removed for good when it finishes. */
+  readonly removes: readonly string[]
+  /** Set by cancelChange on the way to finishing: nobody is removed. */
+  readonly cancelled?: boolean
+}
+
+export type MapChangeKind = 'join' | 'leave' | 'remove' | 'replace'
+export const mapChangeKinds: readonly MapChangeKind[] = ['join', 'leave', 'remove', 'replace']
 
 export interface PartitionMapConfig {
   partitionCount: number
@@ -65,6 +94,7 @@ export function assignPartitions(
   assertPartitionCount(config.partitionCount)
   assert.ok(config.replicationFactor >= 1, 'replication factor must be at least 1')
   if (previous !== undefined) {
+    assert.ok(previous.change === undefined, 'a new assignment starts from a map with no change in flight')
     assert.equal(previous.partitionCount, config.partitionCount, 'partition count is fixed')
     if (
       previous.replicationFactor === config.replicationFactor &&
@@ -284,10 +314,27 @@ export function assertValidMap(map: PartitionMap): void {
   const n = Math.min(map.replicationFactor, map.nodes.length)
   const members = new Set(map.nodes)
   for (const id of removedOf(map)) assert.ok(!members.has(id), 'a removed node is not a member')
-  for (const list of map.replicas) {
-    assert.equal(list.length, n, 'every preference list has min(N, M) replicas')
+  const check = (list: readonly string[], exact: boolean): void => {
+    // While a change moves replicas, lists may be of the old size or the new one (a cluster
+    // growing past N or shrinking below it), and a change reverted while it grew a cluster
+    // smaller than N leaves some lists short until the next change; otherwise all are min(N, M).
+    if (exact) assert.ok(list.length >= 1 && list.length <= n, 'every preference list has 1..min(N, M) replicas')
+    else assert.ok(list.length >= 1 && list.length <= map.replicationFactor, 'a preference list has 1..N replicas')
     assert.equal(new Set(list).size, list.length, 'a preference list has distinct nodes')
     for (const id of list) assert.ok(members.has(id), 'replicas are members')
+  }
+  assert.equal(map.targets === undefined, map.change === undefined, 'targets exactly while a change is in flight')
+  assert.equal(map.retiring === undefined, map.change === undefined, 'retiring lists exactly while a change is in flight')
+  for (const list of map.replicas) check(list, map.targets === undefined)
+  if (map.targets !== undefined) {
+    assert.equal(map.targets.length, map.partitionCount)
+    for (const list of map.targets) check(list, false)
+    map.retiring!.forEach((list, p) => {
+      for (const id of list) {
+        assert.ok(members.has(id), 'retiring replicas are members')
+        assert.ok(!map.replicas[p]!.includes(id), 'a retiring replica is not a read replica')
+      }
+    })
   }
 }
 
@@ -327,7 +374,7 @@ export function newerMap(a: PartitionMap, b: PartitionMap): PartitionMap {
 }
 
 export function mapFingerprint(map: PartitionMap): number {
-  return murmurhash.v3(JSON.stringify([map.nodes, map.replicas, removedOf(map)]), 0)
+  return murmurhash.v3(JSON.stringify([map.nodes, map.replicas, removedOf(map), map.targets ?? null, map.retiring ?? null, map.change ?? null]), 0)
 }
 
 /**

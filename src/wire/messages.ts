@@ -125,11 +125,22 @@ export interface TopologyMsg {
   partitionCount: number
   replicationFactor: number
   nodes: NodeInfoMsg[]
-  partitions: { nodes: string[] }[]
+  /** Per partition: its read replicas, and while it moves, the list it moves to (`target`, else empty). */
+  partitions: { nodes: string[]; target?: string[]; retiring?: string[] }[]
   answeredBy: string
   repair?: RepairStateMsg | null
   /** Nodes removed for good. */
   removed?: string[]
+  /** The membership change in flight. */
+  change?: MapChangeMsg | null
+}
+
+export interface MapChangeMsg {
+  epoch: number
+  kind: string
+  adds: string[]
+  removes: string[]
+  cancelled?: boolean
 }
 
 export interface RepairStateMsg {
@@ -164,6 +175,9 @@ export interface MemberMsg {
   replaces?: string
   /** The epoch of the map it holds. */
   mapEpoch?: number
+  /** The change whose pending partitions it reports caught up on (`ready`). */
+  readyEpoch?: number
+  ready?: number[]
 }
 
 export interface GossipMsg {
