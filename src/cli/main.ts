@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander'
-import { changeSettled, connect, type KumoClient } from '../client/client.js'
+import { changeInWords, changeSettled, connect, type KumoClient } from '../client/client.js'
 import { loadBalancingPolicies, type LoadBalancing } from '../core/balancing.js'
 import { consistencyLevels, type Consistency } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
@@ -261,24 +261,39 @@ program
   })
 
 /** Until every node is on map `epoch` and copies no gained partition any more, printing what is left. */
-async function waitSettled(db: KumoClient, epoch: number, id: string): Promise<void> {
+/**
+ * Shows a membership change's progress until it is done, then what became of it: `ids` removed
+ * for good (leave, remove) or still members (cancelled, or a new replica went down and its
+ * moves reverted).
+ */
+async function waitSettled(db: KumoClient, epoch: number, ids: readonly string[]): Promise<void> {
   let last = ''
   for (;;) {
-    // A change made at the same moment may have taken the epoch; the removal is applied again on top of it.
-    if (!(await db.topology()).removed.includes(id)) {
-      await new Promise((r) => setTimeout(r, 500))
-      continue
-    }
     const views = await db.nodeViews()
     if (changeSettled(views, epoch)) break
+    const topology = await db.topology()
     const behind = views.filter((v) => v.epoch < epoch)
-    const filling = views.filter((v) => v.partitionsFilling > 0)
-    const line = `  ${behind.length > 0 ? `waiting for ${behind.map((v) => v.id).join(', ')} to take the new map; ` : ''}copying: ${filling.map((v) => `${v.id} ${v.partitionsFilling} partitions`).join(', ') || 'none'}`
+    const copying = views.filter((v) => v.partitionsFilling > 0)
+    const line = [
+      `  ${changeInWords(topology) ?? 'finishing'}`,
+      copying.length > 0 ? `copying: ${copying.map((v) => `${v.id} ${v.partitionsFilling}`).join(', ')}` : '',
+      behind.length > 0 ? `waiting for ${behind.map((v) => v.id).join(', ')} to take map epoch ${epoch}` : '',
+    ]
+      .filter((part) => part !== '')
+      .join('; ')
     if (line !== last) process.stdout.write(`${line}\n`)
     last = line
     await new Promise((r) => setTimeout(r, 500))
   }
-  process.stdout.write('done: every partition has its replicas again\n')
+  const topology = await db.topology()
+  const kept = ids.filter((id) => !topology.removed.includes(id))
+  if (kept.length === 0) {
+    process.stdout.write(`done: ${ids.join(', ')} removed for good; every partition has its replicas on the other nodes\n`)
+    return
+  }
+  const holds = kept.map((id) => `${id} holds ${topology.partitions.filter((list) => list.includes(id)).length} partitions`).join(', ')
+  process.stdout.write(`the change ended without removing ${kept.join(', ')} (cancelled, or a new replica went down and its moves went back): ${holds}; run the command again to retry\n`)
+  process.exitCode = 1
 }
 
 program
@@ -304,8 +319,10 @@ program
           rows.push([v.id, String(v.epoch), String(v.partitionsFilling), `${v.recordsCopied}, ${(v.bytesCopied / 1e6).toFixed(1)}`, `${Math.round(records)}, ${(bytes / 1e6).toFixed(2)}`, done.toFixed(2), eta])
         }
         const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
+        const change = changeInWords(await db.topology())
+        process.stdout.write(`${change === undefined ? 'no membership change in flight' : `change: ${change}`}\n`)
         process.stdout.write(`${rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')}\n`)
-        const busy = now.some((v) => v.partitionsFilling > 0)
+        const busy = change !== undefined || now.some((v) => v.partitionsFilling > 0)
         if (!o.watch || !busy) {
           if (!busy) process.stdout.write('nothing is being copied\n')
           return
@@ -319,29 +336,39 @@ program
 
 program
   .command('leave <id>')
-  .description('drain a live node (admin): it hands its partitions to the others and stops; its id is never taken back')
-  .option('--wait', 'show progress and return once every partition has its replicas again')
+  .description('drain a live node (admin): its partitions get new replicas, which copy them while it keeps serving; once all moved it is removed for good and stops')
+  .option('--wait', 'show progress and return once the change is done')
   .action(async (id: string, o) => {
     await withClient(async (db) => {
       const { epoch, replicasMoved } = await db.leaveNode(id)
-      process.stdout.write(`node ${id} left (map epoch ${epoch}); ${replicasMoved} replicas move to other nodes, copied from the remaining replicas; ${id} stops once it has answered what it was serving\n`)
-      if (o.wait) await waitSettled(db, epoch, id)
+      process.stdout.write(`draining ${id} (change staged at map epoch ${epoch}): ${replicasMoved} replicas move to other nodes, which copy them while ${id} keeps serving; ${id} stops once they have (kumo transfers shows the progress; kumo cancel stops the change)\n`)
+      if (o.wait) await waitSettled(db, epoch, [id])
     })
   })
 
 program
-  .command('remove <id>')
-  .description('take a node that is dead for good out of the cluster (admin): the others copy its partitions from the remaining replicas')
-  .option('--wait', 'show progress and return once every partition has its replicas again')
-  .action(async (id: string, o) => {
+  .command('remove <ids...>')
+  .description('take nodes that are dead for good out of the cluster (admin): the others copy their partitions from the remaining replicas; several dead nodes go in one change')
+  .option('--wait', 'show progress and return once the change is done')
+  .action(async (ids: string[], o) => {
     await withClient(async (db) => {
-      const { epoch, replicasMoved } = await db.removeNode(id)
-      process.stdout.write(`node ${id} removed (map epoch ${epoch}); ${replicasMoved} replicas move to other nodes, copied from the remaining replicas\n`)
+      const { epoch, replicasMoved } = await db.removeNode(ids)
+      process.stdout.write(`removing ${ids.join(', ')} (change staged at map epoch ${epoch}): ${replicasMoved} replicas move to other nodes, copied from the remaining replicas\n`)
       if (!o.wait) {
-        process.stdout.write('kumo status shows the copying; a node restarted on the removed one\'s data is refused\n')
+        process.stdout.write('kumo transfers shows the copying; once done, a node restarted on a removed one\'s data is refused\n')
         return
       }
-      await waitSettled(db, epoch, id)
+      await waitSettled(db, epoch, ids)
+    })
+  })
+
+program
+  .command('cancel')
+  .description('cancel the membership change in flight (admin): partitions whose new replicas have not caught up stay with their old ones')
+  .action(async () => {
+    await withClient(async (db) => {
+      const { epoch, partitionsReverted } = await db.cancelChange()
+      process.stdout.write(`cancelled (map epoch ${epoch}): ${partitionsReverted} partitions stay with their old replicas; partitions whose reads had moved finish moving\n`)
     })
   })
 

@@ -1,5 +1,5 @@
 import { primaryCounts, replicaCounts } from '../core/partition-map.js'
-import { connect, type RepairState } from '../client/client.js'
+import { changeInWords, connect, type RepairState } from '../client/client.js'
 import { NodeConnection } from '../client/node-connection.js'
 import type { TopologyMsg } from '../wire/messages.js'
 import { clientChannels, insecureChannels, type TlsOptions, type UserCredentials } from '../wire/channel-security.js'
@@ -42,6 +42,8 @@ export interface ClusterStatus {
   nodes: NodeStatus[]
   /** Nodes removed for good. */
   removed: string[]
+  /** The membership change in flight, in words (changeInWords). */
+  change?: string
   /** With { partitions: true }. */
   partitions?: PartitionStatus[]
 }
@@ -107,7 +109,8 @@ export async function clusterStatus(seeds: string[], timeoutMs: number, options:
       }),
     )
     nodes.sort((a, b) => (a.id < b.id ? -1 : 1))
-    const status: ClusterStatus = { epoch: topology.epoch, partitionCount: topology.partitionCount, replicationFactor: topology.replicationFactor, nodes, removed: topology.removed }
+    const change = changeInWords(topology)
+    const status: ClusterStatus = { epoch: topology.epoch, partitionCount: topology.partitionCount, replicationFactor: topology.replicationFactor, nodes, removed: topology.removed, ...(change === undefined ? {} : { change }) }
     if (options.partitions) {
       status.partitions = topology.partitions.map((replicas, partition) => {
         const lastRepairMs: Record<string, number> = {}
@@ -154,7 +157,12 @@ export function formatStatus(status: ClusterStatus): string {
   }
   const removed = status.removed.length > 0 ? `, removed for good: ${status.removed.join(', ')}` : ''
   const filling = status.nodes.reduce((sum, n) => sum + n.partitionsFilling, 0)
-  const change = filling > 0 ? `\na membership change is in flight: ${filling} partition replicas still being copied` : ''
+  const change =
+    status.change !== undefined
+      ? `\na membership change is in flight: ${status.change} (kumo transfers)`
+      : filling > 0
+        ? `\na membership change is in flight: ${filling} partition replicas still being copied`
+        : ''
   return `cluster epoch ${status.epoch}, ${status.partitionCount} partitions, N=${status.replicationFactor}${removed}${change}\n${pad(rows)}`
 }
 

@@ -1,7 +1,9 @@
 import { createPicker, defaultLoadBalancing, loadBalancingPolicies, type LoadBalancing, type ReplicaPicker, type ReplicaStats, stickyOrder } from '../core/balancing.js'
 import { parseConsistency, type Consistency } from '../core/consistency.js'
 import { KumoError, toKumoError } from '../core/errors.js'
-import { replicaSetIds } from '../core/partition-map.js'
+import { describeChange, extraWriteLists, movingSummary, writeLists } from '../core/handoff.js'
+import { replicaSetIds, type MapChangeKind, type PartitionMap } from '../core/partition-map.js'
+import { mapFromMsg } from '../wire/map-codec.js'
 import { partitionOf } from '../core/partitioner.js'
 import { scanLimitMax } from '../core/limits.js'
 import { checkBatch, checkGetMany, checkKey, checkTimeout, checkTtl, checkValue, toBuffer, type Bytes } from '../core/validate.js'
@@ -120,6 +122,14 @@ export interface Topology {
   repair: RepairState | undefined
   /** Nodes removed for good (kumo remove). */
   removed: string[]
+  /**
+   * The membership change in flight, if any: `targets` then holds each partition's new list
+   * (the same as its preference list where it does not move), and `retiring` the replicas
+   * its reads moved away from that still take its writes.
+   */
+  change: { epoch: number; kind: MapChangeKind; adds: string[]; removes: string[]; cancelled: boolean } | undefined
+  targets: string[][] | undefined
+  retiring: string[][] | undefined
 }
 
 const empty = Buffer.alloc(0)
@@ -144,7 +154,58 @@ function toTopology(msg: TopologyMsg): Topology {
     answeredBy: msg.answeredBy,
     repair: msg.repair ?? undefined,
     removed: msg.removed ?? [],
+    ...changeOf(msg),
   }
+}
+
+/** The change fields of a topology message (mapFromMsg checks and decodes them). */
+function changeOf(msg: TopologyMsg): Pick<Topology, 'change' | 'targets' | 'retiring'> {
+  const map = mapFromMsg(msg)
+  if (map?.change === undefined) return { change: undefined, targets: undefined, retiring: undefined }
+  const { epoch, kind, adds, removes, cancelled } = map.change
+  return {
+    change: { epoch, kind, adds: [...adds], removes: [...removes], cancelled: cancelled === true },
+    targets: map.targets!.map((l) => [...l]),
+    retiring: map.retiring!.map((l) => [...l]),
+  }
+}
+
+/** The partition map a topology describes (its node states aside). */
+export function topologyMap(topology: Topology): PartitionMap {
+  const { change, targets, retiring } = topology
+  return {
+    epoch: topology.epoch,
+    partitionCount: topology.partitionCount,
+    replicationFactor: topology.replicationFactor,
+    nodes: [...new Set([...topology.partitions.flat(), ...(targets ?? []).flat(), ...(retiring ?? []).flat()])].sort(),
+    replicas: topology.partitions,
+    ...(topology.removed.length > 0 ? { removed: topology.removed } : {}),
+    ...(change === undefined || targets === undefined || retiring === undefined
+      ? {}
+      : {
+          // A partition that does not move shares its list (handoff's identity check).
+          targets: targets.map((l, p) => (l.length === 0 || sameList(l, topology.partitions[p]!) ? topology.partitions[p]! : l)),
+          retiring,
+          change: { epoch: change.epoch, kind: change.kind, adds: change.adds, removes: change.removes, ...(change.cancelled ? { cancelled: true } : {}) },
+        }),
+  }
+}
+
+/** The membership change in flight, in words ("n4 joins (epoch 12), 40 partitions copying, 3 retiring"), or undefined. */
+export function changeInWords(topology: Topology): string | undefined {
+  const map = topologyMap(topology)
+  return map.change === undefined ? undefined : `${describeChange(map.change)}, ${movingSummary(map)}`
+}
+
+/** Per partition, the nodes a write goes to, and how many of them are extra (pending or retiring replicas, each needing an acknowledgement more). */
+function writeSetsOf(topology: Topology): { lists: readonly (readonly string[])[]; extra: readonly number[] } {
+  if (topology.change === undefined) return { lists: topology.partitions, extra: [] }
+  const map = topologyMap(topology)
+  return { lists: writeLists(map), extra: extraWriteLists(map).map((l) => l.length) }
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((id, i) => id === b[i])
 }
 
 /**
@@ -156,6 +217,8 @@ function toTopology(msg: TopologyMsg): Topology {
 export class KumoClient {
   private readonly connections = new Map<string, NodeConnection>()
   private topology_: Topology
+  /** Per partition, where writes go while a membership change moves it (writeSetsOf). */
+  private writeSets: { lists: readonly (readonly string[])[]; extra: readonly number[] } = { lists: [], extra: [] }
   private readonly picker: ReplicaPicker
   private readonly policy: LoadBalancing
   private readonly stats: ReplicaStats
@@ -215,6 +278,7 @@ export class KumoClient {
 
   private adopt(topology: Topology): void {
     this.topology_ = topology
+    this.writeSets = writeSetsOf(topology)
     this.nodeState.clear()
     for (const node of topology.nodes) this.nodeState.set(node.id, node)
     this.turn.invalidate()
@@ -450,9 +514,9 @@ export class KumoClient {
     const ttlMs = options.ttlMs ?? 0
     checkTtl(ttlMs)
     const consistency = this.level(options.consistency)
-    const replicas = this.directReplicas(k)
-    if (replicas !== undefined) {
-      await this.direct!.write(replicas, [k], [this.direct!.record(v, ttlMs)], consistency, this.budget(options.timeoutMs))
+    const target = this.directWriteSet(k)
+    if (target !== undefined) {
+      await this.direct!.write(target.replicas, [k], [this.direct!.record(v, ttlMs)], consistency, this.budget(options.timeoutMs), target.extra)
       return
     }
     await this.call(k, requestMsg({ op: 'PUT', key: k, value: v, consistency, ttlMs }), options.timeoutMs)
@@ -462,9 +526,9 @@ export class KumoClient {
     const k = toBuffer(key, 'key')
     checkKey(k)
     const consistency = this.level(options.consistency)
-    const replicas = this.directReplicas(k)
-    if (replicas !== undefined) {
-      await this.direct!.write(replicas, [k], [this.direct!.record(undefined, 0)], consistency, this.budget(options.timeoutMs))
+    const target = this.directWriteSet(k)
+    if (target !== undefined) {
+      await this.direct!.write(target.replicas, [k], [this.direct!.record(undefined, 0)], consistency, this.budget(options.timeoutMs), target.extra)
       return
     }
     await this.call(k, requestMsg({ op: 'DEL', key: k, consistency }), options.timeoutMs)
@@ -494,15 +558,16 @@ export class KumoClient {
       // operation on the same key gets the later version).
       const budget = this.budget(options.timeoutMs)
       const direct = this.direct
-      const sets = this.byReplicaSet(normalized)
+      const sets = this.byReplicaSet(normalized, true)
       await Promise.all(
-        sets.map(({ replicas, items }) =>
+        sets.map(({ replicas, extra, items }) =>
           direct.write(
             replicas,
             items.map((op) => op.key),
             items.map((op) => direct.record(op.type === 'PUT' ? op.value : undefined, op.ttlMs)),
             consistency,
             budget,
+            extra,
           ),
         ),
       )
@@ -524,6 +589,14 @@ export class KumoClient {
     return replicas !== undefined && replicas.length > 0 ? replicas : undefined
   }
 
+  /** Where a direct write of `key` goes (its write set while a membership change moves it), or undefined to go through a node. */
+  private directWriteSet(key: Buffer): { replicas: readonly string[]; extra: number } | undefined {
+    if (this.direct === undefined) return undefined
+    const partition = partitionOf(key, this.topology_.partitionCount)
+    const replicas = this.writeSets.lists[partition]
+    return replicas !== undefined && replicas.length > 0 ? { replicas, extra: this.writeSets.extra[partition] ?? 0 } : undefined
+  }
+
   /** A call's time budget, checked. */
   private budget(timeoutMs: number | undefined): number {
     if (this.closed) throw new KumoError('CLOSED', 'client is closed')
@@ -532,15 +605,17 @@ export class KumoClient {
     return budget
   }
 
-  /** Items grouped by replica set (order within a group kept). */
-  private byReplicaSet<T extends { key: Buffer }>(items: readonly T[]): { replicas: readonly string[]; items: T[] }[] {
+  /** Items grouped by replica set (order within a group kept); for writes, by write set. */
+  private byReplicaSet<T extends { key: Buffer }>(items: readonly T[], write = false): { replicas: readonly string[]; extra: number; items: T[] }[] {
     const count = this.topology_.partitionCount
-    const sets = new Map<string, { replicas: readonly string[]; items: T[] }>()
+    const lists = write ? this.writeSets.lists : this.topology_.partitions
+    const sets = new Map<string, { replicas: readonly string[]; extra: number; items: T[] }>()
     for (const item of items) {
       const partition = partitionOf(item.key, count)
-      const id = replicaSetIds(this.topology_.partitions)[partition] ?? ''
+      const extra = write ? (this.writeSets.extra[partition] ?? 0) : 0
+      const id = (replicaSetIds(lists)[partition] ?? '') + (extra === 0 ? '' : `\u0001${extra}`)
       let set = sets.get(id)
-      if (set === undefined) sets.set(id, (set = { replicas: this.topology_.partitions[partition] ?? [], items: [] }))
+      if (set === undefined) sets.set(id, (set = { replicas: lists[partition] ?? [], extra, items: [] }))
       set.items.push(item)
     }
     return [...sets.values()]
@@ -655,46 +730,60 @@ export class KumoClient {
    * their other replicas and exchanges the differences). `onNode` reports each as it finishes.
    */
   /**
-   * Takes a node that is dead for good out of the cluster (admin role): its replicas go to the
-   * other nodes, which copy them from the partitions' other replicas (watch
-   * `partitionsFilling` in topology() fall to 0), and it may never come back under its id.
-   * FAILED_PRECONDITION for a live node or while another membership change is in flight.
+   * Takes a node that is dead for good (or several, in one change) out of the cluster (admin role): its partitions get new
+   * replicas, which copy them from the partitions' other replicas (kumo transfers, or
+   * changeDone), and once all have moved it is removed for good: it may never come back under
+   * its id. FAILED_PRECONDITION for a live node or while another membership change is in
+   * flight.
    */
-  async removeNode(id: string, options: { timeoutMs?: number } = {}): Promise<{ epoch: number; replicasMoved: number }> {
-    if (typeof id !== 'string' || id === '') throw new KumoError('INVALID_ARGUMENT', 'removeNode needs a node id')
+  async removeNode(id: string | readonly string[], options: { timeoutMs?: number } = {}): Promise<{ epoch: number; replicasMoved: number }> {
+    const ids = typeof id === 'string' ? [id] : Array.isArray(id) ? [...id] : []
+    if (ids.length === 0 || ids.some((n) => typeof n !== 'string' || n === '')) throw new KumoError('INVALID_ARGUMENT', 'removeNode needs a node id (or several, removed in one change)')
+    return this.viaClaimant((conn) => conn.remove(ids, options.timeoutMs ?? this.timeoutMs))
+  }
+
+  /**
+   * Drains live node `id` (admin role): every partition it holds gets a new replica, which
+   * copies it while `id` keeps serving; reads move as the copies catch up, and once none is
+   * left the node is removed for good and stops. Its id is never taken back.
+   */
+  async leaveNode(id: string, options: { timeoutMs?: number } = {}): Promise<{ epoch: number; replicasMoved: number }> {
+    if (typeof id !== 'string' || id === '') throw new KumoError('INVALID_ARGUMENT', 'leaveNode needs a node id')
+    return this.viaClaimant((conn) => conn.remove([id], options.timeoutMs ?? this.timeoutMs, true))
+  }
+
+  /**
+   * Cancels the membership change in flight (admin role): partitions whose new replicas have
+   * not caught up stay with their old ones (which never stopped taking writes); those whose
+   * reads moved already finish. FAILED_PRECONDITION when no change is in flight.
+   */
+  async cancelChange(options: { timeoutMs?: number } = {}): Promise<{ epoch: number; partitionsReverted: number }> {
+    return this.viaClaimant((conn) => conn.cancel(options.timeoutMs ?? this.timeoutMs))
+  }
+
+  /**
+   * Runs a membership call on the claimant, the live node with the lowest id, which alone
+   * stages and drives changes. A node that sees another claimant says so, and the call goes
+   * there once.
+   */
+  private async viaClaimant<T>(call: (conn: NodeConnection) => Promise<T>): Promise<T> {
     await this.refresh().catch(() => undefined)
-    let lastError: unknown = new KumoError('UNAVAILABLE', 'no node was reachable to remove through')
-    for (const node of this.topology_.nodes) {
-      if (node.state === 'down' || node.id === id) continue
-      const conn = this.connection(node.id)
-      if (conn === undefined || !conn.usable) continue
+    const live = this.topology_.nodes.filter((n) => n.state !== 'down').map((n) => n.id).sort()
+    let target = live.find((id) => this.connection(id)?.usable === true)
+    for (let attempt = 0; ; attempt++) {
+      const conn = target === undefined ? undefined : this.connection(target)
+      if (conn === undefined) throw new KumoError('UNAVAILABLE', 'no node was reachable to make the membership change through')
       try {
-        const result = await conn.remove(id, options.timeoutMs ?? this.timeoutMs)
+        const result = await call(conn)
         await this.refresh().catch(() => undefined)
         return result
       } catch (err) {
         const error = toKumoError(err)
-        if (!error.retryable) throw error
-        lastError = error
+        const other = /go through the claimant, node (\S+);/.exec(error.message)?.[1]
+        if (attempt > 0 || error.code !== 'FAILED_PRECONDITION' || other === undefined || other === target) throw error
+        target = other
       }
     }
-    throw toKumoError(lastError)
-  }
-
-  /**
-   * Has live node `id` leave the cluster (a drain; admin role): it takes itself out of the map
-   * and tells every peer, the others copy its partitions from the remaining replicas (watch
-   * nodeViews()), and it stops once what it was serving is done. Its id is never taken back.
-   */
-  async leaveNode(id: string, options: { timeoutMs?: number } = {}): Promise<{ epoch: number; replicasMoved: number }> {
-    if (typeof id !== 'string' || id === '') throw new KumoError('INVALID_ARGUMENT', 'leaveNode needs a node id')
-    await this.refresh().catch(() => undefined)
-    if (!this.topology_.nodes.some((n) => n.id === id)) throw new KumoError('INVALID_ARGUMENT', `node ${id} is not in the cluster`)
-    const conn = this.connection(id)
-    if (conn === undefined) throw new KumoError('UNAVAILABLE', `node ${id} is not reachable: a node that is down for good is removed (kumo remove), not drained`)
-    const result = await conn.remove(id, options.timeoutMs ?? this.timeoutMs, true)
-    await this.refresh().catch(() => undefined)
-    return result
   }
 
   /**
@@ -716,7 +805,7 @@ export class KumoClient {
    * Each reachable node's own view: its map's epoch and the partitions it is still copying.
    * A membership change is done once every node is on its epoch and copies nothing.
    */
-  async nodeViews(timeoutMs = 2000): Promise<{ id: string; epoch: number; partitionsFilling: number; recordsCopied: number; bytesCopied: number }[]> {
+  async nodeViews(timeoutMs = 2000): Promise<NodeView[]> {
     await this.refresh().catch(() => undefined)
     const views = await Promise.all(
       this.topology_.nodes
@@ -727,7 +816,14 @@ export class KumoClient {
           try {
             const view = toTopology(await conn.topology(timeoutMs))
             const self = view.nodes.find((n) => n.id === node.id)
-            return { id: node.id, epoch: view.epoch, partitionsFilling: self?.partitionsFilling ?? 0, recordsCopied: self?.recordsCopied ?? 0, bytesCopied: self?.bytesCopied ?? 0 }
+            return {
+              id: node.id,
+              epoch: view.epoch,
+              changeEpoch: view.change?.epoch ?? 0,
+              partitionsFilling: self?.partitionsFilling ?? 0,
+              recordsCopied: self?.recordsCopied ?? 0,
+              bytesCopied: self?.bytesCopied ?? 0,
+            }
           } catch {
             return undefined
           }
@@ -736,7 +832,7 @@ export class KumoClient {
     return views.filter((v) => v !== undefined)
   }
 
-  /** Whether the membership change that made map `epoch` is done: every reachable node holds that map (or a newer one) and copies nothing. */
+  /** Whether the membership change staged in map `epoch` is done (finished, reverted or cancelled): every reachable node holds a map at least that new with that change no longer in flight. */
   async changeDone(epoch: number): Promise<boolean> {
     return changeSettled(await this.nodeViews().catch(() => []), epoch)
   }
@@ -812,9 +908,23 @@ export class KumoClient {
 
 }
 
-/** Whether nodes' own views (KumoClient.nodeViews) show the change to map `epoch` done: all on it or later, none copying. */
-export function changeSettled(views: readonly { epoch: number; partitionsFilling: number }[], epoch: number): boolean {
-  return views.length > 0 && views.every((v) => v.epoch >= epoch && v.partitionsFilling === 0)
+/** One node's own view of membership (KumoClient.nodeViews). */
+export interface NodeView {
+  id: string
+  /** The epoch of the map it holds. */
+  epoch: number
+  /** The epoch that staged the change in flight in its map (0: none). */
+  changeEpoch: number
+  /** Partitions it is still copying as a pending replica. */
+  partitionsFilling: number
+  /** Records and bytes it has copied into partitions it was to hold, since it started. */
+  recordsCopied: number
+  bytesCopied: number
+}
+
+/** Whether nodes' own views show the change staged in map `epoch` done: all on that map or later, with that change no longer in flight. */
+export function changeSettled(views: readonly Pick<NodeView, 'epoch' | 'changeEpoch'>[], epoch: number): boolean {
+  return views.length > 0 && views.every((v) => v.epoch >= epoch && v.changeEpoch !== epoch)
 }
 
 /** Connects to a cluster through its seeds; resolves once one seed has answered with the map. */

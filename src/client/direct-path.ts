@@ -102,8 +102,12 @@ export class DirectPath {
     return Math.max(1, Math.min(remainingMs, this.replicaTimeoutMs + allowance, conn.replicaTimeoutMs(bytes)))
   }
 
-  /** Writes records of keys sharing one replica set; resolves at W acknowledgements. */
-  write(replicas: readonly string[], keys: Buffer[], records: Buffer[], consistency: Consistency, timeoutMs: number): Promise<void> {
+  /**
+   * Writes records of keys sharing one replica set; resolves at W acknowledgements. While a
+   * membership change moves the partition, `replicas` is its write set, of which `extra`
+   * (pending or retiring replicas) each need an acknowledgement more than W.
+   */
+  write(replicas: readonly string[], keys: Buffer[], records: Buffer[], consistency: Consistency, timeoutMs: number, extra = 0): Promise<void> {
     const deadline = Date.now() + timeoutMs
     /** Replicas that failed: those found unresponsive (avoided) go with a hand-off, so the node does not wait on them again. */
     const failedConns: NodeConnection[] = []
@@ -112,7 +116,7 @@ export class DirectPath {
         .coordinate(keys[0]!, requestMsg({ op: 'REPLICATE', keys, records, consistency, unresponsive: unresponsiveOf(failedConns) }), Math.max(1, deadline - Date.now()))
         .then(ignore)
     const conns = this.host.writeTargets(replicas)
-    const required = requiredAcks(consistency, replicas.length)
+    const required = requiredAcks(consistency, replicas.length - extra) + extra
     let targets = 0
     for (const conn of conns) if (conn !== undefined) targets++
     if (targets < required) return handOff()

@@ -98,9 +98,15 @@ export class NodeConnection {
     })
   }
 
-  remove(node: string, timeoutMs: number, leave = false): Promise<{ epoch: number; replicasMoved: number }> {
+  remove(nodes: readonly string[], timeoutMs: number, leave = false): Promise<{ epoch: number; replicasMoved: number }> {
     return new Promise((resolve, reject) => {
-      this.client.remove({ node, leave }, { deadline: Date.now() + timeoutMs }, (err: unknown, res: { epoch: number; replicasMoved: number }) => (err ? reject(fromServiceError(err)) : resolve(res)))
+      this.client.remove({ node: nodes[0], also: nodes.slice(1), leave }, { deadline: Date.now() + timeoutMs }, (err: unknown, res: { epoch: number; replicasMoved: number }) => (err ? reject(fromServiceError(err)) : resolve(res)))
+    })
+  }
+
+  cancel(timeoutMs: number): Promise<{ epoch: number; partitionsReverted: number }> {
+    return new Promise((resolve, reject) => {
+      this.client.cancel({}, { deadline: Date.now() + timeoutMs }, (err: unknown, res: { epoch: number; partitionsReverted: number }) => (err ? reject(fromServiceError(err)) : resolve(res)))
     })
   }
 

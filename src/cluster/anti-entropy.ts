@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
-import { diffMaps, type PartitionMap } from '../core/partition-map.js'
+import { pendingPartitionsOf, writeLists } from '../core/handoff.js'
+import type { PartitionMap } from '../core/partition-map.js'
 import { differingLeaves, LeafHasher, leafOf, planExchange, leafCountDefault, type KeyVersion } from '../core/digest.js'
 import { KumoError } from '../core/errors.js'
 import { newerRecord, recordVersion } from '../core/record.js'
@@ -40,11 +41,11 @@ const inlineValueBytesMax = 64 * 1024
 const emptyVersion = Buffer.alloc(0)
 const exchangeBatchMax = 500
 const exchangeBytesMax = 4 * 1024 * 1024
-/** A fill that could not reach every other replica is tried again this often, this many times. */
+/** A fill that could not reach every live replica is tried again this often (a warning every fillAttemptsWarn tries). */
 const fillRetryMs = 5000
 /** Gained partitions compared with their replicas at once, after the copy. */
 const fillCompareConcurrency = 4
-const fillAttemptsMax = 12
+const fillAttemptsWarn = 12
 
 /**
  * Anti-entropy: replicas of a partition compare leaf hashes of (key, version) and exchange only
@@ -85,26 +86,47 @@ export class AntiEntropy {
   }
 
   /**
-   * Call on every map change. Partitions this node gained from a previous map (a node joined,
-   * or joined a map founded without it) start empty here: they are repaired at once from their
-   * other replicas instead of at the next repair interval, and until that repair is complete
-   * they are *filling*: reads of them also ask the other replicas (readThrough), so a quorum
-   * read that asks this node still sees what it has not been sent yet. A node's first map
-   * (founding, or a restart) gains nothing.
+   * Call on every map change. Partitions a membership change makes this node a pending replica
+   * of (core/handoff) start empty here: they are copied at once from a current replica, then
+   * compared with every live current replica, and reported *ready*: the claimant moves their
+   * reads here once every pending replica of theirs is. Writes reach them meanwhile, so a copy
+   * that caught up stays caught up. A node restarted during a change copies its pending
+   * partitions again (readiness is not persisted; the copy is last-writer-wins, so what it
+   * holds already costs only the comparison).
    */
   mapChanged(): void {
     const next = this.deps.membership.map
-    const previous = this.mapSeen
-    if (next === undefined || next === previous) return
+    if (next === undefined || next === this.mapSeen) return
     this.mapSeen = next
-    for (const p of this.filling) if (!next.replicas[p]!.includes(this.deps.selfId)) this.filling.delete(p)
-    if (previous === undefined) return
-    const gained = diffMaps(previous, next).filter((m) => m.to === this.deps.selfId).map((m) => m.partition)
+    const changeEpoch = next.change?.epoch ?? 0
+    if (changeEpoch !== this.readyEpoch) {
+      this.readyPartitions.clear()
+      this.readyEpoch = changeEpoch
+    }
+    const pending = new Set(pendingPartitionsOf(next, this.deps.selfId))
+    for (const p of this.filling) if (!pending.has(p)) this.filling.delete(p)
+    for (const p of this.readyPartitions) if (!pending.has(p)) this.readyPartitions.delete(p)
+    const gained = [...pending].filter((p) => !this.filling.has(p) && !this.readyPartitions.has(p))
     if (gained.length === 0) return
     for (const p of gained) this.filling.add(p)
     this.fillAttempts = 0
-    this.deps.logger.info({ partitions: gained.length, epoch: next.epoch }, 'filling the partitions this node gained')
+    this.deps.logger.info({ partitions: gained.length, epoch: next.epoch }, 'copying the partitions this node is to hold')
     this.fill()
+  }
+
+  /** The change (its staging epoch) whose pending partitions this node has caught up on, and which. */
+  ready(): { epoch: number; partitions: number[] } {
+    return { epoch: this.readyEpoch, partitions: [...this.readyPartitions] }
+  }
+
+  private readyEpoch = 0
+  private readonly readyPartitions = new Set<number>()
+
+  /** A pending partition compared with every live current replica since `started`: ready. */
+  private markReady(partition: number, started: number): void {
+    if (!this.filling.has(partition) || (this.lastRepairMs.get(partition) ?? -1) < started) return
+    this.filling.delete(partition)
+    this.readyPartitions.add(partition)
   }
 
   get fillingCount(): number {
@@ -121,16 +143,15 @@ export class AntiEntropy {
     const after = (): void => {
       // A newer fill (the map changed again) has taken over.
       if (generation !== this.fillGeneration || this.stopped) return
-      for (const p of partitions) if ((this.lastRepairMs.get(p) ?? -1) >= started) this.filling.delete(p)
+      for (const p of partitions) this.markReady(p, started)
       if (this.filling.size === 0) {
-        this.deps.logger.info({ partitions: partitions.length, ms: Date.now() - started }, 'gained partitions filled')
+        this.deps.logger.info({ partitions: partitions.length, ms: Date.now() - started }, 'partitions copied and compared: ready')
         return
       }
-      if (++this.fillAttempts >= fillAttemptsMax) {
-        // Reads stop asking the other replicas; background repair finishes the job.
-        this.deps.logger.warn({ partitions: this.filling.size }, 'gave up filling partitions: some replicas stayed out of reach')
-        this.filling.clear()
-        return
+      // Tried until the change moves on without them (a cancel, or this node reverted): a
+      // partition whose replicas stay out of reach holds the change, and kumo transfers says so.
+      if (++this.fillAttempts % fillAttemptsWarn === 0) {
+        this.deps.logger.warn({ partitions: this.filling.size, attempts: this.fillAttempts }, 'partitions still not caught up: some of their replicas stay out of reach (kumo transfers; kumo cancel gives up the change)')
       }
       this.fillTimer = setTimeout(() => this.fill(), fillRetryMs)
       this.fillTimer.unref()
@@ -170,9 +191,9 @@ export class AntiEntropy {
           const partition = partitions[next++]!
           if (!this.filling.has(partition)) continue
           const started = Date.now()
-          await this.repairNow([partition])
-          // Compared with every replica: filled (kumo transfers counts down as they finish).
-          if ((this.lastRepairMs.get(partition) ?? -1) >= started) this.filling.delete(partition)
+          await this.repairNow([partition], true)
+          // Compared with every live replica: ready (kumo transfers counts down as they finish).
+          this.markReady(partition, started)
         }
       }),
     )
@@ -307,11 +328,16 @@ export class AntiEntropy {
     return run
   }
 
-  private async repairNow(partitions?: number[]): Promise<RepairResult> {
+  /**
+   * With `liveOnly`, a replica that is down does not make a partition's repair incomplete (a
+   * node being removed is down for good; the new replica compares with the live ones).
+   */
+  private async repairNow(partitions?: number[], liveOnly = false): Promise<RepairResult> {
     const started = Date.now()
     const map = this.deps.membership.map
     if (map === undefined) throw new KumoError('NOT_SERVING', 'this node has not joined a cluster yet')
-    const held = map.replicas.flatMap((list, p) => (list.includes(this.deps.selfId) ? [p] : []))
+    const lists = writeLists(map)
+    const held = lists.flatMap((list, p) => (list.includes(this.deps.selfId) ? [p] : []))
     const targets = partitions === undefined ? held : partitions.filter((p) => held.includes(p))
     if (partitions !== undefined) {
       for (const p of partitions) {
@@ -328,8 +354,10 @@ export class AntiEntropy {
         // This node's leaf hashes, kept from one peer to the next while nothing was pulled (a
         // scan of the partition saved per further replica).
         let mine: number[] | undefined
-        for (const peer of map.replicas[partition]!) {
+        let compared = 0
+        for (const peer of lists[partition]!) {
           if (peer === this.deps.selfId) continue
+          if (liveOnly && !this.deps.membership.isAlive(peer)) continue
           const address = this.deps.membership.address(peer)
           const channel = address === undefined ? undefined : this.deps.peers.get(peer, address)
           if (channel === undefined || !this.deps.membership.isAlive(peer) || !channel.reachable) {
@@ -342,13 +370,15 @@ export class AntiEntropy {
             result.pulled += synced.pulled
             result.pushed += synced.pushed
             mine = synced.pulled === 0 ? synced.mine : undefined
+            if (map.replicas[partition]!.includes(peer)) compared++
           } catch (err) {
             this.deps.logger.warn({ err, partition, peer }, 'partition repair with peer failed')
             result.skipped++
             complete = false
           }
         }
-        if (complete) this.lastRepairMs.set(partition, Date.now())
+        // A pending replica is caught up only once it compared with at least one read replica.
+        if (complete && (compared > 0 || map.replicas[partition]!.includes(this.deps.selfId))) this.lastRepairMs.set(partition, Date.now())
         result.partitions++
       }
     } finally {

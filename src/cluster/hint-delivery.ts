@@ -1,3 +1,4 @@
+import { writeLists } from '../core/handoff.js'
 import type { Logger } from 'pino'
 import { batchBytesMax } from '../core/limits.js'
 import { removedOf } from '../core/partition-map.js'
@@ -144,7 +145,7 @@ export class HintDelivery {
       }
       this.cursors.set(target, read[read.length - 1]!.id)
       // A partition with no live replica now keeps its hints for a later pass; the others go on.
-      const hints = read.filter((h) => (map.replicas[h.partition] ?? []).some((id) => id === this.deps.selfId || this.deps.membership.isAlive(id)))
+      const hints = read.filter((h) => (writeLists(map)[h.partition] ?? []).some((id) => id === this.deps.selfId || this.deps.membership.isAlive(id)))
       const byPartition = new Map<number, HintEntry[]>()
       for (const hint of hints) {
         let group = byPartition.get(hint.partition)
@@ -153,7 +154,7 @@ export class HintDelivery {
       }
       await Promise.all(
         [...byPartition].map(async ([partition, group]) => {
-          const live = (map.replicas[partition] ?? []).filter((id) => id === this.deps.selfId || this.deps.membership.isAlive(id))
+          const live = (writeLists(map)[partition] ?? []).filter((id) => id === this.deps.selfId || this.deps.membership.isAlive(id))
           await Promise.all(
             live.map((id) => {
               if (id === this.deps.selfId) return this.deps.storage.applyRecords(group.map((h) => ({ partition, key: h.key, record: h.record })))

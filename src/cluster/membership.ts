@@ -1,9 +1,10 @@
 import { ClockOffsets } from '../core/clock-offsets.js'
 import { PhiAccrualDetector, type NodeHealth, type PhiAccrualConfig } from '../core/failure-detector.js'
 import { KumoError } from '../core/errors.js'
-import { assignPartitions, diffMaps, newerMap, removedOf, removeNode, replaceNode, withRemovals, type PartitionMap, type PartitionMapConfig } from '../core/partition-map.js'
+import { advance, cancelChange, describeChange, movingSummary, pendingPartitions, pendingPartitionsOf, stageChange } from '../core/handoff.js'
+import { assignPartitions, diffMaps, newerMap, removedOf, replaceNode, type MapChange, type PartitionMap, type PartitionMapConfig } from '../core/partition-map.js'
 import type { GossipMsg, MemberMsg } from '../wire/messages.js'
-import { mapFromMsg, mapToMsg } from './map-codec.js'
+import { mapFromMsg, mapToMsg } from '../wire/map-codec.js'
 
 export interface MemberView {
   id: string
@@ -20,6 +21,9 @@ export interface MemberView {
   replaces?: string
   /** The epoch of the map it holds (0: unknown). */
   mapEpoch?: number
+  /** The change (its staging epoch) whose pending partitions it reports caught up on, and which. */
+  readyEpoch?: number
+  ready?: readonly number[]
 }
 
 export type MemberStatus = 'up' | 'read-only' | 'stopping'
@@ -50,6 +54,11 @@ export interface MembershipIo {
   load(): number
   /** Partitions this node gained and is still copying (default 0). */
   filling?(): number
+  /**
+   * The pending partitions of the change in flight this node has caught up on (copied, and
+   * compared with every current replica). Default: all of them (a node with nothing to copy).
+   */
+  ready?(): { epoch: number; partitions: readonly number[] }
 }
 
 /**
@@ -155,13 +164,16 @@ export class Membership {
   }
 
   /**
-   * Why a membership change may not start now, or undefined: while any live node is still
-   * copying partitions it gained, the last change is in flight (one change at a time).
+   * Why a membership change may not start now, or undefined: while the map has a change in
+   * flight, while any live node does not hold the newest map yet (a change made on an older
+   * one could undo it), or while any live node is still copying partitions (one change at a
+   * time).
    */
   changeInFlight(): string | undefined {
-    const epoch = this.map_?.epoch ?? 0
-    const live = [...this.members.values()].filter((m) => m.id !== this.self.id && this.isAlive(m.id) && this.map_?.nodes.includes(m.id))
-    // Every live node must hold the newest map: a change made on an older one could undo it.
+    const map = this.map_
+    const epoch = map?.epoch ?? 0
+    if (map?.change !== undefined) return `a membership change is in flight: ${describeChange(map.change)}, ${movingSummary(map)}; wait for it (kumo transfers) or cancel it (kumo cancel)`
+    const live = [...this.members.values()].filter((m) => m.id !== this.self.id && this.isAlive(m.id) && map?.nodes.includes(m.id))
     const behind = live.filter((m) => m.mapEpoch !== undefined && m.mapEpoch > 0 && m.mapEpoch < epoch)
     if (behind.length > 0) return `a membership change is in flight: ${behind.map((m) => m.id).join(', ')} ${behind.length === 1 ? 'has' : 'have'} not taken map epoch ${epoch} yet; try again in a moment`
     const own = this.io.filling?.() ?? 0
@@ -170,56 +182,192 @@ export class Membership {
     return `a membership change is in flight: ${busy.map((m) => `${m.id} is copying ${m.filling} partition${m.filling === 1 ? '' : 's'}`).join(', ')}; try again when it is done (kumo status)`
   }
 
-  /**
-   * Takes node `id`, dead for good, out of the map (kumo remove): its replicas go to the other
-   * nodes, which copy them from the partitions' other replicas, and it is listed as removed, so
-   * it is refused if it comes back. Throws INVALID_ARGUMENT for an unknown node and
-   * FAILED_PRECONDITION for a live one, for this node itself, for the last node, or while
-   * another change is in flight.
-   */
-  /**
-   * This node leaves the cluster (a drain; kumo leave): the same map change as remove(), made
-   * by the node itself while alive, so no request waits on it as on a dead node. Resolves once
-   * every live peer was told; the onRemoved listeners then hear `left`.
-   */
-  async leave(): Promise<{ epoch: number; replicasMoved: number }> {
-    const map = this.map_
-    if (map === undefined) throw new KumoError('FAILED_PRECONDITION', 'this node has not joined a cluster yet')
-    if (!map.nodes.includes(this.self.id)) throw new KumoError('FAILED_PRECONDITION', `node ${this.self.id} holds no partitions to hand over`)
-    if (map.nodes.length === 1) throw new KumoError('FAILED_PRECONDITION', 'the last node of a cluster cannot leave it')
-    const busy = this.changeInFlight()
-    if (busy !== undefined) throw new KumoError('FAILED_PRECONDITION', busy)
-    const next = removeNode(map, this.self.id, this.config.partitions)
-    this.map_ = next
-    this.io.persist(next, this.allMembers())
-    // Peers take the map from this gossip; only then does this node call itself removed.
-    await this.broadcast()
-    this.leaving = true
-    this.changed()
-    this.dropRemoved(next)
-    return { epoch: next.epoch, replicasMoved: diffMaps(map, next).length }
+  /** The claimant's id as this node sees it (the lowest live id), or undefined. */
+  claimantId(): string | undefined {
+    let best: string | undefined
+    for (const m of this.members.values()) {
+      if (m.status === 'stopping' || !this.isAlive(m.id)) continue
+      if (m.id === this.self.id && this.stopping) continue
+      if (best === undefined || m.id < best) best = m.id
+    }
+    return best
   }
 
-  remove(id: string): { epoch: number; replicasMoved: number } {
+  /**
+   * Membership changes are staged and driven by the claimant alone, so two nodes never stage
+   * two changes at once on the same map (one of them would be lost).
+   */
+  private checkClaimant(what: string): PartitionMap {
     const map = this.map_
     if (map === undefined) throw new KumoError('FAILED_PRECONDITION', 'this node has not joined a cluster yet')
+    if (!this.isClaimant()) {
+      throw new KumoError('FAILED_PRECONDITION', `membership changes go through the claimant, node ${this.claimantId() ?? '(none live)'}; ask it to ${what} (this is ${this.self.id})`)
+    }
+    return map
+  }
+
+  /**
+   * Stages the drain of live node `id` (kumo leave): every partition it holds gets a new
+   * replica, which copies it while `id` keeps serving; reads move partition by partition as
+   * the copies catch up, and once none is left the node is removed for good (it then stops).
+   * Throws INVALID_ARGUMENT for an unknown node and FAILED_PRECONDITION for a dead one (remove
+   * it instead), for the last node, on a node that is not the claimant, or while another
+   * change is in flight.
+   */
+  leave(id: string): { epoch: number; replicasMoved: number } {
+    const map = this.checkClaimant(`drain ${id}`)
     if (removedOf(map).includes(id)) throw new KumoError('FAILED_PRECONDITION', `node ${id} was removed already (epoch ${map.epoch} lists it)`)
     if (!map.nodes.includes(id)) throw new KumoError('INVALID_ARGUMENT', `node ${id} is not in the cluster (its nodes: ${map.nodes.join(', ')})`)
-    if (id === this.self.id) throw new KumoError('FAILED_PRECONDITION', `node ${id} cannot remove itself; ask another node, or have it leave (kumo leave ${id})`)
-    if (map.nodes.length === 1) throw new KumoError('FAILED_PRECONDITION', 'the last node of a cluster cannot be removed')
-    if (this.isAlive(id)) {
-      throw new KumoError('FAILED_PRECONDITION', `node ${id} is ${this.health(id)}: remove is for a node that is dead for good; a live node leaves (kumo leave ${id})`)
+    if (map.nodes.length === 1) throw new KumoError('FAILED_PRECONDITION', 'the last node of a cluster cannot leave it')
+    if (!this.isAlive(id)) throw new KumoError('FAILED_PRECONDITION', `node ${id} is down: a node that is dead for good is removed (kumo remove ${id}), not drained`)
+    return this.stage(map, () => this.goalWithout(map, [id], 'leave'), { kind: 'leave', adds: [], removes: [id] })
+  }
+
+  /**
+   * Stages taking nodes dead for good out of the map (kumo remove ID...): their replicas go to
+   * the other nodes, which copy them from the partitions' other replicas, and once they have,
+   * the nodes are listed as removed, so they are refused if they come back. Several dead nodes
+   * go in one change (each would otherwise hand partitions to the other). Throws
+   * INVALID_ARGUMENT for an unknown node and FAILED_PRECONDITION for a live one, for this node
+   * itself, for the last nodes, on a node that is not the claimant, or while another change is
+   * in flight.
+   */
+  remove(idOrIds: string | readonly string[]): { epoch: number; replicasMoved: number } {
+    const ids = [...new Set(typeof idOrIds === 'string' ? [idOrIds] : idOrIds)]
+    const map = this.map_
+    if (map === undefined) throw new KumoError('FAILED_PRECONDITION', 'this node has not joined a cluster yet')
+    if (ids.length === 0) throw new KumoError('INVALID_ARGUMENT', 'remove needs a node id')
+    for (const id of ids) {
+      if (removedOf(map).includes(id)) throw new KumoError('FAILED_PRECONDITION', `node ${id} was removed already (epoch ${map.epoch} lists it)`)
+      if (!map.nodes.includes(id)) throw new KumoError('INVALID_ARGUMENT', `node ${id} is not in the cluster (its nodes: ${map.nodes.join(', ')})`)
+      if (id === this.self.id) throw new KumoError('FAILED_PRECONDITION', `node ${id} cannot remove itself; ask another node, or have it leave (kumo leave ${id})`)
+      if (this.isAlive(id)) {
+        throw new KumoError('FAILED_PRECONDITION', `node ${id} is ${this.health(id)}: remove is for a node that is dead for good; a live node leaves (kumo leave ${id})`)
+      }
     }
+    if (map.nodes.length <= ids.length) throw new KumoError('FAILED_PRECONDITION', 'the last node of a cluster cannot be removed')
+    this.checkClaimant(`remove ${ids.join(' ')}`)
+    return this.stage(map, () => this.goalWithout(map, ids, 'remove'), { kind: 'remove', adds: [], removes: ids })
+  }
+
+  /**
+   * The balanced map without `ids`, refused if it would hand partitions to a node that is down:
+   * such a move could never finish (its copy has nowhere to go) and would be reverted.
+   */
+  private goalWithout(map: PartitionMap, ids: readonly string[], verb: 'remove' | 'leave'): PartitionMap {
+    const goal = assignPartitions(map, map.nodes.filter((n) => !ids.includes(n)), this.config.partitions)
+    const down = [...new Set(diffMaps(map, goal).flatMap((m) => (m.to !== undefined && !this.isAlive(m.to) ? [m.to] : [])))].sort()
+    if (down.length > 0) {
+      const them = down.join(', ')
+      throw new KumoError(
+        'FAILED_PRECONDITION',
+        verb === 'remove'
+          ? `${them} ${down.length === 1 ? 'is' : 'are'} down as well and would take partitions: remove ${down.length === 1 ? 'it' : 'them'} in the same change (kumo remove ${[...ids, ...down].join(' ')}), or bring ${down.length === 1 ? 'it' : 'them'} back first`
+          : `${them} ${down.length === 1 ? 'is' : 'are'} down and would take partitions: remove ${down.length === 1 ? 'it' : 'them'} first (kumo remove ${down.join(' ')}), or bring ${down.length === 1 ? 'it' : 'them'} back`,
+      )
+    }
+    return goal
+  }
+
+  /**
+   * Cancels the change in flight (kumo cancel): partitions whose copies have not caught up go
+   * back to their old replicas, which never stopped taking writes; those whose reads moved
+   * already finish. A node being drained or removed keeps what it still holds. A cancelled
+   * join is not staged again until the node restarts.
+   */
+  cancel(): { epoch: number; partitionsReverted: number } {
+    const map = this.checkClaimant('cancel the change in flight')
+    if (map.change === undefined) throw new KumoError('FAILED_PRECONDITION', 'no membership change is in flight')
+    if (map.change.cancelled === true) throw new KumoError('FAILED_PRECONDITION', `the change was cancelled already; ${movingSummary(map)}`)
+    for (const id of map.change.adds) {
+      const member = this.members.get(id)
+      if (member !== undefined) this.declined.set(id, member.generation)
+    }
+    const reverted = pendingPartitions(map).length
+    const next = cancelChange(map)
+    this.adoptOwn(next)
+    return { epoch: next.epoch, partitionsReverted: reverted }
+  }
+
+  /** Joiners whose join was cancelled, by process generation: not staged again until they restart. */
+  private readonly declined = new Map<string, number>()
+
+  /** Stages the change towards the map `goalOf()` makes, if no other change is in flight. */
+  private stage(map: PartitionMap, goalOf: () => PartitionMap, change: Omit<MapChange, 'epoch' | 'cancelled'>): { epoch: number; replicasMoved: number } {
     const busy = this.changeInFlight()
     if (busy !== undefined) throw new KumoError('FAILED_PRECONDITION', busy)
-    const next = removeNode(map, id, this.config.partitions)
-    const replicasMoved = diffMaps(map, next).length
+    const goal = goalOf()
+    const replicasMoved = diffMaps(map, goal).length
+    const next = stageChange(map, goal, change)
+    this.adoptOwn(next)
+    return { epoch: next.epoch, replicasMoved }
+  }
+
+  /**
+   * Takes a map this node made (a staged change, or the claimant's step through one): persisted
+   * and gossiped at once. When it removes this node (the end of its own drain), peers are told
+   * before this node calls itself gone.
+   */
+  private adoptOwn(next: PartitionMap): void {
     this.map_ = next
-    this.dropRemoved(next)
+    this.noteOwnLeave(next)
     this.io.persist(next, this.allMembers())
     this.changed()
-    void this.broadcast()
-    return { epoch: next.epoch, replicasMoved }
+    const sent = this.broadcast()
+    if (removedOf(next).includes(this.self.id)) void sent.then(() => this.dropRemoved(next))
+    else this.dropRemoved(next)
+  }
+
+  /** Whether this node's removal will be the end of its own drain (a leave), not news. */
+  private noteOwnLeave(map: PartitionMap): void {
+    if (map.change !== undefined) this.leaving = map.change.kind === 'leave' && map.change.removes.includes(this.self.id) && map.change.cancelled !== true
+  }
+
+  /** The pending partitions this node has caught up on, for the change in flight. */
+  private ownReady(): { epoch: number; partitions: readonly number[] } {
+    const map = this.map_
+    if (map?.change === undefined) return { epoch: 0, partitions: [] }
+    if (this.io.ready !== undefined) return this.io.ready()
+    return { epoch: map.change.epoch, partitions: pendingPartitionsOf(map, this.self.id) }
+  }
+
+  /**
+   * Whether every live node in the map holds a map at least as new as this node's (as their
+   * gossip last said); with `exact`, the same one (none newer).
+   */
+  everyNodeOnEpoch(exact = false): boolean {
+    const epoch = this.map_?.epoch ?? 0
+    for (const m of this.members.values()) {
+      if (m.id === this.self.id || !this.isAlive(m.id) || !this.map_?.nodes.includes(m.id)) continue
+      const theirs = m.mapEpoch ?? 0
+      if (theirs < epoch || (exact && theirs > epoch)) return false
+    }
+    return true
+  }
+
+  /**
+   * The claimant's step through the change in flight (core/handoff advance): reverts the
+   * partitions of pending replicas that are down, moves reads where every pending replica is
+   * ready, retires old replicas once every live node holds the map that moved the reads.
+   */
+  private progress(map: PartitionMap, change: MapChange): void {
+    const own = this.ownReady()
+    const readySets = new Map<string, Set<number>>()
+    const readyOf = (id: string): Set<number> => {
+      let set = readySets.get(id)
+      if (set === undefined) {
+        const report = id === this.self.id ? own : { epoch: this.members.get(id)?.readyEpoch ?? 0, partitions: this.members.get(id)?.ready ?? [] }
+        set = new Set(report.epoch === change.epoch ? report.partitions : [])
+        readySets.set(id, set)
+      }
+      return set
+    }
+    const result = advance(map, {
+      ready: (p, id) => readyOf(id).has(p),
+      down: (id) => !this.isAlive(id) || this.members.get(id)?.status === 'stopping',
+      everyNodeOnEpoch: this.everyNodeOnEpoch(),
+    })
+    if (result.map !== map) this.adoptOwn(result.map)
   }
 
   start(): void {
@@ -324,7 +472,11 @@ export class Membership {
   message(): GossipMsg {
     return {
       from: this.self.id,
-      members: [...this.members.values()].map((m) => (m.id === this.self.id ? { ...m, mapEpoch: this.map_?.epoch ?? 0, filling: this.io.filling?.() ?? m.filling } : { ...m })),
+      members: [...this.members.values()].map((m) => {
+        if (m.id !== this.self.id) return { ...m, ready: [...(m.ready ?? [])] }
+        const ready = this.ownReady()
+        return { ...m, mapEpoch: this.map_?.epoch ?? 0, filling: this.io.filling?.() ?? m.filling, readyEpoch: ready.epoch, ready: [...ready.partitions] }
+      }),
       map: this.map_ === undefined ? null : mapToMsg(this.map_, [], this.self.id),
       sentAtMs: this.io.now(),
       echoSentAtMs: 0,
@@ -420,6 +572,8 @@ export class Membership {
           weight: incoming.weight || 1,
           filling: incoming.filling ?? 0,
           mapEpoch: incoming.mapEpoch ?? 0,
+          readyEpoch: incoming.readyEpoch ?? 0,
+          ready: incoming.ready ?? [],
           ...(incoming.replaces ? { replaces: incoming.replaces } : {}),
         })
         if (heartbeatAdvanced && status !== 'stopping') {
@@ -436,15 +590,11 @@ export class Membership {
     }
     // newerMap keeps ours on a tie, so an identical map is not adopted again.
     if (theirs !== undefined && (this.map_ === undefined || newerMap(this.map_, theirs) === theirs)) {
-      // A removal this node knows and their map lacks (made at the same moment as theirs) is
-      // applied again on top: removals are never undone.
-      const lost = removedOf(this.map_).filter((id) => !removedOf(theirs).includes(id))
-      const adopted = lost.length > 0 ? withRemovals(theirs, lost, this.config.partitions) : theirs
-      this.map_ = adopted
-      this.dropRemoved(adopted)
-      this.io.persist(adopted, this.allMembers())
+      this.map_ = theirs
+      this.noteOwnLeave(theirs)
+      this.dropRemoved(theirs)
+      this.io.persist(theirs, this.allMembers())
       changed = true
-      if (adopted !== theirs) void this.broadcast()
     }
     if (changed) this.changed()
   }
@@ -470,37 +620,40 @@ export class Membership {
   }
 
   /**
-   * The claimant adds live members the map lacks. Without a map it founds one only when
-   * `mayFound()` says so, so nodes started together join one map instead of each founding
-   * its own or one founding alone.
+   * The claimant's round: with a change in flight, one step through it (progress); otherwise
+   * it stages the next change: a node started to replace a dead one, or live members the map
+   * lacks (a join). Without a map it founds one only when `mayFound()` says so, so nodes
+   * started together join one map instead of each founding its own or one founding alone.
    */
   private claim(): void {
     if (!this.isClaimant()) return
     if (this.map_ === undefined ? !this.mayFound() : this.rounds < 1) return
-    const inMap = new Set(this.map_?.nodes ?? [])
-    const removed = new Set(removedOf(this.map_))
-    const candidates = [...this.members.values()].filter((m) => !inMap.has(m.id) && !removed.has(m.id) && m.status !== 'stopping' && this.isAlive(m.id))
+    const map = this.map_
+    if (map?.change !== undefined) {
+      this.progress(map, map.change)
+      return
+    }
+    const inMap = new Set(map?.nodes ?? [])
+    const removed = new Set(removedOf(map))
+    const candidates = [...this.members.values()].filter(
+      (m) => !inMap.has(m.id) && !removed.has(m.id) && m.status !== 'stopping' && this.isAlive(m.id) && this.declined.get(m.id) !== m.generation,
+    )
+    if (map === undefined) {
+      const founded = assignPartitions(undefined, candidates.filter((m) => m.replaces === undefined).map((m) => m.id), this.config.partitions)
+      this.adoptOwn(founded)
+      return
+    }
+    if (candidates.length === 0 || this.changeInFlight() !== undefined) return
     // A node started to replace a dead one takes exactly its partitions, once that node is
-    // down and no other change is in flight; it is never added as an ordinary joiner.
-    const replacing = this.map_ === undefined ? undefined : candidates.find((m) => m.replaces !== undefined && this.map_!.nodes.includes(m.replaces) && !this.isAlive(m.replaces))
-    if (replacing !== undefined && this.changeInFlight() === undefined) {
-      const next = replaceNode(this.map_!, replacing.replaces!, replacing.id)
-      this.map_ = next
-      this.dropRemoved(next)
-      this.io.persist(next, this.allMembers())
-      this.changed()
-      void this.broadcast()
+    // down; it is never added as an ordinary joiner.
+    const replacing = candidates.find((m) => m.replaces !== undefined && map.nodes.includes(m.replaces) && !this.isAlive(m.replaces))
+    if (replacing !== undefined) {
+      this.stage(map, () => replaceNode(map, replacing.replaces!, replacing.id), { kind: 'replace', adds: [replacing.id], removes: [replacing.replaces!] })
       return
     }
     const joining = candidates.filter((m) => m.replaces === undefined)
-    if (joining.length === 0 && this.map_ !== undefined) return
-    const members = [...inMap, ...joining.map((m) => m.id)]
-    const next = assignPartitions(this.map_, members, this.config.partitions)
-    if (next === this.map_) return
-    this.map_ = next
-    this.io.persist(next, this.allMembers())
-    this.changed()
-    void this.broadcast()
+    if (joining.length === 0) return
+    this.stage(map, () => assignPartitions(map, [...inMap, ...joining.map((m) => m.id)], this.config.partitions), { kind: 'join', adds: joining.map((m) => m.id), removes: [] })
   }
 }
 

@@ -237,3 +237,25 @@ function nodesOf(...lists: readonly (readonly (readonly string[])[] | undefined)
   for (const group of lists) for (const list of group ?? []) for (const id of list) ids.add(id)
   return [...ids].sort()
 }
+
+/** "n4 joins", "n2 leaves", ... */
+export function describeChange(change: MapChange): string {
+  const list = (ids: readonly string[]): string => ids.join(', ')
+  const what =
+    change.kind === 'join'
+      ? `${list(change.adds)} ${change.adds.length === 1 ? 'joins' : 'join'}`
+      : change.kind === 'leave'
+        ? `${list(change.removes)} leaves`
+        : change.kind === 'remove'
+          ? `${list(change.removes)} is removed`
+          : `${list(change.adds)} replaces ${list(change.removes)}`
+  return `${what} (epoch ${change.epoch}${change.cancelled === true ? ', cancelled' : ''})`
+}
+
+/** "12 partitions copying, 3 retiring": what the change in flight still moves. */
+export function movingSummary(map: PartitionMap): string {
+  const pending = pendingPartitions(map).length
+  const retiring = retiringPartitions(map).length
+  return `${pending} partition${pending === 1 ? '' : 's'} copying, ${retiring} retiring`
+}
+

@@ -2,6 +2,7 @@ import { createPicker, type LoadBalancing, type ReplicaPicker, type ReplicaStats
 import { parseConsistency, requiredAcks, type Consistency } from '../core/consistency.js'
 import { KumoError, toKumoError } from '../core/errors.js'
 import type { HybridClock } from '../core/hlc.js'
+import { extraWriteLists, writeLists } from '../core/handoff.js'
 import { replicaSetIds } from '../core/partition-map.js'
 import { partitionOf } from '../core/partitioner.js'
 import { QuorumTracker } from '../core/quorum.js'
@@ -133,7 +134,7 @@ export class Coordinator {
         case 'REPLICA_READ': {
           checkGetMany(req.keys.length)
           for (const key of req.keys) checkKey(key)
-          const partitions = this.heldPartitions(req.keys)
+          const partitions = this.heldPartitions(req.keys, false)
           const records = await this.deps.readRecords(partitions, req.keys)
           const res = reply(req.id, undefined)
           res.records = records.map((r) => r ?? emptyBuffer)
@@ -141,7 +142,7 @@ export class Coordinator {
         }
         case 'REPLICA_WRITE': {
           this.observe(checkRecords(req.keys, req.records, this.clusterNowMs()))
-          const partitions = this.heldPartitions(req.keys)
+          const partitions = this.heldPartitions(req.keys, true)
           await this.deps.storage.applyRecords(req.keys.map((key, i) => ({ partition: partitions[i]!, key, record: req.records[i]! })))
           return reply(req.id, undefined)
         }
@@ -153,7 +154,7 @@ export class Coordinator {
           const partitions = req.keys.map((key) => partitionOf(key, map.partitionCount))
           // Hints only for a replica of each key: nobody parks records on nodes that would never take them.
           for (const partition of partitions) {
-            if (!map.replicas[partition]!.includes(req.hintTarget)) throw new KumoError('INVALID_ARGUMENT', `hint target ${req.hintTarget} is not a replica of partition ${partition}`)
+            if (!writeLists(map)[partition]!.includes(req.hintTarget)) throw new KumoError('INVALID_ARGUMENT', `hint target ${req.hintTarget} is not a replica of partition ${partition}`)
           }
           await this.deps.hints.store(undefined, req.hintTarget, partitions, req.keys, req.records, this.config.replicaTimeoutMs)
           return reply(req.id, undefined)
@@ -169,14 +170,16 @@ export class Coordinator {
 
   /**
    * The partition of each key, for a client that reads or writes this node's replicas
-   * directly: every key must be of a partition this node holds, or the client's map is stale.
+   * directly: every key must be of a partition this node reads (or, for a write, takes writes
+   * of: a new replica catching up, an old one retiring), or the client's map is stale.
    */
-  private heldPartitions(keys: readonly Buffer[]): number[] {
+  private heldPartitions(keys: readonly Buffer[], write: boolean): number[] {
     const map = this.partitionMap
+    const lists = write ? writeLists(map) : map.replicas
     const partitions = new Array<number>(keys.length)
     for (let i = 0; i < keys.length; i++) {
       const partition = partitionOf(keys[i]!, map.partitionCount)
-      if (!map.replicas[partition]!.includes(this.deps.selfId)) {
+      if (!lists[partition]!.includes(this.deps.selfId)) {
         throw new KumoError('UNAVAILABLE', `node ${this.deps.selfId} holds no replica of partition ${partition} (partition map epoch ${map.epoch})`)
       }
       partitions[i] = partition
@@ -244,29 +247,34 @@ export class Coordinator {
   /**
    * Splits keys into groups that share a preference list, so each group is one message per
    * replica. Keys of partitions this node does not hold (and may not coordinate) are set apart.
+   * For writes (`write`), a group is a partition's write set: while a membership change moves
+   * it, its new replicas (or retiring old ones) as well, each needing an acknowledgement more.
    */
-  private group<T extends { key: Buffer }>(items: readonly T[], forwarded: boolean): { groups: Group<T>[]; foreign: T[] } {
+  private group<T extends { key: Buffer }>(items: readonly T[], forwarded: boolean, write = false): { groups: Group<T>[]; foreign: T[] } {
     const map = this.partitionMap
+    const lists = write ? writeLists(map) : map.replicas
+    const extras = write && map.targets !== undefined ? extraWriteLists(map) : undefined
     if (items.length === 1) {
       // The common case, one key: no grouping work.
       const partition = partitionOf(items[0]!.key, map.partitionCount)
-      const replicas = map.replicas[partition]!
+      const replicas = lists[partition]!
       if (!forwarded && !replicas.includes(this.deps.selfId)) return { groups: [], foreign: [items[0]!] }
-      return { groups: [{ replicas, items: [items[0]!], partitions: [partition], indexes: [0] }], foreign: [] }
+      return { groups: [{ replicas, extra: extras?.[partition]!.length ?? 0, items: [items[0]!], partitions: [partition], indexes: [0] }], foreign: [] }
     }
     const byList = new Map<string, Group<T>>()
     const foreign: T[] = []
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!
       const partition = partitionOf(item.key, map.partitionCount)
-      const replicas = map.replicas[partition]!
+      const replicas = lists[partition]!
       if (!forwarded && !replicas.includes(this.deps.selfId)) {
         foreign.push(item)
         continue
       }
-      const id = replicaSetIds(map.replicas)[partition]!
+      const extra = extras?.[partition]!.length ?? 0
+      const id = extra === 0 ? replicaSetIds(lists)[partition]! : `${replicaSetIds(lists)[partition]!}\u0001${extra}`
       let group = byList.get(id)
-      if (group === undefined) byList.set(id, (group = { replicas, items: [], partitions: [], indexes: [] }))
+      if (group === undefined) byList.set(id, (group = { replicas, extra, items: [], partitions: [], indexes: [] }))
       group.items.push(item)
       group.partitions.push(partition)
       group.indexes.push(i)
@@ -480,7 +488,7 @@ export class Coordinator {
    */
   private async write(req: RequestMsg, writes: KeyWrite[], consistency: Consistency, deadlineMs: number, forwarded: boolean, skip: ReadonlySet<string> = noneSkipped): Promise<void> {
     if (writes.length === 0) return
-    const { groups, foreign } = this.group(writes, forwarded)
+    const { groups, foreign } = this.group(writes, forwarded, true)
     const work: Promise<unknown>[] = groups.map((group) => this.replicate(group, consistency, deadlineMs, skip))
     if (foreign.length > 0) {
       // Forwarded as one BATCH per preference list, whatever came in.
@@ -523,7 +531,9 @@ export class Coordinator {
     const version = group.items[0]!.record === undefined ? encodeVersion(this.deps.clock.now(now), this.deps.selfId) : undefined
     const records = group.items.map((w) => w.record ?? encodeRecord(version!, w.value, w.ttlMs > 0 ? now + w.ttlMs : 0))
     const partitions = group.partitions
-    const required = requiredAcks(consistency, replicas.length)
+    // W of the read replicas, plus one per extra write replica (a membership change: pending
+    // replicas, retiring ones), so quorums of the old list and of the new one both hold it.
+    const required = requiredAcks(consistency, replicas.length - group.extra) + group.extra
     const tracker = new QuorumTracker(required, replicas.length)
     let bytes = 0
     for (let i = 0; i < keys.length; i++) bytes += keys[i]!.length + records[i]!.length
@@ -603,6 +613,8 @@ const noneSkipped: ReadonlySet<string> = new Set()
 
 interface Group<T> {
   replicas: readonly string[]
+  /** Of `replicas`, how many are extra write replicas (pending or retiring), each needing an acknowledgement more. */
+  extra: number
   items: T[]
   /** Partition of each item. */
   partitions: number[]

@@ -40,8 +40,10 @@ export interface KvServiceDeps {
   repair: (partition: number | undefined) => Promise<RepairResponseMsg>
   /** Compacts this node's storage; resolves when it is done. */
   compact: () => Promise<{ node: string; durationMs: number }>
-  /** Takes a dead node out of the cluster for good (Membership.remove), or, with `leave`, this node itself (Membership.leave). */
-  remove: (id: string, leave: boolean) => { epoch: number; replicasMoved: number } | Promise<{ epoch: number; replicasMoved: number }>
+  /** Stages taking a dead node out of the cluster for good (Membership.remove), or, with `leave`, draining a live one (Membership.leave). */
+  remove: (ids: string[], leave: boolean) => { epoch: number; replicasMoved: number } | Promise<{ epoch: number; replicasMoved: number }>
+  /** Cancels the membership change in flight (Membership.cancel). */
+  cancel: () => { epoch: number; partitionsReverted: number }
   probe: () => Promise<{ ok: boolean; detail: string; writeMs: number; readMs: number }>
   /** Who made a call (Authenticator): a value, a promise while a password is checked, or UNAUTHENTICATED thrown. */
   authenticate: (call: CallIdentity) => Principal | Promise<Principal>
@@ -253,7 +255,26 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
       }
       asCaller(deps, call, callback, () => {
         Promise.resolve()
-          .then(() => deps.remove(call.request.node, call.request.leave === true))
+          .then(() => {
+            const also: unknown[] = Array.isArray(call.request.also) ? call.request.also : []
+            if (also.some((id) => typeof id !== 'string' || id === '')) throw new KumoError('INVALID_ARGUMENT', 'remove: every node id must be a non-empty string')
+            if (call.request.leave === true && also.length > 0) throw new KumoError('INVALID_ARGUMENT', 'leave drains one node at a time')
+            return deps.remove([call.request.node, ...(also as string[])], call.request.leave === true)
+          })
+          .then(
+            (res) => callback(null, res),
+            (err) => callback(toServiceError(err)),
+          )
+      }, 'admin')
+    },
+    Cancel: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      if (isMalformed(call.request)) {
+        callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed request')))
+        return
+      }
+      asCaller(deps, call, callback, () => {
+        Promise.resolve()
+          .then(() => deps.cancel())
           .then(
             (res) => callback(null, res),
             (err) => callback(toServiceError(err)),

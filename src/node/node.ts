@@ -24,10 +24,11 @@ import { peerRequestMsgBytes, type PeerRequestFrameMsg, type PeerRequestMsg, typ
 import { InFlightBytes, serveMultiplexed } from '../wire/serve-stream.js'
 import { isMalformed, kvService, peerService } from '../wire/proto.js'
 import { toServiceError } from '../wire/status.js'
-import { mapToMsg } from '../cluster/map-codec.js'
+import { mapToMsg } from '../wire/map-codec.js'
 import { AntiEntropy, defaultAntiEntropyConfig } from '../cluster/anti-entropy.js'
 import { defaultHintDeliveryConfig, HintDelivery } from '../cluster/hint-delivery.js'
 import { defaultPurgerConfig, Purger } from '../cluster/purger.js'
+import { defaultStraySweeperConfig, StraySweeper } from '../cluster/stray-sweeper.js'
 import { ClockSkewWatch, defaultClockOffsetMaxMs } from './clock-skew-watch.js'
 import { Coordinator } from './coordinator.js'
 import { HintSink } from './hint-sink.js'
@@ -114,6 +115,8 @@ export interface NodeOptions {
   tombstoneGraceMs?: number
   /** How often the purge sweeps (default 1 hour; 0 turns it off). */
   purgeIntervalMs?: number
+  /** How often to look for copies of partitions this node no longer holds, to delete them (default 5 s; 0: never). */
+  straySweepIntervalMs?: number
   /** A node whose clock is further than this from the cluster's coordinates no writes (default 10 s). */
   clockOffsetMaxMs?: number
   /** How often a node whose storage fails writes probes it with a write (default 1 s). */
@@ -158,6 +161,7 @@ export interface KumoNode {
   readonly hintDelivery: HintDelivery
   readonly antiEntropy: AntiEntropy
   readonly purger: Purger
+  readonly straySweeper: StraySweeper
   readonly metrics: NodeMetrics
   /** The port metrics are served on, if they are. */
   readonly metricsPort: number | undefined
@@ -193,6 +197,7 @@ function checkOptions(o: NodeOptions): void {
   if (o.blockCacheBytes !== undefined && !(Number.isSafeInteger(o.blockCacheBytes) && o.blockCacheBytes >= 1024 * 1024)) bad('block cache size must be a whole number of bytes, 1 MiB or more')
   if (o.rowCacheBytes !== undefined && !(Number.isSafeInteger(o.rowCacheBytes) && o.rowCacheBytes >= 0)) bad('row cache size must be a whole number of bytes, 0 or more')
   if (o.purgeIntervalMs !== undefined && !(o.purgeIntervalMs >= 0)) bad('purge interval must be 0 or more')
+  if (o.straySweepIntervalMs !== undefined && !(o.straySweepIntervalMs >= 0)) bad('stray sweep interval must be 0 or more')
   if (o.requestBytesInFlightMax !== undefined && !(Number.isSafeInteger(o.requestBytesInFlightMax) && o.requestBytesInFlightMax >= 1024 * 1024)) bad('requestBytesInFlightMax must be a whole number of bytes, at least 1 MiB')
   if (o.connectionsMax !== undefined && !(Number.isInteger(o.connectionsMax) && o.connectionsMax >= 1)) bad('connectionsMax must be a whole number of at least 1')
   if (o.idleTimeoutMs !== undefined && !(Number.isInteger(o.idleTimeoutMs) && o.idleTimeoutMs >= 1000)) bad('idle timeout must be at least 1000 ms')
@@ -397,6 +402,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       },
       now: () => Date.now(),
       filling: (): number => antiEntropy.fillingCount,
+      ready: (): { epoch: number; partitions: readonly number[] } => antiEntropy.ready(),
       // Load = the busier of event-loop utilization and CPU time (one core = 1) since the last
       // heartbeat: the event loop shows a node too busy to answer, CPU shows native work
       // (LevelDB, compression) that the event loop does not see.
@@ -466,6 +472,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       graceMs: options.tombstoneGraceMs ?? defaultPurgerConfig.graceMs,
     },
   )
+  const straySweeper = new StraySweeper({ selfId: options.id, storage, membership, logger }, { intervalMs: options.straySweepIntervalMs ?? defaultStraySweeperConfig.intervalMs })
   const hintDelivery = new HintDelivery(
     { selfId: options.id, storage, membership, peers, logger },
     { ...defaultHintDeliveryConfig, windowMs: options.hintWindowMs ?? defaultHintDeliveryConfig.windowMs },
@@ -664,11 +671,8 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       track: (delta) => {
         inFlight += delta
       },
-      remove: (id, leave) => {
-        if (!leave) return membership.remove(id)
-        if (id !== options.id) throw new KumoError('INVALID_ARGUMENT', `leave is sent to the leaving node itself; this is ${options.id}, not ${id}`)
-        return membership.leave()
-      },
+      remove: (ids, leave) => (leave ? membership.leave(ids[0]!) : membership.remove(ids)),
+      cancel: () => membership.cancel(),
       compact: () => {
         // One compaction at a time: a second request while one runs waits for that one.
         compacting ??= (async () => {
@@ -780,6 +784,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   hintDelivery.start()
   antiEntropy.start()
   purger.start()
+  straySweeper.start()
   updateHealth()
   logger.info({ address, dataDir: options.dataDir }, 'started')
 
@@ -797,6 +802,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       hintDelivery.stop()
       antiEntropy.stop()
       purger.stop()
+      straySweeper.stop()
       const deadline = Date.now() + (options.drainTimeoutMs ?? 5000)
       while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
     })()
@@ -839,6 +845,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     hintDelivery,
     antiEntropy,
     purger,
+    straySweeper,
     metrics,
     metricsPort,
     drain,

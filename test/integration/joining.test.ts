@@ -36,7 +36,12 @@ describe('nodes joining a cluster that holds data', () => {
     const { first, keys } = await oneNodeWithEarlyWrites()
 
     for (const id of ['n2', 'n3']) nodes.push(await startNode(await nodeOptions(id, [first.address])))
-    await waitFor('a map with all three nodes everywhere', () => nodes.every((n) => n.membership.map?.nodes.length === 3))
+    // Joins are staged: the joiners copy, then reads move to them, then the change finishes.
+    await waitFor(
+      'a map with all three nodes everywhere, no change in flight',
+      () => nodes.every((n) => n.membership.map?.nodes.length === 3 && n.membership.map.change === undefined && n.membership.map.epoch === first.membership.map?.epoch),
+      15_000,
+    )
     const map = first.membership.map!
     // The test's own bound is far below the 10-minute repair interval: the fill is the gain's doing.
     await waitFor(
@@ -59,7 +64,7 @@ describe('nodes joining a cluster that holds data', () => {
     await survivors.close()
   })
 
-  it('read through to the other replicas while they fill, so quorum reads see writes they have not been sent yet', async () => {
+  it('are not read while they copy: reads stay on the old replicas until the copies caught up, so quorum reads see writes the joiners have not been sent yet', async () => {
     const { first, keys } = await oneNodeWithEarlyWrites()
 
     // A fill of 20 records a second: the 200 early keys take the joiners about ten seconds.
@@ -67,7 +72,7 @@ describe('nodes joining a cluster that holds data', () => {
     await waitFor('a map with all three nodes everywhere', () => nodes.every((n) => n.membership.map?.nodes.length === 3))
     await waitFor('n2 and n3 to be filling', () => nodes.slice(1).every((n) => n.antiEntropy.fillingCount > 0))
     const all = await connect({ seeds: nodes.map((n) => n.address) })
-    // Both joiners answer for every partition; reads that ask only them must still find the keys.
+    // Both joiners will answer for every partition; reads while they copy must still find the keys.
     for (const key of keys) expect((await all.get(key))?.toString(), key).toBe(`v-${key}`)
     expect(nodes.slice(1).some((n) => n.antiEntropy.fillingCount > 0), 'the reads ran while the joiners were still filling').toBe(true)
     await all.close()

@@ -12,7 +12,7 @@ import {
   type AdvanceInput,
 } from '../../src/core/handoff.js'
 import { assignPartitions, assertValidMap, removedOf, replaceNode, replicaCounts, type PartitionMap } from '../../src/core/partition-map.js'
-import { mapFromMsg, mapToMsg } from '../../src/cluster/map-codec.js'
+import { mapFromMsg, mapToMsg } from '../../src/wire/map-codec.js'
 import { seededRandom } from '../../src/core/random.js'
 
 const config = { partitionCount: 64, replicationFactor: 3 }

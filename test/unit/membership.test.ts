@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { Membership, type MembershipConfig } from '../../src/cluster/membership.js'
 import type { PartitionMap } from '../../src/core/partition-map.js'
 import { seededRandom } from '../../src/core/random.js'
+import { pendingPartitionsOf } from '../../src/core/handoff.js'
 
 /**
  * Membership driven round by round over a simulated network with a manual clock: nodes that
@@ -14,6 +15,8 @@ class SimCluster {
   readonly mapsSeen: PartitionMap[] = []
   /** Partitions each node says it is still copying. */
   readonly filling = new Map<string, number>()
+  /** Pending partitions each node says it caught up on (default: all of them, at once). */
+  readonly ready = new Map<string, number[]>()
   now = 0
 
   constructor(
@@ -34,6 +37,7 @@ class SimCluster {
           now: () => this.now,
           load: () => 0,
           filling: () => this.filling.get(id) ?? 0,
+          ...(this.readyOverride(id)),
         }),
       )
     }
@@ -43,6 +47,19 @@ class SimCluster {
   async round(order: readonly string[] = this.ids): Promise<void> {
     this.now += this.config.gossipIntervalMs
     for (const id of order) if (this.up.has(id)) await this.nodes.get(id)!.round()
+  }
+
+  /** A node's readiness report: what `ready` says for it, or (absent) Membership's default, all of its pending partitions. */
+  private readyOverride(id: string): { ready?: () => { epoch: number; partitions: number[] } } {
+    return {
+      ready: () => {
+        const map = this.nodes.get(id)!.map
+        const said = this.ready.get(id)
+        const epoch = map?.change?.epoch ?? 0
+        if (said !== undefined) return { epoch, partitions: said }
+        return { epoch, partitions: map === undefined ? [] : pendingPartitionsOf(map, id) }
+      },
+    }
   }
 
   map(id: string): PartitionMap | undefined {
@@ -135,10 +152,15 @@ describe('Membership remove', () => {
     await sim.round()
     const result = n1.remove('n4')
     expect(result.epoch).toBe(epoch + 1)
-    for (let i = 0; i < 2; i++) await sim.round()
+    // Staged: n4 stays in the map (its partitions' reads stay where they are) until they moved.
+    expect(sim.map('n1')?.change).toMatchObject({ kind: 'remove', removes: ['n4'] })
+    expect(code(() => n1.remove('n4'))).toMatch(/^FAILED_PRECONDITION: a membership change is in flight: n4 is removed/)
+    await settle(sim)
+    const final = sim.map('n1')!.epoch
     for (const id of ['n1', 'n2', 'n3']) {
       expect(sim.map(id)?.removed).toEqual(['n4'])
       expect(sim.map(id)?.nodes).toEqual(['n1', 'n2', 'n3'])
+      expect(sim.map(id)?.change).toBeUndefined()
       expect(sim.nodes.get(id)!.allMembers().map((m) => m.id)).not.toContain('n4')
     }
     expect(code(() => n1.remove('n4'))).toMatch(/removed already/)
@@ -147,33 +169,70 @@ describe('Membership remove', () => {
     sim.nodes.get('n4')!.onRemoved((e) => told.push(e))
     sim.up.add('n4')
     for (let i = 0; i < 3; i++) await sim.round()
-    expect(told).toEqual([epoch + 1])
+    expect(told).toEqual([final])
     for (const id of ['n1', 'n2', 'n3']) expect(sim.map(id)?.nodes).toEqual(['n1', 'n2', 'n3'])
   })
 })
 
+/** Gossip rounds until the change in flight has finished everywhere (at most 20). */
+async function settle(sim: SimCluster): Promise<void> {
+  for (let i = 0; i < 20; i++) {
+    await sim.round()
+    const maps = [...sim.up].map((id) => sim.map(id))
+    if (maps.every((m) => m?.change === undefined && m?.epoch === maps[0]?.epoch)) return
+  }
+  throw new Error('the change did not finish in 20 rounds')
+}
+
 describe('Membership leave', () => {
-  it('a live node takes itself out, tells every peer before it calls itself gone, and is never added back', async () => {
+  it('the claimant drains a live node: it keeps serving until its partitions moved, then hears it left, and is never added back', async () => {
     const sim = new SimCluster(['n1', 'n2', 'n3', 'n4'])
     for (const id of sim.ids) sim.up.add(id)
     for (let i = 0; i < 3; i++) await sim.round()
+    const n1 = sim.nodes.get('n1')!
     const n3 = sim.nodes.get('n3')!
     const heard: [number, boolean][] = []
     n3.onRemoved((epoch, left) => heard.push([epoch, left]))
     const epoch = sim.map('n1')!.epoch
-    sim.filling.set('n1', 1)
+    // Only the claimant stages changes; another node says which one is.
+    expect(() => n3.leave('n3')).toThrow(/membership changes go through the claimant, node n1; ask it to drain n3/)
+    sim.filling.set('n2', 1)
     await sim.round()
-    await expect(n3.leave()).rejects.toThrow(/a membership change is in flight: n1 is copying 1 partition/)
-    sim.filling.set('n1', 0)
+    expect(() => n1.leave('n3')).toThrow(/a membership change is in flight: n2 is copying 1 partition/)
+    sim.filling.set('n2', 0)
     await sim.round()
-    const result = await n3.leave()
+    const result = n1.leave('n3')
     expect(result.epoch).toBe(epoch + 1)
-    // Every live peer has the map without n3 as soon as leave() resolves.
+    expect(result.replicasMoved).toBeGreaterThan(0)
+    // Staged: n3 still reads its partitions.
+    await sim.round()
+    expect(sim.map('n3')?.nodes).toContain('n3')
+    expect(heard).toEqual([])
+    await settle(sim)
+    const final = sim.map('n1')!.epoch
     for (const id of ['n1', 'n2', 'n4']) expect(sim.map(id)?.nodes).toEqual(['n1', 'n2', 'n4'])
-    expect(heard).toEqual([[epoch + 1, true]])
+    expect(heard).toEqual([[final, true]])
     sim.up.delete('n3')
     for (let i = 0; i < 3; i++) await sim.round()
     for (const id of ['n1', 'n2', 'n4']) expect(sim.map(id)?.removed).toEqual(['n3'])
+  })
+
+  it('a cancelled drain leaves the node in the map with what it still holds, and a cancelled join is not staged again until the node restarts', async () => {
+    const sim = new SimCluster(['n1', 'n2', 'n3', 'n4'])
+    for (const id of sim.ids) sim.up.add(id)
+    for (let i = 0; i < 3; i++) await sim.round()
+    const n1 = sim.nodes.get('n1')!
+    // Nobody reports ready: the change stays in stage 1 until cancelled.
+    for (const id of sim.ids) sim.ready.set(id, [])
+    n1.leave('n4')
+    await sim.round()
+    expect(n1.cancel().partitionsReverted).toBeGreaterThan(0)
+    expect(() => n1.cancel()).toThrow(/no membership change is in flight/)
+    await settle(sim)
+    for (const id of sim.ids) {
+      expect(sim.map(id)?.nodes).toEqual(['n1', 'n2', 'n3', 'n4'])
+      expect(sim.map(id)?.removed).toBeUndefined()
+    }
   })
 })
 
@@ -190,21 +249,16 @@ async function fiveWithTwoDead(): Promise<SimCluster> {
 }
 
 describe('Membership concurrent changes', () => {
-  it('two removals made at the same moment on different nodes both hold in the end (removals are never undone)', async () => {
+  it('only the claimant stages changes, so two are never staged at once: another node refuses and names the claimant', async () => {
     const sim = await fiveWithTwoDead()
     const n1 = sim.nodes.get('n1')!
     const n2 = sim.nodes.get('n2')!
-    // Neither hears of the other's change (each is cut off for the moment it makes it): both
-    // start from the same epoch.
-    sim.up.clear()
-    sim.up.add('n1')
-    const a = n1.remove('n4')
-    sim.up.clear()
-    sim.up.add('n2')
-    const b = n2.remove('n5')
-    expect(a.epoch).toBe(b.epoch)
-    for (const id of ['n1', 'n2', 'n3']) sim.up.add(id)
-    for (let i = 0; i < 4; i++) await sim.round()
+    expect(() => n2.remove('n5')).toThrow(/membership changes go through the claimant, node n1; ask it to remove n5/)
+    // Each dead node would hand partitions to the other: they go in one change.
+    expect(() => n1.remove('n4')).toThrow(/n5 is down as well and would take partitions: remove it in the same change \(kumo remove n4 n5\)/)
+    n1.remove(['n4', 'n5'])
+    await settle(sim)
+
     for (const id of ['n1', 'n2', 'n3']) {
       expect(sim.map(id)?.removed).toEqual(['n4', 'n5'])
       expect(sim.map(id)?.nodes).toEqual(['n1', 'n2', 'n3'])
@@ -212,14 +266,15 @@ describe('Membership concurrent changes', () => {
     expect(sim.map('n1')).toEqual(sim.map('n3'))
   })
 
-  it('a second change waits until every live node holds the newest map', async () => {
+  it('a second change waits until the first has finished and every live node holds the newest map', async () => {
     const sim = await fiveWithTwoDead()
     const n1 = sim.nodes.get('n1')!
+    sim.up.add('n5')
+    for (let i = 0; i < 3; i++) await sim.round()
     const first = n1.remove('n4')
-    // Peers took the map (the removal gossips at once) but have not said so back yet.
-    expect(() => n1.remove('n5')).toThrow(/has not taken map epoch|have not taken map epoch/)
-    await sim.round()
-    const second = n1.remove('n5')
-    expect(second.epoch).toBe(first.epoch + 1)
+    expect(() => n1.leave('n5')).toThrow(/a membership change is in flight: n4 is removed/)
+    await settle(sim)
+    const second = n1.leave('n5')
+    expect(second.epoch).toBeGreaterThan(first.epoch + 1)
   })
 })

@@ -13,7 +13,7 @@ import {
   removeNode,
   type PartitionMap,
 } from '../../src/core/partition-map.js'
-import { mapFromMsg, mapToMsg } from '../../src/cluster/map-codec.js'
+import { mapFromMsg, mapToMsg } from '../../src/wire/map-codec.js'
 import { seededRandom } from '../../src/core/random.js'
 
 const ids = (n: number, prefix = 'n'): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}`)

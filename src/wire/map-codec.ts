@@ -1,5 +1,5 @@
 import { mapChangeKinds, type MapChangeKind, type PartitionMap } from '../core/partition-map.js'
-import type { NodeInfoMsg, TopologyMsg } from '../wire/messages.js'
+import type { NodeInfoMsg, TopologyMsg } from './messages.js'
 
 export function mapToMsg(map: PartitionMap, nodes: NodeInfoMsg[], answeredBy: string): TopologyMsg {
   const { targets, retiring, change } = map
