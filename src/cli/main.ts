@@ -80,6 +80,7 @@ program
   .addOption(new Option('--quorum <mode>', 'sloppy: hints on fallback nodes count toward W; strict: only replicas').choices(['sloppy', 'strict']).default('sloppy'))
   .option('--hint-window <ms>', 'drop hints older than this', wholeNumber, 3 * 60 * 60 * 1000)
   .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)
+  .option('--move-rate <records/s>', 'records a second this node copies at most while it takes over partitions (a membership change) or repairs them', wholeNumber, 20_000)
   .option('--tombstone-grace <ms>', 'purge tombstones and expired values this long after they died', wholeNumber, 10 * 24 * 60 * 60 * 1000)
   .option('--metrics-port <port>', 'serve Prometheus metrics on http://<listen host>:<port>/metrics', wholeNumber)
   .option('--clock-offset-max <ms>', "coordinate no writes while this node's clock is further than this from the cluster's", wholeNumber, 10_000)
@@ -115,6 +116,7 @@ program
       quorum: o.quorum,
       hintWindowMs: o.hintWindow,
       repairIntervalMs: o.repairInterval,
+      repairRecordsPerSecond: o.moveRate,
       tombstoneGraceMs: o.tombstoneGrace,
       clockOffsetMaxMs: o.clockOffsetMax,
       connectionsMax: o.maxConnections,

@@ -68,7 +68,15 @@ export class AntiEntropy {
   private stopped = false
 
   constructor(
-    private readonly deps: { selfId: string; storage: StorageEngine; membership: Membership; peers: PeerPool; logger: Logger },
+    private readonly deps: {
+      selfId: string
+      storage: StorageEngine
+      membership: Membership
+      peers: PeerPool
+      logger: Logger
+      /** Awaited before a fill copies: a deletion of a partition this node held before must not run under the copy. */
+      beforeFill?: () => Promise<unknown>
+    },
     private readonly config: AntiEntropyConfig,
   ) {
     this.tokens = config.recordsPerSecondMax
@@ -161,6 +169,7 @@ export class AntiEntropy {
     // now finds little to exchange: what was written meanwhile, and what another replica
     // holds that the first one lacked.
     const run = this.chain.then(async () => {
+      await this.deps.beforeFill?.()
       const copyStarted = Date.now()
       const copiedBefore = this.copiedRecords
       for (const partition of partitions) {

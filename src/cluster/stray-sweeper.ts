@@ -41,6 +41,14 @@ export class StraySweeper {
     this.timer = undefined
   }
 
+  /**
+   * Resolves once no sweep is running. A partition this node takes over again (a retried join)
+   * is copied only after it: a deletion still under way must not remove what the copy brings.
+   */
+  idle(): Promise<unknown> {
+    return (this.running ?? Promise.resolve()).catch(() => undefined)
+  }
+
   /** One look over the partitions this node takes no writes of; resolves with how many it deleted. A sweep already running is joined. */
   sweep(): Promise<number> {
     this.running ??= this.sweepOnce().finally(() => {

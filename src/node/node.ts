@@ -478,7 +478,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     { ...defaultHintDeliveryConfig, windowMs: options.hintWindowMs ?? defaultHintDeliveryConfig.windowMs },
   )
   const antiEntropy = new AntiEntropy(
-    { selfId: options.id, storage, membership, peers, logger },
+    { selfId: options.id, storage, membership, peers, logger, beforeFill: () => straySweeper.idle() },
     {
       ...defaultAntiEntropyConfig,
       intervalMs: options.repairIntervalMs ?? defaultAntiEntropyConfig.intervalMs,

@@ -149,3 +149,78 @@ describe('removing a node that is dead for good (real processes)', () => {
     await db.close()
   })
 })
+
+/** Replica slots per node in a topology. */
+function replicaCountsOf(partitions: readonly (readonly string[])[]): Map<string, number> {
+  const counts = new Map<string, number>()
+  for (const list of partitions) for (const id of list) counts.set(id, (counts.get(id) ?? 0) + 1)
+  return counts
+}
+
+describe('a joining node killed while it copies (real processes)', () => {
+  it('under load: its moves revert, the old replicas keep serving, nothing is lost, and a retried join completes', { timeout: 180_000 }, async () => {
+    cluster = await ProcessCluster.start(3, ['--repair-interval', '0'])
+    const db = await cluster.client({ timeoutMs: 10_000 })
+    const load = writeLoad(db, 'join-killed/', 16)
+    const reads = readLoad(db, load)
+    await waitFor('writes under way', () => load.acked.length > 2000, 30_000)
+    // A slow copy (50 records a second): the join is still copying when n4 dies.
+    await cluster.add('n4', ['--move-rate', '50'])
+    const staged = await waitFor('the join of n4 staged', async () => {
+      const t = await db.topology()
+      return t.change?.kind === 'join' && t.change.adds.includes('n4') ? t.change : undefined
+    }, 30_000, 100)
+    await waitFor('n4 copying', async () => (await db.nodeViews()).some((v) => v.id === 'n4' && v.recordsCopied > 0), 20_000, 100)
+    await cluster.kill('n4')
+    await settled(db, staged.epoch)
+    const reverted = await db.topology()
+    expect(reverted.change).toBeUndefined()
+    expect(reverted.partitions.some((list) => list.includes('n4'))).toBe(false)
+    expect(reverted.removed).toEqual([])
+    const during = load.acked.length
+    await waitFor('writes after the revert', () => load.acked.length > during + 300, 20_000)
+
+    // Retried: n4 started again on its data directory (at the default rate) joins again and finishes.
+    cluster.spawn('n4', [])
+    const joined = await waitFor('n4 joined again', async () => {
+      const t = await db.topology()
+      return t.change === undefined && t.partitions.some((list) => list.includes('n4')) ? t : undefined
+    }, 60_000, 200)
+    await settled(db, joined.epoch)
+    await finish(load, reads)
+    // Balanced: 256 partitions × 3 replicas over 4 nodes.
+    for (const [, count] of replicaCountsOf((await db.topology()).partitions)) expect(count).toBe(192)
+    await expectConverged(db, load.acked)
+    await db.close()
+  })
+})
+
+describe('kumo cancel during a drain (real processes)', () => {
+  it('under load: the node keeps the partitions that had not moved and stays a member, nothing is lost', { timeout: 180_000 }, async () => {
+    cluster = await ProcessCluster.start(4, ['--repair-interval', '0', '--move-rate', '50'])
+    const db = await cluster.client({ timeoutMs: 10_000 })
+    const load = writeLoad(db, 'cancel/', 16)
+    const reads = readLoad(db, load)
+    await waitFor('writes under way', () => load.acked.length > 2000, 30_000)
+    const before = await db.topology()
+    const held = before.partitions.filter((list) => list.includes('n4')).length
+    const left = await db.leaveNode('n4')
+    await waitFor('the drain copying', async () => (await db.nodeViews()).some((v) => v.recordsCopied > 0), 20_000, 100)
+    const cancelled = await db.cancelChange()
+    expect(cancelled.partitionsReverted).toBeGreaterThan(0)
+    expect((await rejectionOf(db.cancelChange())).code).toBe('FAILED_PRECONDITION')
+    await settled(db, left.epoch)
+    const after = await db.topology()
+    expect(after.change).toBeUndefined()
+    expect(after.removed).toEqual([])
+    // It keeps every partition whose reads had not moved yet (those reverted).
+    expect(after.partitions.filter((list) => list.includes('n4')).length).toBeGreaterThanOrEqual(cancelled.partitionsReverted)
+    expect(after.partitions.filter((list) => list.includes('n4')).length).toBeLessThanOrEqual(held)
+    expect(cluster.children.get('n4')!.exitCode).toBeNull()
+    await finish(load, reads)
+    // Every partition still has N replicas, and the data converged.
+    for (const list of after.partitions) expect(list.length).toBe(3)
+    await expectConverged(db, load.acked)
+    await db.close()
+  })
+})

@@ -67,7 +67,9 @@ export class ProcessCluster {
     return this.specs.find((s) => s.id === id)!
   }
 
-  spawn(id: string): ChildProcess {
+  /** Starts node `id` (again); with `args`, those replace the extra arguments it was added with. */
+  spawn(id: string, args?: string[]): ChildProcess {
+    if (args !== undefined) this.extraArgsOf.set(id, args)
     const spec = this.spec(id)
     const log = this.logs.get(id) ?? []
     this.logs.set(id, log)
