@@ -91,6 +91,8 @@ export interface NodeState {
   /** Records and bytes it copied into gained partitions since it started (as it reports itself; 0 in others' reports). */
   recordsCopied?: number
   bytesCopied?: number
+  /** Partitions it holds data of without taking their writes, as of its last sweep (as it reports itself). */
+  partitionsStray?: number
 }
 
 export interface RepairState {
@@ -822,6 +824,7 @@ export class KumoClient {
               changeEpoch: view.change?.epoch ?? 0,
               partitionsFilling: self?.partitionsFilling ?? 0,
               recordsCopied: self?.recordsCopied ?? 0,
+              partitionsStray: self?.partitionsStray ?? 0,
               bytesCopied: self?.bytesCopied ?? 0,
             }
           } catch {
@@ -920,6 +923,8 @@ export interface NodeView {
   /** Records and bytes it has copied into partitions it was to hold, since it started. */
   recordsCopied: number
   bytesCopied: number
+  /** Partitions it holds data of without taking their writes, as of its last sweep (deleted once every node holds the map that moved them). */
+  partitionsStray: number
 }
 
 /** Whether nodes' own views show the change staged in map `epoch` done: all on that map or later, with that change no longer in flight. */

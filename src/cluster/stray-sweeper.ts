@@ -24,6 +24,8 @@ export class StraySweeper {
   private readonly clean = new Set<number>()
   /** Partitions deleted since start. */
   partitionsDropped = 0
+  /** Partitions holding data this node takes no writes of, as of the last sweep (-1: not swept yet). */
+  strayPartitions = -1
 
   constructor(
     private readonly deps: { selfId: string; storage: StorageEngine; membership: Membership; logger: Logger },
@@ -60,9 +62,12 @@ export class StraySweeper {
   private async sweepOnce(): Promise<number> {
     const { membership, storage, selfId } = this.deps
     const map = membership.map
-    if (map === undefined || !membership.confirmed || !membership.everyNodeOnEpoch(true)) return 0
+    if (map === undefined || !membership.confirmed) return 0
+    // Deleted only once no node can still read or write the copy; counted either way.
+    const mayDelete = membership.everyNodeOnEpoch(true)
     const lists = writeLists(map)
     let dropped = 0
+    let stray = 0
     for (let p = 0; p < map.partitionCount; p++) {
       if (lists[p]!.includes(selfId)) {
         this.clean.delete(p)
@@ -72,13 +77,19 @@ export class StraySweeper {
       // The map may have moved on while this sweep ran: check again before each deletion.
       if (membership.map !== map) return dropped
       const [first] = await storage.scanPartition(p, { limit: 1 })
-      if (first !== undefined) {
-        if (membership.map !== map) return dropped
-        await storage.dropPartition(p)
-        dropped++
+      if (first === undefined) {
+        this.clean.add(p)
+        continue
       }
+      if (!mayDelete || membership.map !== map) {
+        stray++
+        continue
+      }
+      await storage.dropPartition(p)
+      dropped++
       this.clean.add(p)
     }
+    this.strayPartitions = stray
     if (dropped > 0) {
       this.partitionsDropped += dropped
       this.deps.logger.info({ partitions: dropped, epoch: map.epoch }, 'deleted the copies of partitions this node no longer holds')

@@ -571,7 +571,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       readOnly: m.id === options.id ? storageHealth.failing !== undefined : m.status === 'read-only',
       clockOffsetMs: membership.clockOffsetOf(m.id) ?? 0,
       partitionsFilling: m.id === options.id ? antiEntropy.fillingCount : m.filling,
-      ...(m.id === options.id ? { recordsCopied: antiEntropy.copiedRecords, bytesCopied: antiEntropy.copiedBytes } : {}),
+      ...(m.id === options.id ? { recordsCopied: antiEntropy.copiedRecords, bytesCopied: antiEntropy.copiedBytes, partitionsStray: straySweeper.strayPartitions } : {}),
     }))
     const repair = antiEntropy.state()
     const detail = repairDetail ? { partitionRepairedMs: map.replicas.map((_, p) => antiEntropy.lastRepairOf(p) ?? 0) } : {}

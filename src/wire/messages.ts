@@ -118,6 +118,8 @@ export interface NodeInfoMsg {
   /** Records and bytes copied into gained partitions since it started (its own entry only). */
   recordsCopied?: number
   bytesCopied?: number
+  /** Partitions it holds data of without taking their writes, as of its last sweep (its own entry only). */
+  partitionsStray?: number
 }
 
 export interface TopologyMsg {

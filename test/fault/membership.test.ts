@@ -224,3 +224,59 @@ describe('kumo cancel during a drain (real processes)', () => {
     await db.close()
   })
 })
+
+describe('growing, shrinking and healing a cluster under load (real processes)', () => {
+  it('3 → 4 → 5 by join, 5 → 4 by drain, a killed node removed, a dead node replaced: no failed request, nothing lost, N matching replicas, no stray copies, balanced', { timeout: 300_000 }, async () => {
+    cluster = await ProcessCluster.start(3, ['--repair-interval', '0'])
+    const db = await cluster.client({ timeoutMs: 10_000 })
+    const load = writeLoad(db, 'grow/', 16)
+    const reads = readLoad(db, load)
+    await waitFor('writes under way', () => load.acked.length > 1000, 30_000)
+    const steps: string[] = []
+    const started = Date.now()
+    /** Waits for the change that `staged` finds in the topology to finish, and checks the cluster then. */
+    const change = async (what: string, staged: (t: Awaited<ReturnType<KumoClient['topology']>>) => boolean, members: string[]): Promise<void> => {
+      const at = Date.now()
+      const done = await waitFor(`${what}: done`, async () => {
+        const t = await db.topology()
+        return t.change === undefined && staged(t) ? t : undefined
+      }, 90_000, 200)
+      await settled(db, done.epoch)
+      const t = await db.topology()
+      expect([...new Set(t.partitions.flat())].sort(), what).toEqual([...members].sort())
+      for (const list of t.partitions) expect(list.length, what).toBe(3)
+      const mean = (t.partitionCount * 3) / members.length
+      for (const [id, count] of replicaCountsOf(t.partitions)) expect(Math.abs(count - mean), `${what}: ${id} holds ${count}`).toBeLessThanOrEqual(1)
+      steps.push(`${what} ${((Date.now() - at) / 1000).toFixed(1)} s`)
+    }
+
+    await cluster.add('n4')
+    await change('n4 joins', (t) => t.partitions.some((l) => l.includes('n4')), ['n1', 'n2', 'n3', 'n4'])
+    await cluster.add('n5')
+    await change('n5 joins', (t) => t.partitions.some((l) => l.includes('n5')), ['n1', 'n2', 'n3', 'n4', 'n5'])
+    const n5exit = new Promise<number | null>((resolve) => cluster!.children.get('n5')!.once('exit', (code) => resolve(code)))
+    await db.leaveNode('n5')
+    await change('n5 drained', (t) => t.removed.includes('n5'), ['n1', 'n2', 'n3', 'n4'])
+    expect(await n5exit).toBe(0)
+    await cluster.kill('n4')
+    await waitFor('n4 removed once the others agree it is dead', async () => {
+      try {
+        return await db.removeNode('n4')
+      } catch (err) {
+        if ((err as KumoError).code === 'FAILED_PRECONDITION' && /is (suspect|up)/.test((err as Error).message)) return undefined
+        throw err
+      }
+    }, 30_000, 250)
+    await change('n4 removed', (t) => t.removed.includes('n4'), ['n1', 'n2', 'n3'])
+    await cluster.kill('n3')
+    await cluster.add('n6', ['--replace', 'n3'])
+    await change('n6 replaces n3', (t) => t.removed.includes('n3'), ['n1', 'n2', 'n6'])
+    process.stdout.write(`  ${steps.join(', ')}; ${load.acked.length} writes acknowledged in ${((Date.now() - started) / 1000).toFixed(0)} s\n`)
+
+    await finish(load, reads)
+    // No node keeps a copy of a partition it does not hold.
+    await waitFor('no stray copies left', async () => (await db.nodeViews()).every((v) => v.partitionsStray === 0), 30_000, 250)
+    await expectConverged(db, load.acked)
+    await db.close()
+  })
+})
