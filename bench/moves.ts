@@ -128,8 +128,9 @@ async function main(): Promise<void> {
     const before = await db.topology()
     await measure('join (n4 added, copies its share)', async () => {
       spawn(specs[3]!)
+      // Staged, copied, then switched: done once n4 reads its partitions and no change is in flight.
       let topology = await db!.topology()
-      while (!topology.nodes.some((n) => n.id === 'n4') || topology.epoch === before.epoch) {
+      while (topology.change !== undefined || !topology.partitions.some((replicas) => replicas.includes('n4'))) {
         await new Promise((r) => setTimeout(r, 100))
         topology = await db!.topology()
       }

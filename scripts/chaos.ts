@@ -156,7 +156,17 @@ async function main(): Promise<void> {
       spawn(spec)
       process.stdout.write(`  ${at()}s: ${id} joins\n`)
       await waitHealthy(specs, 60_000, () => true, security)
-      await settled((await db!.topology()).epoch)
+      // The join is staged, copied, then switched partition by partition: done once the map holds it with no change in flight.
+      const deadline = Date.now() + 120_000
+      for (;;) {
+        const topology = await db!.topology()
+        if (topology.change === undefined && topology.partitions.some((list) => list.includes(id))) {
+          await settled(topology.epoch)
+          break
+        }
+        if (Date.now() > deadline) throw new Error(`${id} did not finish joining within 120 s`)
+        await new Promise((r) => setTimeout(r, 250))
+      }
       process.stdout.write(`  ${at()}s: ${id} joined, its partitions copied\n`)
       return true
     }

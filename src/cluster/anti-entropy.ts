@@ -3,7 +3,7 @@ import { pendingPartitionsOf, writeLists } from '../core/handoff.js'
 import type { PartitionMap } from '../core/partition-map.js'
 import { differingLeaves, LeafHasher, leafOf, planExchange, leafCountDefault, type KeyVersion } from '../core/digest.js'
 import { KumoError } from '../core/errors.js'
-import { newerRecord, recordVersion } from '../core/record.js'
+import { recordVersion } from '../core/record.js'
 import { isLastPage, type StorageEngine } from '../storage/engine.js'
 import type { PeerChannel, PeerPool } from '../wire/peer-channel.js'
 import { noPeerFields } from '../wire/peer-fields.js'
@@ -247,61 +247,6 @@ export class AntiEntropy {
       if (res.keys.length < pageSize && bytes < exchangeBytesMax) return
       gte = Buffer.concat([res.keys[res.keys.length - 1]!, Buffer.from([0])])
     }
-  }
-
-  /**
-   * This replica's records for `keys` (one per key, undefined where none), as a replica read
-   * answers them. While nothing is filling, nearly always, that is the storage read itself (no
-   * promise added on the read path).
-   */
-  readRecords(partitions: readonly number[], keys: readonly Buffer[], timeoutMs: number): Promise<(Buffer | undefined)[]> {
-    const read = this.deps.storage.getRecordsAt(partitions, keys)
-    if (this.filling.size === 0) return read
-    return read.then(async (records) => {
-      await this.readThrough(partitions, keys, records, timeoutMs)
-      return records
-    })
-  }
-
-  /**
-   * For keys of partitions this node is still filling: asks the partitions' other live replicas
-   * for their own copies (READ_LOCAL, so two filling nodes never ask each other in a loop) and
-   * keeps the newest in `records`. Best effort within `timeoutMs`: a replica that fails or is
-   * slow is left out, as it would be by a quorum read.
-   */
-  private async readThrough(partitions: readonly number[], keys: readonly Buffer[], records: (Buffer | undefined)[], timeoutMs: number): Promise<void> {
-    const map = this.deps.membership.map
-    if (map === undefined) return
-    const byPeer = new Map<string, number[]>()
-    for (let i = 0; i < keys.length; i++) {
-      const partition = partitions[i]!
-      if (!this.filling.has(partition)) continue
-      for (const peer of map.replicas[partition]!) {
-        if (peer === this.deps.selfId || !this.deps.membership.isAlive(peer)) continue
-        let indexes = byPeer.get(peer)
-        if (indexes === undefined) byPeer.set(peer, (indexes = []))
-        indexes.push(i)
-      }
-    }
-    await Promise.all(
-      [...byPeer].map(async ([peer, indexes]) => {
-        const address = this.deps.membership.address(peer)
-        if (address === undefined) return
-        try {
-          const res = await this.deps.peers.get(peer, address).request(
-            { ...noPeerFields, op: 'READ_LOCAL', partitions: indexes.map((i) => partitions[i]!), keys: indexes.map((i) => keys[i]!) },
-            timeoutMs,
-          )
-          res.records.forEach((record, j) => {
-            if (record.length === 0) return
-            const held = records[indexes[j]!]
-            records[indexes[j]!] = held === undefined ? record : newerRecord(held, record)
-          })
-        } catch (err) {
-          this.deps.logger.debug({ err, peer }, 'read-through to a replica failed')
-        }
-      }),
-    )
   }
 
   stop(): void {

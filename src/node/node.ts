@@ -435,10 +435,8 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       logger.warn({ storedMs: stored.ms, nowMs: Date.now() }, 'stored versions are far ahead of this clock; check the system time')
     }
   }
-  // A replica still filling a partition reads through to the others within half the replica
-  // timeout, so its answer still reaches whoever asked before they give up on it.
-  const readRecords = (partitions: readonly number[], keys: readonly Buffer[]): Promise<(Buffer | undefined)[]> =>
-    antiEntropy.readRecords(partitions, keys, Math.max(1, Math.floor(replicaTimeoutMs / 2)))
+  // A partition is read only once its replicas have caught up (core/handoff): its storage is its answer.
+  const readRecords = (partitions: readonly number[], keys: readonly Buffer[]): Promise<(Buffer | undefined)[]> => storage.getRecordsAt(partitions, keys)
   const hints = new HintSink({ selfId: options.id, storage, membership, peers, hintsPerTargetMax: options.hintsPerTargetMax ?? 1_000_000 })
   const storageHealth = new StorageHealth(
     {

@@ -9,11 +9,7 @@ export interface ReplicaServiceDeps {
   coordinate: (req: NonNullable<PeerRequestMsg['forward']>) => Promise<ResponseMsg>
   /** Sees the newest version of every replicated write, so this node's clock stays ahead of it. */
   observe: (version: Buffer) => void
-  /**
-   * This replica's records for `keys` (one per key, undefined where none): storage, plus newer
-   * copies from the other replicas of partitions this node is still filling
-   * (AntiEntropy.readRecords).
-   */
+  /** This replica's records for `keys` (one per key, undefined where none). */
   readRecords: (partitions: readonly number[], keys: readonly Buffer[]) => Promise<(Buffer | undefined)[]>
   /** Extra operations (hints, digests) handled by other components. */
   extensions: Partial<Record<PeerRequestMsg['op'], (req: PeerRequestMsg) => Promise<Partial<PeerResponseMsg>>>>
