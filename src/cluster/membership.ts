@@ -182,6 +182,20 @@ export class Membership {
     return `a membership change is in flight: ${busy.map((m) => `${m.id} is copying ${m.filling} partition${m.filling === 1 ? '' : 's'}`).join(', ')}; try again when it is done (kumo status)`
   }
 
+  /**
+   * Resolves once every live node says it holds this node's map (everyNodeOnEpoch), or after
+   * `timeoutMs`: a change asked for right after the last one finished waits for the gossip
+   * round that brings the others' word, rather than being refused for it.
+   */
+  async mapsAgree(timeoutMs: number): Promise<boolean> {
+    const deadline = this.io.now() + timeoutMs
+    while (!this.everyNodeOnEpoch()) {
+      if (this.io.now() >= deadline) return false
+      await new Promise((resolve) => setTimeout(resolve, Math.max(10, Math.floor(this.config.gossipIntervalMs / 4))))
+    }
+    return true
+  }
+
   /** The claimant's id as this node sees it (the lowest live id), or undefined. */
   claimantId(): string | undefined {
     let best: string | undefined

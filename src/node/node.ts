@@ -669,7 +669,12 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       track: (delta) => {
         inFlight += delta
       },
-      remove: (ids, leave) => (leave ? membership.leave(ids[0]!) : membership.remove(ids)),
+      // Asked right after the last change finished, a change waits (a few gossip rounds at most)
+      // for every node's word that it holds the newest map, rather than being refused for it.
+      remove: async (ids, leave) => {
+        await membership.mapsAgree(4 * (options.gossipIntervalMs ?? 1000))
+        return leave ? membership.leave(ids[0]!) : membership.remove(ids)
+      },
       cancel: () => membership.cancel(),
       compact: () => {
         // One compaction at a time: a second request while one runs waits for that one.
