@@ -248,6 +248,32 @@ async function fiveWithTwoDead(): Promise<SimCluster> {
   return sim
 }
 
+describe('Membership claimant failover', () => {
+  it('a change the claimant staged is carried on by the next claimant when it dies, from the plan in the map', async () => {
+    const sim = new SimCluster(['n1', 'n2', 'n3', 'n4', 'n5'])
+    for (const id of ['n1', 'n2', 'n3', 'n4']) sim.up.add(id)
+    for (let i = 0; i < 12; i++) await sim.round()
+    expect(sim.map('n1')?.nodes).toEqual(['n1', 'n2', 'n3', 'n4'])
+    // n5 starts; it has not caught up yet when the claimant n1, which staged its join, dies.
+    sim.ready.set('n5', [])
+    sim.up.add('n5')
+    for (let i = 0; i < 10 && sim.map('n1')?.change === undefined; i++) await sim.round()
+    const staged = sim.map('n1')!.change!
+    expect(staged).toMatchObject({ kind: 'join', adds: ['n5'] })
+    sim.up.delete('n1')
+    for (let i = 0; i < 30 && sim.nodes.get('n2')!.isAlive('n1'); i++) await sim.round()
+    expect(sim.nodes.get('n2')!.isClaimant()).toBe(true)
+    expect(sim.map('n2')?.change?.epoch).toBe(staged.epoch)
+    // n5 catches up; n2 switches the reads and finishes the join n1 started.
+    sim.ready.delete('n5')
+    await settle(sim)
+    for (const id of ['n2', 'n3', 'n4', 'n5']) {
+      expect(sim.map(id)?.nodes).toEqual(['n1', 'n2', 'n3', 'n4', 'n5'])
+      expect(sim.map(id)?.change).toBeUndefined()
+    }
+  })
+})
+
 describe('Membership concurrent changes', () => {
   it('only the claimant stages changes, so two are never staged at once: another node refuses and names the claimant', async () => {
     const sim = await fiveWithTwoDead()
