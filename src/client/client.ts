@@ -319,6 +319,8 @@ export class KumoClient {
         },
         this.responsivenessOf(id, node.address),
         this.security,
+        false,
+        () => this.topology_.epoch,
       )
       this.connections.set(id, conn)
     }

@@ -19,6 +19,8 @@ export class NodeConnection {
     security: ChannelSecurity = insecureChannels,
     /** A seed: any node of the cluster may answer (its certificate need not name `nodeId`). */
     anyNode = false,
+    /** The client's map epoch, sent with every request frame. */
+    epoch: () => number = () => 0,
   ) {
     this.stream = new MultiplexedStream(() => new KvClient(address, ...secured(security(anyNode ? undefined : nodeId, address), channelOptions)), {
       method: 'pipeline',
@@ -28,6 +30,7 @@ export class NodeConnection {
         const epoch = (frame as ResponseFrameMsg).epoch
         if (epoch) onEpoch(epoch)
       },
+      frameFields: () => ({ epoch: epoch() }),
       // A replica read of no keys: answered at once, without touching storage.
       probe: requestMsg({ op: 'REPLICA_READ' }),
       ...(responsiveness === undefined ? {} : { responsiveness }),

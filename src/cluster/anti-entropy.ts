@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import { pendingPartitionsOf, writeLists } from '../core/handoff.js'
 import type { PartitionMap } from '../core/partition-map.js'
 import { differingLeaves, LeafHasher, leafOf, planExchange, leafCountDefault, type KeyVersion } from '../core/digest.js'
+import { requiredAcks } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
 import { recordVersion } from '../core/record.js'
 import { isLastPage, type StorageEngine } from '../storage/engine.js'
@@ -168,8 +169,15 @@ export class AntiEntropy {
     // page: one pass over its records), then repair against every replica as usual, which
     // now finds little to exchange: what was written meanwhile, and what another replica
     // holds that the first one lacked.
+    const changeEpoch = this.deps.membership.map?.change?.epoch ?? 0
     const run = this.chain.then(async () => {
       await this.deps.beforeFill?.()
+      // Copy only once every live node holds the map that staged the change: from then on every
+      // write a node coordinates reaches this node too, so what the copy and the comparison
+      // find is all there is to catch up on.
+      while (!this.stopped && generation === this.fillGeneration && !this.deps.membership.everyNodeOnEpoch(false, changeEpoch)) {
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
       const copyStarted = Date.now()
       const copiedBefore = this.copiedRecords
       for (const partition of partitions) {
@@ -331,8 +339,11 @@ export class AntiEntropy {
             complete = false
           }
         }
-        // A pending replica is caught up only once it compared with at least one read replica.
-        if (complete && (compared > 0 || map.replicas[partition]!.includes(this.deps.selfId))) this.lastRepairMs.set(partition, Date.now())
+        // A new replica is caught up only once it compared with a read quorum of the current
+        // replicas: any write acknowledged by a write quorum of them is on one of those.
+        const current = map.replicas[partition]!
+        const needed = current.includes(this.deps.selfId) ? 0 : current.length - requiredAcks('quorum', current.length) + 1
+        if (complete && compared >= needed) this.lastRepairMs.set(partition, Date.now())
         result.partitions++
       }
     } finally {

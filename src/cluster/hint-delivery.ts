@@ -1,7 +1,7 @@
 import { writeLists } from '../core/handoff.js'
 import type { Logger } from 'pino'
 import { batchBytesMax } from '../core/limits.js'
-import { removedOf } from '../core/partition-map.js'
+import { removedOf, type PartitionMap } from '../core/partition-map.js'
 import type { Membership } from './membership.js'
 import type { StorageEngine, HintEntry } from '../storage/engine.js'
 import type { PeerPool } from '../wire/peer-channel.js'
@@ -96,7 +96,20 @@ export class HintDelivery {
         this.cursors.delete(target)
         return
       }
-      const live = await this.expire(hints)
+      const fresh = await this.expire(hints)
+      // Hints of partitions a membership change moved away from the target go to their current
+      // owners instead: the target takes no more writes of them.
+      const map = this.deps.membership.map
+      const lists = map === undefined ? undefined : writeLists(map)
+      const moved = lists === undefined ? [] : fresh.filter((h) => !(lists[h.partition] ?? []).includes(target))
+      const live = moved.length === 0 ? fresh : fresh.filter((h) => !moved.includes(h))
+      const handedOn = moved.length === 0 ? [] : await this.toOwners(map!, moved)
+      if (handedOn.length < moved.length) {
+        // Some have no live owner now: deliver the rest, keep those for a later pass.
+        await this.deps.storage.deleteHints(handedOn.map((h) => h.id))
+        this.delivered += handedOn.length
+        moved.length = 0
+      }
       // One WRITE per partition, each at most batchBytesMax: hints of large values must not
       // make a message past the transport's limit.
       const requests: HintEntry[][] = []
@@ -121,9 +134,9 @@ export class HintDelivery {
           ),
         ),
       )
-      await this.deps.storage.deleteHints(live.map((h) => h.id))
+      await this.deps.storage.deleteHints([...live, ...moved].map((h) => h.id))
       this.cursors.set(target, hints[hints.length - 1]!.id)
-      this.delivered += live.length
+      this.delivered += live.length + moved.length
     }
   }
 
@@ -144,30 +157,40 @@ export class HintDelivery {
         return
       }
       this.cursors.set(target, read[read.length - 1]!.id)
-      // A partition with no live replica now keeps its hints for a later pass; the others go on.
-      const hints = read.filter((h) => (writeLists(map)[h.partition] ?? []).some((id) => id === this.deps.selfId || this.deps.membership.isAlive(id)))
-      const byPartition = new Map<number, HintEntry[]>()
-      for (const hint of hints) {
-        let group = byPartition.get(hint.partition)
-        if (group === undefined) byPartition.set(hint.partition, (group = []))
-        group.push(hint)
-      }
-      await Promise.all(
-        [...byPartition].map(async ([partition, group]) => {
-          const live = (writeLists(map)[partition] ?? []).filter((id) => id === this.deps.selfId || this.deps.membership.isAlive(id))
-          await Promise.all(
-            live.map((id) => {
-              if (id === this.deps.selfId) return this.deps.storage.applyRecords(group.map((h) => ({ partition, key: h.key, record: h.record })))
-              const address = this.deps.membership.address(id)
-              if (address === undefined) throw new Error(`no address for ${id}`)
-              return this.deps.peers.get(id, address).request({ ...noPeerFields, op: 'WRITE', partition, keys: group.map((h) => h.key), records: group.map((h) => h.record) }, this.config.timeoutMs)
-            }),
-          )
-        }),
-      )
+      const hints = await this.toOwners(map, read)
       await this.deps.storage.deleteHints(hints.map((h) => h.id))
       this.delivered += hints.length
     }
+  }
+
+  /**
+   * Writes hints to their partitions' current owners (every live node that takes the
+   * partition's writes; this node's own storage for its own) and returns those delivered: a
+   * partition with no live owner now keeps its hints for a later pass.
+   */
+  private async toOwners(map: PartitionMap, read: HintEntry[]): Promise<HintEntry[]> {
+    const lists = writeLists(map)
+    const hints = read.filter((h) => (lists[h.partition] ?? []).some((id) => id === this.deps.selfId || this.deps.membership.isAlive(id)))
+    const byPartition = new Map<number, HintEntry[]>()
+    for (const hint of hints) {
+      let group = byPartition.get(hint.partition)
+      if (group === undefined) byPartition.set(hint.partition, (group = []))
+      group.push(hint)
+    }
+    await Promise.all(
+      [...byPartition].map(async ([partition, group]) => {
+        const live = (lists[partition] ?? []).filter((id) => id === this.deps.selfId || this.deps.membership.isAlive(id))
+        await Promise.all(
+          live.map((id) => {
+            if (id === this.deps.selfId) return this.deps.storage.applyRecords(group.map((h) => ({ partition, key: h.key, record: h.record })))
+            const address = this.deps.membership.address(id)
+            if (address === undefined) throw new Error(`no address for ${id}`)
+            return this.deps.peers.get(id, address).request({ ...noPeerFields, op: 'WRITE', partition, keys: group.map((h) => h.key), records: group.map((h) => h.record) }, this.config.timeoutMs)
+          }),
+        )
+      }),
+    )
+    return hints
   }
 
   /** Hints for this node itself (held while it was not in the map, say): apply them here. */

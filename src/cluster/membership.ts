@@ -101,10 +101,11 @@ export class Membership {
     })
     if (restored !== undefined) {
       this.map_ = restored.map
+      this.noteOwnLeave(restored.map)
       for (const m of restored.members) {
         if (m.id === self.id) continue
-        // Known from disk, not heard from yet: no heartbeat until gossip brings one.
-        this.members.set(m.id, { ...m, heartbeat: 0, generation: 0, filling: 0 })
+        // Known from disk, not heard from yet: no heartbeat, map or readiness until gossip brings them.
+        this.members.set(m.id, { ...m, heartbeat: 0, generation: 0, filling: 0, mapEpoch: 0, readyEpoch: 0, ready: [] })
       }
       this.dropRemoved(restored.map)
     }
@@ -346,13 +347,13 @@ export class Membership {
   }
 
   /**
-   * Whether every live node in the map holds a map at least as new as this node's (as their
-   * gossip last said); with `exact`, the same one (none newer).
+   * Whether every live node in the map holds a map at least as new as this node's (or as
+   * `epoch`), as their gossip last said; with `exact`, the same one (none newer).
    */
-  everyNodeOnEpoch(exact = false): boolean {
-    const epoch = this.map_?.epoch ?? 0
+  everyNodeOnEpoch(exact = false, epoch = this.map_?.epoch ?? 0): boolean {
     for (const m of this.members.values()) {
-      if (m.id === this.self.id || !this.isAlive(m.id) || !this.map_?.nodes.includes(m.id)) continue
+      // A member known only from disk (not heard from since this node started) has said nothing yet.
+      if (m.id === this.self.id || m.generation === 0 || !this.isAlive(m.id) || !this.map_?.nodes.includes(m.id)) continue
       const theirs = m.mapEpoch ?? 0
       if (theirs < epoch || (exact && theirs > epoch)) return false
     }
@@ -378,7 +379,8 @@ export class Membership {
     }
     const result = advance(map, {
       ready: (p, id) => readyOf(id).has(p),
-      down: (id) => !this.isAlive(id) || this.members.get(id)?.status === 'stopping',
+      // A new replica whose storage fails writes cannot catch up either: its moves revert too.
+      down: (id) => !this.isAlive(id) || (id === this.self.id ? this.stopping : this.members.get(id)?.status !== 'up'),
       everyNodeOnEpoch: this.everyNodeOnEpoch(),
     })
     if (result.map !== map) this.adoptOwn(result.map)

@@ -20,8 +20,9 @@ export const defaultStraySweeperConfig: StraySweeperConfig = { intervalMs: 5000 
 export class StraySweeper {
   private timer: NodeJS.Timeout | undefined
   private running: Promise<number> | undefined
-  /** Foreign partitions known empty here. */
+  /** Foreign partitions known empty here, under map `cleanUnder` (looked at again once the map changes). */
   private readonly clean = new Set<number>()
+  private cleanUnder: unknown
   /** Partitions deleted since start. */
   partitionsDropped = 0
   /** Partitions holding data this node takes no writes of, as of the last sweep (-1: not swept yet). */
@@ -63,8 +64,10 @@ export class StraySweeper {
     const { membership, storage, selfId } = this.deps
     const map = membership.map
     if (map === undefined || !membership.confirmed) return 0
-    // Deleted only once no node can still read or write the copy; counted either way.
-    const mayDelete = membership.everyNodeOnEpoch(true)
+    if (this.cleanUnder !== map) {
+      this.clean.clear()
+      this.cleanUnder = map
+    }
     const lists = writeLists(map)
     let dropped = 0
     let stray = 0
@@ -81,7 +84,9 @@ export class StraySweeper {
         this.clean.add(p)
         continue
       }
-      if (!mayDelete || membership.map !== map) {
+      // Deleted only once no node can still read or write the copy (asked again before each
+      // deletion: a node may have moved on meanwhile); counted either way.
+      if (membership.map !== map || !membership.everyNodeOnEpoch(true)) {
         stray++
         continue
       }

@@ -25,7 +25,8 @@ import { assertValidMap, removedOf, type MapChange, type PartitionMap } from './
  * A pending replica that goes down reverts its partitions to stage 0 (advance), as does
  * cancelChange for every partition still in stage 1; the old lists never stopped taking
  * writes, so nothing is lost either way. When no partition is moving the change is finished:
- * the nodes a leave, remove or replace took out are listed as removed for good.
+ * the nodes a leave, remove or replace took out, and that hold nothing any more, are listed as
+ * removed for good.
  */
 
 /**
@@ -223,7 +224,9 @@ function finish(map: PartitionMap): PartitionMap {
   const change = map.change
   assert.ok(change !== undefined && pendingPartitions(map).length === 0 && retiringPartitions(map).length === 0, 'finish only a change that moves nothing')
   const nodes = nodesOf(map.replicas, [])
-  const gone = change.cancelled === true ? [] : change.removes.filter((id) => !nodes.includes(id))
+  // A node the change was taking out that holds nothing any more is removed even when the
+  // change was cancelled: its drain had finished before the cancel took effect.
+  const gone = change.removes.filter((id) => !nodes.includes(id))
   const removed = [...new Set([...removedOf(map), ...gone])].sort()
   const { targets: _targets, retiring: _retiring, change: _change, removed: _removed, ...rest } = map
   const done: PartitionMap = { ...rest, nodes, ...(removed.length > 0 ? { removed } : {}) }

@@ -143,6 +143,7 @@ export class Coordinator {
         case 'REPLICA_WRITE': {
           this.observe(checkRecords(req.keys, req.records, this.clusterNowMs()))
           const partitions = this.heldPartitions(req.keys, true)
+          this.checkClientMap(partitions, req.clientEpoch)
           await this.deps.storage.applyRecords(req.keys.map((key, i) => ({ partition: partitions[i]!, key, record: req.records[i]! })))
           return reply(req.id, undefined)
         }
@@ -185,6 +186,23 @@ export class Coordinator {
       partitions[i] = partition
     }
     return partitions
+  }
+
+  /**
+   * A client's direct write to a partition a membership change moves, sent with a map older
+   * than the change, went to the old replicas only, counting W of them: the new replicas might
+   * never see it before reads move to them. Refused (the client hands the write to a node,
+   * which writes the whole write set, and refreshes its map from this answer's epoch).
+   */
+  private checkClientMap(partitions: readonly number[], clientEpoch: number | undefined): void {
+    const map = this.partitionMap
+    if (map.change === undefined || clientEpoch === undefined || clientEpoch === 0 || clientEpoch >= map.change.epoch) return
+    const extra = extraWriteLists(map)
+    for (const p of partitions) {
+      if (extra[p]!.length > 0) {
+        throw new KumoError('UNAVAILABLE', `partition ${p} is moving (membership change of map epoch ${map.change.epoch}) and the client's map (epoch ${clientEpoch}) predates it: write through a node, and refresh the map`)
+      }
+    }
   }
 
   /** Replicas the client found unresponsive just now (RequestMsg.unresponsive), bounded: at most a preference list's worth. */

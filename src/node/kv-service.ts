@@ -315,7 +315,8 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
         who instanceof KumoError ? Promise.resolve(answer(req, who)) : run(req, who).catch((err): ResponseMsg => answer(req, toKumoError(err)))
       serveMultiplexed(
         call,
-        (req: RequestMsg) => {
+        (req: RequestMsg, frame: RequestFrameMsg) => {
+          if (frame.epoch) req.clientEpoch = frame.epoch
           const who = resolveCaller()
           return who instanceof Promise ? who.then((w) => serve(req, w)) : serve(req, who)
         },

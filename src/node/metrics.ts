@@ -14,6 +14,8 @@ export class NodeMetrics {
   readonly repairPartitionsRepaired: Gauge
   readonly repairInProgress: Gauge
   readonly partitionsFilling: Gauge
+  readonly partitionsMoving: Gauge<'stage'>
+  readonly partitionsStray: Gauge
   readonly partitionsHeld: Gauge<'role'>
   readonly peers: Gauge<'state'>
   readonly rowCacheHits: Counter
@@ -50,7 +52,9 @@ export class NodeMetrics {
     this.hintsPending = new Gauge({ name: 'kumo_hints_pending', help: 'Hints held for other nodes, by target', labelNames: ['target'], registers, collect: () => collect(this) })
     this.repairPartitionsRepaired = new Gauge({ name: 'kumo_repair_partitions_repaired', help: 'Partitions held that anti-entropy has repaired since start', registers })
     this.repairInProgress = new Gauge({ name: 'kumo_repair_in_progress', help: '1 while anti-entropy runs', registers })
-    this.partitionsFilling = new Gauge({ name: 'kumo_partitions_filling', help: 'Partitions this node gained and is still filling from their other replicas (reads of them read through)', registers })
+    this.partitionsFilling = new Gauge({ name: 'kumo_partitions_filling', help: 'Partitions a membership change makes this node a new replica of that it is still copying (not read here until done)', registers })
+    this.partitionsMoving = new Gauge({ name: 'kumo_partitions_moving', help: 'Partitions the membership change in flight still moves, as this node\'s map says: copying (new replicas catching up) or retiring (reads moved; old replicas still take writes)', labelNames: ['stage'], registers })
+    this.partitionsStray = new Gauge({ name: 'kumo_partitions_stray', help: 'Partitions this node holds data of without taking their writes, kept until every node holds the map that moved them', registers })
     this.partitionsHeld = new Gauge({ name: 'kumo_partitions_held', help: 'Partitions held, as primary or as any replica', labelNames: ['role'], registers })
     this.peers = new Gauge({ name: 'kumo_peers', help: 'Peers by state as this node sees them', labelNames: ['state'], registers })
     // Counted by the storage engine on its hot path as plain numbers, copied in at scrape time.

@@ -29,6 +29,7 @@ import { AntiEntropy, defaultAntiEntropyConfig } from '../cluster/anti-entropy.j
 import { defaultHintDeliveryConfig, HintDelivery } from '../cluster/hint-delivery.js'
 import { defaultPurgerConfig, Purger } from '../cluster/purger.js'
 import { defaultStraySweeperConfig, StraySweeper } from '../cluster/stray-sweeper.js'
+import { pendingPartitions, retiringPartitions, takesWrites } from '../core/handoff.js'
 import { ClockSkewWatch, defaultClockOffsetMaxMs } from './clock-skew-watch.js'
 import { Coordinator } from './coordinator.js'
 import { HintSink } from './hint-sink.js'
@@ -335,11 +336,14 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     m.repairPartitionsRepaired.set(repair.partitionsRepaired)
     m.repairInProgress.set(repair.inProgress ? 1 : 0)
     m.partitionsFilling.set(antiEntropy.fillingCount)
+    m.partitionsStray.set(Math.max(0, straySweeper.strayPartitions))
     m.copiedRecords.reset()
     m.copiedRecords.inc(antiEntropy.copiedRecords)
     m.copiedBytes.reset()
     m.copiedBytes.inc(antiEntropy.copiedBytes)
     const map = membership.map
+    m.partitionsMoving.set({ stage: 'copying' }, map === undefined ? 0 : pendingPartitions(map).length)
+    m.partitionsMoving.set({ stage: 'retiring' }, map === undefined ? 0 : retiringPartitions(map).length)
     m.partitionsHeld.set({ role: 'primary' }, map?.replicas.filter((l) => l[0] === options.id).length ?? 0)
     m.partitionsHeld.set({ role: 'replica' }, map?.replicas.filter((l) => l.includes(options.id)).length ?? 0)
     const states = { up: 0, suspect: 0, down: 0 }
@@ -486,6 +490,10 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   const replicaService = new ReplicaService({
     storage,
     readRecords,
+    takesWrites: (partition) => {
+      const map = membership.map
+      return map !== undefined && partition < map.partitionCount && takesWrites(map, partition, options.id)
+    },
     coordinate: (req) => coordinator.handle(req, true),
     // Writes this node stamps later then sort above what it has stored (and skip the version read).
     observe: (version) => coordinator.observe(version),

@@ -11,6 +11,12 @@ export interface ReplicaServiceDeps {
   observe: (version: Buffer) => void
   /** This replica's records for `keys` (one per key, undefined where none). */
   readRecords: (partitions: readonly number[], keys: readonly Buffer[]) => Promise<(Buffer | undefined)[]>
+  /**
+   * Whether this node takes writes of `partition` now (core/handoff writeLists). A replica write
+   * for one it does not is refused: a copy it no longer holds must not grow again behind the
+   * stray sweep, nor one it is about to hold before it knows (the sender hints it instead).
+   */
+  takesWrites: (partition: number) => boolean
   /** Extra operations (hints, digests) handled by other components. */
   extensions: Partial<Record<PeerRequestMsg['op'], (req: PeerRequestMsg) => Promise<Partial<PeerResponseMsg>>>>
 }
@@ -67,6 +73,9 @@ export class ReplicaService {
         for (const record of req.records) {
           const version = recordVersion(record)
           if (newest === undefined || Buffer.compare(version, newest) > 0) newest = version
+        }
+        for (const partition of partitions ?? [req.partition]) {
+          if (!this.deps.takesWrites(partition)) throw new KumoError('UNAVAILABLE', `this node takes no writes of partition ${partition} (its map moved them elsewhere, or it has not heard yet that it is to hold them)`)
         }
         if (newest !== undefined) this.deps.observe(newest)
         await this.deps.storage.applyRecords(

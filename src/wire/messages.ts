@@ -21,6 +21,8 @@ export interface RequestMsg {
   records: Buffer[]
   hintTarget: string
   unresponsive: string[]
+  /** Set by the receiving node, never sent per request: the epoch of the map the client sent its frame with (RequestFrame.epoch; 0 or absent: unknown). */
+  clientEpoch?: number
 }
 
 export interface ResponseMsg {
@@ -59,6 +61,8 @@ export function peerRequestMsgBytes(req: PeerRequestMsg): number {
 
 export interface RequestFrameMsg {
   requests: RequestMsg[]
+  /** The sender's partition map epoch (0: unknown). */
+  epoch?: number
 }
 
 export interface ResponseFrameMsg {

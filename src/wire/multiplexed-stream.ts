@@ -19,6 +19,8 @@ export interface MultiplexedStreamOptions<Req> {
   bytesOf: (req: Req) => number
   /** Sees every response frame before its responses are matched. */
   onFrame?: (frame: Frame<unknown>) => void
+  /** Fields sent with every request frame beside its requests (the client's map epoch). */
+  frameFields?: () => object
   /** A request the other end answers at once without doing anything: sent to probe an avoided node. */
   probe: Omit<Req, 'id'>
   /**
@@ -258,7 +260,7 @@ export class MultiplexedStream<Req extends { id: number }, Res extends { id: num
   private send(requests: Req[]): void {
     if (this.closed) return
     if (this.stream === undefined) this.stream = this.open()
-    this.stream.write({ requests })
+    this.stream.write(this.options.frameFields === undefined ? { requests } : { requests, ...this.options.frameFields() })
   }
 
   /** Closes the stream; requests in flight fail with `code` (UNAVAILABLE lets callers fail over). */

@@ -50,6 +50,8 @@ export function requestFrameEncoder(encodeBody: (req: Omit<RequestMsg, 'id'>) =>
       const inner = idBytes(requests[i]!.id) + body.length
       total += 1 + varintBytes(inner) + inner
     }
+    const epoch = frame.epoch ?? 0
+    if (epoch > 0) total += 1 + varintBytes(epoch)
     const out = Buffer.allocUnsafe(total)
     let at = 0
     for (let i = 0; i < requests.length; i++) {
@@ -60,6 +62,10 @@ export function requestFrameEncoder(encodeBody: (req: Omit<RequestMsg, 'id'>) =>
       out[at++] = 0x08 // Request.id (field 1, varint)
       at = writeVarint(out, at, id)
       at += body.copy(out, at)
+    }
+    if (epoch > 0) {
+      out[at++] = 0x10 // RequestFrame.epoch (field 2, varint)
+      at = writeVarint(out, at, epoch)
     }
     return out
   }

@@ -38,7 +38,7 @@ export interface ServeLimits<Req, Res> {
  */
 export function serveMultiplexed<Req, Res>(
   call: grpc.ServerDuplexStream<{ requests: Req[] }, object>,
-  handle: (req: Req) => Promise<Res>,
+  handle: (req: Req, frame: { requests: Req[] }) => Promise<Res>,
   bytesOf: (res: Res) => number,
   limits: ServeLimits<Req, Res>,
   extra: () => object = () => ({}),
@@ -87,7 +87,7 @@ export function serveMultiplexed<Req, Res>(
     for (const req of frame.requests) {
       outstanding++
       const bytes = limits.requestBytes(req)
-      void handle(req).then((res) => {
+      void handle(req, frame).then((res) => {
         streamBytes -= bytes
         limits.node.used -= bytes
         answered(res)

@@ -84,7 +84,7 @@ export async function startCluster(count = 3, extra: Partial<NodeOptions> | ((i:
     },
   }
   await waitFor('all nodes serving one map with every node', () =>
-    nodes.every((n) => n!.serving() && n!.membership.map?.nodes.length === count && n!.membership.map?.epoch === nodes[0]!.membership.map?.epoch),
+    nodes.every((n) => n!.serving() && n!.membership.map?.nodes.length === count && n!.membership.map?.change === undefined && n!.membership.map?.epoch === nodes[0]!.membership.map?.epoch),
   )
   return cluster
 }

@@ -57,6 +57,9 @@ describe('client request frame encoding', () => {
       { requests: [write(70_000), read(2 ** 32 - 1), { ...requestMsg({ op: 'GET', key: Buffer.from('k'), consistency: 'one' }), id: 0 }] },
       { requests: [{ ...requestMsg({ op: 'BATCH', ops: [{ type: 'PUT', key: Buffer.from('a'), value: Buffer.from('b'), ttlMs: 5 }, { type: 'DEL', key: Buffer.from('c'), value: Buffer.alloc(0), ttlMs: 0 }] }), id: 9 }] },
       { requests: [{ ...requestMsg({ op: 'REPLICA_WRITE', keys, records, timeoutMs: 2000 }), id: 10 }] },
+      // The client's map epoch rides on the frame.
+      { requests: [write(11), read(12)], epoch: 1 },
+      { requests: [write(13)], epoch: 2 ** 40 + 7 },
     ]
     for (const frame of frames) expect(encode(frame)).toEqual(reference(frame))
   })

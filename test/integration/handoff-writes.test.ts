@@ -1,0 +1,87 @@
+import { rm } from 'node:fs/promises'
+import path from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { connect, startNode, type KumoNode, type NodeOptions } from '../../src/index.js'
+import { extraWriteLists, pendingPartitionsOf } from '../../src/core/handoff.js'
+import { partitionOf } from '../../src/core/partitioner.js'
+import { requestMsg } from '../../src/wire/messages.js'
+import { HybridClock } from '../../src/core/hlc.js'
+import { encodeRecord } from '../../src/core/record.js'
+import { encodeVersion } from '../../src/core/version.js'
+import { freePort, tempDir, waitFor } from '../helpers/cluster.js'
+import { RawKv } from '../helpers/raw.js'
+
+const nodes: KumoNode[] = []
+let root: string | undefined
+afterEach(async () => {
+  await Promise.all(nodes.splice(0).map((n) => n.stop()))
+  if (root !== undefined) await rm(root, { recursive: true, force: true })
+  root = undefined
+})
+
+async function nodeOptions(id: string, seeds: string[]): Promise<NodeOptions> {
+  root ??= await tempDir()
+  const listen = `127.0.0.1:${await freePort()}`
+  return { id, listen, dataDir: path.join(root, id), seeds: seeds.length === 0 ? [listen] : seeds, gossipIntervalMs: 200, partitions: 16 }
+}
+
+/** One REPLICA_WRITE on a Pipeline stream, sent in a frame carrying `epoch`; resolves with its error code ('' when applied). */
+function replicaWrite(raw: RawKv, key: Buffer, record: Buffer, epoch: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const stream = raw.client.pipeline()
+    stream.on('data', (frame: { responses: { errorCode: string; errorMessage: string }[] }) => {
+      resolve(frame.responses[0]!.errorCode)
+      stream.end()
+    })
+    stream.on('error', reject)
+    stream.write({ requests: [{ ...requestMsg({ op: 'REPLICA_WRITE', keys: [key], records: [record], timeoutMs: 2000 }), id: 1 }], epoch })
+  })
+}
+
+describe('writes while a membership change moves partitions', () => {
+  it('a client whose map predates the change has its direct writes to moving partitions refused, writes through a node instead, and the new replica gets them', async () => {
+    const first = await startNode(await nodeOptions('n1', []))
+    nodes.push(first)
+    for (const id of ['n2', 'n3']) nodes.push(await startNode(await nodeOptions(id, [first.address])))
+    await waitFor('three nodes serving, their join finished', () => nodes.every((n) => n.serving() && n.membership.map?.nodes.length === 3 && n.membership.map.change === undefined))
+    // Data for the joiner to copy, and a client on the three-node map that will not refresh by itself.
+    const stale = await connect({ seeds: [first.address], refreshIntervalMs: 3_600_000 })
+    await stale.batch(Array.from({ length: 400 }, (_, i) => ({ type: 'put' as const, key: `early-${i}`, value: 'x' })))
+    const before = stale.cachedTopology().epoch
+
+    // n4 copies 1 record a second: its partitions stay pending for the whole test.
+    const joiner = await startNode({ ...(await nodeOptions('n4', [first.address])), repairRecordsPerSecond: 1 })
+    nodes.push(joiner)
+    const map = await waitFor('the join staged everywhere', () => {
+      const m = first.membership.map
+      return m?.change !== undefined && nodes.every((n) => n.membership.map?.change?.epoch === m.change!.epoch) ? m : undefined
+    })
+    const moving = pendingPartitionsOf(map, 'n4')
+    expect(moving.length).toBeGreaterThan(0)
+    // A key of a moving partition, and an old replica of it.
+    let i = 0
+    while (!moving.includes(partitionOf(Buffer.from(`k${i}`), map.partitionCount))) i++
+    const key = Buffer.from(`k${i}`)
+    const partition = partitionOf(key, map.partitionCount)
+    expect(extraWriteLists(map)[partition]).toContain('n4')
+    const old = nodes.find((n) => n.id === map.replicas[partition]![0])!
+    const raw = new RawKv(old.address)
+    try {
+      const record = encodeRecord(encodeVersion(new HybridClock().now(Date.now()), 'test'), Buffer.from('direct'))
+      // A frame with a map older than the change: refused; with the change's map, or none: taken.
+      expect(await replicaWrite(raw, key, record, map.change!.epoch - 1)).toBe('UNAVAILABLE')
+      expect(await replicaWrite(raw, key, record, map.change!.epoch)).toBe('')
+      expect(await replicaWrite(raw, key, record, 0)).toBe('')
+    } finally {
+      raw.close()
+    }
+
+    // The stale client's put goes through a node, which writes the whole write set: n4 has it.
+    await stale.put(key, 'written-during-the-move')
+    const [stored] = await joiner.storage.getRecords(partition, [key])
+    expect(stored).toBeDefined()
+    expect(stale.cachedTopology().epoch).toBeGreaterThan(before)
+    expect((await stale.get(key))?.toString()).toBe('written-during-the-move')
+    await stale.close()
+  })
+})
