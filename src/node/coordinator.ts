@@ -88,7 +88,8 @@ export class Coordinator {
   }
 
   /** Answers one client request; never rejects (errors become error responses). */
-  async handle(req: RequestMsg, forwarded = false): Promise<ResponseMsg> {
+  /** `clientEpoch`: the map epoch of the client that sent `req` (0: unknown), for its direct writes. */
+  async handle(req: RequestMsg, forwarded = false, clientEpoch = 0): Promise<ResponseMsg> {
     try {
       const deadlineMs = Date.now() + (req.timeoutMs > 0 ? req.timeoutMs : this.config.requestTimeoutMs)
       const consistency = parseConsistency(req.consistency, this.config.defaultConsistency)
@@ -143,7 +144,7 @@ export class Coordinator {
         case 'REPLICA_WRITE': {
           this.observe(checkRecords(req.keys, req.records, this.clusterNowMs()))
           const partitions = this.heldPartitions(req.keys, true)
-          this.checkClientMap(partitions, req.clientEpoch)
+          this.checkClientMap(partitions, clientEpoch)
           await this.deps.storage.applyRecords(req.keys.map((key, i) => ({ partition: partitions[i]!, key, record: req.records[i]! })))
           return reply(req.id, undefined)
         }

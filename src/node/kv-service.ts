@@ -22,7 +22,8 @@ import type { CallIdentity } from './authenticator.js'
 import { mergedScan, scanBounds, type ScanSource } from './merged-scan.js'
 
 export interface KvServiceDeps {
-  handle: (req: RequestMsg) => Promise<ResponseMsg>
+  /** `clientEpoch`: the map epoch the client's Pipeline frame carried (0 or absent: unknown). */
+  handle: (req: RequestMsg, clientEpoch?: number) => Promise<ResponseMsg>
   topology: (repairDetail: boolean) => TopologyMsg
   epoch: () => number
   partitionCount: () => number
@@ -125,7 +126,7 @@ function bytesOf(res: ResponseMsg): number {
 /** The public Kv service: unary calls for simple clients, Pipeline for the client library. */
 export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementation {
   const answer = (req: RequestMsg, error: KumoError): ResponseMsg => ({ id: req.id, errorCode: error.code, errorMessage: error.message, found: false, value: empty })
-  const run = async (req: RequestMsg, principal: Principal): Promise<ResponseMsg> => {
+  const run = async (req: RequestMsg, principal: Principal, clientEpoch = 0): Promise<ResponseMsg> => {
     const denied = refusal(principal, req)
     if (denied !== undefined) {
       deps.refused('PERMISSION_DENIED')
@@ -135,7 +136,7 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
     if (refused !== undefined) return answer(req, refused)
     deps.track(1)
     try {
-      return await deps.handle(req)
+      return await deps.handle(req, clientEpoch)
     } finally {
       deps.track(-1)
     }
@@ -311,14 +312,15 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
         }
         return current.result
       }
-      const serve = (req: RequestMsg, who: Principal | KumoError): Promise<ResponseMsg> =>
-        who instanceof KumoError ? Promise.resolve(answer(req, who)) : run(req, who).catch((err): ResponseMsg => answer(req, toKumoError(err)))
+      const serve = (req: RequestMsg, who: Principal | KumoError, clientEpoch: number): Promise<ResponseMsg> =>
+        who instanceof KumoError ? Promise.resolve(answer(req, who)) : run(req, who, clientEpoch).catch((err): ResponseMsg => answer(req, toKumoError(err)))
       serveMultiplexed(
         call,
         (req: RequestMsg, frame: RequestFrameMsg) => {
-          if (frame.epoch) req.clientEpoch = frame.epoch
+          // Passed beside the request, not set on it: decoded requests keep one shape on the hot path.
+          const clientEpoch = frame.epoch ?? 0
           const who = resolveCaller()
-          return who instanceof Promise ? who.then((w) => serve(req, w)) : serve(req, who)
+          return who instanceof Promise ? who.then((w) => serve(req, w, clientEpoch)) : serve(req, who, clientEpoch)
         },
         bytesOf,
         {

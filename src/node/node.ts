@@ -627,9 +627,9 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       authenticate: (call) => authenticator.authenticate(call),
       refused: (code) => metrics.refused.inc({ code }),
       usersGeneration: () => users?.generation ?? 0,
-      handle: async (req) => {
+      handle: async (req, clientEpoch) => {
         const started = performance.now()
-        const res = await coordinator.handle(req)
+        const res = await coordinator.handle(req, false, clientEpoch)
         metrics.requests.inc({ op: req.op, outcome: res.errorCode || 'OK' })
         const seconds = (performance.now() - started) / 1000
         metrics.latency.observe({ op: req.op }, seconds)

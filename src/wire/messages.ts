@@ -21,8 +21,6 @@ export interface RequestMsg {
   records: Buffer[]
   hintTarget: string
   unresponsive: string[]
-  /** Set by the receiving node, never sent per request: the epoch of the map the client sent its frame with (RequestFrame.epoch; 0 or absent: unknown). */
-  clientEpoch?: number
 }
 
 export interface ResponseMsg {
