@@ -1,29 +1,19 @@
-import { rm } from 'node:fs/promises'
-import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { connect, startNode, type KumoNode, type NodeOptions } from '../../src/index.js'
+import { connect, startNode } from '../../src/index.js'
 import { extraWriteLists, pendingPartitionsOf } from '../../src/core/handoff.js'
 import { partitionOf } from '../../src/core/partitioner.js'
 import { requestMsg } from '../../src/wire/messages.js'
 import { HybridClock } from '../../src/core/hlc.js'
 import { encodeRecord } from '../../src/core/record.js'
 import { encodeVersion } from '../../src/core/version.js'
-import { freePort, tempDir, waitFor } from '../helpers/cluster.js'
+import { waitFor } from '../helpers/cluster.js'
+import { inProcessNodes } from '../helpers/in-process.js'
 import { RawKv } from '../helpers/raw.js'
 
-const nodes: KumoNode[] = []
-let root: string | undefined
-afterEach(async () => {
-  await Promise.all(nodes.splice(0).map((n) => n.stop()))
-  if (root !== undefined) await rm(root, { recursive: true, force: true })
-  root = undefined
-})
-
-async function nodeOptions(id: string, seeds: string[]): Promise<NodeOptions> {
-  root ??= await tempDir()
-  const listen = `127.0.0.1:${await freePort()}`
-  return { id, listen, dataDir: path.join(root, id), seeds: seeds.length === 0 ? [listen] : seeds, gossipIntervalMs: 200, partitions: 16 }
-}
+const set = inProcessNodes(16)
+const nodes = set.nodes
+const nodeOptions = set.options
+afterEach(() => set.stopAll())
 
 /** One REPLICA_WRITE on a Pipeline stream, sent in a frame carrying `epoch`; resolves with its error code ('' when applied). */
 function replicaWrite(raw: RawKv, key: Buffer, record: Buffer, epoch: number): Promise<string> {
@@ -40,7 +30,7 @@ function replicaWrite(raw: RawKv, key: Buffer, record: Buffer, epoch: number): P
 
 describe('writes while a membership change moves partitions', () => {
   it('a client whose map predates the change has its direct writes to moving partitions refused, writes through a node instead, and the new replica gets them', async () => {
-    const first = await startNode(await nodeOptions('n1', []))
+    const first = await startNode(await nodeOptions('n1', 'self'))
     nodes.push(first)
     for (const id of ['n2', 'n3']) nodes.push(await startNode(await nodeOptions(id, [first.address])))
     await waitFor('three nodes serving, their join finished', () => nodes.every((n) => n.serving() && n.membership.map?.nodes.length === 3 && n.membership.map.change === undefined))

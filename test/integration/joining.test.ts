@@ -1,23 +1,13 @@
-import { rm } from 'node:fs/promises'
-import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { connect, startNode, type KumoNode, type NodeOptions } from '../../src/index.js'
+import { connect, startNode, type KumoNode } from '../../src/index.js'
 import { partitionOf } from '../../src/core/partitioner.js'
-import { freePort, tempDir, waitFor } from '../helpers/cluster.js'
+import { waitFor } from '../helpers/cluster.js'
+import { inProcessNodes } from '../helpers/in-process.js'
 
-const nodes: KumoNode[] = []
-let root: string | undefined
-afterEach(async () => {
-  await Promise.all(nodes.splice(0).map((n) => n.stop()))
-  if (root !== undefined) await rm(root, { recursive: true, force: true })
-  root = undefined
-})
-
-async function nodeOptions(id: string, seeds: string[] | 'self'): Promise<NodeOptions> {
-  root ??= await tempDir()
-  const listen = `127.0.0.1:${await freePort()}`
-  return { id, listen, dataDir: path.join(root, id), seeds: seeds === 'self' ? [listen] : seeds, gossipIntervalMs: 200, partitions: 64 }
-}
+const set = inProcessNodes(64)
+const nodes = set.nodes
+const nodeOptions = set.options
+afterEach(() => set.stopAll())
 
 /** n1 alone, founding its own cluster, with 200 writes that only it acknowledged (it is the whole map). */
 async function oneNodeWithEarlyWrites(): Promise<{ first: KumoNode; keys: string[] }> {
