@@ -81,6 +81,7 @@ program
   .option('--hint-window <ms>', 'drop hints older than this', wholeNumber, 3 * 60 * 60 * 1000)
   .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)
   .option('--move-rate <records/s>', 'records a second this node copies at most while it takes over partitions (a membership change) or repairs them', wholeNumber, 20_000)
+  .option('--move-bytes <MiB/s>', 'MiB a second this node copies at most while it takes over partitions or repairs them', wholeNumber, 32)
   .option('--tombstone-grace <ms>', 'purge tombstones and expired values this long after they died', wholeNumber, 10 * 24 * 60 * 60 * 1000)
   .option('--metrics-port <port>', 'serve Prometheus metrics on http://<listen host>:<port>/metrics', wholeNumber)
   .option('--clock-offset-max <ms>', "coordinate no writes while this node's clock is further than this from the cluster's", wholeNumber, 10_000)
@@ -117,6 +118,7 @@ program
       hintWindowMs: o.hintWindow,
       repairIntervalMs: o.repairInterval,
       repairRecordsPerSecond: o.moveRate,
+      repairBytesPerSecond: o.moveBytes * mebibyte,
       tombstoneGraceMs: o.tombstoneGrace,
       clockOffsetMaxMs: o.clockOffsetMax,
       connectionsMax: o.maxConnections,

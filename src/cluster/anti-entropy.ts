@@ -4,6 +4,7 @@ import type { PartitionMap } from '../core/partition-map.js'
 import { differingLeaves, LeafHasher, leafOf, planExchange, leafCountDefault, type KeyVersion } from '../core/digest.js'
 import { requiredAcks } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
+import { TokenBucket } from '../core/token-bucket.js'
 import { recordVersion } from '../core/record.js'
 import { isLastPage, type StorageEngine } from '../storage/engine.js'
 import type { PeerChannel, PeerPool } from '../wire/peer-channel.js'
@@ -15,6 +16,8 @@ export interface AntiEntropyConfig {
   intervalMs: number
   /** Records sent or received per second at most, so repair does not starve requests. */
   recordsPerSecondMax: number
+  /** Bytes (keys and records) sent or received per second at most, for the same reason: large values cost by size. */
+  bytesPerSecondMax: number
   leafCount: number
   timeoutMs: number
 }
@@ -22,6 +25,7 @@ export interface AntiEntropyConfig {
 export const defaultAntiEntropyConfig: AntiEntropyConfig = {
   intervalMs: 10 * 60 * 1000,
   recordsPerSecondMax: 20_000,
+  bytesPerSecondMax: 32 * 1024 * 1024,
   leafCount: leafCountDefault,
   timeoutMs: 10_000,
 }
@@ -81,7 +85,10 @@ export class AntiEntropy {
     private readonly config: AntiEntropyConfig,
   ) {
     this.tokens = config.recordsPerSecondMax
+    this.bytePace = new TokenBucket(config.bytesPerSecondMax, config.bytesPerSecondMax)
   }
+
+  private readonly bytePace: TokenBucket
 
   start(): void {
     if (this.config.intervalMs <= 0) return
@@ -252,6 +259,7 @@ export class AntiEntropy {
       await this.deps.storage.applyRecords(writes)
       this.copiedRecords += writes.length
       this.copiedBytes += bytes
+      await this.paceBytes(bytes)
       if (res.keys.length < pageSize && bytes < exchangeBytesMax) return
       gte = Buffer.concat([res.keys[res.keys.length - 1]!, Buffer.from([0])])
     }
@@ -413,6 +421,9 @@ export class AntiEntropy {
       const writes = keys.slice(0, read).flatMap((key, j) => (res.records[j]?.length ? [{ partition, key, record: res.records[j]! }] : []))
       await this.deps.storage.applyRecords(writes)
       i += Math.max(1, read)
+      let bytes = 0
+      for (const w of writes) bytes += w.key.length + w.record.length
+      await this.paceBytes(bytes)
     }
     for (let i = 0; i < push.length; ) {
       const present: { key: Buffer; record: Buffer }[] = []
@@ -431,12 +442,19 @@ export class AntiEntropy {
       }
       if (present.length === 0) continue
       await this.throttle(present.length)
+      await this.paceBytes(bytes)
       await channel.request(
         { ...noPeerFields, op: 'WRITE', partition, keys: present.map((e) => e.key), records: present.map((e) => e.record) },
         timeout,
       )
     }
     return { pulled: pull.length, pushed: push.length, mine }
+  }
+
+  /** Waits as long as the byte budget says after `bytes` were exchanged (a second's worth may go at once). */
+  private async paceBytes(bytes: number): Promise<void> {
+    const waitMs = this.bytePace.take(bytes, Date.now())
+    if (waitMs > 0 && !this.stopped) await new Promise((resolve) => setTimeout(resolve, waitMs))
   }
 
   /** Token bucket over records exchanged. */

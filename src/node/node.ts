@@ -108,6 +108,8 @@ export interface NodeOptions {
   repairIntervalMs?: number
   /** Records per second anti-entropy may move (default 20,000). */
   repairRecordsPerSecond?: number
+  /** Bytes a second anti-entropy and the copies of a membership change exchange at most (default 32 MiB). */
+  repairBytesPerSecond?: number
   /** Client requests a node coordinates at once; past it, requests get OVERLOADED (default 10,000). */
   requestsInFlightMax?: number
   /** Hints held per target node at most; past it, writes for that node are left to anti-entropy (default 1,000,000). */
@@ -198,6 +200,8 @@ function checkOptions(o: NodeOptions): void {
   if (o.blockCacheBytes !== undefined && !(Number.isSafeInteger(o.blockCacheBytes) && o.blockCacheBytes >= 1024 * 1024)) bad('block cache size must be a whole number of bytes, 1 MiB or more')
   if (o.rowCacheBytes !== undefined && !(Number.isSafeInteger(o.rowCacheBytes) && o.rowCacheBytes >= 0)) bad('row cache size must be a whole number of bytes, 0 or more')
   if (o.purgeIntervalMs !== undefined && !(o.purgeIntervalMs >= 0)) bad('purge interval must be 0 or more')
+  if (o.repairRecordsPerSecond !== undefined && !(Number.isFinite(o.repairRecordsPerSecond) && o.repairRecordsPerSecond >= 1)) bad('repair records a second must be at least 1')
+  if (o.repairBytesPerSecond !== undefined && !(Number.isFinite(o.repairBytesPerSecond) && o.repairBytesPerSecond >= 1)) bad('repair bytes a second must be at least 1')
   if (o.straySweepIntervalMs !== undefined && !(o.straySweepIntervalMs >= 0)) bad('stray sweep interval must be 0 or more')
   if (o.requestBytesInFlightMax !== undefined && !(Number.isSafeInteger(o.requestBytesInFlightMax) && o.requestBytesInFlightMax >= 1024 * 1024)) bad('requestBytesInFlightMax must be a whole number of bytes, at least 1 MiB')
   if (o.connectionsMax !== undefined && !(Number.isInteger(o.connectionsMax) && o.connectionsMax >= 1)) bad('connectionsMax must be a whole number of at least 1')
@@ -485,6 +489,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       ...defaultAntiEntropyConfig,
       intervalMs: options.repairIntervalMs ?? defaultAntiEntropyConfig.intervalMs,
       recordsPerSecondMax: options.repairRecordsPerSecond ?? defaultAntiEntropyConfig.recordsPerSecondMax,
+      bytesPerSecondMax: options.repairBytesPerSecond ?? defaultAntiEntropyConfig.bytesPerSecondMax,
     },
   )
   const replicaService = new ReplicaService({

@@ -75,3 +75,27 @@ describe('writes while a membership change moves partitions', () => {
     await stale.close()
   })
 })
+
+describe('the pace of a move', () => {
+  it('a new replica copies no faster than its byte budget (repairBytesPerSecond), and the join completes', async () => {
+    const first = await startNode(await nodeOptions('n1', 'self'))
+    nodes.push(first)
+    for (const id of ['n2', 'n3']) nodes.push(await startNode(await nodeOptions(id, [first.address])))
+    await waitFor('three nodes serving, their join finished', () => nodes.every((n) => n.serving() && n.membership.map?.nodes.length === 3 && n.membership.map.change === undefined))
+    const db = await connect({ seeds: [first.address] })
+    // 2 MB in every replica set: 200 values of 10 KB.
+    const value = Buffer.alloc(10_000, 'v')
+    for (let i = 0; i < 200; i += 20) await db.batch(Array.from({ length: 20 }, (_, j) => ({ type: 'put' as const, key: `big-${i + j}`, value })))
+    await db.close()
+
+    const budget = 200_000
+    const started = Date.now()
+    const joiner = await startNode({ ...(await nodeOptions('n4', [first.address])), repairBytesPerSecond: budget })
+    nodes.push(joiner)
+    await waitFor('the join of n4 finished', () => nodes.every((n) => n.membership.map?.nodes.includes('n4') && n.membership.map.change === undefined), 60_000)
+    const seconds = (Date.now() - started) / 1000
+    // A second's budget may go at once; the rest is paced.
+    expect(joiner.antiEntropy.copiedBytes).toBeGreaterThan(budget * 3)
+    expect(seconds).toBeGreaterThanOrEqual(joiner.antiEntropy.copiedBytes / budget - 1)
+  })
+})
