@@ -312,7 +312,8 @@ export class Membership {
     const busy = this.changeInFlight()
     if (busy !== undefined) throw new KumoError('FAILED_PRECONDITION', busy)
     const goal = goalOf()
-    const replicasMoved = diffMaps(map, goal).length
+    // Replicas that go to another node; a list that only shrinks (a cluster falling below N) moves nothing.
+    const replicasMoved = diffMaps(map, goal).filter((m) => m.to !== undefined).length
     const next = stageChange(map, goal, change)
     this.adoptOwn(next)
     return { epoch: next.epoch, replicasMoved }
