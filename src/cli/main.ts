@@ -264,7 +264,6 @@ program
     })
   })
 
-/** Until every node is on map `epoch` and copies no gained partition any more, printing what is left. */
 /**
  * Shows a membership change's progress until it is done, then what became of it: `ids` removed
  * for good (leave, remove) or still members (cancelled, or a new replica went down and its
