@@ -219,6 +219,12 @@ function sameList(a: readonly string[], b: readonly string[]): boolean {
 export class KumoClient {
   private readonly connections = new Map<string, NodeConnection>()
   private topology_: Topology
+  /**
+   * The map epoch sent with request frames: the topology's, three turns late, so a frame never
+   * claims a newer map than the one its requests were planned on (replicas refuse direct writes
+   * planned on a map older than a change in flight; claiming an older one only costs a hand-off).
+   */
+  private stampEpoch = 0
   /** Per partition, where writes go while a membership change moves it (writeSetsOf). */
   private writeSets: { lists: readonly (readonly string[])[]; extra: readonly number[] } = { lists: [], extra: [] }
   private readonly picker: ReplicaPicker
@@ -279,6 +285,13 @@ export class KumoClient {
   }
 
   private adopt(topology: Topology): void {
+    const epoch = topology.epoch
+    if (this.stampEpoch === 0) this.stampEpoch = epoch
+    else if (epoch > this.stampEpoch) {
+      // Requests planned on the map before this one may still wait in a connection's merger
+      // and frame batcher (a turn each): stamp frames with the new epoch only once they are sent.
+      setImmediate(() => setImmediate(() => setImmediate(() => (this.stampEpoch = Math.max(this.stampEpoch, epoch)))))
+    }
     this.topology_ = topology
     this.writeSets = writeSetsOf(topology)
     this.nodeState.clear()
@@ -320,7 +333,7 @@ export class KumoClient {
         this.responsivenessOf(id, node.address),
         this.security,
         false,
-        () => this.topology_.epoch,
+        () => this.stampEpoch,
       )
       this.connections.set(id, conn)
     }

@@ -182,7 +182,14 @@ export class AntiEntropy {
       // Copy only once every live node holds the map that staged the change: from then on every
       // write a node coordinates reaches this node too, so what the copy and the comparison
       // find is all there is to catch up on.
-      while (!this.stopped && generation === this.fillGeneration && !this.deps.membership.everyNodeOnEpoch(false, changeEpoch)) {
+      // Given up when the change moved on (cancelled, reverted, finished): nothing left to copy.
+      const waitStarted = Date.now()
+      let warned = false
+      while (!this.stopped && generation === this.fillGeneration && partitions.some((p) => this.filling.has(p)) && this.deps.membership.map?.change?.epoch === changeEpoch && !this.deps.membership.everyNodeOnEpoch(false, changeEpoch)) {
+        if (!warned && Date.now() - waitStarted > 30_000) {
+          warned = true
+          this.deps.logger.warn({ epoch: changeEpoch }, 'waiting to copy: some live node has not taken the map that staged the change yet')
+        }
         await new Promise((resolve) => setTimeout(resolve, 50))
       }
       const copyStarted = Date.now()

@@ -102,13 +102,14 @@ export class HintDelivery {
       const map = this.deps.membership.map
       const lists = map === undefined ? undefined : writeLists(map)
       const moved = lists === undefined ? [] : fresh.filter((h) => !(lists[h.partition] ?? []).includes(target))
-      const live = moved.length === 0 ? fresh : fresh.filter((h) => !moved.includes(h))
-      const handedOn = moved.length === 0 ? [] : await this.toOwners(map!, moved)
-      if (handedOn.length < moved.length) {
-        // Some have no live owner now: deliver the rest, keep those for a later pass.
+      const movedSet = new Set(moved)
+      const live = moved.length === 0 ? fresh : fresh.filter((h) => !movedSet.has(h))
+      // Those no owner took now stay for a later pass (the cursor resets once a pass ends);
+      // the target's own hints go on regardless.
+      const handedOn = moved.length === 0 ? [] : await this.toOwners(map!, moved).catch(() => [])
+      if (handedOn.length > 0) {
         await this.deps.storage.deleteHints(handedOn.map((h) => h.id))
         this.delivered += handedOn.length
-        moved.length = 0
       }
       // One WRITE per partition, each at most batchBytesMax: hints of large values must not
       // make a message past the transport's limit.
@@ -134,9 +135,9 @@ export class HintDelivery {
           ),
         ),
       )
-      await this.deps.storage.deleteHints([...live, ...moved].map((h) => h.id))
+      await this.deps.storage.deleteHints(live.map((h) => h.id))
       this.cursors.set(target, hints[hints.length - 1]!.id)
-      this.delivered += live.length + moved.length
+      this.delivered += live.length
     }
   }
 
@@ -170,27 +171,32 @@ export class HintDelivery {
    */
   private async toOwners(map: PartitionMap, read: HintEntry[]): Promise<HintEntry[]> {
     const lists = writeLists(map)
-    const hints = read.filter((h) => (lists[h.partition] ?? []).some((id) => id === this.deps.selfId || this.deps.membership.isAlive(id)))
+    // Owners that can take writes now: alive, and not read-only.
+    const owners = (partition: number): string[] =>
+      (lists[partition] ?? []).filter((id) => id === this.deps.selfId || (this.deps.membership.isAlive(id) && this.deps.membership.isWritable(id)))
     const byPartition = new Map<number, HintEntry[]>()
-    for (const hint of hints) {
+    for (const hint of read) {
+      if (owners(hint.partition).length === 0) continue
       let group = byPartition.get(hint.partition)
       if (group === undefined) byPartition.set(hint.partition, (group = []))
       group.push(hint)
     }
-    await Promise.all(
+    // Per partition: delivered once every owner took it; one that refuses or fails keeps that
+    // partition's hints for a later pass without holding up the others.
+    const settled = await Promise.allSettled(
       [...byPartition].map(async ([partition, group]) => {
-        const live = (lists[partition] ?? []).filter((id) => id === this.deps.selfId || this.deps.membership.isAlive(id))
         await Promise.all(
-          live.map((id) => {
+          owners(partition).map((id) => {
             if (id === this.deps.selfId) return this.deps.storage.applyRecords(group.map((h) => ({ partition, key: h.key, record: h.record })))
             const address = this.deps.membership.address(id)
             if (address === undefined) throw new Error(`no address for ${id}`)
             return this.deps.peers.get(id, address).request({ ...noPeerFields, op: 'WRITE', partition, keys: group.map((h) => h.key), records: group.map((h) => h.record) }, this.config.timeoutMs)
           }),
         )
+        return group
       }),
     )
-    return hints
+    return settled.flatMap((r) => (r.status === 'fulfilled' ? r.value : []))
   }
 
   /** Hints for this node itself (held while it was not in the map, say): apply them here. */

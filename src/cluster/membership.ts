@@ -104,8 +104,12 @@ export class Membership {
       this.noteOwnLeave(restored.map)
       for (const m of restored.members) {
         if (m.id === self.id) continue
-        // Known from disk, not heard from yet: no heartbeat, map or readiness until gossip brings them.
+        // Known from disk, not heard from yet: no heartbeat, map or readiness until gossip brings
+        // them. Its failure detector starts now, so one that never answers goes down.
         this.members.set(m.id, { ...m, heartbeat: 0, generation: 0, filling: 0, mapEpoch: 0, readyEpoch: 0, ready: [] })
+        const detector = new PhiAccrualDetector({ firstIntervalMs: config.gossipIntervalMs, ...config.phi })
+        detector.heartbeat(now)
+        this.detectors.set(m.id, detector)
       }
       this.dropRemoved(restored.map)
     }
@@ -353,8 +357,9 @@ export class Membership {
    */
   everyNodeOnEpoch(exact = false, epoch = this.map_?.epoch ?? 0): boolean {
     for (const m of this.members.values()) {
-      // A member known only from disk (not heard from since this node started) has said nothing yet.
-      if (m.id === this.self.id || m.generation === 0 || !this.isAlive(m.id) || !this.map_?.nodes.includes(m.id)) continue
+      // A member known only from disk that has not answered since this node started has said
+      // nothing yet: it does not agree (and goes down if it never answers).
+      if (m.id === this.self.id || !this.isAlive(m.id) || !this.map_?.nodes.includes(m.id)) continue
       const theirs = m.mapEpoch ?? 0
       if (theirs < epoch || (exact && theirs > epoch)) return false
     }
@@ -381,7 +386,7 @@ export class Membership {
     const result = advance(map, {
       ready: (p, id) => readyOf(id).has(p),
       // A new replica whose storage fails writes cannot catch up either: its moves revert too.
-      down: (id) => !this.isAlive(id) || (id === this.self.id ? this.stopping : this.members.get(id)?.status !== 'up'),
+      down: (id) => !this.isAlive(id) || this.members.get(id)?.status !== 'up' || (id === this.self.id && this.stopping),
       everyNodeOnEpoch: this.everyNodeOnEpoch(),
     })
     if (result.map !== map) this.adoptOwn(result.map)
