@@ -232,23 +232,6 @@ export function removedOf(map: PartitionMap | undefined): readonly string[] {
 }
 
 /**
- * `map` with every id of `ids` removed as well (removeNode for members; the id only listed for
- * others), each in a new epoch. Removals are never undone: a node that takes a map made
- * without a removal it knows of (a join or another removal made at the same moment) applies
- * its removal again on top, so every node ends with all of them.
- */
-export function withRemovals(map: PartitionMap, ids: readonly string[], config: PartitionMapConfig): PartitionMap {
-  let next = map
-  for (const id of ids) {
-    if (removedOf(next).includes(id)) continue
-    if (next.nodes.includes(id)) {
-      if (next.nodes.length > 1) next = removeNode(next, id, config)
-    } else next = { ...next, epoch: next.epoch + 1, removed: sortedUnique([...removedOf(next), id]) }
-  }
-  return next
-}
-
-/**
  * The map with `fresh` in exactly `dead`'s places (kumo start --replace): no other replica
  * moves, and `dead` is listed as removed for good.
  */

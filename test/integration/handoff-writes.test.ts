@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { connect, startNode } from '../../src/index.js'
+import { connect, startNode, type KumoNode } from '../../src/index.js'
 import { extraWriteLists, pendingPartitionsOf } from '../../src/core/handoff.js'
 import { partitionOf } from '../../src/core/partitioner.js'
 import { requestMsg } from '../../src/wire/messages.js'
@@ -14,6 +14,15 @@ const set = inProcessNodes(16)
 const nodes = set.nodes
 const nodeOptions = set.options
 afterEach(() => set.stopAll())
+
+/** n1, then n2 and n3 joining it: resolves with n1 once all three serve and their join has finished. */
+async function threeNodes(): Promise<KumoNode> {
+  const first = await startNode(await nodeOptions('n1', 'self'))
+  nodes.push(first)
+  for (const id of ['n2', 'n3']) nodes.push(await startNode(await nodeOptions(id, [first.address])))
+  await waitFor('three nodes serving, their join finished', () => nodes.every((n) => n.serving() && n.membership.map?.nodes.length === 3 && n.membership.map.change === undefined))
+  return first
+}
 
 /** One REPLICA_WRITE on a Pipeline stream, sent in a frame carrying `epoch`; resolves with its error code ('' when applied). */
 function replicaWrite(raw: RawKv, key: Buffer, record: Buffer, epoch: number): Promise<string> {
@@ -30,10 +39,7 @@ function replicaWrite(raw: RawKv, key: Buffer, record: Buffer, epoch: number): P
 
 describe('writes while a membership change moves partitions', () => {
   it('a client whose map predates the change has its direct writes to moving partitions refused, writes through a node instead, and the new replica gets them', async () => {
-    const first = await startNode(await nodeOptions('n1', 'self'))
-    nodes.push(first)
-    for (const id of ['n2', 'n3']) nodes.push(await startNode(await nodeOptions(id, [first.address])))
-    await waitFor('three nodes serving, their join finished', () => nodes.every((n) => n.serving() && n.membership.map?.nodes.length === 3 && n.membership.map.change === undefined))
+    const first = await threeNodes()
     // Data for the joiner to copy, and a client on the three-node map that will not refresh by itself.
     const stale = await connect({ seeds: [first.address], refreshIntervalMs: 3_600_000 })
     await stale.batch(Array.from({ length: 400 }, (_, i) => ({ type: 'put' as const, key: `early-${i}`, value: 'x' })))
@@ -78,10 +84,7 @@ describe('writes while a membership change moves partitions', () => {
 
 describe('the pace of a move', () => {
   it('a new replica copies no faster than its byte budget (repairBytesPerSecond), and the join completes', async () => {
-    const first = await startNode(await nodeOptions('n1', 'self'))
-    nodes.push(first)
-    for (const id of ['n2', 'n3']) nodes.push(await startNode(await nodeOptions(id, [first.address])))
-    await waitFor('three nodes serving, their join finished', () => nodes.every((n) => n.serving() && n.membership.map?.nodes.length === 3 && n.membership.map.change === undefined))
+    const first = await threeNodes()
     const db = await connect({ seeds: [first.address] })
     // 2 MB in every replica set: 200 values of 10 KB.
     const value = Buffer.alloc(10_000, 'v')
