@@ -137,10 +137,24 @@ export class DirectPath {
       }
       // Once every replica asked has answered or failed: hints for those that missed the
       // records. (When W was not met, the node the write was handed to stores them instead.)
-      // Best effort: W replicas have the records; anti-entropy repairs what a lost hint misses.
+      // A hint no node would hold (none usable, or the holder failed it) makes a node
+      // replicate the records once more, holding hints itself for replicas that miss them
+      // again: replicas keep the newest version, so the records arriving twice is harmless.
       const finished = (): void => {
         if (tracker.state() !== 'met') return
-        for (const id of missed) this.host.hintHolder(id)?.replica.hint(id, keys, records, this.replicaTimeoutMs, ignore)
+        let replicated = false
+        const replicateOnce = (): void => {
+          if (replicated) return
+          replicated = true
+          this.host.coordinate(keys[0]!, requestMsg({ op: 'REPLICATE', keys, records, consistency: 'one' }), this.replicaTimeoutMs * 5).catch(ignore)
+        }
+        for (const id of missed) {
+          const holder = this.host.hintHolder(id)
+          if (holder === undefined) replicateOnce()
+          else holder.replica.hint(id, keys, records, this.replicaTimeoutMs, (err, res) => {
+            if (err !== undefined || res === undefined || res.errorCode !== '') replicateOnce()
+          })
+        }
       }
       const failed = (conn: NodeConnection, error: KumoError): void => {
         missed.push(conn.nodeId)

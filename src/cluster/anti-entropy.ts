@@ -47,6 +47,8 @@ const emptyVersion = Buffer.alloc(0)
 const exchangeBatchMax = 500
 const exchangeBytesMax = 4 * 1024 * 1024
 /** A fill that could not reach every live replica is tried again this often (a warning every fillAttemptsWarn tries). */
+/** After a dead node's removal finishes, before comparing: the last maps' gossip settles. */
+const afterRemoveDelayMs = 2000
 const fillRetryMs = 5000
 /** Gained partitions compared with their replicas at once, after the copy. */
 const fillCompareConcurrency = 4
@@ -113,7 +115,11 @@ export class AntiEntropy {
   mapChanged(): void {
     const next = this.deps.membership.map
     if (next === undefined || next === this.mapSeen) return
+    const previous = this.mapSeen
     this.mapSeen = next
+    if (previous?.change !== undefined && next.change === undefined && (previous.change.kind === 'remove' || previous.change.kind === 'replace') && !previous.change.cancelled) {
+      this.repairAfterRemove()
+    }
     const changeEpoch = next.change?.epoch ?? 0
     if (changeEpoch !== this.readyEpoch) {
       this.readyPartitions.clear()
@@ -129,6 +135,27 @@ export class AntiEntropy {
     this.deps.logger.info({ partitions: gained.length, epoch: next.epoch }, 'copying the partitions this node is to hold')
     this.fill()
   }
+
+  /**
+   * A node removed dead took the hints it held with it: writes other replicas missed, which
+   * W replicas hold. Each node compares the partitions it is primary of with their replicas
+   * once the removal is done, rather than at the next periodic pass (up to intervalMs later).
+   */
+  private repairAfterRemove(): void {
+    // Background repair turned off (intervalMs 0): the operator runs kumo repair.
+    if (this.afterRemoveTimer !== undefined || this.stopped || this.config.intervalMs <= 0) return
+    this.afterRemoveTimer = setTimeout(() => {
+      this.afterRemoveTimer = undefined
+      const map = this.deps.membership.map
+      if (map === undefined || this.stopped) return
+      const mine = map.replicas.flatMap((list, p) => (list[0] === this.deps.selfId ? [p] : []))
+      this.deps.logger.info({ partitions: mine.length }, 'a node was removed dead: comparing the partitions this node is primary of with their replicas')
+      void this.repair(mine).catch((err) => this.deps.logger.warn({ err }, 'repair after a removal failed'))
+    }, afterRemoveDelayMs)
+    this.afterRemoveTimer.unref()
+  }
+
+  private afterRemoveTimer: NodeJS.Timeout | undefined
 
   /** The change (its staging epoch) whose pending partitions this node has caught up on, and which. */
   ready(): { epoch: number; partitions: number[] } {
@@ -278,6 +305,8 @@ export class AntiEntropy {
     this.timer = undefined
     if (this.fillTimer !== undefined) clearTimeout(this.fillTimer)
     this.fillTimer = undefined
+    if (this.afterRemoveTimer !== undefined) clearTimeout(this.afterRemoveTimer)
+    this.afterRemoveTimer = undefined
   }
 
   state(): { inProgress: boolean; partitionsRepaired: number; partitionsHeld: number; oldestRepairMs: number; lastRepairMs: number } {

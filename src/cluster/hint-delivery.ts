@@ -199,6 +199,36 @@ export class HintDelivery {
     return settled.flatMap((r) => (r.status === 'fulfilled' ? r.value : []))
   }
 
+  /**
+   * Before a node that left the cluster stops: every hint it holds goes to the current owners
+   * of its partition (the hint's target among them, when it still owns it), since no one
+   * would deliver it after. Returns how many hints are still held when `timeoutMs` runs out
+   * (an owner down all that time); anti-entropy among the owners covers those.
+   */
+  async handOver(timeoutMs: number): Promise<number> {
+    this.stop()
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const map = this.deps.membership.map
+      let left = 0
+      for (const [, count] of this.deps.storage.hintCounts()) left += count
+      if (left === 0 || map === undefined || Date.now() >= deadline) return left
+      let moved = 0
+      for (const [target] of this.deps.storage.hintCounts()) {
+        for (let after: Buffer | undefined; Date.now() < deadline; ) {
+          const read = await this.deps.storage.readHints(target, this.config.batchMax, { after, bytesMax: batchBytesMax })
+          if (read.length === 0) break
+          after = read[read.length - 1]!.id
+          const delivered = await this.toOwners(map, read).catch(() => [])
+          await this.deps.storage.deleteHints(delivered.map((h) => h.id))
+          moved += delivered.length
+        }
+      }
+      this.delivered += moved
+      if (moved === 0) await new Promise((r) => setTimeout(r, this.config.intervalMs))
+    }
+  }
+
   /** Hints for this node itself (held while it was not in the map, say): apply them here. */
   private async deliverLocally(): Promise<void> {
     for (;;) {

@@ -3,7 +3,7 @@ import { parseConsistency, requiredAcks, type Consistency } from '../core/consis
 import { KumoError, toKumoError } from '../core/errors.js'
 import type { HybridClock } from '../core/hlc.js'
 import { extraWriteLists, writeLists } from '../core/handoff.js'
-import { replicaSetIds } from '../core/partition-map.js'
+import { removedOf, replicaSetIds } from '../core/partition-map.js'
 import { partitionOf } from '../core/partitioner.js'
 import { QuorumTracker } from '../core/quorum.js'
 import { transferAllowanceMs } from '../core/responsiveness.js'
@@ -152,12 +152,14 @@ export class Coordinator {
           // A client's direct write that a replica missed: held here, delivered when it answers.
           checkRecords(req.keys, req.records, this.clusterNowMs())
           const map = this.partitionMap
-          if (!map.nodes.includes(req.hintTarget)) throw new KumoError('INVALID_ARGUMENT', `hint target ${JSON.stringify(req.hintTarget)} is not a node of the cluster`)
-          const partitions = req.keys.map((key) => partitionOf(key, map.partitionCount))
-          // Hints only for a replica of each key: nobody parks records on nodes that would never take them.
-          for (const partition of partitions) {
-            if (!writeLists(map)[partition]!.includes(req.hintTarget)) throw new KumoError('INVALID_ARGUMENT', `hint target ${req.hintTarget} is not a replica of partition ${partition}`)
+          if (!map.nodes.includes(req.hintTarget) && !removedOf(map).includes(req.hintTarget)) {
+            throw new KumoError('INVALID_ARGUMENT', `hint target ${JSON.stringify(req.hintTarget)} is not a node of the cluster`)
           }
+          const partitions = req.keys.map((key) => partitionOf(key, map.partitionCount))
+          // Also for a target that no longer takes the partition's writes (the client planned
+          // the write on a map from before a membership change moved it): delivery hands such
+          // hints to the partition's current owners, one of which may be the replica the client
+          // did not know of. Refusing them would leave that replica without the write.
           await this.deps.hints.store(undefined, req.hintTarget, partitions, req.keys, req.records, this.config.replicaTimeoutMs)
           return reply(req.id, undefined)
         }

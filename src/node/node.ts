@@ -556,6 +556,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       said = wait
     })
   }
+  const hintHandOverMs = 30_000
   // Removed for good while it was away: it must not serve its stale data, nor rejoin under this id.
   membership.onRemoved((epoch, left) => {
     const message = left
@@ -563,7 +564,17 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       : `node ${options.id} was removed from the cluster for good (map epoch ${epoch}); stopping. To bring this machine back, wipe its data directory (${options.dataDir}) and start it under a new id (a removed id is never taken back)`
     if (left) logger.info({ epoch }, message)
     else logger.error({ epoch }, message)
-    void stop().then(() => options.onRemoved?.(message, left))
+    // Hints this node holds for others would die with it: a node that left hands them to the
+    // partitions' owners first. (One removed for good is stale, and its hints with it; the
+    // owners' anti-entropy covers what they carried.)
+    const handedOver = left ? hintDelivery.handOver(hintHandOverMs) : Promise.resolve(0)
+    void handedOver
+      .then((still) => {
+        if (still > 0) logger.warn({ hints: still }, `${still} hints could not be handed to their partitions' owners within ${hintHandOverMs / 1000} s; anti-entropy among the owners covers them`)
+      })
+      .catch((err) => logger.warn({ err }, 'handing over hints failed; anti-entropy among the owners covers them'))
+      .then(() => stop())
+      .then(() => options.onRemoved?.(message, left))
   })
   antiEntropy.mapChanged()
   membership.onChange(() => antiEntropy.mapChanged())

@@ -102,3 +102,97 @@ describe('the pace of a move', () => {
     expect(seconds).toBeGreaterThanOrEqual(joiner.antiEntropy.copiedBytes / budget - 1)
   })
 })
+
+/** Starts n4 joining `first` and waits until every node holds a map with n4 and no change in flight. */
+async function joinFourth(first: KumoNode): Promise<KumoNode> {
+  const joiner = await startNode(await nodeOptions('n4', [first.address]))
+  nodes.push(joiner)
+  await waitFor('the join of n4 finished everywhere', () => nodes.every((n) => n.membership.map?.nodes.includes('n4') && n.membership.map.change === undefined), 60_000)
+  return joiner
+}
+
+describe('writes that miss a replica around a membership change', () => {
+  it('a client whose map predates a finished change: the replica the move retired refuses its write, and the hint for it reaches the new replica', async () => {
+    const first = await threeNodes()
+    const stale = await connect({ seeds: [first.address], refreshIntervalMs: 3_600_000 })
+    const before = first.membership.map!
+    const joiner = await joinFourth(first)
+    const after = first.membership.map!
+    // A key of a partition n4 took over: the stale client writes its old replicas, one of which no longer takes its writes.
+    let i = 0
+    const taken = (p: number): boolean => after.replicas[p]!.includes('n4') && !before.replicas[p]!.includes('n4')
+    while (!taken(partitionOf(Buffer.from(`late-${i}`), after.partitionCount))) i++
+    const key = Buffer.from(`late-${i}`)
+    const partition = partitionOf(key, after.partitionCount)
+    expect(stale.cachedTopology().epoch).toBe(before.epoch)
+
+    await stale.put(key, 'planned-on-the-old-map')
+    await waitFor('the new replica n4 holds the write', async () => (await joiner.storage.getRecords(partition, [key]))[0] !== undefined)
+    for (const id of after.replicas[partition]!) {
+      const node = nodes.find((n) => n.id === id)!
+      await waitFor(`replica ${id} holds the write`, async () => (await node.storage.getRecords(partition, [key]))[0] !== undefined)
+    }
+    await stale.close()
+  })
+
+  it('a node that leaves hands the hints it holds to the partitions\u2019 owners before it stops', async () => {
+    const first = await threeNodes()
+    const fourth = await joinFourth(first)
+    const map = fourth.membership.map!
+    // Hints on n4 for n1, as if n1 had missed these writes; n4 does not deliver them by itself meanwhile.
+    fourth.hintDelivery.stop()
+    const keys = Array.from({ length: 50 }, (_, i) => Buffer.from(`held-${i}`))
+    const record = encodeRecord(encodeVersion(new HybridClock().now(Date.now()), 'test'), Buffer.from('hinted'))
+    const targets = keys.map((key) => partitionOf(key, map.partitionCount))
+    await fourth.storage.putHints(keys.map((key, i) => ({ target: 'n1', partition: targets[i]!, key, record })), Date.now(), 1_000_000)
+
+    const db = await connect({ seeds: [first.address] })
+    await db.leaveNode('n4')
+    await waitFor('n4 left and stopped', () => !fourth.serving() && nodes.filter((n) => n.id !== 'n4').every((n) => n.membership.map?.removed?.includes('n4')), 60_000)
+    // Every owner of each key's partition holds it (n1 among them, where it owns the partition).
+    for (let i = 0; i < keys.length; i++) {
+      const owners = first.membership.map!.replicas[targets[i]!]!
+      for (const id of owners) {
+        const node = nodes.find((n) => n.id === id)!
+        expect((await node.storage.getRecords(targets[i]!, [keys[i]!]))[0], `${keys[i]} on ${id}`).toBeDefined()
+      }
+    }
+    await db.close()
+  })
+
+  it('after a dead node is removed, each node compares the partitions it is primary of with their replicas (the hints the dead node held are gone)', async () => {
+    const first = await threeNodes()
+    const fourth = await joinFourth(first)
+    // A record only one replica holds, as if the others' hints had been on the node that dies;
+    // of a partition n4 does not hold, so the removal copies nothing of it.
+    const map = first.membership.map!
+    let i = 0
+    while (map.replicas[partitionOf(Buffer.from(`only-on-one-${i}`), map.partitionCount)]!.includes('n4')) i++
+    const key = Buffer.from(`only-on-one-${i}`)
+    const partition = partitionOf(key, map.partitionCount)
+    const holder = nodes.find((n) => n.id === map.replicas[partition]![1])!
+    const record = encodeRecord(encodeVersion(new HybridClock().now(Date.now()), 'test'), Buffer.from('lonely'))
+    await holder.storage.applyRecords([{ partition, key, record }])
+
+    await fourth.stop()
+    const db = await connect({ seeds: [first.address] })
+    await waitFor('the cluster sees n4 down and removes it', async () => {
+      try {
+        await db.removeNode('n4')
+        return true
+      } catch (err) {
+        if ((err as { code?: string }).code === 'FAILED_PRECONDITION') return false
+        throw err
+      }
+    }, 30_000, 250)
+    const final = await waitFor('the removal finished', () => {
+      const m = first.membership.map
+      return m?.removed?.includes('n4') && m.change === undefined ? m : undefined
+    }, 60_000)
+    for (const id of final.replicas[partition]!) {
+      const node = nodes.find((n) => n.id === id)!
+      await waitFor(`replica ${id} holds the record`, async () => (await node.storage.getRecords(partition, [key]))[0] !== undefined, 30_000, 100)
+    }
+    await db.close()
+  })
+})
