@@ -6,6 +6,8 @@ import { consistencyLevels, type Consistency } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
 import { nodeCacheSizes, startNode } from '../node/node.js'
 import { clusterStatus, formatPartitions, formatStatus } from './status.js'
+import { planInWords } from './plan.js'
+import { planKinds, type PlanKind } from '../core/change-plan.js'
 import { addUser, clientSecurity, listUsers, makeCertificates, passwordFromStdin, removeUser, type ClientSecurityOptions } from './security.js'
 
 const mebibyte = 1024 * 1024
@@ -97,6 +99,7 @@ program
   .option('--auth-file <file>', 'users, password hashes and roles (kumo user add); needs TLS. Reloaded when it changes')
   .option('--insecure', 'allow a non-loopback --listen without TLS and authentication (warns at every start)', false)
   .option('--replace <dead-id>', 'join as the replacement of a node that is dead for good: take exactly its partitions')
+  .option('--standby', 'join the cluster as a member that owns nothing until made an owner (kumo join ID..., or kumo plan join + kumo commit): several nodes added so join in one change', false)
   .option('--metrics-host <host>', 'address the metrics port listens on (default: the --listen host)')
   .addOption(new Option('--gossip-interval <ms>', 'gossip and heartbeat period').argParser(wholeNumber).default(1000).hideHelp())
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('warn'))
@@ -133,6 +136,7 @@ program
       logLevel: o.logLevel,
       ...nodeTls(o),
       ...(o.replace ? { replace: o.replace } : {}),
+      ...(o.standby === true ? { standby: true } : {}),
       ...(o.metricsHost ? { metricsHost: o.metricsHost } : {}),
       ...(o.authFile ? { authFile: o.authFile } : {}),
       insecure: o.insecure === true,
@@ -269,7 +273,7 @@ program
  * for good (leave, remove) or still members (cancelled, or a new replica went down and its
  * moves reverted).
  */
-async function waitSettled(db: KumoClient, epoch: number, ids: readonly string[]): Promise<void> {
+async function waitSettled(db: KumoClient, epoch: number, ids: readonly string[], kind: 'join' | 'leave' | 'remove' = 'remove'): Promise<void> {
   let last = ''
   for (;;) {
     const views = await db.nodeViews()
@@ -289,6 +293,17 @@ async function waitSettled(db: KumoClient, epoch: number, ids: readonly string[]
     await new Promise((r) => setTimeout(r, 500))
   }
   const topology = await db.topology()
+  if (kind === 'join') {
+    const owners = ids.filter((id) => topology.partitions.some((list) => list.includes(id)))
+    if (owners.length === ids.length) {
+      process.stdout.write(`done: ${ids.map((id) => `${id} holds ${topology.partitions.filter((list) => list.includes(id)).length} partitions`).join(', ')}\n`)
+      return
+    }
+    const outside = ids.filter((id) => !owners.includes(id))
+    process.stdout.write(`the change ended without ${outside.join(', ')} owning partitions (cancelled, or it went down and its moves went back); run the command again to retry\n`)
+    process.exitCode = 1
+    return
+  }
   const kept = ids.filter((id) => !topology.removed.includes(id))
   if (kept.length === 0) {
     process.stdout.write(`done: ${ids.join(', ')} removed for good; every partition has its replicas on the other nodes\n`)
@@ -362,6 +377,50 @@ program
         return
       }
       await waitSettled(db, epoch, ids)
+    })
+  })
+
+program
+  .command('join <ids...>')
+  .description('make standby nodes (started with --standby) owners, in one change (admin): each takes its share of partitions, copied while the old replicas keep serving')
+  .option('--wait', 'show progress and return once the change is done')
+  .action(async (ids: string[], o) => {
+    await withClient(async (db) => {
+      const { epoch, replicasMoved } = await db.joinNodes(ids)
+      process.stdout.write(`joining ${ids.join(', ')} (change staged at map epoch ${epoch}): ${replicasMoved} replicas move to ${ids.length === 1 ? 'it' : 'them'}, copied while the old replicas keep serving (kumo transfers shows the progress; kumo cancel stops the change)\n`)
+      if (o.wait) await waitSettled(db, epoch, ids, 'join')
+    })
+  })
+
+program
+  .command('plan <kind> <ids...>')
+  .description('show what a membership change would move, without making it (admin): join standby nodes, leave (drain) a live node, or remove dead ones; kumo commit then makes it')
+  .addHelpText('after', '\nExamples:\n  kumo plan join n4 n5     two standby nodes become owners in one change\n  kumo plan leave n3       drain n3\n  kumo plan remove n2      take out n2, dead for good\nThen: kumo commit [--wait]. A plan is kept on the claimant until committed, replaced by another plan, or made stale by any map change.')
+  .option('--partitions', 'list every partition that moves')
+  .option('--json', 'print the plan, with sizes, as JSON')
+  .action(async (kind: string, ids: string[], o) => {
+    if (!planKinds.includes(kind as PlanKind)) throw new KumoError('INVALID_ARGUMENT', `kumo plan: the kind of change is one of ${planKinds.join(', ')}, not ${JSON.stringify(kind)}`)
+    await withClient(async (db) => {
+      const plan = await db.planChange(kind as PlanKind, ids)
+      const sizes = await db.planSizes(plan)
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify({ ...plan, moves: plan.moves.map((m) => ({ ...m, ...sizes.get(m.partition) })) }, null, 2)}\n`)
+        return
+      }
+      process.stdout.write(planInWords(plan, sizes, o.partitions === true))
+      process.stdout.write('kumo commit makes this change (kumo commit --wait shows it through)\n')
+    })
+  })
+
+program
+  .command('commit')
+  .description('make the membership change planned last (kumo plan), if the map has not changed since (admin)')
+  .option('--wait', 'show progress and return once the change is done')
+  .action(async (o) => {
+    await withClient(async (db) => {
+      const plan = await db.commitPlan()
+      process.stdout.write(`committed: ${plan.kind} ${plan.nodes.join(' ')} (change staged at map epoch ${plan.epoch}): ${plan.replicasMoved} replicas move (kumo transfers shows the progress; kumo cancel stops the change)\n`)
+      if (o.wait) await waitSettled(db, plan.epoch, plan.nodes, plan.kind)
     })
   })
 

@@ -13,7 +13,8 @@ import { clientChannels, connectionHint, insecureChannels, type ChannelSecurity,
 import { PerTurn } from '../wire/per-turn.js'
 import { defaultReplicaTimeoutMs, DirectPath } from './direct-path.js'
 import { Responsiveness, responsivenessWithin } from '../core/responsiveness.js'
-import { NodeConnection } from './node-connection.js'
+import { NodeConnection, type PlanMsg } from './node-connection.js'
+import { planKinds, type PlanKind } from '../core/change-plan.js'
 
 export interface ConnectOptions {
   /** host:port of one or more nodes; the rest of the cluster is learned from them. */
@@ -779,6 +780,66 @@ export class KumoClient {
   }
 
   /**
+   * Plans a membership change (admin role) without making it: `join` standby nodes (started
+   * with --standby), `leave` (drain one live node) or `remove` (nodes dead for good). Says
+   * which partitions would move where; the claimant keeps the plan for commitPlan until the
+   * map changes or another plan replaces it. Refused (FAILED_PRECONDITION, INVALID_ARGUMENT)
+   * exactly as the change itself would be. With `commit`, the change is staged at once.
+   */
+  async planChange(kind: PlanKind, nodes: readonly string[], options: { commit?: boolean; timeoutMs?: number } = {}): Promise<MembershipPlan> {
+    if (!planKinds.includes(kind)) throw new KumoError('INVALID_ARGUMENT', `a plan is to ${planKinds.join(', ')}, not ${JSON.stringify(kind)}`)
+    if (!Array.isArray(nodes) || nodes.length === 0 || nodes.some((n) => typeof n !== 'string' || n === '')) throw new KumoError('INVALID_ARGUMENT', `a plan to ${kind} needs node ids`)
+    const res = await this.viaClaimant((conn) => conn.plan({ kind, nodes: [...nodes], commit: options.commit === true }, options.timeoutMs ?? this.timeoutMs))
+    return planOf(res)
+  }
+
+  /** Stages the plan the claimant keeps (admin role): the one made on map `baseEpoch`, when given. FAILED_PRECONDITION if the map changed since. */
+  async commitPlan(options: { baseEpoch?: number; timeoutMs?: number } = {}): Promise<MembershipPlan> {
+    const res = await this.viaClaimant((conn) => conn.plan({ baseEpoch: options.baseEpoch ?? 0 }, options.timeoutMs ?? this.timeoutMs))
+    return planOf(res)
+  }
+
+  /** Makes standby nodes owners (admin role), in one change: planChange('join', ids, { commit: true }). */
+  async joinNodes(ids: readonly string[], options: { timeoutMs?: number } = {}): Promise<{ epoch: number; replicasMoved: number }> {
+    const plan = await this.planChange('join', ids, { commit: true, ...options })
+    return { epoch: plan.epoch, replicasMoved: plan.replicasMoved }
+  }
+
+  /**
+   * What a plan's moves copy, per moved partition: its records (tombstones included) and
+   * bytes as held by one live current replica (the first that answers), asked once per node.
+   * Partitions no live replica answered for are left out.
+   */
+  async planSizes(plan: MembershipPlan, options: { timeoutMs?: number } = {}): Promise<Map<number, { records: number; bytes: number }>> {
+    const up = new Set(this.topology_.nodes.filter((n) => n.state !== 'down').map((n) => n.id))
+    const sizes = new Map<number, { records: number; bytes: number }>()
+    let left = plan.moves.filter((m) => m.to.length > 0)
+    // A round per replica position: partitions whose first live replica failed ask the next one.
+    for (let round = 0; left.length > 0 && round < 8; round++) {
+      const byNode = new Map<string, number[]>()
+      for (const move of left) {
+        const source = move.replicas.filter((id) => up.has(id))[round]
+        if (source === undefined) continue
+        let list = byNode.get(source)
+        if (list === undefined) byNode.set(source, (list = []))
+        list.push(move.partition)
+      }
+      if (byNode.size === 0) break
+      await Promise.all(
+        [...byNode].map(async ([id, partitions]) => {
+          const conn = this.connection(id)
+          if (conn === undefined) return
+          const res = await conn.partitionSizes(partitions, options.timeoutMs ?? 60_000).catch(() => undefined)
+          if (res === undefined) return
+          partitions.forEach((p, i) => sizes.set(p, { records: res.records[i] ?? 0, bytes: res.bytes[i] ?? 0 }))
+        }),
+      )
+      left = left.filter((m) => !sizes.has(m.partition))
+    }
+    return sizes
+  }
+
+  /**
    * Runs a membership call on the claimant, the live node with the lowest id, which alone
    * stages and drives changes. A node that sees another claimant says so, and the call goes
    * there once.
@@ -927,6 +988,31 @@ export class KumoClient {
 }
 
 /** One node's own view of membership (KumoClient.nodeViews). */
+/** A membership change planned (kumo plan) or staged (epoch > 0). */
+export interface MembershipPlan {
+  /** The map it was planned on: commitPlan stages it only on that map. */
+  baseEpoch: number
+  kind: PlanKind
+  nodes: string[]
+  /** Per partition whose replicas change: those it loses and gains, and its current ones (the copy's sources). */
+  moves: { partition: number; from: string[]; to: string[]; replicas: string[] }[]
+  /** Replicas that go to another node. */
+  replicasMoved: number
+  /** The map epoch that staged it; 0 for a plan only kept. */
+  epoch: number
+}
+
+function planOf(res: PlanMsg): MembershipPlan {
+  return {
+    baseEpoch: Number(res.baseEpoch),
+    kind: res.kind as PlanKind,
+    nodes: res.nodes ?? [],
+    moves: (res.moves ?? []).map((m) => ({ partition: m.partition, from: m.from ?? [], to: m.to ?? [], replicas: m.replicas ?? [] })),
+    replicasMoved: res.replicasMoved ?? 0,
+    epoch: Number(res.epoch ?? 0),
+  }
+}
+
 export interface NodeView {
   id: string
   /** The epoch of the map it holds. */

@@ -113,6 +113,21 @@ export class NodeConnection {
     })
   }
 
+  plan(req: { kind: string; nodes: readonly string[]; commit: boolean } | { baseEpoch: number }, timeoutMs: number): Promise<PlanMsg> {
+    const method = 'kind' in req ? 'plan' : 'commit'
+    return new Promise((resolve, reject) => {
+      this.client[method](req, { deadline: Date.now() + timeoutMs }, (err: unknown, res: PlanMsg) => (err ? reject(fromServiceError(err)) : resolve(res)))
+    })
+  }
+
+  partitionSizes(partitions: readonly number[], timeoutMs: number): Promise<{ records: number[]; bytes: number[] }> {
+    return new Promise((resolve, reject) => {
+      this.client.partitionSizes({ partitions }, { deadline: Date.now() + timeoutMs }, (err: unknown, res: { records: unknown[]; bytes: unknown[] }) =>
+        err ? reject(fromServiceError(err)) : resolve({ records: (res.records ?? []).map(Number), bytes: (res.bytes ?? []).map(Number) }),
+      )
+    })
+  }
+
   scan(req: ScanRequestMsg, deadlineMs: number): grpc.ClientReadableStream<{ entries: { key: Buffer; value: Buffer }[] }> {
     return this.client.scan(req, { deadline: deadlineMs })
   }
@@ -120,4 +135,14 @@ export class NodeConnection {
   close(): void {
     this.stream.close()
   }
+}
+
+/** A PlanResponse as decoded. */
+export interface PlanMsg {
+  baseEpoch: number | string
+  kind: string
+  nodes: string[]
+  moves: { partition: number; from: string[]; to: string[]; replicas: string[] }[]
+  replicasMoved: number
+  epoch: number | string
 }

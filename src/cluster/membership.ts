@@ -3,6 +3,7 @@ import { PhiAccrualDetector, type NodeHealth, type PhiAccrualConfig } from '../c
 import { KumoError } from '../core/errors.js'
 import { advance, cancelChange, describeChange, movingSummary, pendingPartitions, pendingPartitionsOf, stageChange } from '../core/handoff.js'
 import { assignPartitions, diffMaps, newerMap, removedOf, replaceNode, type MapChange, type PartitionMap, type PartitionMapConfig } from '../core/partition-map.js'
+import { plannedMoves, type ChangePlan, type PlanKind } from '../core/change-plan.js'
 import type { GossipMsg, MemberMsg } from '../wire/messages.js'
 import { mapFromMsg, mapToMsg } from '../wire/map-codec.js'
 
@@ -19,6 +20,8 @@ export interface MemberView {
   filling: number
   /** The dead node it was started to replace, until it is in the map. */
   replaces?: string
+  /** Started with --standby: owns nothing until a join (kumo join) makes it an owner. */
+  standby?: boolean
   /** The epoch of the map it holds (0: unknown). */
   mapEpoch?: number
   /** The change (its staging epoch) whose pending partitions it reports caught up on, and which. */
@@ -27,6 +30,7 @@ export interface MemberView {
 }
 
 export type MemberStatus = 'up' | 'read-only' | 'stopping'
+
 
 function memberStatus(wire: string): MemberStatus {
   return wire === 'stopping' || wire === 'read-only' ? wire : 'up'
@@ -81,7 +85,7 @@ export class Membership {
   readonly healthChanges = new Map<string, { up: number; suspect: number; down: number }>()
 
   constructor(
-    private readonly self: { id: string; address: string; weight: number; replaces?: string },
+    private readonly self: { id: string; address: string; weight: number; replaces?: string; standby?: boolean },
     private readonly seeds: readonly string[],
     private readonly config: MembershipConfig,
     private readonly io: MembershipIo,
@@ -98,6 +102,7 @@ export class Membership {
       weight: self.weight,
       filling: 0,
       ...(self.replaces === undefined ? {} : { replaces: self.replaces }),
+      ...(self.standby === true ? { standby: true } : {}),
     })
     if (restored !== undefined) {
       this.map_ = restored.map
@@ -234,12 +239,7 @@ export class Membership {
    * change is in flight.
    */
   leave(id: string): { epoch: number; replicasMoved: number } {
-    const map = this.checkClaimant(`drain ${id}`)
-    if (removedOf(map).includes(id)) throw new KumoError('FAILED_PRECONDITION', `node ${id} was removed already (epoch ${map.epoch} lists it)`)
-    if (!map.nodes.includes(id)) throw new KumoError('INVALID_ARGUMENT', `node ${id} is not in the cluster (its nodes: ${map.nodes.join(', ')})`)
-    if (map.nodes.length === 1) throw new KumoError('FAILED_PRECONDITION', 'the last node of a cluster cannot leave it')
-    if (!this.isAlive(id)) throw new KumoError('FAILED_PRECONDITION', `node ${id} is down: a node that is dead for good is removed (kumo remove ${id}), not drained`)
-    return this.stage(map, () => this.goalWithout(map, [id], 'leave'), { kind: 'leave', adds: [], removes: [id] })
+    return this.stagePrepared(this.prepare('leave', [id]))
   }
 
   /**
@@ -252,21 +252,103 @@ export class Membership {
    * in flight.
    */
   remove(idOrIds: string | readonly string[]): { epoch: number; replicasMoved: number } {
-    const ids = [...new Set(typeof idOrIds === 'string' ? [idOrIds] : idOrIds)]
+    return this.stagePrepared(this.prepare('remove', typeof idOrIds === 'string' ? [idOrIds] : idOrIds))
+  }
+
+  /**
+   * Stages standby nodes (started with --standby) becoming owners (kumo join ID...): several in
+   * one change, so the data moves once. Throws INVALID_ARGUMENT for a node the cluster has not
+   * heard of, FAILED_PRECONDITION for one that is down, in the map already, or removed, on a
+   * node that is not the claimant, or while another change is in flight.
+   */
+  join(ids: readonly string[]): { epoch: number; replicasMoved: number } {
+    return this.stagePrepared(this.prepare('join', ids))
+  }
+
+  /**
+   * What a change would move, without staging it (kumo plan): kept until committed (commit),
+   * replaced by the next plan, or made stale by any map change. Throws as the change itself would.
+   */
+  plan(kind: PlanKind, ids: readonly string[]): ChangePlan {
+    const prepared = this.prepare(kind, ids)
+    const busy = this.changeInFlight()
+    if (busy !== undefined) throw new KumoError('FAILED_PRECONDITION', busy)
+    const goal = prepared.goalOf()
+    const plan: ChangePlan = { baseEpoch: prepared.map.epoch, kind, nodes: [...prepared.change.adds, ...prepared.change.removes], ...plannedMoves(prepared.map, goal) }
+    this.kept = plan
+    return plan
+  }
+
+  /**
+   * Stages the kept plan (kumo commit), the one made on map `baseEpoch` when given: refused
+   * (FAILED_PRECONDITION) when there is none, or the map changed since it was made.
+   */
+  commit(baseEpoch = 0): { epoch: number; replicasMoved: number; plan: ChangePlan } {
+    const plan = this.kept
+    const map = this.checkClaimant('commit the plan')
+    if (plan === undefined) throw new KumoError('FAILED_PRECONDITION', 'no plan to commit: make one first (kumo plan join|leave|remove ID...)')
+    if (baseEpoch !== 0 && baseEpoch !== plan.baseEpoch) {
+      throw new KumoError('FAILED_PRECONDITION', `the plan kept is another one (made on map epoch ${plan.baseEpoch}, ${plan.kind} ${plan.nodes.join(' ')}): look at it again (kumo plan)`)
+    }
+    if (map.epoch !== plan.baseEpoch) {
+      this.kept = undefined
+      throw new KumoError('FAILED_PRECONDITION', `the map changed since the plan was made (epoch ${plan.baseEpoch}, now ${map.epoch}): plan again`)
+    }
+    const staged = this.stagePrepared(this.prepare(plan.kind, plan.nodes))
+    this.kept = undefined
+    return { ...staged, plan }
+  }
+
+  /** The plan kept for commit (kumo plan), if any. */
+  private kept: ChangePlan | undefined
+
+  /** Checks a change of `kind` on `ids` and says how to make its goal; throws what the change would. */
+  private prepare(kind: PlanKind, idsIn: readonly string[]): { map: PartitionMap; goalOf: () => PartitionMap; change: Omit<MapChange, 'epoch' | 'cancelled'> } {
+    const ids = [...new Set(idsIn)]
     const map = this.map_
     if (map === undefined) throw new KumoError('FAILED_PRECONDITION', 'this node has not joined a cluster yet')
-    if (ids.length === 0) throw new KumoError('INVALID_ARGUMENT', 'remove needs a node id')
-    for (const id of ids) {
+    if (ids.length === 0) throw new KumoError('INVALID_ARGUMENT', `${kind} needs a node id`)
+    if (kind === 'leave') {
+      const id = ids[0]!
+      if (ids.length > 1) throw new KumoError('INVALID_ARGUMENT', 'leave drains one node at a time')
+      this.checkClaimant(`drain ${id}`)
       if (removedOf(map).includes(id)) throw new KumoError('FAILED_PRECONDITION', `node ${id} was removed already (epoch ${map.epoch} lists it)`)
       if (!map.nodes.includes(id)) throw new KumoError('INVALID_ARGUMENT', `node ${id} is not in the cluster (its nodes: ${map.nodes.join(', ')})`)
-      if (id === this.self.id) throw new KumoError('FAILED_PRECONDITION', `node ${id} cannot remove itself; ask another node, or have it leave (kumo leave ${id})`)
-      if (this.isAlive(id)) {
-        throw new KumoError('FAILED_PRECONDITION', `node ${id} is ${this.health(id)}: remove is for a node that is dead for good; a live node leaves (kumo leave ${id})`)
-      }
+      if (map.nodes.length === 1) throw new KumoError('FAILED_PRECONDITION', 'the last node of a cluster cannot leave it')
+      if (!this.isAlive(id)) throw new KumoError('FAILED_PRECONDITION', `node ${id} is down: a node that is dead for good is removed (kumo remove ${id}), not drained`)
+      return { map, goalOf: () => this.goalWithout(map, [id], 'leave'), change: { kind: 'leave', adds: [], removes: [id] } }
     }
-    if (map.nodes.length <= ids.length) throw new KumoError('FAILED_PRECONDITION', 'the last node of a cluster cannot be removed')
-    this.checkClaimant(`remove ${ids.join(' ')}`)
-    return this.stage(map, () => this.goalWithout(map, ids, 'remove'), { kind: 'remove', adds: [], removes: ids })
+    if (kind === 'remove') {
+      for (const id of ids) {
+        if (removedOf(map).includes(id)) throw new KumoError('FAILED_PRECONDITION', `node ${id} was removed already (epoch ${map.epoch} lists it)`)
+        if (!map.nodes.includes(id)) throw new KumoError('INVALID_ARGUMENT', `node ${id} is not in the cluster (its nodes: ${map.nodes.join(', ')})`)
+        if (id === this.self.id) throw new KumoError('FAILED_PRECONDITION', `node ${id} cannot remove itself; ask another node, or have it leave (kumo leave ${id})`)
+        if (this.isAlive(id)) {
+          throw new KumoError('FAILED_PRECONDITION', `node ${id} is ${this.health(id)}: remove is for a node that is dead for good; a live node leaves (kumo leave ${id})`)
+        }
+      }
+      if (map.nodes.length <= ids.length) throw new KumoError('FAILED_PRECONDITION', 'the last node of a cluster cannot be removed')
+      this.checkClaimant(`remove ${ids.join(' ')}`)
+      return { map, goalOf: () => this.goalWithout(map, ids, 'remove'), change: { kind: 'remove', adds: [], removes: ids } }
+    }
+    if (kind === 'join') {
+      this.checkClaimant(`join ${ids.join(' ')}`)
+      for (const id of ids) {
+        const member = this.members.get(id)
+        if (removedOf(map).includes(id)) throw new KumoError('FAILED_PRECONDITION', `node ${id} was removed for good (epoch ${map.epoch} lists it); a machine comes back under a new id, with its data directory wiped`)
+        if (map.nodes.includes(id)) throw new KumoError('FAILED_PRECONDITION', `node ${id} owns partitions already (it is in map epoch ${map.epoch})`)
+        if (member === undefined) throw new KumoError('INVALID_ARGUMENT', `no node ${id} has made contact with the cluster: start it with --seeds (and --standby to join it by hand)`)
+        if (member.replaces !== undefined) throw new KumoError('FAILED_PRECONDITION', `node ${id} was started to replace ${member.replaces}: it takes exactly that node's partitions once it is down`)
+        if (member.status === 'stopping' || !this.isAlive(id)) throw new KumoError('FAILED_PRECONDITION', `node ${id} is ${this.health(id)}: only a live node joins`)
+      }
+      const nodes = [...map.nodes, ...ids]
+      return { map, goalOf: () => assignPartitions(map, nodes, this.config.partitions), change: { kind: 'join', adds: ids, removes: [] } }
+    }
+    throw new KumoError('INVALID_ARGUMENT', `unknown kind of change ${JSON.stringify(kind)}: join, leave or remove`)
+  }
+
+  private stagePrepared(prepared: ReturnType<Membership['prepare']>): { epoch: number; replicasMoved: number } {
+    return this.stage(prepared.map, prepared.goalOf, prepared.change)
   }
 
   /**
@@ -597,6 +679,7 @@ export class Membership {
           readyEpoch: incoming.readyEpoch ?? 0,
           ready: incoming.ready ?? [],
           ...(incoming.replaces ? { replaces: incoming.replaces } : {}),
+          ...(incoming.standby === true ? { standby: true } : {}),
         })
         if (heartbeatAdvanced && status !== 'stopping') {
           let detector = this.detectors.get(incoming.id)
@@ -661,7 +744,9 @@ export class Membership {
       (m) => !inMap.has(m.id) && !removed.has(m.id) && m.status !== 'stopping' && this.isAlive(m.id) && this.declined.get(m.id) !== m.generation,
     )
     if (map === undefined) {
-      const founded = assignPartitions(undefined, candidates.filter((m) => m.replaces === undefined).map((m) => m.id), this.config.partitions)
+      const founders = candidates.filter((m) => m.replaces === undefined && m.standby !== true)
+      if (founders.length === 0) return
+      const founded = assignPartitions(undefined, founders.map((m) => m.id), this.config.partitions)
       this.adoptOwn(founded)
       return
     }
@@ -673,7 +758,8 @@ export class Membership {
       this.stage(map, () => replaceNode(map, replacing.replaces!, replacing.id), { kind: 'replace', adds: [replacing.id], removes: [replacing.replaces!] })
       return
     }
-    const joining = candidates.filter((m) => m.replaces === undefined)
+    // Standby nodes wait for kumo join (or a committed plan).
+    const joining = candidates.filter((m) => m.replaces === undefined && m.standby !== true)
     if (joining.length === 0) return
     this.stage(map, () => assignPartitions(map, [...inMap, ...joining.map((m) => m.id)], this.config.partitions), { kind: 'join', adds: joining.map((m) => m.id), removes: [] })
   }

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js'
 import { permits, permitsRange, type Action, type Principal } from '../core/access.js'
 import { KumoError, toKumoError } from '../core/errors.js'
+import { planKinds, type ChangePlan, type PlanKind } from '../core/change-plan.js'
 import { scanLimitMax } from '../core/limits.js'
 import type { TokenBucket } from '../core/token-bucket.js'
 import { checkGetMany } from '../core/validate.js'
@@ -45,6 +46,12 @@ export interface KvServiceDeps {
   remove: (ids: string[], leave: boolean) => { epoch: number; replicasMoved: number } | Promise<{ epoch: number; replicasMoved: number }>
   /** Cancels the membership change in flight (Membership.cancel). */
   cancel: () => { epoch: number; partitionsReverted: number }
+  /** Plans a change (Membership.plan), and with `commit` stages it at once; epoch 0 for a plan kept. */
+  plan: (kind: PlanKind, ids: string[], commit: boolean) => Promise<PlanResult>
+  /** Stages the kept plan (Membership.commit). */
+  commit: (baseEpoch: number) => PlanResult
+  /** Records and bytes held of each partition (StorageEngine.partitionSize). */
+  partitionSizes: (partitions: number[]) => Promise<{ records: number[]; bytes: number[] }>
   probe: () => Promise<{ ok: boolean; detail: string; writeMs: number; readMs: number }>
   /** Who made a call (Authenticator): a value, a promise while a password is checked, or UNAUTHENTICATED thrown. */
   authenticate: (call: CallIdentity) => Principal | Promise<Principal>
@@ -52,6 +59,13 @@ export interface KvServiceDeps {
   refused: (code: 'UNAUTHENTICATED' | 'PERMISSION_DENIED') => void
   /** Changes whenever the users change (auth file reloaded): open streams authenticate again. */
   usersGeneration: () => number
+}
+
+/** A plan (Membership.plan, or committed) and the epoch that staged it (0: kept, not staged). */
+export type PlanResult = ChangePlan & { epoch: number }
+
+function planResponse(res: PlanResult): object {
+  return { baseEpoch: res.baseEpoch, kind: res.kind, nodes: res.nodes, moves: res.moves, replicasMoved: res.replicasMoved, epoch: res.epoch }
 }
 
 /** What a request asks to do, and on which keys. */
@@ -276,6 +290,49 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
       asCaller(deps, call, callback, () => {
         Promise.resolve()
           .then(() => deps.cancel())
+          .then(
+            (res) => callback(null, res),
+            (err) => callback(toServiceError(err)),
+          )
+      }, 'admin')
+    },
+    Plan: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      const req = call.request
+      if (isMalformed(req) || !planKinds.includes(req.kind) || !Array.isArray(req.nodes) || req.nodes.some((id: unknown) => typeof id !== 'string' || id === '')) {
+        callback(toServiceError(new KumoError('INVALID_ARGUMENT', `plan needs { kind: ${planKinds.join('|')}, nodes: ["<id>", ...] }`)))
+        return
+      }
+      asCaller(deps, call, callback, () => {
+        Promise.resolve()
+          .then(() => deps.plan(req.kind, req.nodes, req.commit === true))
+          .then(
+            (res) => callback(null, planResponse(res)),
+            (err) => callback(toServiceError(err)),
+          )
+      }, 'admin')
+    },
+    Commit: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      if (isMalformed(call.request)) {
+        callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed request')))
+        return
+      }
+      asCaller(deps, call, callback, () => {
+        Promise.resolve()
+          .then(() => deps.commit(Number(call.request.baseEpoch ?? 0)))
+          .then(
+            (res) => callback(null, planResponse(res)),
+            (err) => callback(toServiceError(err)),
+          )
+      }, 'admin')
+    },
+    PartitionSizes: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      if (isMalformed(call.request) || !Array.isArray(call.request.partitions)) {
+        callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'partition sizes need { partitions: [<number>, ...] }')))
+        return
+      }
+      asCaller(deps, call, callback, () => {
+        Promise.resolve()
+          .then(() => deps.partitionSizes(call.request.partitions.map(Number)))
           .then(
             (res) => callback(null, res),
             (err) => callback(toServiceError(err)),

@@ -151,6 +151,8 @@ export interface NodeOptions {
    * partitions (copied from their other replicas) and the dead id is removed for good.
    */
   replace?: string
+  /** Start as a standby member: it owns nothing until a join makes it an owner (kumo join, or a committed plan). */
+  standby?: boolean
   /** Called (after the node stopped) once the cluster's map no longer lists this node: removed for good, or `left` (it was asked to leave). */
   onRemoved?: (message: string, left: boolean) => void
 }
@@ -388,7 +390,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   let wall = performance.now()
   let persistChain = Promise.resolve()
   const membership = new Membership(
-    { id: options.id, address, weight: options.weight ?? 1, ...(options.replace === undefined ? {} : { replaces: options.replace }) },
+    { id: options.id, address, weight: options.weight ?? 1, ...(options.replace === undefined ? {} : { replaces: options.replace }), ...(options.standby === true ? { standby: true } : {}) },
     options.seeds ?? [],
     {
       gossipIntervalMs: options.gossipIntervalMs ?? 1000,
@@ -700,6 +702,24 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
         return leave ? membership.leave(ids[0]!) : membership.remove(ids)
       },
       cancel: () => membership.cancel(),
+      plan: async (kind, ids, commit) => {
+        await membership.mapsAgree(4 * (options.gossipIntervalMs ?? 1000))
+        if (!commit) return { ...membership.plan(kind, ids), epoch: 0 }
+        const plan = membership.plan(kind, ids)
+        return { ...plan, epoch: membership.commit(plan.baseEpoch).epoch }
+      },
+      commit: (baseEpoch) => {
+        const { plan, epoch } = membership.commit(baseEpoch)
+        return { ...plan, epoch }
+      },
+      partitionSizes: async (partitions) => {
+        const count = membership.map?.partitionCount ?? 0
+        for (const p of partitions) if (!Number.isInteger(p) || p < 0 || p >= count) throw new KumoError('INVALID_ARGUMENT', `partition ${p} is not one of this cluster's (0 to ${count - 1})`)
+        if (partitions.length > count) throw new KumoError('INVALID_ARGUMENT', `at most ${count} partitions at a time`)
+        const sizes = []
+        for (const p of partitions) sizes.push(await storage.partitionSize(p))
+        return { records: sizes.map((s) => s.records), bytes: sizes.map((s) => s.bytes) }
+      },
       compact: () => {
         // One compaction at a time: a second request while one runs waits for that one.
         compacting ??= (async () => {

@@ -63,6 +63,10 @@ export class VersionBoundStorage implements StorageEngine {
     return this.inner.compact()
   }
 
+  partitionSize(partition: number): Promise<{ records: number; bytes: number }> {
+    return this.inner.partitionSize(partition)
+  }
+
   dropPartition(partition: number): Promise<void> {
     return this.inner.dropPartition(partition)
   }

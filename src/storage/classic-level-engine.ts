@@ -481,6 +481,28 @@ export class ClassicLevelEngine implements StorageEngine {
     return out
   }
 
+  async partitionSize(partition: number): Promise<{ records: number; bytes: number }> {
+    return this.iterators.run(async () => {
+      const bounds = partitionRange(partition)
+      // Stored keys carry the partition prefix; a user key is that much shorter.
+      const prefixBytes = bounds.gte.length
+      let records = 0
+      let bytes = 0
+      const it = this.db.iterator(bounds)
+      try {
+        for (;;) {
+          const entries = await it.nextv(1000)
+          if (entries.length === 0) break
+          records += entries.length
+          for (const [key, record] of entries) bytes += key.length - prefixBytes + record.length
+        }
+      } finally {
+        await it.close()
+      }
+      return { records, bytes }
+    })
+  }
+
   async compact(): Promise<void> {
     await this.db.compactRange(storedKeyBounds.start, storedKeyBounds.end)
   }

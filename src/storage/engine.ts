@@ -82,6 +82,12 @@ export interface StorageEngine {
   /** Records of one partition in user-key order within the range: at most `limit`, and see bytesMax and valueBytesMax. */
   scanPartition(partition: number, range: ScanRange): Promise<StoredRecord[]>
 
+  /**
+   * Records of one partition (tombstones and expired ones included) and their bytes (user keys
+   * and records): what copying it moves. A pass over the partition.
+   */
+  partitionSize(partition: number): Promise<{ records: number; bytes: number }>
+
   /** Deletes a partition's records whose user keys fall in the range (used after handoff). */
   dropPartition(partition: number): Promise<void>
   /**

@@ -182,6 +182,8 @@ export interface MemberMsg {
   /** The change whose pending partitions it reports caught up on (`ready`). */
   readyEpoch?: number
   ready?: number[]
+  /** Started with --standby: joins only when asked (kumo join). */
+  standby?: boolean
 }
 
 export interface GossipMsg {

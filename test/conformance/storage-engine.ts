@@ -221,6 +221,15 @@ export function storageEngineConformance(name: string, factory: EngineFactory): 
       expect(await engine.scanPartition(5, { limit: 10 })).toEqual([])
     })
 
+    it('counts the records and bytes of one partition, tombstones included', async () => {
+      expect(await engine.partitionSize(4)).toEqual({ records: 0, bytes: 0 })
+      const records = ['a', 'bb', 'ccc'].map((key) => ({ partition: 4, key: k(key), record: rec(1, key.repeat(10)) }))
+      await engine.applyRecords([...records, { partition: 5, key: k('other'), record: rec(1, 'x') }])
+      await engine.applyRecords([{ partition: 4, key: k('gone'), record: rec(2, undefined) }])
+      const bytes = records.reduce((sum, r) => sum + r.key.length + r.record.length, 0) + 'gone'.length + rec(2, undefined).length
+      expect(await engine.partitionSize(4)).toEqual({ records: 4, bytes })
+    })
+
     it('ends a scan page at a byte bound, and leaves large values out of it, to be read by key', async () => {
       const big = 'x'.repeat(5000)
       await engine.applyRecords(['a', 'b', 'c', 'd'].map((key) => ({ partition: 4, key: k(key), record: rec(1, key === 'b' ? big : key) })))

@@ -1,4 +1,7 @@
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import { afterEach, describe, expect, it } from 'vitest'
+import { cliPath } from '../../scripts/local-cluster.js'
 import type { KumoClient, KumoError } from '../../src/index.js'
 import { rejectionOf, waitFor } from '../helpers/cluster.js'
 import { ProcessCluster, readLoad, writeLoad, type ReadLoad, type WriteLoad } from '../helpers/processes.js'
@@ -276,6 +279,52 @@ describe('growing, shrinking and healing a cluster under load (real processes)',
     await finish(load, reads)
     // No node keeps a copy of a partition it does not hold.
     await waitFor('no stray copies left', async () => (await db.nodeViews()).every((v) => v.partitionsStray === 0), 30_000, 250)
+    await expectConverged(db, load.acked)
+    await db.close()
+  })
+})
+
+describe('standby nodes joined by plan and commit (the CLI, real processes)', () => {
+  it('two standby nodes own nothing until the plan is committed, then join in one change under load: the plan said what moved, nothing failed or was lost', { timeout: 180_000 }, async () => {
+    cluster = await ProcessCluster.start(3, ['--repair-interval', '0'])
+    const db = await cluster.client({ timeoutMs: 10_000 })
+    const load = writeLoad(db, 'planned/', 8)
+    const reads = readLoad(db, load)
+    await waitFor('writes under way', () => load.acked.length > 1000, 30_000)
+    await cluster.add('n4', ['--standby'])
+    await cluster.add('n5', ['--standby'])
+    const kumo = (...args: string[]) => promisify(execFile)(process.execPath, [cliPath, '--seeds', cluster!.seeds.slice(0, 3).join(','), ...args], { timeout: 120_000 })
+    await waitFor('the standby nodes heard by the cluster', async () => {
+      const t = await db.topology()
+      return ['n4', 'n5'].every((id) => t.nodes.some((n) => n.id === id && n.state === 'up'))
+    }, 30_000, 200)
+    const before = await db.topology()
+    expect(before.partitions.flat().some((id) => id === 'n4' || id === 'n5')).toBe(false)
+
+    const plan = (await kumo('plan', 'join', 'n4', 'n5')).stdout
+    process.stdout.write(plan)
+    expect(plan).toMatch(/plan \(on map epoch \d+\): join n4, n5/)
+    const moved = /(\d+) replicas of (\d+) partitions move: ([\d,]+) records/.exec(plan)
+    expect(moved, plan).not.toBeNull()
+    expect(Number(moved![3]!.replace(/,/g, ''))).toBeGreaterThan(0)
+    expect(plan).toMatch(/n4\s+\d+\s+0\s+[\d,]+/)
+    expect(plan).toMatch(/kumo commit makes this change/)
+    // Nothing moved for the plan alone.
+    expect((await db.topology()).epoch).toBe(before.epoch)
+
+    const commit = await kumo('commit', '--wait')
+    expect(commit.stdout).toMatch(new RegExp(`committed: join n4 n5 \\(change staged at map epoch \\d+\\): ${moved![1]} replicas move`))
+    expect(commit.stdout).toMatch(/done: n4 holds \d+ partitions, n5 holds \d+ partitions/)
+    const after = await db.topology()
+    const counts = replicaCountsOf(after.partitions)
+    const mean = (after.partitionCount * 3) / 5
+    for (const id of ['n1', 'n2', 'n3', 'n4', 'n5']) expect(Math.abs((counts.get(id) ?? 0) - mean), id).toBeLessThanOrEqual(1)
+    // A second commit has no plan left.
+    const again = await kumo('commit').then(() => undefined, (err: { stderr: string }) => err.stderr)
+    expect(again).toMatch(/FAILED_PRECONDITION: no plan to commit/)
+
+    await finish(load, reads)
+    await settled(db, after.epoch)
     await expectConverged(db, load.acked)
     await db.close()
   })

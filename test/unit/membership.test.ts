@@ -23,11 +23,13 @@ class SimCluster {
     readonly ids: string[],
     readonly seeds: string[] = ids.map((id) => `addr-${id}`),
     readonly config: MembershipConfig = { gossipIntervalMs: 1000, foundingRoundsMax: 10, phi: {}, partitions: { partitionCount: 16, replicationFactor: 3 } },
+    /** Nodes started with --standby: members that own nothing until joined. */
+    standby: readonly string[] = [],
   ) {
     for (const id of ids) {
       this.nodes.set(
         id,
-        new Membership({ id, address: `addr-${id}`, weight: 1 }, seeds, config, {
+        new Membership({ id, address: `addr-${id}`, weight: 1, ...(standby.includes(id) ? { standby: true } : {}) }, seeds, config, {
           gossip: async (_peerId, address, message) => {
             const target = [...this.nodes.values()].find((m) => `addr-${m.selfId}` === address)
             if (target === undefined || !this.up.has(target.selfId)) throw new Error('connection refused')
@@ -233,6 +235,63 @@ describe('Membership leave', () => {
       expect(sim.map(id)?.nodes).toEqual(['n1', 'n2', 'n3', 'n4'])
       expect(sim.map(id)?.removed).toBeUndefined()
     }
+  })
+})
+
+describe('Membership plan, commit and standby joins', () => {
+  const config: MembershipConfig = { gossipIntervalMs: 1000, foundingRoundsMax: 10, phi: {}, partitions: { partitionCount: 16, replicationFactor: 3 } }
+  /** n1..n3 own the map; n4 and n5 are standby members, heard by everyone. */
+  async function withStandbys(): Promise<SimCluster> {
+    const ids = ['n1', 'n2', 'n3', 'n4', 'n5']
+    const sim = new SimCluster(ids, ['addr-n1', 'addr-n2', 'addr-n3'], config, ['n4', 'n5'])
+    for (const id of ids) sim.up.add(id)
+    for (let i = 0; i < 8; i++) await sim.round()
+    return sim
+  }
+
+  it('standby members own nothing until joined; kumo join makes several owners in one change', async () => {
+    const sim = await withStandbys()
+    const n1 = sim.nodes.get('n1')!
+    for (const id of sim.ids) expect(sim.map(id)?.nodes).toEqual(['n1', 'n2', 'n3'])
+    expect(n1.isAlive('n4') && n1.isAlive('n5')).toBe(true)
+    expect(() => n1.join(['n6'])).toThrow(/no node n6 has made contact with the cluster/)
+    expect(() => n1.join(['n2'])).toThrow(/node n2 owns partitions already/)
+    expect(() => sim.nodes.get('n2')!.join(['n4'])).toThrow(/go through the claimant, node n1; ask it to join n4/)
+    const { epoch, replicasMoved } = n1.join(['n4', 'n5'])
+    expect(replicasMoved).toBeGreaterThan(0)
+    expect(sim.map('n1')?.change).toMatchObject({ epoch, kind: 'join', adds: ['n4', 'n5'] })
+    await settle(sim)
+    for (const id of sim.ids) expect(sim.map(id)?.nodes).toEqual(['n1', 'n2', 'n3', 'n4', 'n5'])
+  })
+
+  it('a plan changes nothing; commit stages exactly it, and is refused without one or once the map changed', async () => {
+    const sim = await withStandbys()
+    const n1 = sim.nodes.get('n1')!
+    expect(() => n1.commit()).toThrow(/no plan to commit: make one first/)
+    const epoch = sim.map('n1')!.epoch
+    const plan = n1.plan('join', ['n4'])
+    expect(plan).toMatchObject({ baseEpoch: epoch, kind: 'join', nodes: ['n4'] })
+    expect(plan.replicasMoved).toBeGreaterThan(0)
+    expect(plan.moves.every((m) => m.to.every((id) => id === 'n4') && m.replicas.length === 3)).toBe(true)
+    // Planning changed nothing, wherever it is asked.
+    await sim.round()
+    expect(sim.map('n1')?.epoch).toBe(epoch)
+    expect(sim.map('n1')?.change).toBeUndefined()
+    expect(() => n1.plan('leave', ['n4'])).toThrow(/node n4 is not in the cluster/)
+    expect(() => n1.commit(epoch + 7)).toThrow(/the plan kept is another one/)
+    const committed = n1.commit(epoch)
+    expect(committed.plan).toBe(plan)
+    expect(committed.replicasMoved).toBe(plan.replicasMoved)
+    await settle(sim)
+    // Every replica the plan moved went where it said.
+    const final = sim.map('n1')!
+    for (const move of plan.moves) expect(final.replicas[move.partition]).toContain('n4')
+    // A plan made on an older map is not committed.
+    const stale = n1.plan('leave', ['n4'])
+    n1.join(['n5'])
+    await settle(sim)
+    expect(() => n1.commit(stale.baseEpoch)).toThrow(/the map changed since the plan was made/)
+    expect(() => n1.commit()).toThrow(/no plan to commit/)
   })
 })
 

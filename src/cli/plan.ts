@@ -1,0 +1,62 @@
+import type { MembershipPlan } from '../client/client.js'
+
+/** The move rate's defaults (kumo start --move-rate, --move-bytes): a plan's best-case time. */
+const defaultRecordsPerSecond = 20_000
+const defaultBytesPerSecond = 32 * 1024 * 1024
+
+/**
+ * A plan in words (kumo plan): what moves where, per node what it copies in and gives up, and
+ * the shortest time the default move rate allows. `sizes`: per moved partition, as one of its
+ * current replicas holds it (missing where none answered).
+ */
+export function planInWords(plan: MembershipPlan, sizes: ReadonlyMap<number, { records: number; bytes: number }>, eachPartition: boolean): string {
+  const verb = { join: 'join', leave: 'drain', remove: 'remove' }[plan.kind]
+  const lines = [`plan (on map epoch ${plan.baseEpoch}): ${verb} ${plan.nodes.join(', ')}`]
+  if (plan.moves.length === 0) {
+    lines.push('  nothing moves')
+    return `${lines.join('\n')}\n`
+  }
+  const perNode = new Map<string, { gains: number; loses: number; records: number; bytes: number }>()
+  const of = (id: string): { gains: number; loses: number; records: number; bytes: number } => {
+    let entry = perNode.get(id)
+    if (entry === undefined) perNode.set(id, (entry = { gains: 0, loses: 0, records: 0, bytes: 0 }))
+    return entry
+  }
+  let records = 0
+  let bytes = 0
+  let unknown = 0
+  for (const move of plan.moves) {
+    const size = sizes.get(move.partition)
+    if (size === undefined && move.to.length > 0) unknown++
+    for (const id of move.from) of(id).loses++
+    for (const id of move.to) {
+      const node = of(id)
+      node.gains++
+      node.records += size?.records ?? 0
+      node.bytes += size?.bytes ?? 0
+      records += size?.records ?? 0
+      bytes += size?.bytes ?? 0
+    }
+  }
+  const partitions = plan.moves.filter((m) => m.to.length > 0).length
+  lines.push(`  ${plan.replicasMoved} replicas of ${partitions} partitions move: ${records.toLocaleString('en-US')} records, ${mb(bytes)} copied${unknown > 0 ? ` (${unknown} partitions not counted: no replica of theirs answered)` : ''}`)
+  const rows = [['NODE', 'GAINS', 'GIVES UP', 'COPIES IN (records)', 'COPIES IN (MB)']]
+  for (const [id, n] of [...perNode].sort(([a], [b]) => a.localeCompare(b))) rows.push([id, String(n.gains), String(n.loses), n.records.toLocaleString('en-US'), (n.bytes / 1e6).toFixed(1)])
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
+  for (const row of rows) lines.push(`  ${row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}`)
+  // Nodes copy in parallel, each paced on its own: the one copying most sets the time.
+  const slowest = Math.max(...[...perNode.values()].map((n) => Math.max(n.records / defaultRecordsPerSecond, n.bytes / defaultBytesPerSecond)))
+  lines.push(`  at the default move rate (20,000 records/s and 32 MiB/s per node) copying takes at least ${Math.ceil(slowest)} s; a busy machine copies slower (kumo transfers shows the real rate once it runs)`)
+  if (eachPartition) {
+    for (const move of plan.moves) {
+      const size = sizes.get(move.partition)
+      const change = [move.from.length > 0 ? `${move.from.join(',')} out` : '', move.to.length > 0 ? `${move.to.join(',')} in` : ''].filter((p) => p !== '').join(', ')
+      lines.push(`  partition ${move.partition}: ${change} (now ${move.replicas.join(',')})${size === undefined ? '' : `: ${size.records.toLocaleString('en-US')} records, ${mb(size.bytes)}`}`)
+    }
+  }
+  return `${lines.join('\n')}\n`
+}
+
+function mb(bytes: number): string {
+  return `${(bytes / 1e6).toFixed(1)} MB`
+}
