@@ -10,6 +10,7 @@ import { isLastPage, type StorageEngine } from '../storage/engine.js'
 import type { PeerChannel, PeerPool } from '../wire/peer-channel.js'
 import { noPeerFields } from '../wire/peer-fields.js'
 import type { Membership } from './membership.js'
+import { CopyCursors } from './copy-cursors.js'
 
 export interface AntiEntropyConfig {
   /** Background repair of the partitions this node is primary for, every this often (0: off). */
@@ -87,6 +88,7 @@ export class AntiEntropy {
     private readonly config: AntiEntropyConfig,
   ) {
     this.tokens = config.recordsPerSecondMax
+    this.copyCursors = new CopyCursors(deps.storage)
     this.bytePace = new TokenBucket(config.bytesPerSecondMax, config.bytesPerSecondMax)
   }
 
@@ -221,9 +223,17 @@ export class AntiEntropy {
       }
       const copyStarted = Date.now()
       const copiedBefore = this.copiedRecords
+      const resumed = { done: 0, partly: 0 }
       for (const partition of partitions) {
         if (generation !== this.fillGeneration || this.stopped) return
-        if (this.filling.has(partition)) await this.copyPartition(partition).catch((err) => this.deps.logger.warn({ err, partition }, 'copying a gained partition failed; repair takes over'))
+        if (!this.filling.has(partition)) continue
+        const from = await this.copyCursors.get(changeEpoch, partition).catch(() => undefined)
+        if (from === 'done') resumed.done++
+        else if (from !== undefined) resumed.partly++
+        await this.copyPartition(partition, changeEpoch).catch((err) => this.deps.logger.warn({ err, partition }, 'copying a gained partition failed; repair takes over'))
+      }
+      if (resumed.done + resumed.partly > 0) {
+        this.deps.logger.info({ epoch: changeEpoch, copiedBefore: resumed.done, resumedPartly: resumed.partly }, 'resumed the copies of this change where they stood before this node restarted')
       }
       this.deps.logger.info({ partitions: partitions.length, records: this.copiedRecords - copiedBefore, ms: Date.now() - copyStarted }, 'gained partitions copied; comparing with every replica')
     })
@@ -265,23 +275,38 @@ export class AntiEntropy {
    * Copies one partition this node gained from a live replica: SCAN pages (tombstones and
    * expiry included, at most exchangeBytesMax each), applied last-writer-wins, so a write or
    * delete that reached this node meanwhile is never overwritten by an older copy. Throttled
-   * like every exchange.
+   * like every exchange. Where the copy stands is saved after every page (CopyCursors): a
+   * source that fails mid-copy is replaced by the partition's next live replica from the same
+   * key on, and a node restarted during the change resumes where it stopped.
    */
-  private async copyPartition(partition: number): Promise<void> {
+  private async copyPartition(partition: number, changeEpoch: number): Promise<void> {
     const map = this.deps.membership.map
     if (map === undefined) return
-    const source = map.replicas[partition]!.find((id) => {
-      if (id === this.deps.selfId || !this.deps.membership.isAlive(id)) return false
-      const address = this.deps.membership.address(id)
-      return address !== undefined && this.deps.peers.get(id, address).usable
-    })
-    if (source === undefined) return
-    const channel = this.deps.peers.get(source, this.deps.membership.address(source)!)
-    let gte = Buffer.alloc(0)
+    const saved = await this.copyCursors.get(changeEpoch, partition)
+    if (saved === 'done') return
+    let gte = saved ?? Buffer.alloc(0)
+    const failed = new Set<string>()
+    const nextSource = (): string | undefined =>
+      map.replicas[partition]!.find((id) => {
+        if (id === this.deps.selfId || failed.has(id) || !this.deps.membership.isAlive(id)) return false
+        const address = this.deps.membership.address(id)
+        return address !== undefined && this.deps.peers.get(id, address).usable
+      })
+    let source = nextSource()
     for (;;) {
       if (this.stopped || !this.filling.has(partition)) return
-      const res = await channel.request({ ...noPeerFields, op: 'SCAN', partition, gte, limit: pageSize, bytesMax: exchangeBytesMax }, this.config.timeoutMs)
-      if (res.keys.length === 0) return
+      if (source === undefined) throw new Error(`no live replica of partition ${partition} answered the copy`)
+      let res: { keys: Buffer[]; records: Buffer[] }
+      try {
+        res = await this.deps.peers.get(source, this.deps.membership.address(source)!).request({ ...noPeerFields, op: 'SCAN', partition, gte, limit: pageSize, bytesMax: exchangeBytesMax }, this.config.timeoutMs)
+      } catch (err) {
+        failed.add(source)
+        const next = nextSource()
+        this.deps.logger.warn({ err, partition, source, next }, 'the source of a partition copy failed; going on from the next replica where it stopped')
+        source = next
+        continue
+      }
+      if (res.keys.length === 0) break
       await this.throttle(res.keys.length)
       // Stopped meanwhile (storage closing): nothing more to write.
       if (this.stopped) return
@@ -293,11 +318,15 @@ export class AntiEntropy {
       await this.deps.storage.applyRecords(writes)
       this.copiedRecords += writes.length
       this.copiedBytes += bytes
-      await this.paceBytes(bytes)
-      if (res.keys.length < pageSize && bytes < exchangeBytesMax) return
+      if (res.keys.length < pageSize && bytes < exchangeBytesMax) break
       gte = Buffer.concat([res.keys[res.keys.length - 1]!, Buffer.from([0])])
+      await this.copyCursors.set(changeEpoch, partition, gte)
+      await this.paceBytes(bytes)
     }
+    await this.copyCursors.set(changeEpoch, partition, 'done')
   }
+
+  private readonly copyCursors: CopyCursors
 
   stop(): void {
     this.stopped = true

@@ -198,6 +198,36 @@ describe('a joining node killed while it copies (real processes)', () => {
   })
 })
 
+describe('a joining node restarted while it copies, before the cluster took it for down (real processes)', () => {
+  it('resumes each copy where it stood, and the join it was part of completes', { timeout: 180_000 }, async () => {
+    // Gossip every second: a node restarted at once is back long before anyone calls it down.
+    cluster = await ProcessCluster.start(3, ['--repair-interval', '0', '--gossip-interval', '1000'])
+    const db = await cluster.client({ timeoutMs: 10_000 })
+    for (let i = 0; i < 20_000; i += 1000) await db.batch(Array.from({ length: 1000 }, (_, j) => ({ type: 'put' as const, key: `resume/${i + j}`, value: 'v'.repeat(100) })))
+    await cluster.add('n4', ['--move-rate', '1000', '--log-level', 'info'])
+    const staged = await waitFor('the join of n4 staged', async () => {
+      const t = await db.topology()
+      return t.change?.kind === 'join' && t.change.adds.includes('n4') ? t.change : undefined
+    }, 30_000, 100)
+    await waitFor('n4 copying', async () => (await db.nodeViews()).some((v) => v.id === 'n4' && v.recordsCopied > 2000), 30_000, 100)
+    await cluster.kill('n4')
+    cluster.spawn('n4')
+    await waitFor('n4 resuming its copies', () => cluster!.logs.get('n4')!.some((line) => line.includes('resumed the copies of this change where they stood')), 30_000, 100)
+    const joined = await waitFor('n4 joined', async () => {
+      const t = await db.topology()
+      return t.change === undefined && t.partitions.some((list) => list.includes('n4')) ? t : undefined
+    }, 60_000, 200)
+    await settled(db, joined.epoch)
+    // The change staged before the restart is the one that finished: nothing was reverted and staged again.
+    expect(cluster.logs.get('n4')!.some((line) => line.includes(`"epoch":${staged.epoch}`))).toBe(true)
+    for (let i = 0; i < 20_000; i += 1000) {
+      const values = await db.getMany(Array.from({ length: 1000 }, (_, j) => `resume/${i + j}`), { consistency: 'all' })
+      expect(values.filter((v) => v?.toString() !== 'v'.repeat(100)).length).toBe(0)
+    }
+    await db.close()
+  })
+})
+
 describe('kumo cancel during a drain (real processes)', () => {
   it('under load: the node keeps the partitions that had not moved and stays a member, nothing is lost', { timeout: 180_000 }, async () => {
     cluster = await ProcessCluster.start(4, ['--repair-interval', '0', '--move-rate', '50'])

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { connect, startNode, type KumoNode } from '../../src/index.js'
 import { extraWriteLists, pendingPartitionsOf } from '../../src/core/handoff.js'
 import { partitionOf } from '../../src/core/partitioner.js'
+import { assignPartitions } from '../../src/core/partition-map.js'
 import { requestMsg } from '../../src/wire/messages.js'
 import { HybridClock } from '../../src/core/hlc.js'
 import { encodeRecord } from '../../src/core/record.js'
@@ -194,5 +195,39 @@ describe('writes that miss a replica around a membership change', () => {
       await waitFor(`replica ${id} holds the record`, async () => (await node.storage.getRecords(partition, [key]))[0] !== undefined, 30_000, 100)
     }
     await db.close()
+  })
+})
+
+describe('copies that resume', () => {
+  it('a source replica that stops mid-copy is replaced by the next one from where the copy stood: every record is copied once, and the join completes', async () => {
+    const first = await threeNodes()
+    // A partition n4 will gain whose copy comes from n2 or n3 (a source is the first live old replica; n1, the claimant, stays up).
+    const before = first.membership.map!
+    const goal = assignPartitions(before, ['n1', 'n2', 'n3', 'n4'], { partitionCount: before.partitionCount, replicationFactor: 3 })
+    const partition = goal.replicas.findIndex((list, p) => list.includes('n4') && before.replicas[p]![0] !== 'n1')
+    expect(partition).toBeGreaterThanOrEqual(0)
+    const sourceId = before.replicas[partition]![0]!
+    // 5,000 records in that partition: five pages of copy.
+    const keys: string[] = []
+    for (let i = 0; keys.length < 5000; i++) if (partitionOf(Buffer.from(`src-${i}`), before.partitionCount) === partition) keys.push(`src-${i}`)
+    const db = await connect({ seeds: [first.address] })
+    for (let i = 0; i < keys.length; i += 500) await db.batch(keys.slice(i, i + 500).map((key) => ({ type: 'put' as const, key, value: 'v'.repeat(100) })))
+    await db.close()
+    const total = (await first.storage.partitionSize(partition)).records
+
+    // n4 copies 1,000 records a second: seconds of copying to stop the source in.
+    const joiner = await startNode({ ...(await nodeOptions('n4', [first.address])), repairRecordsPerSecond: 1000 })
+    nodes.push(joiner)
+    const staged = await waitFor('the join staged', () => first.membership.map?.change)
+    expect(pendingPartitionsOf(first.membership.map!, 'n4')).toContain(partition)
+    await waitFor('n4 copying', () => joiner.antiEntropy.copiedRecords > 1000, 30_000)
+    expect(joiner.antiEntropy.copiedRecords).toBeLessThan(total)
+    await nodes.find((n) => n.id === sourceId)!.stop()
+    await waitFor('the join of n4 finished', () => first.membership.map?.nodes.includes('n4') && first.membership.map.change === undefined, 60_000)
+    expect(first.membership.map!.epoch).toBeGreaterThan(staged.epoch)
+    // Every record came by the copy (none left to the final comparison), and none twice but for a page at the switch.
+    expect(joiner.antiEntropy.copiedRecords).toBeGreaterThanOrEqual(total)
+    expect(joiner.antiEntropy.copiedRecords).toBeLessThanOrEqual(total + 1000)
+    expect((await joiner.storage.partitionSize(partition)).records).toBe(total)
   })
 })
