@@ -318,10 +318,13 @@ export class AntiEntropy {
       await this.deps.storage.applyRecords(writes)
       this.copiedRecords += writes.length
       this.copiedBytes += bytes
-      if (res.keys.length < pageSize && bytes < exchangeBytesMax) break
-      gte = Buffer.concat([res.keys[res.keys.length - 1]!, Buffer.from([0])])
-      await this.copyCursors.set(changeEpoch, partition, gte)
+      const last = res.keys.length < pageSize && bytes < exchangeBytesMax
+      if (!last) {
+        gte = Buffer.concat([res.keys[res.keys.length - 1]!, Buffer.from([0])])
+        await this.copyCursors.set(changeEpoch, partition, gte)
+      }
       await this.paceBytes(bytes)
+      if (last) break
     }
     await this.copyCursors.set(changeEpoch, partition, 'done')
   }
