@@ -28,8 +28,9 @@ const program = new Command()
   .option('--concurrency <n>', 'client requests in flight during the phases', wholeNumber, 32)
   .option('--steady <s>', 'seconds of steady load measured before the join', wholeNumber, 10)
   .option('--base-port <port>', 'port of the first node', wholeNumber, 7201)
+  .option('--move-rate <records/s>', "every node's copy rate cap (kumo start --move-rate; default: the node's default)", wholeNumber)
   .parse()
-const opts = program.opts<{ records: number; valueSize: number; concurrency: number; steady: number; basePort: number }>()
+const opts = program.opts<{ records: number; valueSize: number; concurrency: number; steady: number; basePort: number; moveRate?: number }>()
 
 interface Phase {
   name: string
@@ -51,7 +52,8 @@ async function main(): Promise<void> {
   const children = new Map<string, ChildProcess>()
   const seeds = specs.slice(0, 3).map((s) => s.address)
   const spawn = (spec: LocalNodeSpec): void => {
-    children.set(spec.id, spawnNode(spec, seeds, ['--log-level', process.env.KUMO_MOVES_LOG ?? 'error', '--repair-interval', '0'], (line) => {
+    const rate = opts.moveRate === undefined ? [] : ['--move-rate', String(opts.moveRate)]
+    children.set(spec.id, spawnNode(spec, seeds, ['--log-level', process.env.KUMO_MOVES_LOG ?? 'error', '--repair-interval', '0', ...rate], (line) => {
       if (process.env.KUMO_MOVES_LOG !== undefined && /gained partitions/.test(line)) process.stdout.write(`  [${spec.id}] ${line.slice(0, 200)}\n`)
     }))
   }
@@ -68,7 +70,7 @@ async function main(): Promise<void> {
     db = await connect({ seeds, timeoutMs: 10_000 })
     const value = Buffer.alloc(opts.valueSize, 'v')
     const keyOf = (i: number): string => `move/${String(i).padStart(9, '0')}`
-    process.stdout.write(`Kumo moves: ${opts.records} records of ${opts.valueSize} bytes in 3 nodes (N=3), ${opts.concurrency} in flight, on ${os.cpus().length} cores\n`)
+    process.stdout.write(`Kumo moves: ${opts.records} records of ${opts.valueSize} bytes in 3 nodes (N=3), ${opts.concurrency} in flight, move rate ${opts.moveRate ?? 'default'}, on ${os.cpus().length} cores\n`)
     const loadStarted = Date.now()
     let next = 0
     await Promise.all(
