@@ -50,6 +50,12 @@ const exchangeBytesMax = 4 * 1024 * 1024
 /** A fill that could not reach every live replica is tried again this often (a warning every fillAttemptsWarn tries). */
 /** After a dead node's removal finishes, before comparing: the last maps' gossip settles. */
 const afterRemoveDelayMs = 2000
+/**
+ * How long writes planned on an older map may still land on a partition's old replicas once
+ * every node holds the newer one: the replica write timeout (1 s by default) and transfer time,
+ * with room to spare.
+ */
+const lateWritesMs = 3000
 const fillRetryMs = 5000
 /** Gained partitions compared with their replicas at once, after the copy. */
 const fillCompareConcurrency = 4
@@ -221,6 +227,12 @@ export class AntiEntropy {
         }
         await new Promise((resolve) => setTimeout(resolve, 50))
       }
+      // Writes a node coordinated on the map before the staged one (not sent here) may still be
+      // landing on the old replicas: they are bounded by the replica timeout. After this, all of
+      // them are on the replicas the copy and the comparison read.
+      if (this.agreedOn?.epoch !== changeEpoch) this.agreedOn = { epoch: changeEpoch, atMs: Date.now() }
+      const lateWritesLeftMs = this.agreedOn.atMs + lateWritesMs - Date.now()
+      if (lateWritesLeftMs > 0 && this.deps.membership.map?.change?.epoch === changeEpoch) await new Promise((resolve) => setTimeout(resolve, lateWritesLeftMs))
       const copyStarted = Date.now()
       const copiedBefore = this.copiedRecords
       const resumed = { done: 0, partly: 0 }
@@ -259,7 +271,7 @@ export class AntiEntropy {
           const partition = partitions[next++]!
           if (!this.filling.has(partition)) continue
           const started = Date.now()
-          await this.repairNow([partition], true)
+          await this.repairNow([partition], { copiedFrom: this.wholeCopies.get(partition) })
           // Compared with every live replica: ready (kumo transfers counts down as they finish).
           this.markReady(partition, started)
         }
@@ -285,6 +297,7 @@ export class AntiEntropy {
     const saved = await this.copyCursors.get(changeEpoch, partition)
     if (saved === 'done') return
     let gte = saved ?? Buffer.alloc(0)
+    this.wholeCopies.delete(partition)
     const failed = new Set<string>()
     const nextSource = (): string | undefined =>
       map.replicas[partition]!.find((id) => {
@@ -327,7 +340,15 @@ export class AntiEntropy {
       if (last) break
     }
     await this.copyCursors.set(changeEpoch, partition, 'done')
+    // Copied whole from one replica, from the first key: that replica counts as compared.
+    if (saved === undefined && failed.size === 0) this.wholeCopies.set(partition, source)
   }
+
+  /** When this node first saw every live node on the staged map of the change it copies for. */
+  private agreedOn: { epoch: number; atMs: number } | undefined
+
+  /** Per gained partition, the replica it was copied from whole, in one pass (repairNow's fill). */
+  private readonly wholeCopies = new Map<number, string>()
 
   private readonly copyCursors: CopyCursors
 
@@ -370,7 +391,14 @@ export class AntiEntropy {
    * With `liveOnly`, a replica that is down does not make a partition's repair incomplete (a
    * node being removed is down for good; the new replica compares with the live ones).
    */
-  private async repairNow(partitions?: number[], liveOnly = false): Promise<RepairResult> {
+  /**
+   * Compares partitions with their other replicas and exchanges what differs. With `fill` (a
+   * new replica catching up on a partition it gained), only with live current replicas, and
+   * only until a read quorum of them is covered: any write acknowledged by a write quorum is on
+   * one of those (writes since the change was staged reach this node directly). The replica
+   * the whole partition was just copied from in one pass (`copiedFrom`) counts as compared.
+   */
+  private async repairNow(partitions?: number[], fill?: { copiedFrom: string | undefined }): Promise<RepairResult> {
     const started = Date.now()
     const map = this.deps.membership.map
     if (map === undefined) throw new KumoError('NOT_SERVING', 'this node has not joined a cluster yet')
@@ -392,10 +420,14 @@ export class AntiEntropy {
         // This node's leaf hashes, kept from one peer to the next while nothing was pulled (a
         // scan of the partition saved per further replica).
         let mine: number[] | undefined
-        let compared = 0
-        for (const peer of lists[partition]!) {
+        const current = map.replicas[partition]!
+        const needed = current.includes(this.deps.selfId) ? 0 : current.length - requiredAcks('quorum', current.length) + 1
+        const copiedFrom = fill?.copiedFrom !== undefined && current.includes(fill.copiedFrom) ? fill.copiedFrom : undefined
+        let compared = copiedFrom === undefined ? 0 : 1
+        const peers = fill === undefined ? lists[partition]! : current.filter((id) => id !== copiedFrom && this.deps.membership.isAlive(id))
+        for (const peer of peers) {
           if (peer === this.deps.selfId) continue
-          if (liveOnly && !this.deps.membership.isAlive(peer)) continue
+          if (fill !== undefined && compared >= needed) break
           const address = this.deps.membership.address(peer)
           const channel = address === undefined ? undefined : this.deps.peers.get(peer, address)
           if (channel === undefined || !this.deps.membership.isAlive(peer) || !channel.reachable) {
@@ -417,9 +449,7 @@ export class AntiEntropy {
         }
         // A new replica is caught up only once it compared with a read quorum of the current
         // replicas: any write acknowledged by a write quorum of them is on one of those.
-        const current = map.replicas[partition]!
-        const needed = current.includes(this.deps.selfId) ? 0 : current.length - requiredAcks('quorum', current.length) + 1
-        if (complete && compared >= needed) this.lastRepairMs.set(partition, Date.now())
+        if ((complete || fill !== undefined) && compared >= needed) this.lastRepairMs.set(partition, Date.now())
         result.partitions++
       }
     } finally {
