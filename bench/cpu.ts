@@ -9,7 +9,7 @@ const ticksPerSecond = ((): number => {
 })()
 
 /** CPU time (user + system, every thread) a process has used, in µs; undefined where /proc cannot say. */
-function processCpuMicros(pid: number): number | undefined {
+export function processCpuMicros(pid: number): number | undefined {
   try {
     // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')

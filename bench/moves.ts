@@ -6,6 +6,7 @@ import { Command, InvalidArgumentError } from 'commander'
 import * as hdr from 'hdr-histogram-js'
 import { connect, withRetry, type KumoClient } from '../src/index.js'
 import { seededRandom } from '../src/core/random.js'
+import { processCpuMicros } from './cpu.js'
 import { localSpecs, portTaken, spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from '../scripts/local-cluster.js'
 
 /**
@@ -35,6 +36,8 @@ const opts = program.opts<{ records: number; valueSize: number; concurrency: num
 interface Phase {
   name: string
   seconds: number
+  /** CPU the node processes used during the phase, in µs (user + system). */
+  serverCpuMicros?: number
   histogram: hdr.Histogram
   failures: number
   copied?: { records: number; bytes: number }
@@ -110,11 +113,29 @@ async function main(): Promise<void> {
       }
     })
     const phases: Phase[] = []
+    // Each node's CPU time, sampled every 200 ms: a node that stops mid-phase (the drained one)
+    // keeps its last reading.
+    const cpuSeen = new Map<number, number>()
+    const sampleCpu = (): void => {
+      for (const child of children.values()) {
+        const micros = child.pid === undefined ? undefined : processCpuMicros(child.pid)
+        if (micros !== undefined) cpuSeen.set(child.pid!, micros)
+      }
+    }
+    const sampler = setInterval(sampleCpu, 200)
+    const cpuTotal = (): number => {
+      sampleCpu()
+      let sum = 0
+      for (const v of cpuSeen.values()) sum += v
+      return sum
+    }
     const measure = async (name: string, during: () => Promise<Phase['copied'] | void>): Promise<void> => {
       const current: Phase = { name, seconds: 0, histogram: histogram(), failures: 0 }
       phase = current
       const started = Date.now()
+      const cpuBefore = cpuTotal()
       const copied = await during()
+      current.serverCpuMicros = cpuTotal() - cpuBefore
       current.seconds = (Date.now() - started) / 1000
       if (copied) current.copied = copied
       phases.push(current)
@@ -152,13 +173,14 @@ async function main(): Promise<void> {
     })
     running = false
     await Promise.all(workers)
+    clearInterval(sampler)
 
     const steady = phases[0]!
     const rate = (p: Phase): number => p.histogram.totalCount / p.seconds
     const lines = [
       '',
-      '| phase | s | client ops/s (of steady) | p50 ms | p99 ms | failed | copied records | records/s | MB/s |',
-      '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+      '| phase | s | client ops/s (of steady) | p50 ms | p99 ms | failed | copied records | records/s | MB/s | node CPU (cores) | node CPU µs/op |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
       ...phases.map((p) =>
         [
           p.name,
@@ -170,6 +192,8 @@ async function main(): Promise<void> {
           p.copied ? p.copied.records.toLocaleString('en-US') : '',
           p.copied ? Math.round(p.copied.records / p.seconds).toLocaleString('en-US') : '',
           p.copied ? (p.copied.bytes / p.seconds / 1e6).toFixed(1) : '',
+          p.serverCpuMicros === undefined ? '' : (p.serverCpuMicros / 1e6 / p.seconds).toFixed(2),
+          p.serverCpuMicros === undefined ? '' : Math.round(p.serverCpuMicros / p.histogram.totalCount).toLocaleString('en-US'),
         ].join(' | ').replace(/^/, '| ').replace(/$/, ' |'),
       ),
       '',
