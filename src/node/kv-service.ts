@@ -97,6 +97,32 @@ function refusal(principal: Principal, req: RequestMsg): KumoError | undefined {
 }
 
 /**
+ * An admin unary call: INVALID_ARGUMENT for a malformed request (or `invalid`, the reason this
+ * one is not well formed), then the caller must hold the admin role, then `run`'s answer, or
+ * its error (thrown or rejected) as a gRPC status.
+ */
+function adminCall(
+  deps: KvServiceDeps,
+  call: grpc.ServerUnaryCall<any, unknown>,
+  callback: grpc.sendUnaryData<unknown>,
+  invalid: string | undefined,
+  run: (req: any) => unknown,
+): void {
+  if (isMalformed(call.request) || invalid !== undefined) {
+    callback(toServiceError(new KumoError('INVALID_ARGUMENT', invalid ?? 'malformed request')))
+    return
+  }
+  asCaller(deps, call, callback, () => {
+    Promise.resolve()
+      .then(() => run(call.request))
+      .then(
+        (res) => callback(null, res),
+        (err) => callback(toServiceError(err)),
+      )
+  }, 'admin')
+}
+
+/**
  * Runs `then` with the caller of a unary call, or answers the call with UNAUTHENTICATED (or
  * PERMISSION_DENIED, when `action` is given and not allowed).
  */
@@ -234,111 +260,30 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
           (err) => callback(toServiceError(err)),
         ), 'cluster')
     },
-    Repair: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-      if (isMalformed(call.request)) {
-        callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed request')))
-        return
-      }
-      asCaller(deps, call, callback, () => {
+    Repair: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) =>
+      adminCall(deps, call, callback, undefined, (req) => {
         const refused = deps.admit()
-        if (refused !== undefined) {
-          callback(toServiceError(refused))
-          return
-        }
-        deps.repair(call.request.onePartition ? call.request.partition : undefined).then(
-          (res) => callback(null, res),
-          (err) => callback(toServiceError(err)),
-        )
-      }, 'admin')
-    },
-    Compact: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-      if (isMalformed(call.request)) {
-        callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed request')))
-        return
-      }
-      asCaller(deps, call, callback, () => {
-        deps.compact().then(
-          (res) => callback(null, res),
-          (err) => callback(toServiceError(err)),
-        )
-      }, 'admin')
-    },
-    Remove: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-      if (isMalformed(call.request) || typeof call.request.node !== 'string' || call.request.node === '') {
-        callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'remove needs { node: "<id>" }')))
-        return
-      }
-      asCaller(deps, call, callback, () => {
-        Promise.resolve()
-          .then(() => {
-            const also: unknown[] = Array.isArray(call.request.also) ? call.request.also : []
-            if (also.some((id) => typeof id !== 'string' || id === '')) throw new KumoError('INVALID_ARGUMENT', 'remove: every node id must be a non-empty string')
-            if (call.request.leave === true && also.length > 0) throw new KumoError('INVALID_ARGUMENT', 'leave drains one node at a time')
-            return deps.remove([call.request.node, ...(also as string[])], call.request.leave === true)
-          })
-          .then(
-            (res) => callback(null, res),
-            (err) => callback(toServiceError(err)),
-          )
-      }, 'admin')
-    },
-    Cancel: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-      if (isMalformed(call.request)) {
-        callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed request')))
-        return
-      }
-      asCaller(deps, call, callback, () => {
-        Promise.resolve()
-          .then(() => deps.cancel())
-          .then(
-            (res) => callback(null, res),
-            (err) => callback(toServiceError(err)),
-          )
-      }, 'admin')
-    },
+        if (refused !== undefined) throw refused
+        return deps.repair(req.onePartition ? req.partition : undefined)
+      }),
+    Compact: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => adminCall(deps, call, callback, undefined, () => deps.compact()),
+    Remove: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) =>
+      adminCall(deps, call, callback, typeof call.request?.node !== 'string' || call.request.node === '' ? 'remove needs { node: "<id>" }' : undefined, (req) => {
+        const also: unknown[] = Array.isArray(req.also) ? req.also : []
+        if (also.some((id) => typeof id !== 'string' || id === '')) throw new KumoError('INVALID_ARGUMENT', 'remove: every node id must be a non-empty string')
+        if (req.leave === true && also.length > 0) throw new KumoError('INVALID_ARGUMENT', 'leave drains one node at a time')
+        return deps.remove([req.node, ...(also as string[])], req.leave === true)
+      }),
+    Cancel: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => adminCall(deps, call, callback, undefined, () => deps.cancel()),
     Plan: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       const req = call.request
-      if (isMalformed(req) || !planKinds.includes(req.kind) || !Array.isArray(req.nodes) || req.nodes.some((id: unknown) => typeof id !== 'string' || id === '')) {
-        callback(toServiceError(new KumoError('INVALID_ARGUMENT', `plan needs { kind: ${planKinds.join('|')}, nodes: ["<id>", ...] }`)))
-        return
-      }
-      asCaller(deps, call, callback, () => {
-        Promise.resolve()
-          .then(() => deps.plan(req.kind, req.nodes, req.commit === true))
-          .then(
-            (res) => callback(null, planResponse(res)),
-            (err) => callback(toServiceError(err)),
-          )
-      }, 'admin')
+      const bad = !planKinds.includes(req?.kind) || !Array.isArray(req.nodes) || req.nodes.some((id: unknown) => typeof id !== 'string' || id === '')
+      adminCall(deps, call, callback, bad ? `plan needs { kind: ${planKinds.join('|')}, nodes: ["<id>", ...] }` : undefined, async () => planResponse(await deps.plan(req.kind, req.nodes, req.commit === true)))
     },
-    Commit: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-      if (isMalformed(call.request)) {
-        callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'malformed request')))
-        return
-      }
-      asCaller(deps, call, callback, () => {
-        Promise.resolve()
-          .then(() => deps.commit(Number(call.request.baseEpoch ?? 0)))
-          .then(
-            (res) => callback(null, planResponse(res)),
-            (err) => callback(toServiceError(err)),
-          )
-      }, 'admin')
-    },
-    PartitionSizes: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-      if (isMalformed(call.request) || !Array.isArray(call.request.partitions)) {
-        callback(toServiceError(new KumoError('INVALID_ARGUMENT', 'partition sizes need { partitions: [<number>, ...] }')))
-        return
-      }
-      asCaller(deps, call, callback, () => {
-        Promise.resolve()
-          .then(() => deps.partitionSizes(call.request.partitions.map(Number)))
-          .then(
-            (res) => callback(null, res),
-            (err) => callback(toServiceError(err)),
-          )
-      }, 'admin')
-    },
+    Commit: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) =>
+      adminCall(deps, call, callback, undefined, (req) => planResponse(deps.commit(Number(req.baseEpoch ?? 0)))),
+    PartitionSizes: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) =>
+      adminCall(deps, call, callback, Array.isArray(call.request?.partitions) ? undefined : 'partition sizes need { partitions: [<number>, ...] }', (req) => deps.partitionSizes(req.partitions.map(Number))),
     Scan: (call: grpc.ServerWritableStream<ScanRequestMsg, unknown>) => {
       asCaller(deps, call, (error) => call.emit('error', error), (principal) => void scan(call, deps, principal))
     },

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process'
+import path from 'node:path'
 import { promisify } from 'node:util'
 import { afterEach, describe, expect, it } from 'vitest'
 import { cliPath } from '../../scripts/local-cluster.js'
@@ -323,7 +324,11 @@ describe('standby nodes joined by plan and commit (the CLI, real processes)', ()
     await waitFor('writes under way', () => load.acked.length > 1000, 30_000)
     await cluster.add('n4', ['--standby'])
     await cluster.add('n5', ['--standby'])
-    const kumo = (...args: string[]) => promisify(execFile)(process.execPath, [cliPath, '--seeds', cluster!.seeds.slice(0, 3).join(','), ...args], { timeout: 120_000 })
+    // With TLS and authentication (KUMO_TEST_SECURE), as the cluster's admin.
+    const security = cluster.security
+    const secure = security === undefined ? [] : ['--tls-ca', path.join(security.dir, 'ca.pem'), '--user', security.client.credentials.user]
+    const env = security === undefined ? process.env : { ...process.env, KUMO_PASSWORD: security.client.credentials.password }
+    const kumo = (...args: string[]) => promisify(execFile)(process.execPath, [cliPath, '--seeds', cluster!.seeds.slice(0, 3).join(','), ...secure, ...args], { timeout: 120_000, env })
     await waitFor('the standby nodes heard by the cluster', async () => {
       const t = await db.topology()
       return ['n4', 'n5'].every((id) => t.nodes.some((n) => n.id === id && n.state === 'up'))

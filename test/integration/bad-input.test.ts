@@ -74,7 +74,13 @@ describe('bad input straight to the gRPC port', () => {
       stream.on('error', (err: unknown) => resolve(fromServiceError(err)))
     })
     expect(scanError.code).toBe('INVALID_ARGUMENT')
-    for (const path of ['/kumo.Kv/Put', '/kumo.Kv/Get', '/kumo.Kv/Batch', '/kumo.Kv/Topology', '/kumo.Peer/Gossip']) {
+    // Membership admin calls: a kind of change that does not exist, no nodes, partitions out of range, a commit with no plan.
+    expect((await raw.error('Plan', { kind: 'explode', nodes: ['n1'] })).code).toBe('INVALID_ARGUMENT')
+    expect((await raw.error('Plan', { kind: 'join', nodes: [] })).code).toBe('INVALID_ARGUMENT')
+    expect((await raw.error('Plan', { kind: 'join', nodes: ['nobody'] })).code).toMatch(/INVALID_ARGUMENT|FAILED_PRECONDITION/)
+    expect((await raw.error('PartitionSizes', { partitions: [1_000_000] })).code).toBe('INVALID_ARGUMENT')
+    expect((await raw.error('Commit', { baseEpoch: 0 })).code).toBe('FAILED_PRECONDITION')
+    for (const path of ['/kumo.Kv/Put', '/kumo.Kv/Get', '/kumo.Kv/Batch', '/kumo.Kv/Topology', '/kumo.Kv/Plan', '/kumo.Kv/PartitionSizes', '/kumo.Peer/Gossip']) {
       const error = await raw.sendBytes(path, Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f])).then(
         () => undefined,
         (err: KumoError) => err,
