@@ -39,6 +39,8 @@ export function planInWords(plan: MembershipPlan, sizes: ReadonlyMap<number, { r
     }
   }
   const partitions = plan.moves.filter((m) => m.to.length > 0).length
+  const shrinking = plan.moves.filter((m) => m.from.length > m.to.length).length
+  if (shrinking > 0) lines.push(`  ${shrinking} partitions keep fewer replicas than now: the cluster would have fewer nodes than replicas per partition`)
   lines.push(`  ${plan.replicasMoved} replicas of ${partitions} partitions move: ${records.toLocaleString('en-US')} records, ${mb(bytes)} copied${unknown > 0 ? ` (${unknown} partitions not counted: no replica of theirs answered)` : ''}`)
   const rows = [['NODE', 'GAINS', 'GIVES UP', 'COPIES IN (records)', 'COPIES IN (MB)']]
   for (const [id, n] of [...perNode].sort(([a], [b]) => a.localeCompare(b))) rows.push([id, String(n.gains), String(n.loses), n.records.toLocaleString('en-US'), (n.bytes / 1e6).toFixed(1)])

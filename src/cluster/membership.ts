@@ -316,6 +316,14 @@ export class Membership {
       if (!map.nodes.includes(id)) throw new KumoError('INVALID_ARGUMENT', `node ${id} is not in the cluster (its nodes: ${map.nodes.join(', ')})`)
       if (map.nodes.length === 1) throw new KumoError('FAILED_PRECONDITION', 'the last node of a cluster cannot leave it')
       if (!this.isAlive(id)) throw new KumoError('FAILED_PRECONDITION', `node ${id} is down: a node that is dead for good is removed (kumo remove ${id}), not drained`)
+      // A drain is a choice, unlike a removal: it may not cost partitions a copy.
+      const n = this.config.partitions.replicationFactor
+      if (map.nodes.length - 1 < n) {
+        throw new KumoError(
+          'FAILED_PRECONDITION',
+          `draining ${id} would leave ${map.nodes.length - 1} nodes for ${n} replicas per partition: every partition would lose a copy, and quorum writes would need every replica; add a node first (start it, then kumo join), or, if ${id} is dead for good, remove it`,
+        )
+      }
       return { map, goalOf: () => this.goalWithout(map, [id], 'leave'), change: { kind: 'leave', adds: [], removes: [id] } }
     }
     if (kind === 'remove') {

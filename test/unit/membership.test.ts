@@ -219,6 +219,14 @@ describe('Membership leave', () => {
     for (const id of ['n1', 'n2', 'n4']) expect(sim.map(id)?.removed).toEqual(['n3'])
   })
 
+  it('refuses a drain that would leave fewer nodes than replicas per partition', async () => {
+    const sim = new SimCluster(['n1', 'n2', 'n3'])
+    for (const id of sim.ids) sim.up.add(id)
+    for (let i = 0; i < 3; i++) await sim.round()
+    expect(() => sim.nodes.get('n1')!.leave('n3')).toThrow(/draining n3 would leave 2 nodes for 3 replicas per partition/)
+    expect(() => sim.nodes.get('n1')!.plan('leave', ['n3'])).toThrow(/would leave 2 nodes/)
+  })
+
   it('a cancelled drain leaves the node in the map with what it still holds, and a cancelled join is not staged again until the node restarts', async () => {
     const sim = new SimCluster(['n1', 'n2', 'n3', 'n4'])
     for (const id of sim.ids) sim.up.add(id)
