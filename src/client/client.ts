@@ -1,7 +1,7 @@
 import { createPicker, defaultLoadBalancing, loadBalancingPolicies, type LoadBalancing, type ReplicaPicker, type ReplicaStats, stickyOrder } from '../core/balancing.js'
 import { parseConsistency, type Consistency } from '../core/consistency.js'
 import { KumoError, toKumoError } from '../core/errors.js'
-import { describeChange, extraWriteLists, movingSummary, writeLists } from '../core/handoff.js'
+import { describeChange, extraWriteLists, movingSummary, pendingPartitionsOf, writeLists } from '../core/handoff.js'
 import { replicaSetIds, type MapChangeKind, type PartitionMap } from '../core/partition-map.js'
 import { mapFromMsg } from '../wire/map-codec.js'
 import { partitionOf } from '../core/partitioner.js'
@@ -837,6 +837,51 @@ export class KumoClient {
       left = left.filter((m) => !sizes.has(m.partition))
     }
     return sizes
+  }
+
+  /**
+   * Per node still copying for the change in flight: how many records its pending partitions
+   * hold on a current replica (`source`), and how many of those it holds already (`held`: its
+   * own copies, written by the copy or by clients meanwhile). `source - held` is roughly what
+   * is left to copy. Nodes or partitions that did not answer are left out.
+   */
+  async copiesLeft(options: { timeoutMs?: number } = {}): Promise<{ node: string; partitions: number; source: number; held: number }[]> {
+    await this.refresh().catch(() => undefined)
+    const map = topologyMap(this.topology_)
+    const up = new Set(this.topology_.nodes.filter((n) => n.state !== 'down').map((n) => n.id))
+    const timeoutMs = options.timeoutMs ?? 30_000
+    const sizes = async (id: string, partitions: number[]): Promise<number[] | undefined> => {
+      const res = await this.connection(id)?.partitionSizes(partitions, timeoutMs).catch(() => undefined)
+      return res?.records
+    }
+    const out: { node: string; partitions: number; source: number; held: number }[] = []
+    for (const node of map.nodes) {
+      const pending = pendingPartitionsOf(map, node)
+      if (pending.length === 0 || !up.has(node)) continue
+      const held = await sizes(node, pending)
+      if (held === undefined) continue
+      let source = 0
+      let have = 0
+      // One current replica per partition, asked once per node.
+      const bySource = new Map<string, number[]>()
+      pending.forEach((p, i) => {
+        const from = map.replicas[p]!.find((id) => up.has(id))
+        if (from === undefined) return
+        let list = bySource.get(from)
+        if (list === undefined) bySource.set(from, (list = []))
+        list.push(i)
+      })
+      for (const [from, indexes] of bySource) {
+        const records = await sizes(from, indexes.map((i) => pending[i]!))
+        if (records === undefined) continue
+        indexes.forEach((i, j) => {
+          source += records[j] ?? 0
+          have += Math.min(held[i] ?? 0, records[j] ?? 0)
+        })
+      }
+      out.push({ node, partitions: pending.length, source, held: have })
+    }
+    return out
   }
 
   /**

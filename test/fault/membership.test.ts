@@ -347,7 +347,13 @@ describe('standby nodes joined by plan and commit (the CLI, real processes)', ()
     // Nothing moved for the plan alone.
     expect((await db.topology()).epoch).toBe(before.epoch)
 
-    const commit = await kumo('commit', '--wait')
+    const committing = kumo('commit', '--wait')
+    // While it copies, kumo transfers says per node what is left.
+    await waitFor('the join staged', async () => (await db.topology()).change !== undefined, 30_000, 100)
+    const transfers = (await kumo('transfers')).stdout
+    expect(transfers).toMatch(/change: n4, n5 join|no membership change in flight/)
+    expect(transfers).toMatch(/RECORDS LEFT \(approx\.\)/)
+    const commit = await committing
     expect(commit.stdout).toMatch(new RegExp(`committed: join n4 n5 \\(change staged at map epoch \\d+\\): ${moved![1]} replicas move`))
     expect(commit.stdout).toMatch(/done: n4 holds \d+ partitions, n5 holds \d+ partitions/)
     const after = await db.topology()

@@ -83,6 +83,26 @@ describe('writes while a membership change moves partitions', () => {
   })
 })
 
+describe('what a move has left', () => {
+  it('copiesLeft says per new replica how many records its pending partitions hold on a current replica, and how many it has', async () => {
+    const first = await threeNodes()
+    const db = await connect({ seeds: [first.address] })
+    await db.batch(Array.from({ length: 800 }, (_, i) => ({ type: 'put' as const, key: `left-${i}`, value: 'x' })))
+    // n4 copies 1 record a second: its partitions stay pending.
+    const joiner = await startNode({ ...(await nodeOptions('n4', [first.address])), repairRecordsPerSecond: 1 })
+    nodes.push(joiner)
+    await waitFor('the join staged everywhere', () => nodes.every((n) => n.membership.map?.change !== undefined))
+    const map = first.membership.map!
+    let expected = 0
+    for (const p of pendingPartitionsOf(map, 'n4')) expected += (await first.storage.partitionSize(p)).records
+    const left = await waitFor('copiesLeft names n4', async () => (await db.copiesLeft()).find((l) => l.node === 'n4'))
+    expect(left.partitions).toBe(pendingPartitionsOf(map, 'n4').length)
+    expect(left.source).toBe(expected)
+    expect(left.held).toBeLessThan(left.source)
+    await db.close()
+  })
+})
+
 describe('the pace of a move', () => {
   it('a new replica copies no faster than its byte budget (repairBytesPerSecond), and the join completes', async () => {
     const first = await threeNodes()
