@@ -326,29 +326,30 @@ program
         await new Promise((r) => setTimeout(r, 2000))
         const now = await db.nodeViews()
         const seconds = (Date.now() - at) / 1000
-        const rows = [['NODE', 'MAP EPOCH', 'PARTITIONS LEFT', 'COPIED (records, MB)', 'RATE (records/s, MB/s)', 'PARTITIONS/s', 'ETA']]
+        // What is left, from the partitions' sizes: an ETA at the measured copy rate while no
+        // partition has completed yet.
+        const left = await db.copiesLeft().catch(() => [])
+        const rows = [['NODE', 'MAP EPOCH', 'PARTITIONS LEFT', 'COPIED (records, MB)', 'RATE (records/s, MB/s)', 'PARTITIONS/s', 'ETA', 'RECORDS LEFT (approx.)']]
         for (const v of now) {
           const was = before.find((b) => b.id === v.id)
           const records = was === undefined ? 0 : (v.recordsCopied - was.recordsCopied) / seconds
           const bytes = was === undefined ? 0 : (v.bytesCopied - was.bytesCopied) / seconds
           const done = was === undefined ? 0 : (was.partitionsFilling - v.partitionsFilling) / seconds
-          // Partitions count down as each is compared with every replica, after the copy of all of them.
-          const eta = v.partitionsFilling === 0 ? '-' : done > 0 ? `~${Math.ceil(v.partitionsFilling / done)} s` : records > 0 ? 'copying; known once partitions complete' : 'unknown yet'
-          rows.push([v.id, String(v.epoch), String(v.partitionsFilling), `${v.recordsCopied}, ${(v.bytesCopied / 1e6).toFixed(1)}`, `${Math.round(records)}, ${(bytes / 1e6).toFixed(2)}`, done.toFixed(2), eta])
-        }
-        // What is left, from the partitions' sizes: an ETA at the measured copy rate while no
-        // partition has completed yet.
-        const left = await db.copiesLeft().catch(() => [])
-        for (const row of rows.slice(1)) {
-          const l = left.find((x) => x.node === row[0])
-          const was = before.find((b) => b.id === row[0])
-          const v = now.find((n) => n.id === row[0])
-          const rate = was === undefined || v === undefined ? 0 : (v.recordsCopied - was.recordsCopied) / seconds
+          const l = left.find((x) => x.node === v.id)
           const remaining = l === undefined ? undefined : Math.max(0, l.source - l.held)
-          row.push(remaining === undefined ? '-' : remaining.toLocaleString('en-US'))
-          if (remaining !== undefined && row[6]!.startsWith('copying') && rate > 0) row[6] = `~${Math.ceil(remaining / rate)} s to copy, then compare`
+          // Partitions count down as each is compared with every replica, after the copy of all of them.
+          const eta =
+            v.partitionsFilling === 0
+              ? '-'
+              : done > 0
+                ? `~${Math.ceil(v.partitionsFilling / done)} s`
+                : records > 0
+                  ? remaining !== undefined
+                    ? `~${Math.ceil(remaining / records)} s to copy, then compare`
+                    : 'copying; known once partitions complete'
+                  : 'unknown yet'
+          rows.push([v.id, String(v.epoch), String(v.partitionsFilling), `${v.recordsCopied}, ${(v.bytesCopied / 1e6).toFixed(1)}`, `${Math.round(records)}, ${(bytes / 1e6).toFixed(2)}`, done.toFixed(2), eta, remaining === undefined ? '-' : remaining.toLocaleString('en-US')])
         }
-        rows[0]!.push('RECORDS LEFT (approx.)')
         const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
         const change = changeInWords(await db.topology())
         process.stdout.write(`${change === undefined ? 'no membership change in flight' : `change: ${change}`}\n`)

@@ -795,7 +795,7 @@ export class KumoClient {
 
   /** Stages the plan the claimant keeps (admin role): the one made on map `baseEpoch`, when given. FAILED_PRECONDITION if the map changed since. */
   async commitPlan(options: { baseEpoch?: number; timeoutMs?: number } = {}): Promise<MembershipPlan> {
-    const res = await this.viaClaimant((conn) => conn.plan({ baseEpoch: options.baseEpoch ?? 0 }, options.timeoutMs ?? this.timeoutMs))
+    const res = await this.viaClaimant((conn) => conn.commit(options.baseEpoch ?? 0, options.timeoutMs ?? this.timeoutMs))
     return planOf(res)
   }
 
@@ -810,33 +810,8 @@ export class KumoClient {
    * bytes as held by one live current replica (the first that answers), asked once per node.
    * Partitions no live replica answered for are left out.
    */
-  async planSizes(plan: MembershipPlan, options: { timeoutMs?: number } = {}): Promise<Map<number, { records: number; bytes: number }>> {
-    const up = new Set(this.topology_.nodes.filter((n) => n.state !== 'down').map((n) => n.id))
-    const sizes = new Map<number, { records: number; bytes: number }>()
-    let left = plan.moves.filter((m) => m.to.length > 0)
-    // A round per replica position: partitions whose first live replica failed ask the next one.
-    for (let round = 0; left.length > 0 && round < 8; round++) {
-      const byNode = new Map<string, number[]>()
-      for (const move of left) {
-        const source = move.replicas.filter((id) => up.has(id))[round]
-        if (source === undefined) continue
-        let list = byNode.get(source)
-        if (list === undefined) byNode.set(source, (list = []))
-        list.push(move.partition)
-      }
-      if (byNode.size === 0) break
-      await Promise.all(
-        [...byNode].map(async ([id, partitions]) => {
-          const conn = this.connection(id)
-          if (conn === undefined) return
-          const res = await conn.partitionSizes(partitions, options.timeoutMs ?? 60_000).catch(() => undefined)
-          if (res === undefined) return
-          partitions.forEach((p, i) => sizes.set(p, { records: res.records[i] ?? 0, bytes: res.bytes[i] ?? 0 }))
-        }),
-      )
-      left = left.filter((m) => !sizes.has(m.partition))
-    }
-    return sizes
+  planSizes(plan: MembershipPlan, options: { timeoutMs?: number } = {}): Promise<Map<number, { records: number; bytes: number }>> {
+    return this.sizesOnReplicas(plan.moves.filter((m) => m.to.length > 0), options.timeoutMs ?? 60_000)
   }
 
   /**
@@ -848,40 +823,64 @@ export class KumoClient {
   async copiesLeft(options: { timeoutMs?: number } = {}): Promise<{ node: string; partitions: number; source: number; held: number }[]> {
     await this.refresh().catch(() => undefined)
     const map = topologyMap(this.topology_)
-    const up = new Set(this.topology_.nodes.filter((n) => n.state !== 'down').map((n) => n.id))
     const timeoutMs = options.timeoutMs ?? 30_000
-    const sizes = async (id: string, partitions: number[]): Promise<number[] | undefined> => {
-      const res = await this.connection(id)?.partitionSizes(partitions, timeoutMs).catch(() => undefined)
-      return res?.records
-    }
+    const copying = map.nodes
+      .filter((node) => this.nodeState.get(node)?.state !== 'down')
+      .map((node) => ({ node, pending: pendingPartitionsOf(map, node) }))
+      .filter((c) => c.pending.length > 0)
+    // Each pending partition's size on a current replica, asked once whoever gains it.
+    const pending = [...new Set(copying.flatMap((c) => c.pending))]
+    const [sources, ...held] = await Promise.all([
+      this.sizesOnReplicas(pending.map((partition) => ({ partition, replicas: map.replicas[partition]! })), timeoutMs),
+      ...copying.map((c) => this.connection(c.node)?.partitionSizes(c.pending, timeoutMs).catch(() => undefined)),
+    ])
     const out: { node: string; partitions: number; source: number; held: number }[] = []
-    for (const node of map.nodes) {
-      const pending = pendingPartitionsOf(map, node)
-      if (pending.length === 0 || !up.has(node)) continue
-      const held = await sizes(node, pending)
-      if (held === undefined) continue
+    copying.forEach(({ node, pending: mine }, n) => {
+      const own = held[n]
+      if (own === undefined) return
       let source = 0
       let have = 0
-      // One current replica per partition, asked once per node.
-      const bySource = new Map<string, number[]>()
-      pending.forEach((p, i) => {
-        const from = map.replicas[p]!.find((id) => up.has(id))
-        if (from === undefined) return
-        let list = bySource.get(from)
-        if (list === undefined) bySource.set(from, (list = []))
-        list.push(i)
+      mine.forEach((p, i) => {
+        const size = sources.get(p)
+        if (size === undefined) return
+        source += size.records
+        have += Math.min(own.records[i] ?? 0, size.records)
       })
-      for (const [from, indexes] of bySource) {
-        const records = await sizes(from, indexes.map((i) => pending[i]!))
-        if (records === undefined) continue
-        indexes.forEach((i, j) => {
-          source += records[j] ?? 0
-          have += Math.min(held[i] ?? 0, records[j] ?? 0)
-        })
-      }
-      out.push({ node, partitions: pending.length, source, held: have })
-    }
+      out.push({ node, partitions: mine.length, source, held: have })
+    })
     return out
+  }
+
+  /**
+   * Records and bytes of each partition as one of its live `replicas` holds it (the first that
+   * answers, in list order), asked once per node a round; a partition no live replica answered
+   * for is left out.
+   */
+  private async sizesOnReplicas(partitions: readonly { partition: number; replicas: readonly string[] }[], timeoutMs: number): Promise<Map<number, { records: number; bytes: number }>> {
+    const up = new Set(this.topology_.nodes.filter((n) => n.state !== 'down').map((n) => n.id))
+    const sizes = new Map<number, { records: number; bytes: number }>()
+    let left = partitions
+    // A round per replica position: partitions whose first live replica failed ask the next one.
+    for (let round = 0; left.length > 0; round++) {
+      const byNode = new Map<string, number[]>()
+      for (const { partition, replicas } of left) {
+        const source = replicas.filter((id) => up.has(id))[round]
+        if (source === undefined) continue
+        let list = byNode.get(source)
+        if (list === undefined) byNode.set(source, (list = []))
+        list.push(partition)
+      }
+      if (byNode.size === 0) break
+      await Promise.all(
+        [...byNode].map(async ([id, asked]) => {
+          const res = await this.connection(id)?.partitionSizes(asked, timeoutMs).catch(() => undefined)
+          if (res === undefined) return
+          asked.forEach((p, i) => sizes.set(p, { records: res.records[i] ?? 0, bytes: res.bytes[i] ?? 0 }))
+        }),
+      )
+      left = left.filter((m) => !sizes.has(m.partition))
+    }
+    return sizes
   }
 
   /**
@@ -1032,7 +1031,6 @@ export class KumoClient {
 
 }
 
-/** One node's own view of membership (KumoClient.nodeViews). */
 /** A membership change planned (kumo plan) or staged (epoch > 0). */
 export interface MembershipPlan {
   /** The map it was planned on: commitPlan stages it only on that map. */
@@ -1058,6 +1056,7 @@ function planOf(res: PlanMsg): MembershipPlan {
   }
 }
 
+/** One node's own view of membership (KumoClient.nodeViews). */
 export interface NodeView {
   id: string
   /** The epoch of the map it holds. */

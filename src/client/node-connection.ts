@@ -113,10 +113,15 @@ export class NodeConnection {
     })
   }
 
-  plan(req: { kind: string; nodes: readonly string[]; commit: boolean } | { baseEpoch: number }, timeoutMs: number): Promise<PlanMsg> {
-    const method = 'kind' in req ? 'plan' : 'commit'
+  plan(req: { kind: string; nodes: readonly string[]; commit: boolean }, timeoutMs: number): Promise<PlanMsg> {
     return new Promise((resolve, reject) => {
-      this.client[method](req, { deadline: Date.now() + timeoutMs }, (err: unknown, res: PlanMsg) => (err ? reject(fromServiceError(err)) : resolve(res)))
+      this.client.plan(req, { deadline: Date.now() + timeoutMs }, (err: unknown, res: PlanMsg) => (err ? reject(fromServiceError(err)) : resolve(res)))
+    })
+  }
+
+  commit(baseEpoch: number, timeoutMs: number): Promise<PlanMsg> {
+    return new Promise((resolve, reject) => {
+      this.client.commit({ baseEpoch }, { deadline: Date.now() + timeoutMs }, (err: unknown, res: PlanMsg) => (err ? reject(fromServiceError(err)) : resolve(res)))
     })
   }
 

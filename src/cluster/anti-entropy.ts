@@ -47,7 +47,6 @@ const inlineValueBytesMax = 64 * 1024
 const emptyVersion = Buffer.alloc(0)
 const exchangeBatchMax = 500
 const exchangeBytesMax = 4 * 1024 * 1024
-/** A fill that could not reach every live replica is tried again this often (a warning every fillAttemptsWarn tries). */
 /** After a dead node's removal finishes, before comparing: the last maps' gossip settles. */
 const afterRemoveDelayMs = 2000
 /**
@@ -56,6 +55,7 @@ const afterRemoveDelayMs = 2000
  * with room to spare.
  */
 const lateWritesMs = 3000
+/** A fill that could not reach every live replica is tried again this often (a warning every fillAttemptsWarn tries). */
 const fillRetryMs = 5000
 /** Gained partitions compared with their replicas at once, after the copy. */
 const fillCompareConcurrency = 4
@@ -105,8 +105,7 @@ export class AntiEntropy {
     this.timer = setInterval(() => {
       const map = this.deps.membership.map
       if (map === undefined || this.active > 0) return
-      const mine = map.replicas.flatMap((list, p) => (list[0] === this.deps.selfId ? [p] : []))
-      void this.repair(mine).catch((err) => this.deps.logger.warn({ err }, 'background repair failed'))
+      void this.repair(this.primaryPartitions(map)).catch((err) => this.deps.logger.warn({ err }, 'background repair failed'))
     }, this.config.intervalMs)
     this.timer.unref()
   }
@@ -156,7 +155,7 @@ export class AntiEntropy {
       this.afterRemoveTimer = undefined
       const map = this.deps.membership.map
       if (map === undefined || this.stopped) return
-      const mine = map.replicas.flatMap((list, p) => (list[0] === this.deps.selfId ? [p] : []))
+      const mine = this.primaryPartitions(map)
       this.deps.logger.info({ partitions: mine.length }, 'a node was removed dead: comparing the partitions this node is primary of with their replicas')
       void this.repair(mine).catch((err) => this.deps.logger.warn({ err }, 'repair after a removal failed'))
     }, afterRemoveDelayMs)
@@ -164,6 +163,11 @@ export class AntiEntropy {
   }
 
   private afterRemoveTimer: NodeJS.Timeout | undefined
+
+  /** The partitions this node is first replica of: the ones its background repair covers. */
+  private primaryPartitions(map: PartitionMap): number[] {
+    return map.replicas.flatMap((list, p) => (list[0] === this.deps.selfId ? [p] : []))
+  }
 
   /** The change (its staging epoch) whose pending partitions this node has caught up on, and which. */
   ready(): { epoch: number; partitions: number[] } {
@@ -239,10 +243,12 @@ export class AntiEntropy {
       for (const partition of partitions) {
         if (generation !== this.fillGeneration || this.stopped) return
         if (!this.filling.has(partition)) continue
-        const from = await this.copyCursors.get(changeEpoch, partition).catch(() => undefined)
+        const from = await this.copyPartition(partition, changeEpoch).catch((err) => {
+          this.deps.logger.warn({ err, partition }, 'copying a gained partition failed; repair takes over')
+          return 'start' as const
+        })
         if (from === 'done') resumed.done++
-        else if (from !== undefined) resumed.partly++
-        await this.copyPartition(partition, changeEpoch).catch((err) => this.deps.logger.warn({ err, partition }, 'copying a gained partition failed; repair takes over'))
+        else if (from === 'partly') resumed.partly++
       }
       if (resumed.done + resumed.partly > 0) {
         this.deps.logger.info({ epoch: changeEpoch, copiedBefore: resumed.done, resumedPartly: resumed.partly }, 'resumed the copies of this change where they stood before this node restarted')
@@ -289,13 +295,15 @@ export class AntiEntropy {
    * delete that reached this node meanwhile is never overwritten by an older copy. Throttled
    * like every exchange. Where the copy stands is saved after every page (CopyCursors): a
    * source that fails mid-copy is replaced by the partition's next live replica from the same
-   * key on, and a node restarted during the change resumes where it stopped.
+   * key on, and a node restarted during the change resumes where it stopped. Resolves with
+   * where this copy started: at the first key, partway (resumed), or already done.
    */
-  private async copyPartition(partition: number, changeEpoch: number): Promise<void> {
+  private async copyPartition(partition: number, changeEpoch: number): Promise<'start' | 'partly' | 'done'> {
     const map = this.deps.membership.map
-    if (map === undefined) return
+    if (map === undefined) return 'start'
     const saved = await this.copyCursors.get(changeEpoch, partition)
-    if (saved === 'done') return
+    if (saved === 'done') return 'done'
+    const from = saved === undefined ? 'start' : 'partly'
     let gte = saved ?? Buffer.alloc(0)
     this.wholeCopies.delete(partition)
     const failed = new Set<string>()
@@ -307,7 +315,7 @@ export class AntiEntropy {
       })
     let source = nextSource()
     for (;;) {
-      if (this.stopped || !this.filling.has(partition)) return
+      if (this.stopped || !this.filling.has(partition)) return from
       if (source === undefined) throw new Error(`no live replica of partition ${partition} answered the copy`)
       let res: { keys: Buffer[]; records: Buffer[] }
       try {
@@ -322,7 +330,7 @@ export class AntiEntropy {
       if (res.keys.length === 0) break
       await this.throttle(res.keys.length)
       // Stopped meanwhile (storage closing): nothing more to write.
-      if (this.stopped) return
+      if (this.stopped) return from
       let bytes = 0
       const writes = res.keys.map((key, i) => {
         bytes += key.length + res.records[i]!.length
@@ -342,6 +350,7 @@ export class AntiEntropy {
     await this.copyCursors.set(changeEpoch, partition, 'done')
     // Copied whole from one replica, from the first key: that replica counts as compared.
     if (saved === undefined && failed.size === 0) this.wholeCopies.set(partition, source)
+    return from
   }
 
   /** When this node first saw every live node on the staged map of the change it copies for. */

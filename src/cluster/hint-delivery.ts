@@ -142,7 +142,7 @@ export class HintDelivery {
   }
 
   /**
-   * Hints held for a node removed for good: they may carry writes no other replica has (a
+   * Hints held for a node removed for good (and all hints of a node that left, handOver): they may carry writes no other replica has (a
    * write acknowledged through hints while replicas were down), so they go to the partitions'
    * current replicas (this node's own storage for its own) rather than being dropped. A batch
    * is deleted once every live replica of its partitions took it; one down is caught up by
@@ -208,24 +208,17 @@ export class HintDelivery {
   async handOver(timeoutMs: number): Promise<number> {
     this.stop()
     const deadline = Date.now() + timeoutMs
+    const held = (): number => {
+      let count = 0
+      for (const [, n] of this.deps.storage.hintCounts()) count += n
+      return count
+    }
     for (;;) {
-      const map = this.deps.membership.map
-      let left = 0
-      for (const [, count] of this.deps.storage.hintCounts()) left += count
-      if (left === 0 || map === undefined || Date.now() >= deadline) return left
-      let moved = 0
-      for (const [target] of this.deps.storage.hintCounts()) {
-        for (let after: Buffer | undefined; Date.now() < deadline; ) {
-          const read = await this.deps.storage.readHints(target, this.config.batchMax, { after, bytesMax: batchBytesMax })
-          if (read.length === 0) break
-          after = read[read.length - 1]!.id
-          const delivered = await this.toOwners(map, read).catch(() => [])
-          await this.deps.storage.deleteHints(delivered.map((h) => h.id))
-          moved += delivered.length
-        }
-      }
-      this.delivered += moved
-      if (moved === 0) await new Promise((r) => setTimeout(r, this.config.intervalMs))
+      const before = held()
+      if (before === 0 || Date.now() >= deadline) return before
+      // As for a removed target's hints: each partition's to its current owners.
+      for (const [target] of this.deps.storage.hintCounts()) await this.redirect(target).catch(() => undefined)
+      if (held() === before) await new Promise((r) => setTimeout(r, this.config.intervalMs))
     }
   }
 

@@ -64,10 +64,6 @@ export interface KvServiceDeps {
 /** A plan (Membership.plan, or committed) and the epoch that staged it (0: kept, not staged). */
 export type PlanResult = ChangePlan & { epoch: number }
 
-function planResponse(res: PlanResult): object {
-  return { baseEpoch: res.baseEpoch, kind: res.kind, nodes: res.nodes, moves: res.moves, replicasMoved: res.replicasMoved, epoch: res.epoch }
-}
-
 /** What a request asks to do, and on which keys. */
 function actionOf(req: RequestMsg): { action: Action; keys: Buffer[] } {
   switch (req.op) {
@@ -278,10 +274,10 @@ export function kvHandlers(deps: KvServiceDeps): grpc.UntypedServiceImplementati
     Plan: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       const req = call.request
       const bad = !planKinds.includes(req?.kind) || !Array.isArray(req.nodes) || req.nodes.some((id: unknown) => typeof id !== 'string' || id === '')
-      adminCall(deps, call, callback, bad ? `plan needs { kind: ${planKinds.join('|')}, nodes: ["<id>", ...] }` : undefined, async () => planResponse(await deps.plan(req.kind, req.nodes, req.commit === true)))
+      adminCall(deps, call, callback, bad ? `plan needs { kind: ${planKinds.join('|')}, nodes: ["<id>", ...] }` : undefined, () => deps.plan(req.kind, req.nodes, req.commit === true))
     },
     Commit: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) =>
-      adminCall(deps, call, callback, undefined, (req) => planResponse(deps.commit(Number(req.baseEpoch ?? 0)))),
+      adminCall(deps, call, callback, undefined, (req) => deps.commit(Number(req.baseEpoch ?? 0))),
     PartitionSizes: (call: grpc.ServerUnaryCall<any, unknown>, callback: grpc.sendUnaryData<unknown>) =>
       adminCall(deps, call, callback, Array.isArray(call.request?.partitions) ? undefined : 'partition sizes need { partitions: [<number>, ...] }', (req) => deps.partitionSizes(req.partitions.map(Number))),
     Scan: (call: grpc.ServerWritableStream<ScanRequestMsg, unknown>) => {
