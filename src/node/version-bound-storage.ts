@@ -1,5 +1,5 @@
 import { checkVersionAhead } from '../core/validate.js'
-import type { HintEntry, RecordWrite, ScanRange, StorageEngine, StoredRecord } from '../storage/engine.js'
+import type { HintEntry, RecordWrite, ScanPage, ScanRange, StorageEngine, StoredRecord } from '../storage/engine.js'
 
 /**
  * The node's storage as every component sees it: no record whose version is further than
@@ -57,6 +57,10 @@ export class VersionBoundStorage implements StorageEngine {
 
   scanPartition(partition: number, range: ScanRange): Promise<StoredRecord[]> {
     return this.inner.scanPartition(partition, range)
+  }
+
+  scanAcross(partitions: readonly number[], range: ScanRange & { examineMax?: number }): Promise<ScanPage> {
+    return this.inner.scanAcross(partitions, range)
   }
 
   compact(): Promise<void> {

@@ -2,18 +2,33 @@ import assert from 'node:assert/strict'
 import { ClassicLevel } from 'classic-level'
 import { KumoError } from '../core/errors.js'
 import { recordHeaderBytes, recordVersion } from '../core/record.js'
-import { scanEntryBytes, type HintEntry, type RecordWrite, type ScanRange, type StorageEngine, type StoredRecord } from './engine.js'
+import {
+  scanEntryBytes,
+  type HintEntry,
+  type RecordWrite,
+  type ScanEntry,
+  type ScanPage,
+  type ScanRange,
+  type StorageEngine,
+  type StoredRecord,
+} from './engine.js'
 import {
   dataKey,
+  dataRangeEnd,
+  indexKey,
+  indexRange,
+  partitionBytes,
   decodeHintKey,
   hintKey,
   hintRange,
   hintTargetPrefix,
   metaKey,
   partitionRange,
+  partitionOfStoredKey,
   prefixUpperBound,
   userKeyOf,
   storedKeyBounds,
+  partitionCountMax,
 } from './keys.js'
 import { RowCache } from './row-cache.js'
 import { Semaphore } from '../core/semaphore.js'
@@ -59,6 +74,12 @@ interface PendingWrite {
 type Db = ClassicLevel<Buffer, Buffer>
 
 const highWaterKey = metaKey('high-water-version')
+/** Present once the key index (keys.ts) lists every data key: written after it was built. */
+const keyIndexKey = metaKey('key-index')
+/** Index entries (or index entries to delete) per batch when the index is built or a partition dropped. */
+const indexChunkKeys = 1000
+/** Index entries a scanAcross page examines at most, by default. */
+const examineMaxDefault = 16_384
 /** An omitted record in a scan page (ScanRange.valueBytesMax). */
 const omitted = Buffer.alloc(0)
 const probeKey = metaKey('write-probe')
@@ -140,8 +161,13 @@ export class ClassicLevelEngine implements StorageEngine {
         cause: err,
       })
     }
-    this.highWater = (await this.db.get(highWaterKey)) ?? (await this.hasData() ? maxVersion : Buffer.alloc(0))
+    const hasData = await this.hasData()
+    this.highWater = (await this.db.get(highWaterKey)) ?? (hasData ? maxVersion : Buffer.alloc(0))
     this.openHighWater = this.highWater
+    if ((await this.db.get(keyIndexKey)) === undefined) {
+      if (hasData) await this.buildKeyIndex()
+      await this.db.put(keyIndexKey, Buffer.from('1'), { sync: true })
+    }
     for await (const key of this.db.keys({ ...hintRange })) {
       const { target } = decodeHintKey(key)
       this.hintsByTarget.set(target, (this.hintsByTarget.get(target) ?? 0) + 1)
@@ -150,8 +176,27 @@ export class ClassicLevelEngine implements StorageEngine {
 
   /** Whether any data record exists (a database written before high-water marks were kept). */
   private async hasData(): Promise<boolean> {
-    const first = await this.db.keys({ lt: hintRange.gte, limit: 1 }).all()
+    const first = await this.db.keys({ lt: dataRangeEnd, limit: 1 }).all()
     return first.length > 0
+  }
+
+  /**
+   * Writes the key index of a database written before it was kept: an entry for every data
+   * key, a chunk at a time. Runs at open, before any other write.
+   */
+  private async buildKeyIndex(): Promise<void> {
+    const it = this.db.keys({ lt: dataRangeEnd })
+    try {
+      for (;;) {
+        const keys = await it.nextv(indexChunkKeys)
+        if (keys.length === 0) break
+        const batch = this.db.batch()
+        for (const key of keys) batch.put(indexKey(userKeyOf(key)), partitionBytes(partitionOfStoredKey(key)))
+        await batch.write()
+      }
+    } finally {
+      await it.close()
+    }
   }
 
   /** The caches' configured sizes, and the memory LevelDB holds now (block cache in use and memtables). */
@@ -364,6 +409,7 @@ export class ClassicLevelEngine implements StorageEngine {
           const same = current !== undefined && current.equals(w.record)
           if (same) {
             batch.del(stored)
+            batch.del(indexKey(w.key))
             newest.set(id, null)
             changed.push(stored)
           }
@@ -376,6 +422,8 @@ export class ClassicLevelEngine implements StorageEngine {
         }
         newest.set(id, w.record)
         batch.put(stored, w.record)
+        // A key held already has its index entry.
+        if (current === undefined) batch.put(indexKey(w.key), partitionBytes(w.partition))
         changed.push(stored)
         applied.push(true)
         const version = recordVersion(w.record)
@@ -436,6 +484,8 @@ export class ClassicLevelEngine implements StorageEngine {
         const key = dataKey(w.partition, w.key)
         stored.push(key)
         batch.put(key, w.record)
+        // Unread, the key may be new: its index entry is written again (the same bytes).
+        batch.put(indexKey(w.key), partitionBytes(w.partition))
       }
       results.push(new Array<boolean>(group.writes.length).fill(true))
     }
@@ -481,6 +531,70 @@ export class ClassicLevelEngine implements StorageEngine {
     return out
   }
 
+  async scanAcross(partitions: readonly number[], range: ScanRange & { examineMax?: number }): Promise<ScanPage> {
+    assert.ok(range.limit >= 0)
+    if (range.limit === 0 || partitions.length === 0) return { entries: [] }
+    let top = 0
+    for (const p of partitions) {
+      assert.ok(Number.isInteger(p) && p >= 0 && p < partitionCountMax, 'partition out of range')
+      if (p > top) top = p
+    }
+    const wanted = new Uint8Array(top + 1)
+    for (const p of partitions) wanted[p] = 1
+    return this.iterators.run(() => this.scanAcrossNow(wanted, range))
+  }
+
+  private async scanAcrossNow(wanted: Uint8Array, range: ScanRange & { examineMax?: number }): Promise<ScanPage> {
+    const bytesMax = range.bytesMax ?? Infinity
+    const valueBytesMax = range.valueBytesMax ?? Infinity
+    const examineMax = Math.max(1, range.examineMax ?? examineMaxDefault)
+    // Records are read a few at a time while the byte budget is the bound: each step's
+    // records are held at once.
+    const readStep = bytesMax === Infinity ? syncReadKeysMax : 16
+    const out: ScanEntry[] = []
+    let bytes = 0
+    let examined = 0
+    const it = this.db.iterator(indexRange(range.gte, range.lt))
+    try {
+      for (;;) {
+        const listed = await it.nextv(Math.min(256, examineMax - examined, Math.max(readStep, range.limit - out.length)))
+        if (listed.length === 0) return { entries: out }
+        examined += listed.length
+        const picked: { key: Buffer; partition: number }[] = []
+        for (const [stored, value] of listed) {
+          const partition = value.readUInt16BE(0)
+          if (partition < wanted.length && wanted[partition] === 1) picked.push({ key: userKeyOf(stored), partition })
+        }
+        for (let at = 0; at < picked.length; at += readStep) {
+          const step = picked.slice(at, at + readStep)
+          const records = this.readUncached(step.map((p) => dataKey(p.partition, p.key)))
+          for (let i = 0; i < step.length; i++) {
+            const record = records[i]
+            // Gone since the index was read (a purge or a dropped partition): not part of the page.
+            if (record === undefined) continue
+            const entry = { key: Buffer.from(step[i]!.key), partition: step[i]!.partition, record: record.length - recordHeaderBytes(record) > valueBytesMax ? omitted : record }
+            out.push(entry)
+            bytes += scanEntryBytes(entry)
+            if (out.length >= range.limit || bytes >= bytesMax) return { entries: out, resumeAfter: entry.key }
+          }
+        }
+        if (examined >= examineMax) return { entries: out, resumeAfter: Buffer.from(userKeyOf(listed[listed.length - 1]![0])) }
+      }
+    } catch (err) {
+      throw new KumoError('INTERNAL', `storage scan failed: ${(err as Error).message}`, { cause: err })
+    } finally {
+      await it.close()
+    }
+  }
+
+  /**
+   * Records for stored keys, read on this thread past the row cache: a scan would push out the
+   * hot keys it holds, and count its own reads in its hit rate.
+   */
+  private readUncached(stored: readonly Buffer[]): (Buffer | undefined)[] {
+    return stored.map((key) => this.db.getSync(key))
+  }
+
   async partitionSize(partition: number): Promise<{ records: number; bytes: number }> {
     return this.iterators.run(async () => {
       const bounds = partitionRange(partition)
@@ -509,7 +623,23 @@ export class ClassicLevelEngine implements StorageEngine {
 
   async dropPartition(partition: number): Promise<void> {
     const range = partitionRange(partition)
-    await this.written(this.db.clear(range))
+    // Each chunk's data keys and their index entries go in one batch: the index never lists a
+    // key whose record is gone, nor misses one that is there, even if the process dies midway.
+    const it = this.db.keys(range)
+    try {
+      for (;;) {
+        const keys = await it.nextv(indexChunkKeys)
+        if (keys.length === 0) break
+        const batch = this.db.batch()
+        for (const key of keys) {
+          batch.del(key)
+          batch.del(indexKey(userKeyOf(key)))
+        }
+        await this.written(batch.write({ sync: this.config.sync }))
+      }
+    } finally {
+      await it.close()
+    }
     // After the clear: a read during it may have cached a record the clear then deleted.
     this.dataCommits++
     this.cache.deletePrefix(range.gte.toString('latin1'))

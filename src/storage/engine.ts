@@ -42,6 +42,22 @@ export interface ScanRange {
   valueBytesMax?: number
 }
 
+/** An entry of a scan across partitions: a StoredRecord and the partition it is in. */
+export interface ScanEntry extends StoredRecord {
+  partition: number
+}
+
+/** A page of a scan across partitions (StorageEngine.scanAcross). */
+export interface ScanPage {
+  entries: ScanEntry[]
+  /**
+   * Where the range goes on: the next page starts after this key. Undefined when the range is
+   * done. It is the last entry's key when the page ended on `limit` or `bytesMax`, and may be
+   * further on when the page ended on the keys it may examine (most were in other partitions).
+   */
+  resumeAfter?: Buffer
+}
+
 /** Whether a page scanned with `range` is the range's last (ScanRange.bytesMax). */
 export function isLastPage(page: readonly StoredRecord[], range: ScanRange): boolean {
   if (page.length >= range.limit) return false
@@ -81,6 +97,15 @@ export interface StorageEngine {
 
   /** Records of one partition in user-key order within the range: at most `limit`, and see bytesMax and valueBytesMax. */
   scanPartition(partition: number, range: ScanRange): Promise<StoredRecord[]>
+
+  /**
+   * Records of the given partitions in user-key order within the range, as one sequence: at
+   * most `limit`, and see bytesMax and valueBytesMax. It examines at most `examineMax` keys
+   * (default 16,384) of any partition, so a page of a few partitions among many ends with
+   * `resumeAfter` rather than running on. Its cost grows with the keys it examines, not with
+   * the number of partitions. A user key is in one partition at most (the partitioner's).
+   */
+  scanAcross(partitions: readonly number[], range: ScanRange & { examineMax?: number }): Promise<ScanPage>
 
   /**
    * Records of one partition (tombstones and expired ones included) and their bytes (user keys

@@ -5,10 +5,17 @@ import assert from 'node:assert/strict'
  * ranges, never the whole database:
  *
  *   [u16 partition BE][user key]                 data (partition < 0x8000)
+ *   [0xFF 0xFD][user key] -> [u16 partition BE]  key index: every data key, in user-key order
  *   [0xFF 0xFE][u8 len][target id][u64 seq][u16 partition][user key]   hints
  *   [0xFF 0xFF][name]                            node metadata
+ *
+ * Keys are placed in partitions by hash, so the data of a key range is spread over every
+ * partition. The key index lists a node's keys across its partitions in key order: a scan
+ * reads it from its first key on, and costs what it returns rather than a seek per partition.
+ * An index entry is written and deleted in the same atomic batch as its data key.
  */
 export const partitionCountMax = 0x8000
+const indexPrefix = Buffer.from([0xff, 0xfd])
 const hintPrefix = Buffer.from([0xff, 0xfe])
 const metaPrefix = Buffer.from([0xff, 0xff])
 
@@ -35,6 +42,29 @@ function partitionStart(partition: number): Buffer {
   const out = Buffer.allocUnsafe(2)
   out.writeUInt16BE(partition, 0)
   return out
+}
+
+/** Every data key sorts below this (partitions are below partitionCountMax). */
+export const dataRangeEnd = Buffer.from([partitionCountMax >> 8])
+
+/** The key index's entry for a user key (its value is the partition, partitionBytes). */
+export function indexKey(key: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(2 + key.length)
+  indexPrefix.copy(out, 0)
+  out.set(key, 2)
+  return out
+}
+
+/** An index entry's value: the key's partition. */
+export function partitionBytes(partition: number): Buffer {
+  const out = Buffer.allocUnsafe(2)
+  out.writeUInt16BE(partition, 0)
+  return out
+}
+
+/** [lo, hi) bounds of the key index, optionally narrowed to user keys [gte, lt). */
+export function indexRange(gte?: Uint8Array, lt?: Uint8Array): { gte: Buffer; lt: Buffer } {
+  return { gte: indexKey(gte ?? Buffer.alloc(0)), lt: lt !== undefined ? indexKey(lt) : hintPrefix }
 }
 
 export function userKeyOf(storedKey: Buffer): Buffer {

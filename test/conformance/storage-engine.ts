@@ -254,6 +254,100 @@ export function storageEngineConformance(name: string, factory: EngineFactory): 
       expect((await engine.getRecords(4, [k('b')]))[0]).toEqual(rec(1, big))
     })
 
+    it('scans across partitions in key order, only the partitions asked for, within [gte, lt) and up to a limit', async () => {
+      // A user key is in one partition (the partitioner's): here the partition is its first letter's.
+      const place = (key: string): number => key.charCodeAt(0) - 'a'.charCodeAt(0)
+      const keys = ['c2', 'a1', 'b1', 'a2', 'c1', 'd1', 'b2']
+      await engine.applyRecords(keys.map((key) => ({ partition: place(key), key: k(key), record: rec(1, key) })))
+      const scan = async (partitions: number[], range: { gte?: Buffer; lt?: Buffer; limit: number }): Promise<[string[], string | undefined]> => {
+        const page = await engine.scanAcross(partitions, range)
+        for (const e of page.entries) expect(e.partition).toBe(place(e.key.toString()))
+        return [page.entries.map((e) => e.key.toString()), page.resumeAfter?.toString()]
+      }
+      expect(await scan([0, 1, 2, 3], { limit: 100 })).toEqual([['a1', 'a2', 'b1', 'b2', 'c1', 'c2', 'd1'], undefined])
+      expect(await scan([0, 2], { limit: 100 })).toEqual([['a1', 'a2', 'c1', 'c2'], undefined])
+      expect(await scan([3, 1], { gte: k('b2'), lt: k('d1'), limit: 100 })).toEqual([['b2'], undefined])
+      expect(await scan([0, 1, 2, 3], { gte: k('a2'), limit: 3 })).toEqual([['a2', 'b1', 'b2'], 'b2'])
+      expect(await scan([0, 1, 2, 3], { limit: 0 })).toEqual([[], undefined])
+      expect(await scan([], { limit: 10 })).toEqual([[], undefined])
+      expect(await scan([9], { limit: 10 })).toEqual([[], undefined])
+      // A page that may examine few keys ends where it stopped, with what it found so far.
+      const few = await engine.scanAcross([3], { limit: 10, examineMax: 2 })
+      expect([few.entries.length, few.resumeAfter?.toString()]).toEqual([0, 'a2'])
+      const rest = await engine.scanAcross([3], { gte: Buffer.concat([few.resumeAfter!, Buffer.from([0])]), limit: 10 })
+      expect(rest.entries.map((e) => e.key.toString())).toEqual(['d1'])
+    })
+
+    it('scans across partitions page by page within a byte bound, leaving large values out', async () => {
+      const big = 'x'.repeat(5000)
+      await engine.applyRecords(['a', 'b', 'c', 'd'].map((key, i) => ({ partition: i, key: k(key), record: rec(1, key === 'b' ? big : key) })))
+      const range = { limit: 100, bytesMax: 30 }
+      const keys: string[] = []
+      let gte: Buffer | undefined
+      for (let pages = 0; ; pages++) {
+        expect(pages).toBeLessThan(10)
+        const page = await engine.scanAcross([0, 1, 2, 3], { ...range, gte })
+        keys.push(...page.entries.map((e) => e.key.toString()))
+        if (page.resumeAfter === undefined) break
+        gte = Buffer.concat([page.resumeAfter, Buffer.from([0])])
+      }
+      expect(keys).toEqual(['a', 'b', 'c', 'd'])
+      const omitting = await engine.scanAcross([0, 1, 2, 3], { limit: 100, valueBytesMax: 1000 })
+      expect(omitting.entries.map((e) => [e.key.toString(), e.record.length === 0])).toEqual([['a', false], ['b', true], ['c', false], ['d', false]])
+    })
+
+    it('scans across partitions what every kind of write, purge and drop left, also after a reopen (random histories)', async () => {
+      const random = seededRandom(20261130)
+      const partitions = 6
+      // The model: per key, its partition and newest record.
+      const model = new Map<string, { partition: number; record: Buffer }>()
+      const placeOf = (key: string): number => Number(key.slice(1)) % partitions
+      let ms = 1
+      for (let round = 0; round < 40; round++) {
+        const action = random()
+        if (action < 0.6) {
+          // A batch of puts: fresh versions (no read needed) or, now and then, old ones (read and compared).
+          const stale = random() < 0.3
+          const writes = Array.from({ length: 1 + Math.floor(random() * 20) }, () => {
+            const key = `k${Math.floor(random() * 60)}`
+            const version = stale ? Math.max(1, ms - Math.floor(random() * 50)) : ++ms
+            return { partition: placeOf(key), key: k(key), record: rec(version, random() < 0.2 ? undefined : `v${version}`) }
+          })
+          const applied = await engine.applyRecords(writes)
+          writes.forEach((w, i) => {
+            if (applied[i]) model.set(w.key.toString(), { partition: w.partition, record: w.record })
+          })
+        } else if (action < 0.8) {
+          const held = [...model.entries()].filter(() => random() < 0.3)
+          const purged = await engine.purgeRecords(held.map(([key, m]) => ({ partition: m.partition, key: k(key), record: m.record })))
+          held.forEach(([key], i) => {
+            if (purged[i]) model.delete(key)
+          })
+        } else if (action < 0.9) {
+          const partition = Math.floor(random() * partitions)
+          await engine.dropPartition(partition)
+          for (const [key, m] of model) if (m.partition === partition) model.delete(key)
+        } else {
+          engine = await factory.reopen(engine)
+        }
+        const asked = Array.from({ length: partitions }, (_, p) => p).filter(() => random() < 0.7)
+        const expected = [...model.entries()]
+          .filter(([, m]) => asked.includes(m.partition))
+          .sort(([a], [b]) => Buffer.compare(k(a), k(b)))
+          .map(([key, m]) => [key, m.record.toString('hex')])
+        const seen: string[][] = []
+        let gte: Buffer | undefined
+        for (let pages = 0; ; pages++) {
+          expect(pages).toBeLessThan(200)
+          const page = await engine.scanAcross(asked, { gte, limit: 1 + Math.floor(random() * 8), examineMax: 1 + Math.floor(random() * 10) })
+          seen.push(...page.entries.map((e) => [e.key.toString(), e.record.toString('hex')]))
+          if (page.resumeAfter === undefined) break
+          gte = Buffer.concat([page.resumeAfter, Buffer.from([0])])
+        }
+        expect(seen).toEqual(expected)
+      }
+    })
+
     it('reads hints after a given one and within a byte bound', async () => {
       await engine.putHints(['a', 'b', 'c'].map((key) => ({ target: 'n9', partition: 1, key: k(key), record: rec(1, key) })), 2000)
       const [first, ...rest] = await engine.readHints('n9', 10)
