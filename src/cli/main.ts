@@ -89,7 +89,7 @@ program
   .option('--clock-offset-max <ms>', "coordinate no writes while this node's clock is further than this from the cluster's", wholeNumber, 10_000)
   .option('--max-connections <n>', 'connections served at once; past it a new one is refused (OVERLOADED)', wholeNumber, 4096)
   .option('--idle-timeout <ms>', 'close a connection idle this long', wholeNumber, 120_000)
-  .option('--max-scans <n>', 'scans running at once; past it a scan is refused (OVERLOADED)', wholeNumber, 4)
+  .option('--max-scans <n>', 'scans running at once; past it a scan waits its turn (up to 2 s, 64 in line), then is refused (OVERLOADED)', wholeNumber, 4)
   .option('--scan-rate <MiB>', 'MiB a second all scans together send at most', wholeNumber, 32)
   .option('--max-request-bytes <MiB>', 'bytes of requests received and not yet answered, over all connections', wholeNumber, 256)
   .addOption(new Option('--load-balancing <policy>', 'how this node picks replicas to read from and forward to').choices(loadBalancingPolicies as string[]))

@@ -27,15 +27,14 @@ export interface KvServiceDeps {
   handle: (req: RequestMsg, clientEpoch?: number) => Promise<ResponseMsg>
   topology: (repairDetail: boolean) => TopologyMsg
   epoch: () => number
-  partitionCount: () => number
   scanSource: ScanSource
   /** Bytes of requests in flight: the node's bound (shared with its peer streams) and one stream's. */
   inFlightBytes: InFlightBytes
   streamBytesMax: number
   /** Bytes a second that scans send, over all of them (TokenBucket). */
   scanPace: TokenBucket
-  /** A scan may start (and calls the returned function when it ends), or the error why not. */
-  admitScan: () => (() => void) | KumoError
+  /** Resolves when a scan may start (it calls the returned function when it ends); rejects with why not. */
+  admitScan: () => Promise<() => void>
   /** Refuses new work while starting or draining. */
   admit: () => KumoError | undefined
   track: (delta: number) => void
@@ -368,10 +367,9 @@ async function scan(call: grpc.ServerWritableStream<ScanRequestMsg, unknown>, de
       throw new KumoError('PERMISSION_DENIED', verdict.reason)
     }
     const pageSize = Math.min(Math.max(m.pageSize || 500, 1), 5000)
-    const admitted = deps.admitScan()
-    if (admitted instanceof KumoError) throw admitted
+    const admitted = await deps.admitScan()
     try {
-      const pages = mergedScan(deps.partitionCount(), bounds, m.limit, pageSize, scanPageBytesMax, deps.scanSource, Date.now)
+      const pages = mergedScan(bounds, m.limit, pageSize, scanPageBytesMax, deps.scanSource, Date.now)
       for await (const page of pages) {
         if (cancelled) return
         // Back-pressure: the next page is read only once the client has taken this one.

@@ -1,5 +1,5 @@
 import { liveValue } from '../core/record.js'
-import { isLastPage, type StoredRecord } from '../storage/engine.js'
+import type { ScanEntry, ScanPage } from '../storage/engine.js'
 import { prefixUpperBound } from '../storage/keys.js'
 
 export interface ScanBounds {
@@ -7,13 +7,18 @@ export interface ScanBounds {
   lt?: Buffer
 }
 
-/** Where a scan reads a partition from: whichever replica the caller picks. */
+/** Where a scan reads its records from: whichever replicas the caller picks. */
 export interface ScanSource {
   /**
-   * A page of one partition's records in key order: at most `limit`, ending after `bytesMax`
-   * bytes (StorageEngine.scanPartition), with values longer than `valueBytesMax` omitted.
+   * Every partition, in groups that are each read as one sequence in key order: the merge's
+   * cursors (a node's share of the partitions, say: a few cursors, whatever the partition count).
    */
-  page(partition: number, gte: Buffer | undefined, lt: Buffer | undefined, limit: number, bytesMax: number, valueBytesMax: number): Promise<StoredRecord[]>
+  groups(): readonly (readonly number[])[]
+  /**
+   * A page of a group's records in key order from `gte` (StorageEngine.scanAcross): at most
+   * `limit`, ending after `bytesMax` bytes, with values longer than `valueBytesMax` omitted.
+   */
+  page(partitions: readonly number[], gte: Buffer | undefined, lt: Buffer | undefined, limit: number, bytesMax: number, valueBytesMax: number): Promise<ScanPage>
   /** One key's record, for one the page left out for its size. */
   record(partition: number, key: Buffer): Promise<Buffer | undefined>
 }
@@ -24,6 +29,8 @@ export interface ScanSource {
  * of a page and read on its own.
  */
 export const scanCursorBytesMax = 16 * 1024 * 1024
+/** One cursor's page at most, in bytes (a page is one message from the node that read it). */
+export const scanCursorPageBytesMax = 4 * 1024 * 1024
 
 /** Bounds for a scan request: prefix narrows [gte, lt). */
 export function scanBounds(prefix: Buffer, gte: Buffer, lt: Buffer): ScanBounds {
@@ -38,25 +45,51 @@ export function scanBounds(prefix: Buffer, gte: Buffer, lt: Buffer): ScanBounds 
 }
 
 class Cursor {
-  buffer: StoredRecord[] = []
+  buffer: ScanEntry[] = []
   index = 0
+  /** Where the next page starts after; undefined before the first page and once done. */
+  resumeAfter: Buffer | undefined
   done = false
-  constructor(readonly partition: number) {}
-  get head(): StoredRecord | undefined {
+  constructor(readonly partitions: readonly number[]) {}
+  get head(): ScanEntry | undefined {
     return this.buffer[this.index]
   }
 }
 
 /**
+ * Several pages of the same range, each from its own group of partitions, as one page of all
+ * of them: their entries in key order, as far as every page that goes on reaches (a key past
+ * that may have a smaller one after it in another group), and then at most `limit` entries or
+ * until `bytesMax` bytes. Pure.
+ */
+export function mergePages(pages: readonly ScanPage[], limit: number, bytesMax = Infinity): ScanPage {
+  let reach: Buffer | undefined
+  for (const page of pages) {
+    if (page.resumeAfter !== undefined && (reach === undefined || Buffer.compare(page.resumeAfter, reach) < 0)) reach = page.resumeAfter
+  }
+  const all = pages.flatMap((page) => page.entries).sort((a, b) => Buffer.compare(a.key, b.key))
+  const entries: ScanEntry[] = []
+  let bytes = 0
+  for (const entry of all) {
+    if (reach !== undefined && Buffer.compare(entry.key, reach) > 0) break
+    entries.push(entry)
+    bytes += entry.key.length + entry.record.length
+    if (entries.length >= limit || bytes >= bytesMax) return { entries, resumeAfter: entry.key }
+  }
+  return reach === undefined ? { entries } : { entries, resumeAfter: reach }
+}
+
+/**
  * Every partition holds keys from the whole key range (keys are placed by hash), so a scan in
- * key order is a k-way merge of one cursor per partition. Cursors are read in parallel, a page
- * at a time, and refilled as the merge drains them. Memory is bounded in bytes: each cursor's
- * page is at most its share of scanCursorBytesMax, a value larger than a quarter of that share
- * is left out of the page and read when its entry is emitted, and an output page ends at
+ * key order merges them. The source reads a group of partitions as one sequence (a node's key
+ * index lists its keys across its partitions in order), so the merge is a k-way merge of one
+ * cursor per group: a few, not one per partition. Cursors are read in parallel, a page at a
+ * time, and refilled as the merge drains them. Memory is bounded in bytes: each cursor's page is
+ * at most its share of scanCursorBytesMax, a value larger than a quarter of that share is left
+ * out of the page and read when its entry is emitted, and an output page ends at
  * `pageBytesMax` bytes (or `pageSize` entries).
  */
 export async function* mergedScan(
-  partitionCount: number,
   bounds: ScanBounds,
   limit: number,
   pageSize: number,
@@ -65,24 +98,28 @@ export async function* mergedScan(
   nowMs: () => number,
 ): AsyncGenerator<{ key: Buffer; value: Buffer }[]> {
   if (bounds.gte !== undefined && bounds.lt !== undefined && Buffer.compare(bounds.gte, bounds.lt) >= 0) return
-  // Keys spread evenly over partitions, so a scan of L keys needs about L/P from each: start
-  // with twice that and double a cursor's page each time it runs dry.
-  const firstPage = limit > 0 ? Math.min(256, Math.max(4, Math.ceil((2 * limit) / partitionCount))) : 64
-  const cursorBytes = Math.max(16 * 1024, Math.floor(scanCursorBytesMax / partitionCount))
+  const groups = source.groups()
+  // A scan of L keys needs about L/G from each of G groups: start with twice that (L with one
+  // group) and double a cursor's page each time it runs dry.
+  const firstPage = limit > 0 ? Math.min(1000, Math.max(4, Math.ceil(((groups.length === 1 ? 1 : 2) * limit) / groups.length))) : 64
+  const cursorBytes = Math.max(16 * 1024, Math.min(scanCursorPageBytesMax, Math.floor(scanCursorBytesMax / Math.max(1, groups.length))))
   const valueBytesMax = Math.floor(cursorBytes / 4)
-  const cursors = Array.from({ length: partitionCount }, (_, p) => new Cursor(p))
+  const cursors = groups.map((partitions) => new Cursor(partitions))
   const pageOf = new Map<Cursor, number>()
   const refill = async (cursor: Cursor): Promise<void> => {
-    const last = cursor.buffer[cursor.buffer.length - 1]
-    const from = last === undefined ? bounds.gte : Buffer.concat([last.key, Buffer.from([0])])
-    const size = pageOf.get(cursor) ?? firstPage
-    pageOf.set(cursor, Math.min(1000, size * 2))
     // The old page goes before the new one is read: a cursor holds one page at a time.
     cursor.buffer = []
-    const page = await source.page(cursor.partition, from, bounds.lt, size, cursorBytes, valueBytesMax)
-    cursor.buffer = page
     cursor.index = 0
-    if (isLastPage(page, { limit: size, bytesMax: cursorBytes })) cursor.done = true
+    // A page may come back empty and yet not be the last (its group's keys are sparse there).
+    while (cursor.buffer.length === 0 && !cursor.done) {
+      const from = cursor.resumeAfter === undefined ? bounds.gte : Buffer.concat([cursor.resumeAfter, Buffer.from([0])])
+      const size = pageOf.get(cursor) ?? firstPage
+      pageOf.set(cursor, Math.min(1000, size * 2))
+      const page = await source.page(cursor.partitions, from, bounds.lt, size, cursorBytes, valueBytesMax)
+      cursor.buffer = page.entries
+      cursor.resumeAfter = page.resumeAfter
+      if (page.resumeAfter === undefined) cursor.done = true
+    }
   }
   await Promise.all(cursors.map(refill))
 
@@ -110,8 +147,8 @@ export async function* mergedScan(
     const cursor = heap[0]!
     const entry = cursor.head!
     // A record left out of the page for its size is read now, on its own.
-    const record = entry.record.length > 0 ? entry.record : await source.record(cursor.partition, entry.key)
-    const value = liveValue(record, nowMs())
+    const record = entry.record.length > 0 ? entry.record : await source.record(entry.partition, entry.key)
+    const value = record === undefined ? undefined : liveValue(record, nowMs())
     if (value !== undefined) {
       page.push({ key: entry.key, value })
       pageBytes += entry.key.length + value.length
@@ -123,6 +160,8 @@ export async function* mergedScan(
       }
     }
     cursor.index++
+    // The last entry asked for: no page past it is read.
+    if (limit > 0 && emitted >= limit) break
     if (cursor.head === undefined && !cursor.done) await refill(cursor)
     if (cursor.head === undefined) {
       const last = heap.pop()!

@@ -18,7 +18,7 @@ import { versionAheadMsMax } from '../core/validate.js'
 import { nodeIdBytesMax, versionTimestamp } from '../core/version.js'
 import { Membership, type MemberView } from '../cluster/membership.js'
 import { ClassicLevelEngine } from '../storage/classic-level-engine.js'
-import type { StorageEngine } from '../storage/engine.js'
+import type { ScanPage, ScanRange, StorageEngine } from '../storage/engine.js'
 import { partitionCountMax } from '../storage/keys.js'
 import { peerRequestMsgBytes, type PeerRequestFrameMsg, type PeerRequestMsg, type PeerResponseFrameMsg, type PeerResponseMsg, type TopologyMsg } from '../wire/messages.js'
 import { InFlightBytes, serveMultiplexed } from '../wire/serve-stream.js'
@@ -38,7 +38,8 @@ import { VersionBoundStorage } from './version-bound-storage.js'
 import { noPeerFields } from '../wire/peer-fields.js'
 import { kvHandlers } from './kv-service.js'
 import { defaultConnectionsMax, Listener, refusingServer, serverIdleOptions } from './listener.js'
-import type { ScanSource } from './merged-scan.js'
+import { mergePages, type ScanSource } from './merged-scan.js'
+import { ScanAdmission } from './scan-admission.js'
 import { PeerPool } from '../wire/peer-channel.js'
 import { insecureChannels, nodeIdentityCheck, tlsChannel, type ChannelSecurity } from '../wire/channel-security.js'
 import { Authenticator, type CallIdentity } from './authenticator.js'
@@ -132,7 +133,7 @@ export interface NodeOptions {
   connectionsMax?: number
   /** A connection idle this long is closed (default 2 minutes; a live client's keepalive pings keep it open). */
   idleTimeoutMs?: number
-  /** Scans running at once at most; past it, a scan gets OVERLOADED (default 4): a scan of large values keeps a core busy. */
+  /** Scans running at once at most (default 4): a scan of large values keeps a core busy. Past it a scan waits its turn, up to 2 s and 64 in line, then gets OVERLOADED. */
   scansInFlightMax?: number
   /** Serve Prometheus metrics on http://<metricsHost>:<port>/metrics (0 picks a port; unset: off). */
   metricsPort?: number
@@ -603,12 +604,47 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   }
 
   // Scans read each partition from one replica: this node's own copy when it holds one.
+  // A scan reads each partition from this node if it holds it, else from its first live
+  // replica: the partitions grouped by the node that serves them, each group one key-ordered
+  // page at a time from that node's key index (SCAN_ACROSS). A node that fails a page is left
+  // out, and its group is read from the other replicas (possibly several nodes, merged).
+  const scanReplica = (partition: number, excluded: ReadonlySet<string>): string | undefined => {
+    const replicas = membership.map!.replicas[partition]!
+    if (replicas.includes(options.id) && !excluded.has(options.id)) return options.id
+    return replicas.find((id) => !excluded.has(id) && membership.address(id) !== undefined && membership.isAlive(id) && peers.find(id)?.usable !== false)
+  }
+  const scanGroups = (partitions: readonly number[], excluded: ReadonlySet<string>): Map<string, number[]> => {
+    const groups = new Map<string, number[]>()
+    for (const partition of partitions) {
+      const id = scanReplica(partition, excluded)
+      if (id === undefined) throw new KumoError('UNAVAILABLE', `no replica of partition ${partition} is reachable for a scan`)
+      const group = groups.get(id)
+      if (group === undefined) groups.set(id, [partition])
+      else group.push(partition)
+    }
+    return groups
+  }
+  const scanPage = async (partitions: readonly number[], range: ScanRange & { gte?: Buffer; lt?: Buffer }, excluded: ReadonlySet<string>): Promise<ScanPage> => {
+    const pages = await Promise.all(
+      [...scanGroups(partitions, excluded)].map(async ([id, group]): Promise<ScanPage> => {
+        if (id === options.id) return storage.scanAcross(group, range)
+        try {
+          const empty = Buffer.alloc(0)
+          const res = await peers.get(id, membership.address(id)!).request(
+            { ...noPeerFields, op: 'SCAN_ACROSS', partitions: group, gte: range.gte ?? empty, lt: range.lt ?? empty, limit: range.limit, bytesMax: range.bytesMax ?? 0, valueBytesMax: range.valueBytesMax ?? 0 },
+            options.requestTimeoutMs ?? 5000,
+          )
+          return { entries: res.keys.map((key, i) => ({ key, record: res.records[i]!, partition: res.partitions[i]! })), ...(res.more ? { resumeAfter: res.resumeAfter } : {}) }
+        } catch {
+          return scanPage(group, range, new Set([...excluded, id]))
+        }
+      }),
+    )
+    return pages.length === 1 ? pages[0]! : mergePages(pages, range.limit, range.bytesMax)
+  }
   const scanSource: ScanSource = {
-    page: async (partition, gte, lt, limit, bytesMax, valueBytesMax) => {
-      if (membership.map!.replicas[partition]!.includes(options.id)) return storage.scanPartition(partition, { gte, lt, limit, bytesMax, valueBytesMax })
-      const res = await askReplica(partition, { op: 'SCAN', partition, gte: gte ?? Buffer.alloc(0), lt: lt ?? Buffer.alloc(0), limit, bytesMax, valueBytesMax })
-      return res.keys.map((key, i) => ({ key, record: res.records[i]! }))
-    },
+    groups: () => [...scanGroups(Array.from({ length: membership.map!.partitionCount }, (_, p) => p), new Set()).values()],
+    page: (partitions, gte, lt, limit, bytesMax, valueBytesMax) => scanPage(partitions, { gte, lt, limit, bytesMax, valueBytesMax }, new Set()),
     record: async (partition, key) => {
       if (membership.map!.replicas[partition]!.includes(options.id)) return (await storage.getRecords(partition, [key]))[0]
       const res = await askReplica(partition, { op: 'READ_LOCAL', partition, keys: [key] })
@@ -637,7 +673,9 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   const scansInFlightMax = options.scansInFlightMax ?? 4
   const scanBytesPerSecond = options.scanBytesPerSecond ?? 32 * 1024 * 1024
   const scanPace = new TokenBucket(scanBytesPerSecond, scanBytesPerSecond)
-  let scansRunning = 0
+  // A scan past the running bound waits its turn for up to 2 s (scans cost what they return,
+  // so most are short), 64 in line at most.
+  const scanAdmission = new ScanAdmission(options.id, scansInFlightMax, 64, 2000)
 
   server.addService(
     kvService,
@@ -671,20 +709,11 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       },
       topology,
       epoch: () => membership.map?.epoch ?? 0,
-      partitionCount: () => membership.map?.partitionCount ?? partitionConfig.partitionCount,
       scanSource,
       scanPace,
       inFlightBytes,
       streamBytesMax,
-      admitScan: () => {
-        if (scansRunning >= scansInFlightMax) return new KumoError('OVERLOADED', `node ${options.id} has ${scansRunning} scans running (limit ${scansInFlightMax}); try again later or another node`)
-        scansRunning++
-        let released = false
-        return () => {
-          if (!released) scansRunning--
-          released = true
-        }
-      },
+      admitScan: () => scanAdmission.admit(),
       admit: () => {
         if (state !== 'serving') return new KumoError('NOT_SERVING', `node ${options.id} is ${state === 'starting' ? 'starting' : 'shutting down'}`)
         // Back-pressure: past this many client requests in flight, refuse rather than queue
@@ -784,7 +813,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
           requestBytes: peerRequestMsgBytes,
           streamBytesMax,
           node: inFlightBytes,
-          refuse: (req, error) => ({ id: req.id, errorCode: error.code, errorMessage: error.message, keys: [], records: [], forward: null, hashes: [], leftOut: 0 }),
+          refuse: (req, error) => ({ id: req.id, errorCode: error.code, errorMessage: error.message, keys: [], records: [], forward: null, hashes: [], leftOut: 0, partitions: [], more: false, resumeAfter: Buffer.alloc(0) }),
         },
       )
     },

@@ -1,6 +1,7 @@
 import { KumoError, toKumoError } from '../core/errors.js'
 import { recordVersion } from '../core/record.js'
 import type { StorageEngine } from '../storage/engine.js'
+import { partitionCountMax } from '../storage/keys.js'
 import type { PeerRequestMsg, PeerResponseMsg, ResponseMsg } from '../wire/messages.js'
 
 export interface ReplicaServiceDeps {
@@ -98,6 +99,25 @@ export class ReplicaService {
         })
         return { keys: entries.map((e) => e.key), records: entries.map((e) => e.record) }
       }
+      case 'SCAN_ACROSS': {
+        if (req.partitions.length > partitionCountMax || req.partitions.some((p) => p >= partitionCountMax)) {
+          throw new KumoError('INVALID_ARGUMENT', `scan partitions must be below ${partitionCountMax}, at most ${partitionCountMax} of them`)
+        }
+        const page = await this.deps.storage.scanAcross(req.partitions, {
+          gte: req.gte.length > 0 ? req.gte : undefined,
+          lt: req.lt.length > 0 ? req.lt : undefined,
+          limit: Math.min(req.limit || scanPageMax, scanPageMax),
+          bytesMax: Math.min(req.bytesMax || scanPageBytesMax, scanPageBytesMax),
+          ...(req.valueBytesMax > 0 ? { valueBytesMax: req.valueBytesMax } : {}),
+        })
+        return {
+          keys: page.entries.map((e) => e.key),
+          records: page.entries.map((e) => e.record),
+          partitions: page.entries.map((e) => e.partition),
+          more: page.resumeAfter !== undefined,
+          resumeAfter: page.resumeAfter ?? empty,
+        }
+      }
       default: {
         const extension = this.deps.extensions[req.op]
         if (extension === undefined) throw new KumoError('INVALID_ARGUMENT', `unknown peer operation ${req.op}`)
@@ -107,7 +127,7 @@ export class ReplicaService {
   }
 }
 
-/** A SCAN page's bytes at most (past its first entry): one answer never holds a whole partition of large values. */
+/** A SCAN or SCAN_ACROSS page's bytes at most (past its first entry): one answer never holds a whole partition of large values. */
 export const scanPageBytesMax = 4 * 1024 * 1024
 /** Keys read at a time by a READ_LOCAL bounded in bytes. */
 const boundedReadChunk = 16
@@ -119,5 +139,5 @@ export function checkPartitions(req: PeerRequestMsg): number[] {
 }
 
 function blank(id: number): PeerResponseMsg {
-  return { id, errorCode: '', errorMessage: '', keys: [], records: [], forward: null, hashes: [], leftOut: 0 }
+  return { id, errorCode: '', errorMessage: '', keys: [], records: [], forward: null, hashes: [], leftOut: 0, partitions: [], more: false, resumeAfter: Buffer.alloc(0) }
 }

@@ -565,8 +565,10 @@ export class ClassicLevelEngine implements StorageEngine {
           const partition = value.readUInt16BE(0)
           if (partition < wanted.length && wanted[partition] === 1) picked.push({ key: userKeyOf(stored), partition })
         }
-        for (let at = 0; at < picked.length; at += readStep) {
-          const step = picked.slice(at, at + readStep)
+        for (let at = 0; at < picked.length && out.length < range.limit; ) {
+          // No more records read than the page still has room for.
+          const step = picked.slice(at, at + Math.min(readStep, range.limit - out.length))
+          at += step.length
           const records = this.readUncached(step.map((p) => dataKey(p.partition, p.key)))
           for (let i = 0; i < step.length; i++) {
             const record = records[i]

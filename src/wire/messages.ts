@@ -68,7 +68,7 @@ export interface ResponseFrameMsg {
   epoch: number
 }
 
-export type PeerOpName = 'READ' | 'WRITE' | 'FORWARD' | 'SCAN' | 'HINT' | 'DIGEST' | 'LEAVES' | 'READ_LOCAL'
+export type PeerOpName = 'READ' | 'WRITE' | 'FORWARD' | 'SCAN' | 'HINT' | 'DIGEST' | 'LEAVES' | 'READ_LOCAL' | 'SCAN_ACROSS'
 
 export interface PeerRequestMsg {
   id: number
@@ -96,6 +96,10 @@ export interface PeerResponseMsg {
   forward?: ResponseMsg | null
   hashes: number[]
   leftOut: number
+  /** SCAN_ACROSS: the partition of each key, and whether the range goes on after resumeAfter. */
+  partitions: number[]
+  more: boolean
+  resumeAfter: Buffer
 }
 
 export interface PeerRequestFrameMsg {

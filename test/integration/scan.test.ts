@@ -1,0 +1,68 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { connect } from '../../src/index.js'
+import { startCluster, type TestCluster } from '../helpers/cluster.js'
+import { RawKv } from '../helpers/raw.js'
+
+let cluster: TestCluster | undefined
+afterEach(async () => {
+  await cluster?.close()
+  cluster = undefined
+})
+
+describe('scans across nodes', () => {
+  it('a scan whose node fails midway reads that node\'s partitions from their other replicas, and returns every key once, in order', { timeout: 60_000 }, async () => {
+    // N = 2 on four nodes: the scanning node holds about half the partitions and reads the
+    // rest from the others, a group of partitions per node.
+    cluster = await startCluster(4, { replicationFactor: 2 })
+    const db = await connect({ seeds: [cluster.addresses[0]!] })
+    const keys = Array.from({ length: 6000 }, (_, i) => `scan-failover/${String(i).padStart(5, '0')}`)
+    for (let i = 0; i < keys.length; i += 500) await db.batch(keys.slice(i, i + 500).map((key) => ({ type: 'put' as const, key, value: key })))
+    await db.close()
+    // The node's Scan stream read directly, so no client library resumes it elsewhere: the
+    // node itself must read the stopped node's partitions from their other replicas.
+    const raw = new RawKv(cluster.addresses[0]!)
+    try {
+      const seen: string[] = []
+      let stopped = false
+      await new Promise<void>((resolve, reject) => {
+        const stream = raw.client.scan({ prefix: Buffer.from('scan-failover/'), pageSize: 20 })
+        stream.on('data', (page: { entries: { key: Buffer }[] }) => {
+          seen.push(...page.entries.map((e) => e.key.toString()))
+          // A few pages in, a node the scan reads from stops (not the one it runs on).
+          if (!stopped && seen.length >= 100) {
+            stopped = true
+            stream.pause()
+            void cluster!.stopNode(2).then(() => stream.resume(), reject)
+          }
+        })
+        stream.on('end', () => resolve())
+        stream.on('error', reject)
+      })
+      expect(stopped).toBe(true)
+      expect(seen).toEqual(keys)
+    } finally {
+      raw.close()
+    }
+  })
+
+  it('a scan on a node that holds every partition returns what a limit and bounds ask for, tombstones and expired records left out', { timeout: 30_000 }, async () => {
+    cluster = await startCluster(3)
+    const db = await connect({ seeds: cluster.addresses })
+    try {
+      const keys = Array.from({ length: 300 }, (_, i) => `bounded/${String(i).padStart(4, '0')}`)
+      await db.batch(keys.map((key) => ({ type: 'put' as const, key, value: key })))
+      await db.batch(keys.filter((_, i) => i % 3 === 0).map((key) => ({ type: 'del' as const, key })))
+      const live = keys.filter((_, i) => i % 3 !== 0)
+      const scan = async (options: Parameters<typeof db.scan>[0]): Promise<string[]> => {
+        const out: string[] = []
+        for await (const { key } of db.scan(options)) out.push(key.toString())
+        return out
+      }
+      expect(await scan({ prefix: 'bounded/', limit: 10 })).toEqual(live.slice(0, 10))
+      expect(await scan({ gte: 'bounded/0100', lt: 'bounded/0200' })).toEqual(live.filter((k) => k >= 'bounded/0100' && k < 'bounded/0200'))
+      expect(await scan({ prefix: 'bounded/', pageSize: 7 })).toEqual(live)
+    } finally {
+      await db.close()
+    }
+  })
+})
