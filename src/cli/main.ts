@@ -77,6 +77,7 @@ program
   .option('--replicas <n>', 'replicas per partition (N)', wholeNumber, 3)
   .option('--weight <n>', 'weight for weighted-round-robin', wholeNumber, 1)
   .option('--sync', 'fsync every write batch', false)
+  .option('--no-key-index', 'keep no key index: writes of small records cost less, and every scan reads every partition')
   .option('--block-cache <MiB>', `LevelDB's block cache (default: 3/4 of 1/64 of memory, ${defaultCaches.blockCacheBytes / mebibyte} MiB here)`, wholeNumber)
   .option('--row-cache <MiB>', `memory for recently used records in front of LevelDB, 0: none (default: 1/4 of 1/64 of memory, ${defaultCaches.rowCacheBytes / mebibyte} MiB here)`, wholeNumber)
   .addOption(new Option('--quorum <mode>', 'sloppy: hints on fallback nodes count toward W; strict: only replicas').choices(['sloppy', 'strict']).default('sloppy'))
@@ -115,6 +116,7 @@ program
       replicationFactor: o.replicas,
       weight: o.weight,
       sync: o.sync,
+      keyIndex: o.keyIndex,
       ...(o.rowCache === undefined ? {} : { rowCacheBytes: o.rowCache * mebibyte }),
       ...(o.blockCache === undefined ? {} : { blockCacheBytes: o.blockCache * mebibyte }),
       quorum: o.quorum,

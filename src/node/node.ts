@@ -38,7 +38,8 @@ import { VersionBoundStorage } from './version-bound-storage.js'
 import { noPeerFields } from '../wire/peer-fields.js'
 import { kvHandlers } from './kv-service.js'
 import { defaultConnectionsMax, Listener, refusingServer, serverIdleOptions } from './listener.js'
-import { mergePages, type ScanSource } from './merged-scan.js'
+import type { ScanSource } from './merged-scan.js'
+import { mergePages } from '../storage/merge-pages.js'
 import { ScanAdmission } from './scan-admission.js'
 import { PeerPool } from '../wire/peer-channel.js'
 import { insecureChannels, nodeIdentityCheck, tlsChannel, type ChannelSecurity } from '../wire/channel-security.js'
@@ -95,6 +96,11 @@ export interface NodeOptions {
   sync?: boolean
   /** Bytes of recently used records kept in memory in front of LevelDB (0: none; default: see nodeCacheSizes). */
   rowCacheBytes?: number
+  /**
+   * Keep the key index (default true): a scan then costs what it returns. Each record written
+   * costs one more LevelDB entry; without it a scan reads every partition.
+   */
+  keyIndex?: boolean
   /** LevelDB's block cache, in bytes (default: see nodeCacheSizes). */
   blockCacheBytes?: number
   loadBalancing?: LoadBalancing
@@ -279,6 +285,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   let clusterOffsetMs = (): number => 0
   const engine = new ClassicLevelEngine(options.dataDir, {
     sync: options.sync ?? false,
+    keyIndex: options.keyIndex ?? true,
     ...cacheSizesOf(options),
     onWriteFailure: (error) => storageFailed(error),
   })

@@ -271,11 +271,19 @@ export function storageEngineConformance(name: string, factory: EngineFactory): 
       expect(await scan([0, 1, 2, 3], { limit: 0 })).toEqual([[], undefined])
       expect(await scan([], { limit: 10 })).toEqual([[], undefined])
       expect(await scan([9], { limit: 10 })).toEqual([[], undefined])
-      // A page that may examine few keys ends where it stopped, with what it found so far.
-      const few = await engine.scanAcross([3], { limit: 10, examineMax: 2 })
-      expect([few.entries.length, few.resumeAfter?.toString()]).toEqual([0, 'a2'])
-      const rest = await engine.scanAcross([3], { gte: Buffer.concat([few.resumeAfter!, Buffer.from([0])]), limit: 10 })
-      expect(rest.entries.map((e) => e.key.toString())).toEqual(['d1'])
+      // A page that may examine few keys may end early, where it stopped, with what it found
+      // so far; paging on from there finds the rest.
+      const found: string[] = []
+      let gte: Buffer | undefined
+      for (let pages = 0; ; pages++) {
+        expect(pages).toBeLessThan(10)
+        const page = await engine.scanAcross([3, 2], { gte, limit: 10, examineMax: 2 })
+        expect(page.entries.length).toBeLessThanOrEqual(2)
+        found.push(...page.entries.map((e) => e.key.toString()))
+        if (page.resumeAfter === undefined) break
+        gte = Buffer.concat([page.resumeAfter, Buffer.from([0])])
+      }
+      expect(found).toEqual(['c1', 'c2', 'd1'])
     })
 
     it('scans across partitions page by page within a byte bound, leaving large values out', async () => {

@@ -12,16 +12,22 @@ import { tempDir } from '../helpers/cluster.js'
 const dirs: string[] = []
 // The row cache changes how reads are answered: the contract is checked with it off, with the
 // default size, and so small that entries are evicted all the time.
-for (const [label, rowCacheBytes] of [['no row cache', 0], ['default row cache', undefined], ['2 KiB row cache', 2048]] as const) {
+// Without the key index, scans across partitions read each partition's range instead.
+for (const [label, config] of [
+  ['no row cache', { rowCacheBytes: 0 }],
+  ['default row cache', {}],
+  ['2 KiB row cache', { rowCacheBytes: 2048 }],
+  ['no key index', { keyIndex: false }],
+] as const) {
   storageEngineConformance(`classic-level, ${label}`, {
     async create(): Promise<StorageEngine> {
       const dir = await tempDir('kumo-engine-')
       dirs.push(dir)
-      return new ClassicLevelEngine(dir, rowCacheBytes === undefined ? {} : { rowCacheBytes })
+      return new ClassicLevelEngine(dir, config)
     },
     async reopen(engine: StorageEngine): Promise<StorageEngine> {
       await engine.close()
-      const again = new ClassicLevelEngine((engine as ClassicLevelEngine).location, rowCacheBytes === undefined ? {} : { rowCacheBytes })
+      const again = new ClassicLevelEngine((engine as ClassicLevelEngine).location, config)
       await again.open()
       return again
     },
@@ -80,6 +86,46 @@ describe('classic-level key index', () => {
       } finally {
         await raw.close()
       }
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+  it('turned off, is deleted and no longer written; turned on again, is rebuilt whole', async () => {
+    const dir = await tempDir('kumo-engine-')
+    const rec = (ms: number): Buffer => encodeRecord(encodeVersion({ ms, counter: 0 }, 'n1'), Buffer.from('v'))
+    const indexEntries = async (): Promise<string[]> => {
+      const raw = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
+      await raw.open()
+      try {
+        return (await raw.keys({ gte: Buffer.from([0xff, 0xfd]), lt: Buffer.from([0xff, 0xfe]) }).all()).map((key) => key.subarray(2).toString())
+      } finally {
+        await raw.close()
+      }
+    }
+    const session = async (keyIndex: boolean, work: (engine: ClassicLevelEngine) => Promise<void>): Promise<void> => {
+      const engine = new ClassicLevelEngine(dir, { keyIndex })
+      await engine.open()
+      try {
+        await work(engine)
+      } finally {
+        await engine.close()
+      }
+    }
+    try {
+      await session(true, (e) => e.applyRecords(['a', 'b', 'c'].map((key, i) => ({ partition: i, key: Buffer.from(key), record: rec(1) }))).then(() => undefined))
+      expect(await indexEntries()).toEqual(['a', 'b', 'c'])
+      await session(false, async (e) => {
+        await e.applyRecords([{ partition: 3, key: Buffer.from('d'), record: rec(1) }])
+        await e.purgeRecords([{ partition: 0, key: Buffer.from('a'), record: rec(1) }])
+        const page = await e.scanAcross([0, 1, 2, 3], { limit: 10 })
+        expect(page.entries.map((x) => x.key.toString())).toEqual(['b', 'c', 'd'])
+      })
+      expect(await indexEntries()).toEqual([])
+      await session(true, async (e) => {
+        const page = await e.scanAcross([0, 1, 2, 3], { limit: 10 })
+        expect(page.entries.map((x) => x.key.toString())).toEqual(['b', 'c', 'd'])
+      })
+      expect(await indexEntries()).toEqual(['b', 'c', 'd'])
     } finally {
       await rm(dir, { recursive: true, force: true })
     }

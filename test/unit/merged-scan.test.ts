@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest'
 import { encodeRecord, liveValue } from '../../src/core/record.js'
 import { seededRandom } from '../../src/core/random.js'
 import { encodeVersion } from '../../src/core/version.js'
-import { mergedScan, mergePages, type ScanSource } from '../../src/node/merged-scan.js'
+import { mergedScan, type ScanSource } from '../../src/node/merged-scan.js'
+import { mergePages } from '../../src/storage/merge-pages.js'
 import type { ScanEntry, ScanPage } from '../../src/storage/engine.js'
 
 const record = (value: string | undefined): Buffer => encodeRecord(encodeVersion({ ms: 1, counter: 0 }, 'n1'), value === undefined ? undefined : Buffer.from(value))
