@@ -195,7 +195,7 @@ export async function run(target: BenchTarget, workload: Workload, config: RunCo
       return 1
     }
     if (r < (at += workload.scan)) {
-      await target.scan(pick(), 1 + Math.floor(random() * 100))
+      await target.scan(pick(), workload.scanKeys ?? 1 + Math.floor(random() * 100))
       return 1
     }
     const key = pick()

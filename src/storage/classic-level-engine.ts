@@ -579,16 +579,18 @@ export class ClassicLevelEngine implements StorageEngine {
     const bytesMax = range.bytesMax ?? Infinity
     const valueBytesMax = range.valueBytesMax ?? Infinity
     const examineMax = Math.max(1, range.examineMax ?? examineMaxDefault)
-    // Records are read a few at a time while the byte budget is the bound: each step's
-    // records are held at once.
-    const readStep = bytesMax === Infinity ? syncReadKeysMax : 16
+    // Records are read a chunk at a time on the thread pool (getMany: the event loop goes on
+    // meanwhile), each chunk's records held at once: 16 first, then as many as about 1 MiB of
+    // records of the sizes read so far. They are read past the row cache: a scan would push out
+    // the hot keys it holds.
+    let readStep = 16
     const out: ScanEntry[] = []
     let bytes = 0
     let examined = 0
     const it = this.db.iterator(indexRange(range.gte, range.lt))
     try {
       for (;;) {
-        const listed = await it.nextv(Math.min(256, examineMax - examined, Math.max(readStep, range.limit - out.length)))
+        const listed = await it.nextv(Math.min(256, examineMax - examined, Math.max(16, range.limit - out.length)))
         if (listed.length === 0) return { entries: out }
         examined += listed.length
         const picked: { key: Buffer; partition: number }[] = []
@@ -600,16 +602,19 @@ export class ClassicLevelEngine implements StorageEngine {
           // No more records read than the page still has room for.
           const step = picked.slice(at, at + Math.min(readStep, range.limit - out.length))
           at += step.length
-          const records = this.readUncached(step.map((p) => dataKey(p.partition, p.key)))
+          const records = await this.db.getMany(step.map((p) => dataKey(p.partition, p.key)))
+          let stepBytes = 0
           for (let i = 0; i < step.length; i++) {
             const record = records[i]
             // Gone since the index was read (a purge or a dropped partition): not part of the page.
-            if (record === undefined) continue
-            const entry = { key: Buffer.from(step[i]!.key), partition: step[i]!.partition, record: record.length - recordHeaderBytes(record) > valueBytesMax ? omitted : record }
+            if (record === undefined || record === null) continue
+            stepBytes += record.length
+            const entry = { key: step[i]!.key, partition: step[i]!.partition, record: record.length - recordHeaderBytes(record) > valueBytesMax ? omitted : record }
             out.push(entry)
             bytes += scanEntryBytes(entry)
             if (out.length >= range.limit || bytes >= bytesMax) return { entries: out, resumeAfter: entry.key }
           }
+          readStep = Math.max(16, Math.min(256, Math.floor((1024 * 1024 * step.length) / Math.max(1, stepBytes))))
         }
         if (examined >= examineMax) return { entries: out, resumeAfter: Buffer.from(userKeyOf(listed[listed.length - 1]![0])) }
       }
@@ -618,14 +623,6 @@ export class ClassicLevelEngine implements StorageEngine {
     } finally {
       await it.close()
     }
-  }
-
-  /**
-   * Records for stored keys, read on this thread past the row cache: a scan would push out the
-   * hot keys it holds, and count its own reads in its hit rate.
-   */
-  private readUncached(stored: readonly Buffer[]): (Buffer | undefined)[] {
-    return stored.map((key) => this.db.getSync(key))
   }
 
   async partitionSize(partition: number): Promise<{ records: number; bytes: number }> {
