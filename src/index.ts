@@ -2,6 +2,7 @@
 export { connect, KumoClient } from './client/client.js'
 export { withRetry } from './client/retry.js'
 export type { RetryOptions } from './client/retry.js'
+export type { LoadOptions, LoadProgress, LoadRecord } from './client/bulk-load.js'
 export type { BatchOp, CallOptions, ConnectOptions, MembershipPlan, NodeState, PutOptions, RepairReport, RepairState, ScanOptions, Topology } from './client/client.js'
 export type { PlanKind } from './core/change-plan.js'
 export { startNode } from './node/node.js'

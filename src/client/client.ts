@@ -15,6 +15,7 @@ import { defaultReplicaTimeoutMs, DirectPath } from './direct-path.js'
 import { Responsiveness, responsivenessWithin } from '../core/responsiveness.js'
 import { NodeConnection, type PlanMsg } from './node-connection.js'
 import { planKinds, type PlanKind } from '../core/change-plan.js'
+import { bulkLoad, type LoadOptions, type LoadProgress, type LoadRecord } from './bulk-load.js'
 
 export interface ConnectOptions {
   /** host:port of one or more nodes; the rest of the cluster is learned from them. */
@@ -550,6 +551,18 @@ export class KumoClient {
       return
     }
     await this.call(k, requestMsg({ op: 'DEL', key: k, consistency }), options.timeoutMs)
+  }
+
+  /**
+   * Loads many records fast (bulkLoad): batches of up to `batchSize` records, `concurrency` of
+   * them in flight, each retried on retryable errors, with progress. Resolves with the totals.
+   */
+  load(records: Iterable<LoadRecord> | AsyncIterable<LoadRecord>, options: LoadOptions & CallOptions = {}): Promise<LoadProgress> {
+    const call: CallOptions = {
+      ...(options.consistency !== undefined ? { consistency: options.consistency } : {}),
+      ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+    }
+    return bulkLoad((ops) => this.batch(ops, call), records, options)
   }
 
   /**

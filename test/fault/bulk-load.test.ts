@@ -1,5 +1,4 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { withRetry, type KumoError } from '../../src/index.js'
 import { ProcessCluster } from '../helpers/processes.js'
 
 let cluster: ProcessCluster | undefined
@@ -9,30 +8,31 @@ afterEach(async () => {
 })
 
 describe('a bulk load through the client (real processes)', () => {
-  it('rides out a moment when no write can succeed (two of three nodes frozen) by retrying, and loads everything', { timeout: 120_000 }, async () => {
+  it('rides out a moment when no write can succeed (two of three nodes frozen) by retrying, and loads everything (db.load)', { timeout: 120_000 }, async () => {
     cluster = await ProcessCluster.start(3, ['--repair-interval', '0'])
     const db = await cluster.client({ timeoutMs: 2000 })
     const records = 6000
     const retried: string[] = []
-    let next = 0
     let frozen = false
-    const worker = async (): Promise<void> => {
-      while (next < records) {
-        const from = next
-        next = Math.min(records, next + 100)
-        const ops = Array.from({ length: next - from }, (_, i) => ({ type: 'put' as const, key: `bulk/${from + i}`, value: `value-${from + i}` }))
-        await withRetry(() => db.batch(ops), { timeoutMs: 60_000, onRetry: (error: KumoError) => retried.push(error.code) })
-        // Freeze two nodes once, a third of the way in: no write can meet its quorum.
-        if (!frozen && next >= records / 3) {
+    // The records, read as the load takes them; a third of the way in, two nodes freeze for
+    // 2 s: no write can meet its quorum.
+    async function* source(): AsyncGenerator<{ key: string; value: string }> {
+      for (let i = 0; i < records; i++) {
+        if (!frozen && i >= records / 3) {
           frozen = true
           for (const id of ['n2', 'n3']) cluster!.children.get(id)!.kill('SIGSTOP')
           setTimeout(() => {
             for (const id of ['n2', 'n3']) cluster!.children.get(id)!.kill('SIGCONT')
           }, 2000)
         }
+        yield { key: `bulk/${i}`, value: `value-${i}` }
       }
     }
-    await Promise.all(Array.from({ length: 8 }, worker))
+    const progress: number[] = []
+    const loaded = await db.load(source(), { batchSize: 100, concurrency: 8, onRetry: (error) => retried.push(error.code), onProgress: (p) => progress.push(p.records) })
+    expect(loaded.records).toBe(records)
+    expect(loaded.retried).toBe(retried.length)
+    expect(progress[progress.length - 1]).toBe(records)
     expect(frozen).toBe(true)
     expect(retried.length).toBeGreaterThan(0)
     expect(retried.every((code) => ['UNAVAILABLE', 'TIMEOUT', 'OVERLOADED', 'NOT_SERVING'].includes(code))).toBe(true)

@@ -1,7 +1,7 @@
 import { execFile, spawn } from 'node:child_process'
 import net from 'node:net'
 import path from 'node:path'
-import { rm } from 'node:fs/promises'
+import { rm, writeFile } from 'node:fs/promises'
 import { promisify } from 'node:util'
 import { afterAll, expect, it } from 'vitest'
 import { cliPath } from '../../scripts/local-cluster.js'
@@ -68,6 +68,26 @@ it('npm run cluster starts three nodes, serves the CLI, refuses a taken port and
   expect(missing).toBe(1)
   const bad = await kumo('put', '', 'x').then(() => '', (err: { stderr: string }) => err.stderr)
   expect(bad).toMatch(/INVALID_ARGUMENT/)
+
+  // kumo load: JSON lines (with a TTL), and tab-separated lines as kumo scan prints them.
+  const jsonl = path.join(data, 'records.jsonl')
+  await writeFile(jsonl, Array.from({ length: 1200 }, (_, i) => JSON.stringify({ key: `loaded/${String(i).padStart(4, '0')}`, value: `v${i}`, ...(i === 0 ? { ttl: 60_000 } : {}) })).join('\n') + '\n')
+  const loaded = await kumo('load', jsonl, '--batch-size', '100')
+  expect(loaded.stdout).toMatch(/^loaded 1,200 records \(0\.0 MiB of keys and values\) in \d+\.\d s: [\d,]+ records\/s\n$/)
+  expect((await kumo('get', 'loaded/0999')).stdout.trim()).toBe('v999')
+  const dumped = (await kumo('scan', '--prefix', 'loaded/')).stdout
+  expect(dumped.split('\n').filter(Boolean)).toHaveLength(1200)
+  const tsv = path.join(data, 'records.tsv')
+  await writeFile(tsv, dumped.replaceAll('loaded/', 'copied/'))
+  expect((await kumo('load', tsv, '--format', 'tsv')).stdout).toMatch(/^loaded 1,200 records/)
+  expect((await kumo('get', 'copied/0007')).stdout.trim()).toBe('v7')
+  // A line that is not a record fails the load, naming it; a missing file says so.
+  await writeFile(jsonl, '{"key": "a", "value": "b"}\n\n{"key": 3}\n')
+  const badLine = await kumo('load', jsonl).then(() => ({ code: 0, stderr: '' }), (err: { code: number; stderr: string }) => err)
+  expect(badLine.code).not.toBe(0)
+  expect(badLine.stderr).toMatch(/INVALID_ARGUMENT.*line 3: expected \{"key"/)
+  const noFile = await kumo('load', path.join(data, 'nothing-here')).then(() => '', (err: { stderr: string }) => err.stderr)
+  expect(noFile).toMatch(/cannot read .*nothing-here: no such file/)
 
   // A second cluster on the same ports says so and exits non-zero.
   const second = await run(process.execPath, [clusterScript, '--base-port', String(base), '--data', `${data}-2`], { timeout: 20_000 }).then(

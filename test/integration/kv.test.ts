@@ -86,6 +86,29 @@ describe.each(['client', 'node'] as const)('a three-node cluster, %s-coordinated
     expect(seen.size).toBe(1)
   })
 
+  it('loads many records from an iterable with progress, and refuses bad input naming the records', async () => {
+    const progress: number[] = []
+    const records = Array.from({ length: 2500 }, (_, i) => ({ key: `load-${coordination}/${i}`, value: `v${i}`, ...(i === 1 ? { ttlMs: 60_000 } : {}) }))
+    const done = await db.load(records, { batchSize: 300, concurrency: 4, onProgress: (p) => progress.push(p.records) })
+    expect(done.records).toBe(2500)
+    expect(done.bytes).toBe(records.reduce((sum, r) => sum + r.key.length + r.value.length, 0))
+    expect(progress).toHaveLength(9)
+    expect(progress[progress.length - 1]).toBe(2500)
+    expect((await db.getMany([`load-${coordination}/0`, `load-${coordination}/2499`])).map((v) => v?.toString())).toEqual(['v0', 'v2499'])
+    for (const [options, source] of [
+      [{ batchSize: 0 }, records],
+      [{ batchSize: 1001 }, records],
+      [{ concurrency: 0 }, records],
+      [{}, 42],
+      [{}, [null]],
+    ] as const) {
+      await expect(db.load(source as never, options)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' })
+    }
+    // A record the cluster refuses (an empty key) stops the load; the error names its batch.
+    const bad = [...records.slice(0, 150), { key: '', value: 'x' }]
+    await expect(db.load(bad, { batchSize: 100, concurrency: 1 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/records 100 to 150/) })
+  })
+
   it('scans across all partitions in key order with none missing', async () => {
     const keys = Array.from({ length: 1500 }, (_, i) => `scan/${String(i).padStart(5, '0')}`)
     for (let i = 0; i < keys.length; i += 500) {

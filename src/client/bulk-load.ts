@@ -1,0 +1,139 @@
+import { KumoError, toKumoError } from '../core/errors.js'
+import { batchBytesMax, batchOpsMax, keyBytesMax, valueBytesMax } from '../core/limits.js'
+import { withRetry } from './retry.js'
+
+type Bytes = string | Uint8Array
+
+/** One record of a bulk load. */
+export interface LoadRecord {
+  key: Bytes
+  value: Bytes
+  /** Expire the record this many ms after it is written (0 or absent: never). */
+  ttlMs?: number
+}
+
+/** Where a bulk load stands. */
+export interface LoadProgress {
+  /** Records acknowledged so far (by the consistency level asked for). */
+  records: number
+  /** Their keys' and values' bytes. */
+  bytes: number
+  /** Batches sent again after a retryable error. */
+  retried: number
+  /** Since the load began. */
+  seconds: number
+}
+
+export interface LoadOptions {
+  /** Records per batch at most (default 500; at most 1,000). A batch also ends at 4 MiB. */
+  batchSize?: number
+  /** Batches in flight at once (default 16). */
+  concurrency?: number
+  /** How long one batch is retried after retryable errors before the load fails (default 60 s). */
+  retryTimeoutMs?: number
+  /** Told after every batch acknowledged. */
+  onProgress?: (progress: LoadProgress) => void
+  /** Told of every retryable error a batch is retried after. */
+  onRetry?: (error: KumoError) => void
+}
+
+/** What a batch of a load is sent as (Kumo.batch with the load's options). */
+export type LoadBatch = (ops: { type: 'put'; key: Bytes; value: Bytes; ttlMs?: number }[]) => Promise<void>
+
+const byteLength = (b: Bytes): number => (typeof b === 'string' ? Buffer.byteLength(b) : b.byteLength)
+
+/**
+ * Loads records from an iterable (or async iterable: a file read line by line, say) as batches
+ * of many records, `concurrency` batches in flight, each retried on what the cluster could not
+ * do at that moment (UNAVAILABLE, OVERLOADED, NOT_SERVING, TIMEOUT) for up to retryTimeoutMs,
+ * so that a load of millions of records rides out a slow moment rather than abort. Records are
+ * taken from the source only as batches are sent, so memory holds `concurrency` batches.
+ *
+ * A batch that fails for good (bad input, or retries past their time) stops the load: batches
+ * in flight finish, no new one starts, and the error says which records the batch held (counted
+ * from 0 in the source's order). Records of other batches may be loaded. Batches in flight
+ * are not ordered with each other: a key given twice in a load may end up with either value.
+ */
+export async function bulkLoad(
+  sendBatch: LoadBatch,
+  source: Iterable<LoadRecord> | AsyncIterable<LoadRecord>,
+  options: LoadOptions = {},
+): Promise<LoadProgress> {
+  const batchSize = options.batchSize ?? 500
+  const concurrency = options.concurrency ?? 16
+  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > batchOpsMax) throw new KumoError('INVALID_ARGUMENT', `load batchSize must be a whole number from 1 to ${batchOpsMax}`)
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw new KumoError('INVALID_ARGUMENT', 'load concurrency must be a whole number from 1 to 256')
+  if (source === null || typeof source !== 'object' || (!(Symbol.iterator in source) && !(Symbol.asyncIterator in source))) {
+    throw new KumoError('INVALID_ARGUMENT', 'load takes an iterable or async iterable of { key, value } records')
+  }
+  const iterator: Iterator<LoadRecord> | AsyncIterator<LoadRecord> = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]()
+  const started = performance.now()
+  const progress: LoadProgress = { records: 0, bytes: 0, retried: 0, seconds: 0 }
+  // A batch ends before the next record could take it past the batch limit (the largest
+  // record is a largest key and value).
+  const bytesRoom = batchBytesMax - keyBytesMax - valueBytesMax
+  let taken = 0
+  let exhausted = false
+  let failure: unknown
+  // One reader of the source at a time: workers take their batches in turn.
+  let reading: Promise<unknown> = Promise.resolve()
+  const takeBatch = (): Promise<{ first: number; ops: Parameters<LoadBatch>[0]; bytes: number } | undefined> => {
+    const next = reading.then(async () => {
+      if (exhausted || failure !== undefined) return undefined
+      const ops: Parameters<LoadBatch>[0] = []
+      let bytes = 0
+      const first = taken
+      while (ops.length < batchSize) {
+        const step = await iterator.next()
+        if (step.done === true) {
+          exhausted = true
+          break
+        }
+        const record = step.value
+        if (record === null || typeof record !== 'object') throw new KumoError('INVALID_ARGUMENT', `load record ${taken} is not a { key, value } object`)
+        const size = byteLength(record.key) + byteLength(record.value)
+        ops.push({ type: 'put', key: record.key, value: record.value, ...(record.ttlMs ? { ttlMs: record.ttlMs } : {}) })
+        taken++
+        bytes += size
+        if (bytes > bytesRoom) break
+      }
+      return ops.length === 0 ? undefined : { first, ops, bytes }
+    })
+    reading = next.catch(() => undefined)
+    return next
+  }
+  const worker = async (): Promise<void> => {
+    for (;;) {
+      const batch = await takeBatch()
+      if (batch === undefined) return
+      try {
+        await withRetry(() => sendBatch(batch.ops), {
+          timeoutMs: options.retryTimeoutMs ?? 60_000,
+          onRetry: (error) => {
+            progress.retried++
+            options.onRetry?.(error)
+          },
+        })
+      } catch (err) {
+        const error = toKumoError(err)
+        throw new KumoError(error.code, `load: the batch of records ${batch.first} to ${batch.first + batch.ops.length - 1} failed: ${error.message}`, { cause: err })
+      }
+      progress.records += batch.ops.length
+      progress.bytes += batch.bytes
+      progress.seconds = (performance.now() - started) / 1000
+      options.onProgress?.({ ...progress })
+    }
+  }
+  const workers = Array.from({ length: concurrency }, () =>
+    worker().catch((err: unknown) => {
+      failure ??= err
+    }),
+  )
+  await Promise.all(workers)
+  if (failure !== undefined) {
+    await (iterator as AsyncIterator<LoadRecord>).return?.()
+    throw toKumoError(failure)
+  }
+  progress.seconds = (performance.now() - started) / 1000
+  return progress
+}
