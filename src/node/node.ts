@@ -286,6 +286,9 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   const engine = new ClassicLevelEngine(options.dataDir, {
     sync: options.sync ?? false,
     keyIndex: options.keyIndex ?? true,
+    // Once, on a store written before the index was kept: it takes a pass over every record.
+    onKeyIndexBuild: (keys, done) =>
+      logger.warn({ keys }, done ? 'the key index is built' : keys === 0 ? 'building the key index of a store written without one (once; a pass over every record)' : 'building the key index'),
     ...cacheSizesOf(options),
     onWriteFailure: (error) => storageFailed(error),
   })

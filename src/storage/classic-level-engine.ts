@@ -61,6 +61,8 @@ export interface ClassicLevelEngineConfig {
    * the index is deleted at open, and turned on again, rebuilt.
    */
   keyIndex: boolean
+  /** Told while the key index of a store written without it is built at open: keys indexed so far, and when it is done. */
+  onKeyIndexBuild?: (keys: number, done: boolean) => void
 }
 
 /** The row cache's default size. */
@@ -201,6 +203,8 @@ export class ClassicLevelEngine implements StorageEngine {
    */
   private async buildKeyIndex(): Promise<void> {
     const it = this.db.keys({ lt: dataRangeEnd })
+    let indexed = 0
+    this.config.onKeyIndexBuild?.(0, false)
     try {
       for (;;) {
         const keys = await it.nextv(indexChunkKeys)
@@ -208,10 +212,13 @@ export class ClassicLevelEngine implements StorageEngine {
         const batch = this.db.batch()
         for (const key of keys) batch.put(indexKey(userKeyOf(key)), partitionBytes(partitionOfStoredKey(key)))
         await batch.write()
+        indexed += keys.length
+        if (indexed % (100 * indexChunkKeys) === 0) this.config.onKeyIndexBuild?.(indexed, false)
       }
     } finally {
       await it.close()
     }
+    this.config.onKeyIndexBuild?.(indexed, true)
   }
 
   /** The caches' configured sizes, and the memory LevelDB holds now (block cache in use and memtables). */

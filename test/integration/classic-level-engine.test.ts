@@ -48,9 +48,11 @@ describe('classic-level key index', () => {
       const keys = Array.from({ length: 2500 }, (_, i) => `key-${String(i).padStart(5, '0')}`)
       await old.batch(keys.map((key, i) => ({ type: 'put' as const, key: dataKey(i % 7, Buffer.from(key)), value: record })))
       await old.close()
-      const engine = new ClassicLevelEngine(dir)
+      const told: [number, boolean][] = []
+      const engine = new ClassicLevelEngine(dir, { onKeyIndexBuild: (keys, done) => told.push([keys, done]) })
       await engine.open()
       try {
+        expect(told).toEqual([[0, false], [2500, true]])
         const page = await engine.scanAcross([0, 1, 2, 3, 4, 5, 6], { limit: 5000 })
         expect(page.entries.map((e) => e.key.toString())).toEqual(keys)
         expect(page.entries.map((e) => e.partition)).toEqual(keys.map((_, i) => i % 7))
