@@ -25,7 +25,7 @@ export interface LoadProgress {
 }
 
 export interface LoadOptions {
-  /** Records per batch at most (default 500; at most 1,000). A batch also ends at 4 MiB. */
+  /** Records per batch at most (default 500; at most 1,000). A batch also ends past ~3 MiB (so the next record cannot take it over the 4 MiB limit). */
   batchSize?: number
   /** Batches in flight at once (default 16). */
   concurrency?: number
@@ -50,8 +50,8 @@ const byteLength = (b: Bytes): number => (typeof b === 'string' ? Buffer.byteLen
  * taken from the source only as batches are sent, so memory holds `concurrency` batches.
  *
  * A batch that fails for good (bad input, or retries past their time) stops the load: batches
- * in flight finish, no new one starts, and the error says which records the batch held (counted
- * from 0 in the source's order). Records of other batches may be loaded. Batches in flight
+ * in flight finish, no new one is sent, and the error says which records the batch held
+ * (counted from 0 in the source's order). Records of other batches may be loaded. Batches in flight
  * are not ordered with each other: a key given twice in a load may end up with either value.
  */
 export async function bulkLoad(
@@ -99,13 +99,17 @@ export async function bulkLoad(
       }
       return ops.length === 0 ? undefined : { first, ops, bytes }
     })
-    reading = next.catch(() => undefined)
+    // A source that fails stops the load at once: no batch is taken after it.
+    reading = next.catch((err: unknown) => {
+      failure ??= err
+    })
     return next
   }
   const worker = async (): Promise<void> => {
     for (;;) {
       const batch = await takeBatch()
-      if (batch === undefined) return
+      // Nothing is sent once a batch has failed, even one taken before it failed.
+      if (batch === undefined || failure !== undefined) return
       try {
         await withRetry(() => sendBatch(batch.ops), {
           timeoutMs: options.retryTimeoutMs ?? 60_000,
@@ -116,7 +120,8 @@ export async function bulkLoad(
         })
       } catch (err) {
         const error = toKumoError(err)
-        throw new KumoError(error.code, `load: the batch of records ${batch.first} to ${batch.first + batch.ops.length - 1} failed: ${error.message}`, { cause: err })
+        failure ??= new KumoError(error.code, `load: the batch of records ${batch.first} to ${batch.first + batch.ops.length - 1} failed: ${error.message}`, { cause: err })
+        return
       }
       progress.records += batch.ops.length
       progress.bytes += batch.bytes
@@ -131,7 +136,11 @@ export async function bulkLoad(
   )
   await Promise.all(workers)
   if (failure !== undefined) {
-    await (iterator as AsyncIterator<LoadRecord>).return?.()
+    try {
+      await (iterator as AsyncIterator<LoadRecord>).return?.()
+    } catch {
+      // The source's own cleanup failed: the load's error is the one to report.
+    }
     throw toKumoError(failure)
   }
   progress.seconds = (performance.now() - started) / 1000

@@ -369,6 +369,8 @@ async function scan(call: grpc.ServerWritableStream<ScanRequestMsg, unknown>, de
     const pageSize = Math.min(Math.max(m.pageSize || 500, 1), 5000)
     const admitted = await deps.admitScan()
     try {
+      // A client that left while the scan waited its turn: nothing to read for it.
+      if (cancelled) return
       const pages = mergedScan(bounds, m.limit, pageSize, scanPageBytesMax, deps.scanSource, Date.now)
       for await (const page of pages) {
         if (cancelled) return

@@ -18,7 +18,7 @@ import { versionAheadMsMax } from '../core/validate.js'
 import { nodeIdBytesMax, versionTimestamp } from '../core/version.js'
 import { Membership, type MemberView } from '../cluster/membership.js'
 import { ClassicLevelEngine } from '../storage/classic-level-engine.js'
-import type { ScanPage, ScanRange, StorageEngine } from '../storage/engine.js'
+import { isLastPage, type ScanPage, type ScanRange, type StorageEngine } from '../storage/engine.js'
 import { partitionCountMax } from '../storage/keys.js'
 import { peerRequestMsgBytes, type PeerRequestFrameMsg, type PeerRequestMsg, type PeerResponseFrameMsg, type PeerResponseMsg, type TopologyMsg } from '../wire/messages.js'
 import { InFlightBytes, serveMultiplexed } from '../wire/serve-stream.js'
@@ -47,7 +47,7 @@ import { Authenticator, type CallIdentity } from './authenticator.js'
 import { CertificateFiles, type CertificatePaths } from './certificate-files.js'
 import { UserStore } from './user-store.js'
 import { NodeMetrics } from './metrics.js'
-import { checkPartitions, ReplicaService } from './replica-service.js'
+import { checkPartitions, ReplicaService, scanPageBytesMax } from './replica-service.js'
 
 /**
  * The memory this node may count on: the machine's, or its container's limit (cgroup v2
@@ -623,30 +623,62 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     if (replicas.includes(options.id) && !excluded.has(options.id)) return options.id
     return replicas.find((id) => !excluded.has(id) && membership.address(id) !== undefined && membership.isAlive(id) && peers.find(id)?.usable !== false)
   }
-  const scanGroups = (partitions: readonly number[], excluded: ReadonlySet<string>): Map<string, number[]> => {
+  const scanGroups = (partitions: readonly number[], excluded: ReadonlySet<string>, cause?: KumoError): Map<string, number[]> => {
     const groups = new Map<string, number[]>()
     for (const partition of partitions) {
       const id = scanReplica(partition, excluded)
-      if (id === undefined) throw new KumoError('UNAVAILABLE', `no replica of partition ${partition} is reachable for a scan`)
+      if (id === undefined) throw new KumoError('UNAVAILABLE', `no replica of partition ${partition} is reachable for a scan${cause === undefined ? '' : ` (last error: ${cause.code} ${cause.message})`}`)
       const group = groups.get(id)
       if (group === undefined) groups.set(id, [partition])
       else group.push(partition)
     }
     return groups
   }
-  const scanPage = async (partitions: readonly number[], range: ScanRange & { gte?: Buffer; lt?: Buffer }, excluded: ReadonlySet<string>): Promise<ScanPage> => {
+  // Peers that answered SCAN_ACROSS as an unknown operation: an older version, mid-upgrade.
+  const peersWithoutScanAcross = new Set<string>()
+  const remoteScanPage = async (id: string, group: readonly number[], range: ScanRange & { gte?: Buffer; lt?: Buffer }): Promise<ScanPage> => {
+    const peer = peers.get(id, membership.address(id)!)
+    const empty = Buffer.alloc(0)
+    const timeoutMs = options.requestTimeoutMs ?? 5000
+    if (!peersWithoutScanAcross.has(id)) {
+      try {
+        const res = await peer.request(
+          { ...noPeerFields, op: 'SCAN_ACROSS', partitions: [...group], gte: range.gte ?? empty, lt: range.lt ?? empty, limit: range.limit, bytesMax: range.bytesMax ?? 0, valueBytesMax: range.valueBytesMax ?? 0 },
+          timeoutMs,
+        )
+        return { entries: res.keys.map((key, i) => ({ key, record: res.records[i]!, partition: res.partitions[i]! })), ...(res.more ? { resumeAfter: res.resumeAfter } : {}) }
+      } catch (err) {
+        const error = toKumoError(err)
+        if (!(error.code === 'INVALID_ARGUMENT' && error.message.startsWith('unknown peer operation'))) throw error
+        peersWithoutScanAcross.add(id)
+      }
+    }
+    // A node of an older version: a page of each partition (SCAN), merged. Each asks for about
+    // twice its share of the page, and leaves out values over a quarter of its share of bytes.
+    const limit = Math.min(range.limit, Math.max(4, Math.ceil((2 * range.limit) / group.length)))
+    const bytesMax = Math.max(16 * 1024, Math.floor((range.bytesMax ?? scanPageBytesMax) / group.length))
+    const valueBytesMax = Math.min(range.valueBytesMax ?? Infinity, Math.floor(bytesMax / 4))
     const pages = await Promise.all(
-      [...scanGroups(partitions, excluded)].map(async ([id, group]): Promise<ScanPage> => {
+      group.map(async (partition): Promise<ScanPage> => {
+        const res = await peer.request({ ...noPeerFields, op: 'SCAN', partition, gte: range.gte ?? empty, lt: range.lt ?? empty, limit, bytesMax, valueBytesMax }, timeoutMs)
+        const entries = res.keys.map((key, i) => ({ key, record: res.records[i]!, partition }))
+        return isLastPage(entries, { limit, bytesMax }) ? { entries } : { entries, resumeAfter: entries[entries.length - 1]!.key }
+      }),
+    )
+    return mergePages(pages, range.limit, range.bytesMax)
+  }
+  const scanPage = async (partitions: readonly number[], range: ScanRange & { gte?: Buffer; lt?: Buffer }, excluded: ReadonlySet<string>, cause?: KumoError): Promise<ScanPage> => {
+    const pages = await Promise.all(
+      [...scanGroups(partitions, excluded, cause)].map(async ([id, group]): Promise<ScanPage> => {
         if (id === options.id) return storage.scanAcross(group, range)
         try {
-          const empty = Buffer.alloc(0)
-          const res = await peers.get(id, membership.address(id)!).request(
-            { ...noPeerFields, op: 'SCAN_ACROSS', partitions: group, gte: range.gte ?? empty, lt: range.lt ?? empty, limit: range.limit, bytesMax: range.bytesMax ?? 0, valueBytesMax: range.valueBytesMax ?? 0 },
-            options.requestTimeoutMs ?? 5000,
-          )
-          return { entries: res.keys.map((key, i) => ({ key, record: res.records[i]!, partition: res.partitions[i]! })), ...(res.more ? { resumeAfter: res.resumeAfter } : {}) }
-        } catch {
-          return scanPage(group, range, new Set([...excluded, id]))
+          return await remoteScanPage(id, group, range)
+        } catch (err) {
+          // A bad request would be refused by every replica; anything else (a node gone, slow,
+          // overloaded, or failing its storage) is another replica's to answer.
+          const error = toKumoError(err)
+          if (error.code === 'INVALID_ARGUMENT') throw error
+          return scanPage(group, range, new Set([...excluded, id]), error)
         }
       }),
     )

@@ -178,6 +178,8 @@ export class ClassicLevelEngine implements StorageEngine {
     this.openHighWater = this.highWater
     const indexed = (await this.db.get(keyIndexKey)) !== undefined
     if (this.config.keyIndex && !indexed) {
+      // Whatever a stopped clear left is cleared first: the index is built whole.
+      await this.db.clear(indexRange())
       if (hasData) await this.buildKeyIndex()
       await this.db.put(keyIndexKey, Buffer.from('1'), { sync: true })
     } else if (!this.config.keyIndex && indexed) {
@@ -444,8 +446,9 @@ export class ClassicLevelEngine implements StorageEngine {
         }
         newest.set(id, w.record)
         batch.put(stored, w.record)
-        // A key held already has its index entry.
-        if (current === undefined && this.config.keyIndex) batch.put(indexKey(w.key), partitionBytes(w.partition))
+        // Written whether or not the key was held: a partition drop between the version read
+        // and this commit may have deleted the record and its entry (the same bytes otherwise).
+        if (this.config.keyIndex) batch.put(indexKey(w.key), partitionBytes(w.partition))
         changed.push(stored)
         applied.push(true)
         const version = recordVersion(w.record)
@@ -565,8 +568,15 @@ export class ClassicLevelEngine implements StorageEngine {
     // One partition is one range of data keys; without the index, every partition's range is
     // read and the pages merged, each page a share of the byte bound.
     if (partitions.length === 1 || !this.config.keyIndex) {
-      const examineShare = Math.max(1, Math.floor((range.examineMax ?? Infinity) / partitions.length))
-      const share = { ...range, limit: Math.min(range.limit, examineShare), bytesMax: Math.max(16 * 1024, Math.floor((range.bytesMax ?? Infinity) / partitions.length)) }
+      // Each partition's page asks for about twice its share of the page (the merge stops where
+      // the first of them ends, so less is never wrong), and leaves out values over a quarter
+      // of its share of the bytes: n pages stay within about the page's bound together.
+      const n = partitions.length
+      const examineShare = Math.max(1, Math.floor((range.examineMax ?? Infinity) / n))
+      const limit = Math.min(range.limit, examineShare, n === 1 ? range.limit : Math.max(4, Math.ceil((2 * range.limit) / n)))
+      const bytesMax = Math.max(16 * 1024, Math.floor((range.bytesMax ?? Infinity) / n))
+      const valueBytesMax = n === 1 ? range.valueBytesMax : Math.min(range.valueBytesMax ?? Infinity, Math.floor(bytesMax / 4))
+      const share = { ...range, limit, bytesMax, ...(valueBytesMax === undefined || valueBytesMax === Infinity ? {} : { valueBytesMax }) }
       const pages = await Promise.all(partitions.map((p) => this.partitionPage(p, share)))
       return pages.length === 1 ? pages[0]! : mergePages(pages, range.limit, range.bytesMax)
     }

@@ -104,6 +104,10 @@ describe.each(['client', 'node'] as const)('a three-node cluster, %s-coordinated
     ] as const) {
       await expect(db.load(source as never, options)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' })
     }
+    // A source that fails stops the load: no batch after it is sent.
+    const broken = Array.from({ length: 600 }, (_, i) => (i === 250 ? null : { key: `broken-${coordination}/${i}`, value: 'x' }))
+    await expect(db.load(broken as never, { batchSize: 100, concurrency: 4 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/record 250 /) })
+    expect((await db.getMany(Array.from({ length: 300 }, (_, i) => `broken-${coordination}/${300 + i}`))).every((v) => v === undefined)).toBe(true)
     // A record the cluster refuses (an empty key) stops the load; the error names its batch.
     const bad = [...records.slice(0, 150), { key: '', value: 'x' }]
     await expect(db.load(bad, { batchSize: 100, concurrency: 1 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/records 100 to 150/) })
