@@ -649,7 +649,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
         return { entries: res.keys.map((key, i) => ({ key, record: res.records[i]!, partition: res.partitions[i]! })), ...(res.more ? { resumeAfter: res.resumeAfter } : {}) }
       } catch (err) {
         const error = toKumoError(err)
-        if (!(error.code === 'INVALID_ARGUMENT' && error.message.startsWith('unknown peer operation'))) throw error
+        if (!(error.code === 'INVALID_ARGUMENT' && error.message.includes('unknown peer operation'))) throw error
         peersWithoutScanAcross.add(id)
       }
     }
