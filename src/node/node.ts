@@ -39,7 +39,7 @@ import { noPeerFields } from '../wire/peer-fields.js'
 import { kvHandlers } from './kv-service.js'
 import { defaultConnectionsMax, Listener, refusingServer, serverIdleOptions } from './listener.js'
 import type { ScanSource } from './merged-scan.js'
-import { mergePages } from '../storage/merge-pages.js'
+import { mergePages, partitionShare } from '../storage/merge-pages.js'
 import { ScanAdmission } from './scan-admission.js'
 import { PeerPool } from '../wire/peer-channel.js'
 import { insecureChannels, nodeIdentityCheck, tlsChannel, type ChannelSecurity } from '../wire/channel-security.js'
@@ -653,16 +653,13 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
         peersWithoutScanAcross.add(id)
       }
     }
-    // A node of an older version: a page of each partition (SCAN), merged. Each asks for about
-    // twice its share of the page, and leaves out values over a quarter of its share of bytes.
-    const limit = Math.min(range.limit, Math.max(4, Math.ceil((2 * range.limit) / group.length)))
-    const bytesMax = Math.max(16 * 1024, Math.floor((range.bytesMax ?? scanPageBytesMax) / group.length))
-    const valueBytesMax = Math.min(range.valueBytesMax ?? Infinity, Math.floor(bytesMax / 4))
+    // A node of an older version: a page of each partition (SCAN), merged.
+    const { limit, bytesMax, valueBytesMax } = partitionShare({ limit: range.limit, bytesMax: range.bytesMax ?? scanPageBytesMax, ...(range.valueBytesMax !== undefined ? { valueBytesMax: range.valueBytesMax } : {}) }, group.length)
     const pages = await Promise.all(
       group.map(async (partition): Promise<ScanPage> => {
-        const res = await peer.request({ ...noPeerFields, op: 'SCAN', partition, gte: range.gte ?? empty, lt: range.lt ?? empty, limit, bytesMax, valueBytesMax }, timeoutMs)
+        const res = await peer.request({ ...noPeerFields, op: 'SCAN', partition, gte: range.gte ?? empty, lt: range.lt ?? empty, limit, bytesMax: bytesMax!, valueBytesMax: valueBytesMax ?? 0 }, timeoutMs)
         const entries = res.keys.map((key, i) => ({ key, record: res.records[i]!, partition }))
-        return isLastPage(entries, { limit, bytesMax }) ? { entries } : { entries, resumeAfter: entries[entries.length - 1]!.key }
+        return isLastPage(entries, { limit, bytesMax: bytesMax! }) ? { entries } : { entries, resumeAfter: entries[entries.length - 1]!.key }
       }),
     )
     return mergePages(pages, range.limit, range.bytesMax)

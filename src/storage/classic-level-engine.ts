@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { ClassicLevel } from 'classic-level'
 import { KumoError } from '../core/errors.js'
 import { recordHeaderBytes, recordVersion } from '../core/record.js'
-import { mergePages } from './merge-pages.js'
+import { mergePages, partitionShare } from './merge-pages.js'
 import {
   isLastPage,
   scanEntryBytes,
@@ -568,15 +568,7 @@ export class ClassicLevelEngine implements StorageEngine {
     // One partition is one range of data keys; without the index, every partition's range is
     // read and the pages merged, each page a share of the byte bound.
     if (partitions.length === 1 || !this.config.keyIndex) {
-      // Each partition's page asks for about twice its share of the page (the merge stops where
-      // the first of them ends, so less is never wrong), and leaves out values over a quarter
-      // of its share of the bytes: n pages stay within about the page's bound together.
-      const n = partitions.length
-      const examineShare = Math.max(1, Math.floor((range.examineMax ?? Infinity) / n))
-      const limit = Math.min(range.limit, examineShare, n === 1 ? range.limit : Math.max(4, Math.ceil((2 * range.limit) / n)))
-      const bytesMax = Math.max(16 * 1024, Math.floor((range.bytesMax ?? Infinity) / n))
-      const valueBytesMax = n === 1 ? range.valueBytesMax : Math.min(range.valueBytesMax ?? Infinity, Math.floor(bytesMax / 4))
-      const share = { ...range, limit, bytesMax, ...(valueBytesMax === undefined || valueBytesMax === Infinity ? {} : { valueBytesMax }) }
+      const share = partitionShare(range, partitions.length)
       const pages = await Promise.all(partitions.map((p) => this.partitionPage(p, share)))
       return pages.length === 1 ? pages[0]! : mergePages(pages, range.limit, range.bytesMax)
     }

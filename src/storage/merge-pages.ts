@@ -22,3 +22,18 @@ export function mergePages(pages: readonly ScanPage[], limit: number, bytesMax =
   }
   return reach === undefined ? { entries } : { entries, resumeAfter: reach }
 }
+
+/**
+ * What each of `n` partitions' pages asks for when a page across them is read a partition at a
+ * time and merged: about twice its share of the entries (the merge stops where the first page
+ * that goes on ends, so less is never wrong), its share of the bytes (16 KiB at least), values
+ * over a quarter of that left out, and its share of the keys to examine. The n pages then stay
+ * within about the page's bound together. One partition asks for the whole page. Pure.
+ */
+export function partitionShare<R extends { limit: number; bytesMax?: number; valueBytesMax?: number; examineMax?: number }>(range: R, n: number): R {
+  if (n <= 1) return range
+  const limit = Math.min(range.limit, Math.max(1, Math.floor((range.examineMax ?? Infinity) / n)), Math.max(4, Math.ceil((2 * range.limit) / n)))
+  const bytesMax = Math.max(16 * 1024, Math.floor((range.bytesMax ?? Infinity) / n))
+  const valueBytesMax = Math.min(range.valueBytesMax ?? Infinity, Math.floor(bytesMax / 4))
+  return { ...range, limit, bytesMax, ...(Number.isFinite(valueBytesMax) ? { valueBytesMax } : {}) }
+}

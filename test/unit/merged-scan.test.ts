@@ -3,7 +3,7 @@ import { encodeRecord, liveValue } from '../../src/core/record.js'
 import { seededRandom } from '../../src/core/random.js'
 import { encodeVersion } from '../../src/core/version.js'
 import { mergedScan, type ScanSource } from '../../src/node/merged-scan.js'
-import { mergePages } from '../../src/storage/merge-pages.js'
+import { mergePages, partitionShare } from '../../src/storage/merge-pages.js'
 import type { ScanEntry, ScanPage } from '../../src/storage/engine.js'
 
 const record = (value: string | undefined): Buffer => encodeRecord(encodeVersion({ ms: 1, counter: 0 }, 'n1'), value === undefined ? undefined : Buffer.from(value))
@@ -34,6 +34,15 @@ describe('mergePages', () => {
     const limited = mergePages([{ entries: [e('a', 0), e('d', 0)] }, { entries: [e('b', 1), e('c', 1)] }], 3)
     expect([limited.entries.map((x) => x.key.toString()), limited.resumeAfter?.toString()]).toEqual([['a', 'b', 'c'], 'c'])
     expect(mergePages([{ entries: [e('a', 0)] }, { entries: [] }], 3)).toEqual({ entries: [e('a', 0)] })
+  })
+})
+
+describe('partitionShare', () => {
+  it('gives each of n partitions about twice its share of entries and its share of bytes, the whole page to one', () => {
+    expect(partitionShare({ limit: 100, bytesMax: 4 << 20 }, 1)).toEqual({ limit: 100, bytesMax: 4 << 20 })
+    expect(partitionShare({ limit: 100, bytesMax: 4 << 20 }, 256)).toEqual({ limit: 4, bytesMax: 16384, valueBytesMax: 4096 })
+    expect(partitionShare({ limit: 1000, bytesMax: 4 << 20, valueBytesMax: 100 }, 4)).toEqual({ limit: 500, bytesMax: 1 << 20, valueBytesMax: 100 })
+    expect(partitionShare({ limit: 1000, examineMax: 8 }, 4)).toEqual({ limit: 2, examineMax: 8, bytesMax: Infinity })
   })
 })
 
