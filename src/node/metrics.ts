@@ -31,6 +31,9 @@ export class NodeMetrics {
   readonly connectionsRefused: Counter
   readonly refused: Counter<'code'>
   readonly copiedRecords: Counter
+  readonly scansRunning: Gauge
+  readonly scansWaiting: Gauge
+  readonly scansRefused: Counter
   readonly copiedBytes: Counter
   private server: http.Server | undefined
 
@@ -72,6 +75,9 @@ export class NodeMetrics {
     this.refused = new Counter({ name: 'kumo_requests_refused_total', help: 'Calls refused for who made them: UNAUTHENTICATED (no or wrong credentials) or PERMISSION_DENIED (role, key prefixes, or the Peer service without a node certificate)', labelNames: ['code'], registers })
     this.copiedRecords = new Counter({ name: 'kumo_copied_records_total', help: 'Records copied into partitions this node gained (a join, a leave, a removal, a replacement), by range reads from another replica', registers })
     this.copiedBytes = new Counter({ name: 'kumo_copied_bytes_total', help: 'Bytes (keys and records) copied into partitions this node gained', registers })
+    this.scansRunning = new Gauge({ name: 'kumo_scans_running', help: 'Scans running on this node now (at most --max-scans)', registers })
+    this.scansWaiting = new Gauge({ name: 'kumo_scans_waiting', help: 'Scans waiting their turn to run (up to 2 s, 64 at most)', registers })
+    this.scansRefused = new Counter({ name: 'kumo_scans_refused_total', help: 'Scans refused with OVERLOADED: the line was full, or a scan waited 2 s', registers })
     collectDefaultMetrics({ register: this.registry, prefix: 'kumo_' })
   }
 

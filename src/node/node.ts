@@ -282,6 +282,8 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   // Storage failures make the node read-only (StorageHealth); every stored version is bounded
   // by the cluster's clock (VersionBoundStorage). Both are wired once the rest exists.
   let storageFailed = (_error: KumoError): void => undefined
+  // Scans running, waiting and refused, for metrics (wired once the scan admission exists).
+  let scanCounts = (): { running: number; waiting: number; refused: number } => ({ running: 0, waiting: 0, refused: 0 })
   let clusterOffsetMs = (): number => 0
   const engine = new ClassicLevelEngine(options.dataDir, {
     sync: options.sync ?? false,
@@ -366,6 +368,11 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     const states = { up: 0, suspect: 0, down: 0 }
     for (const member of membership.allMembers()) if (member.id !== options.id) states[membership.health(member.id)]++
     for (const [state, count] of Object.entries(states)) m.peers.set({ state }, count)
+    const scans = scanCounts()
+    m.scansRunning.set(scans.running)
+    m.scansWaiting.set(scans.waiting)
+    m.scansRefused.reset()
+    m.scansRefused.inc(scans.refused)
     const cache = engine.rowCacheStats()
     m.rowCacheHits.reset()
     m.rowCacheHits.inc(cache.hits)
@@ -715,6 +722,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   // A scan past the running bound waits its turn for up to 2 s (scans cost what they return,
   // so most are short), 64 in line at most.
   const scanAdmission = new ScanAdmission(options.id, scansInFlightMax, 64, 2000)
+  scanCounts = () => ({ running: scanAdmission.runningNow, waiting: scanAdmission.waitingNow, refused: scanAdmission.refused })
 
   server.addService(
     kvService,

@@ -10,6 +10,8 @@ import { KumoError } from '../core/errors.js'
 export class ScanAdmission {
   private running = 0
   private readonly waiting: { admit: () => void }[] = []
+  /** Scans refused since start (for metrics). */
+  refused = 0
 
   constructor(
     private readonly nodeId: string,
@@ -47,6 +49,10 @@ export class ScanAdmission {
     return this.running
   }
 
+  get waitingNow(): number {
+    return this.waiting.length
+  }
+
   private releaser(): () => void {
     let released = false
     return () => {
@@ -59,6 +65,7 @@ export class ScanAdmission {
   }
 
   private refusal(): KumoError {
+    this.refused++
     return new KumoError('OVERLOADED', `node ${this.nodeId} has ${this.running} scans running and ${this.waiting.length} waiting (limits ${this.runningMax} and ${this.waitingMax}); try again later or another node`)
   }
 }
