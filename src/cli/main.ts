@@ -234,7 +234,7 @@ program
   .command('load <file>')
   .description("load many records fast from a file ('-': standard input): batches in flight, retried on retryable errors, with progress on stderr")
   .addOption(new Option('--format <format>', 'jsonl: {"key": "...", "value": "...", "ttl": ms} a line; tsv: key TAB value a line, as kumo scan prints').choices(loadFormats).default('jsonl'))
-  .option('--batch-size <n>', 'records per batch (at most 1000; a batch also ends at 4 MiB)', wholeNumber, 500)
+  .option('--batch-size <n>', 'records per batch (at most 1000; a batch also ends past ~3 MiB, below the 4 MiB batch limit)', wholeNumber, 500)
   .option('--concurrency <n>', 'batches in flight', wholeNumber, 16)
   .action(async (file: string, o) => {
     await withClient(async (db) => {
