@@ -18,7 +18,7 @@ import { versionAheadMsMax } from '../core/validate.js'
 import { nodeIdBytesMax, versionTimestamp } from '../core/version.js'
 import { Membership, type MemberView } from '../cluster/membership.js'
 import { ClassicLevelEngine } from '../storage/classic-level-engine.js'
-import { isLastPage, type ScanPage, type ScanRange, type StorageEngine } from '../storage/engine.js'
+import type { StorageEngine } from '../storage/engine.js'
 import { partitionCountMax } from '../storage/keys.js'
 import { peerRequestMsgBytes, type PeerRequestFrameMsg, type PeerRequestMsg, type PeerResponseFrameMsg, type PeerResponseMsg, type TopologyMsg } from '../wire/messages.js'
 import { InFlightBytes, serveMultiplexed } from '../wire/serve-stream.js'
@@ -38,8 +38,7 @@ import { VersionBoundStorage } from './version-bound-storage.js'
 import { noPeerFields } from '../wire/peer-fields.js'
 import { kvHandlers } from './kv-service.js'
 import { defaultConnectionsMax, Listener, refusingServer, serverIdleOptions } from './listener.js'
-import type { ScanSource } from './merged-scan.js'
-import { mergePages, partitionShare } from '../storage/merge-pages.js'
+import { ReplicaScanSource } from './replica-scan-source.js'
 import { ScanAdmission } from './scan-admission.js'
 import { PeerPool } from '../wire/peer-channel.js'
 import { insecureChannels, nodeIdentityCheck, tlsChannel, type ChannelSecurity } from '../wire/channel-security.js'
@@ -47,7 +46,7 @@ import { Authenticator, type CallIdentity } from './authenticator.js'
 import { CertificateFiles, type CertificatePaths } from './certificate-files.js'
 import { UserStore } from './user-store.js'
 import { NodeMetrics } from './metrics.js'
-import { checkPartitions, ReplicaService, scanPageBytesMax } from './replica-service.js'
+import { checkPartitions, ReplicaService } from './replica-service.js'
 
 /**
  * The memory this node may count on: the machine's, or its container's limit (cgroup v2
@@ -282,8 +281,10 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   // Storage failures make the node read-only (StorageHealth); every stored version is bounded
   // by the cluster's clock (VersionBoundStorage). Both are wired once the rest exists.
   let storageFailed = (_error: KumoError): void => undefined
-  // Scans running, waiting and refused, for metrics (wired once the scan admission exists).
-  let scanCounts = (): { running: number; waiting: number; refused: number } => ({ running: 0, waiting: 0, refused: 0 })
+  // Concurrent scans, each holding at most its cursors' pages (scanCursorBytesMax) and a page
+  // out. A scan past the running bound waits its turn for up to 2 s (scans cost what they
+  // return, so most are short), 64 in line at most.
+  const scanAdmission = new ScanAdmission(options.id, options.scansInFlightMax ?? 4, 64, 2000)
   let clusterOffsetMs = (): number => 0
   const engine = new ClassicLevelEngine(options.dataDir, {
     sync: options.sync ?? false,
@@ -368,11 +369,10 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     const states = { up: 0, suspect: 0, down: 0 }
     for (const member of membership.allMembers()) if (member.id !== options.id) states[membership.health(member.id)]++
     for (const [state, count] of Object.entries(states)) m.peers.set({ state }, count)
-    const scans = scanCounts()
-    m.scansRunning.set(scans.running)
-    m.scansWaiting.set(scans.waiting)
+    m.scansRunning.set(scanAdmission.runningNow)
+    m.scansWaiting.set(scanAdmission.waitingNow)
     m.scansRefused.reset()
-    m.scansRefused.inc(scans.refused)
+    m.scansRefused.inc(scanAdmission.refused)
     const cache = engine.rowCacheStats()
     m.rowCacheHits.reset()
     m.rowCacheHits.inc(cache.hits)
@@ -620,90 +620,25 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     return { ...mapToMsg(map, nodes, options.id), repair: { ...repair, ...detail } }
   }
 
-  // Scans read each partition from one replica: this node's own copy when it holds one.
-  // A scan reads each partition from this node if it holds it, else from its first live
-  // replica: the partitions grouped by the node that serves them, each group one key-ordered
-  // page at a time from that node's key index (SCAN_ACROSS). A node that fails a page is left
-  // out, and its group is read from the other replicas (possibly several nodes, merged).
-  const scanReplica = (partition: number, excluded: ReadonlySet<string>): string | undefined => {
-    const replicas = membership.map!.replicas[partition]!
-    if (replicas.includes(options.id) && !excluded.has(options.id)) return options.id
-    return replicas.find((id) => !excluded.has(id) && membership.address(id) !== undefined && membership.isAlive(id) && peers.find(id)?.usable !== false)
-  }
-  const scanGroups = (partitions: readonly number[], excluded: ReadonlySet<string>, cause?: KumoError): Map<string, number[]> => {
-    const groups = new Map<string, number[]>()
-    for (const partition of partitions) {
-      const id = scanReplica(partition, excluded)
-      if (id === undefined) throw new KumoError('UNAVAILABLE', `no replica of partition ${partition} is reachable for a scan${cause === undefined ? '' : ` (last error: ${cause.code} ${cause.message})`}`)
-      const group = groups.get(id)
-      if (group === undefined) groups.set(id, [partition])
-      else group.push(partition)
-    }
-    return groups
-  }
-  // Peers that answered SCAN_ACROSS as an unknown operation: an older version, mid-upgrade.
-  const peersWithoutScanAcross = new Set<string>()
-  const remoteScanPage = async (id: string, group: readonly number[], range: ScanRange & { gte?: Buffer; lt?: Buffer }): Promise<ScanPage> => {
-    const peer = peers.get(id, membership.address(id)!)
-    const empty = Buffer.alloc(0)
-    const timeoutMs = options.requestTimeoutMs ?? 5000
-    if (!peersWithoutScanAcross.has(id)) {
-      try {
-        const res = await peer.request(
-          { ...noPeerFields, op: 'SCAN_ACROSS', partitions: [...group], gte: range.gte ?? empty, lt: range.lt ?? empty, limit: range.limit, bytesMax: range.bytesMax ?? 0, valueBytesMax: range.valueBytesMax ?? 0 },
-          timeoutMs,
-        )
-        return { entries: res.keys.map((key, i) => ({ key, record: res.records[i]!, partition: res.partitions[i]! })), ...(res.more ? { resumeAfter: res.resumeAfter } : {}) }
-      } catch (err) {
-        const error = toKumoError(err)
-        if (!(error.code === 'INVALID_ARGUMENT' && error.message.includes('unknown peer operation'))) throw error
-        peersWithoutScanAcross.add(id)
-      }
-    }
-    // A node of an older version: a page of each partition (SCAN), merged.
-    const { limit, bytesMax, valueBytesMax } = partitionShare({ limit: range.limit, bytesMax: range.bytesMax ?? scanPageBytesMax, ...(range.valueBytesMax !== undefined ? { valueBytesMax: range.valueBytesMax } : {}) }, group.length)
-    const pages = await Promise.all(
-      group.map(async (partition): Promise<ScanPage> => {
-        const res = await peer.request({ ...noPeerFields, op: 'SCAN', partition, gte: range.gte ?? empty, lt: range.lt ?? empty, limit, bytesMax: bytesMax!, valueBytesMax: valueBytesMax ?? 0 }, timeoutMs)
-        const entries = res.keys.map((key, i) => ({ key, record: res.records[i]!, partition }))
-        return isLastPage(entries, { limit, bytesMax: bytesMax! }) ? { entries } : { entries, resumeAfter: entries[entries.length - 1]!.key }
-      }),
-    )
-    return mergePages(pages, range.limit, range.bytesMax)
-  }
-  const scanPage = async (partitions: readonly number[], range: ScanRange & { gte?: Buffer; lt?: Buffer }, excluded: ReadonlySet<string>, cause?: KumoError): Promise<ScanPage> => {
-    const pages = await Promise.all(
-      [...scanGroups(partitions, excluded, cause)].map(async ([id, group]): Promise<ScanPage> => {
-        if (id === options.id) return storage.scanAcross(group, range)
-        try {
-          return await remoteScanPage(id, group, range)
-        } catch (err) {
-          // A bad request would be refused by every replica; anything else (a node gone, slow,
-          // overloaded, or failing its storage) is another replica's to answer.
-          const error = toKumoError(err)
-          if (error.code === 'INVALID_ARGUMENT') throw error
-          return scanPage(group, range, new Set([...excluded, id]), error)
-        }
-      }),
-    )
-    return pages.length === 1 ? pages[0]! : mergePages(pages, range.limit, range.bytesMax)
-  }
-  const scanSource: ScanSource = {
-    groups: () => [...scanGroups(Array.from({ length: membership.map!.partitionCount }, (_, p) => p), new Set()).values()],
-    page: (partitions, gte, lt, limit, bytesMax, valueBytesMax) => scanPage(partitions, { gte, lt, limit, bytesMax, valueBytesMax }, new Set()),
-    record: async (partition, key) => {
-      if (membership.map!.replicas[partition]!.includes(options.id)) return (await storage.getRecords(partition, [key]))[0]
+  const reachable = (id: string): boolean => membership.address(id) !== undefined && membership.isAlive(id) && peers.find(id)?.usable !== false
+  const scanSource = new ReplicaScanSource({
+    selfId: options.id,
+    storage,
+    partitionCount: () => membership.map!.partitionCount,
+    replicasOf: (partition) => membership.map!.replicas[partition]!,
+    reachable,
+    request: (id, req) => peers.get(id, membership.address(id)!).request(req, options.requestTimeoutMs ?? 5000),
+    readElsewhere: async (partition, key) => {
       const res = await askReplica(partition, { op: 'READ_LOCAL', partition, keys: [key] })
       return res.records[0]?.length ? res.records[0] : undefined
     },
-  }
+  })
   const askReplica = async (partition: number, req: Partial<PeerRequestMsg> & { op: PeerRequestMsg['op'] }): Promise<PeerResponseMsg> => {
     let lastError: unknown = new KumoError('UNAVAILABLE', `no replica of partition ${partition} is reachable`)
     for (const id of membership.map!.replicas[partition]!) {
-      const addr = membership.address(id)
-      if (addr === undefined || !membership.isAlive(id) || peers.find(id)?.usable === false) continue
+      if (!reachable(id)) continue
       try {
-        return await peers.get(id, addr).request({ ...noPeerFields, ...req }, options.requestTimeoutMs ?? 5000)
+        return await peers.get(id, membership.address(id)!).request({ ...noPeerFields, ...req }, options.requestTimeoutMs ?? 5000)
       } catch (err) {
         lastError = err
       }
@@ -715,14 +650,8 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   const inFlightBytes = new InFlightBytes(options.requestBytesInFlightMax ?? 256 * 1024 * 1024)
   const streamBytesMax = Math.min(inFlightBytes.max, 64 * 1024 * 1024)
 
-  // Concurrent scans, each holding at most its cursors' pages (scanCursorBytesMax) and a page out.
-  const scansInFlightMax = options.scansInFlightMax ?? 4
   const scanBytesPerSecond = options.scanBytesPerSecond ?? 32 * 1024 * 1024
   const scanPace = new TokenBucket(scanBytesPerSecond, scanBytesPerSecond)
-  // A scan past the running bound waits its turn for up to 2 s (scans cost what they return,
-  // so most are short), 64 in line at most.
-  const scanAdmission = new ScanAdmission(options.id, scansInFlightMax, 64, 2000)
-  scanCounts = () => ({ running: scanAdmission.runningNow, waiting: scanAdmission.waitingNow, refused: scanAdmission.refused })
 
   server.addService(
     kvService,

@@ -2,9 +2,8 @@ import assert from 'node:assert/strict'
 import { ClassicLevel } from 'classic-level'
 import { KumoError } from '../core/errors.js'
 import { recordHeaderBytes, recordVersion } from '../core/record.js'
-import { mergePages, partitionShare } from './merge-pages.js'
+import { mergePages, partitionPage, partitionShare } from './merge-pages.js'
 import {
-  isLastPage,
   scanEntryBytes,
   type HintEntry,
   type RecordWrite,
@@ -569,19 +568,12 @@ export class ClassicLevelEngine implements StorageEngine {
     // read and the pages merged, each page a share of the byte bound.
     if (partitions.length === 1 || !this.config.keyIndex) {
       const share = partitionShare(range, partitions.length)
-      const pages = await Promise.all(partitions.map((p) => this.partitionPage(p, share)))
+      const pages = await Promise.all(partitions.map(async (p) => partitionPage(p, await this.scanPartition(p, share), share)))
       return pages.length === 1 ? pages[0]! : mergePages(pages, range.limit, range.bytesMax)
     }
     const wanted = new Uint8Array(top + 1)
     for (const p of partitions) wanted[p] = 1
     return this.iterators.run(() => this.scanAcrossNow(wanted, range))
-  }
-
-  /** A page of one partition's data range, as a page of a scan across partitions. */
-  private async partitionPage(partition: number, range: ScanRange): Promise<ScanPage> {
-    const entries = await this.scanPartition(partition, range)
-    const page = entries.map((e) => ({ ...e, partition }))
-    return isLastPage(entries, range) ? { entries: page } : { entries: page, resumeAfter: entries[entries.length - 1]!.key }
   }
 
   private async scanAcrossNow(wanted: Uint8Array, range: ScanRange & { examineMax?: number }): Promise<ScanPage> {

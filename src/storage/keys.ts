@@ -55,10 +55,17 @@ export function indexKey(key: Uint8Array): Buffer {
   return out
 }
 
-/** An index entry's value: the key's partition. */
+/** Each partition's index value, made once: LevelDB copies what a batch puts. */
+const partitionValues: Buffer[] = []
+
+/** An index entry's value: the key's partition (shared; callers must not modify it). */
 export function partitionBytes(partition: number): Buffer {
-  const out = Buffer.allocUnsafe(2)
-  out.writeUInt16BE(partition, 0)
+  let out = partitionValues[partition]
+  if (out === undefined) {
+    out = Buffer.allocUnsafe(2)
+    out.writeUInt16BE(partition, 0)
+    partitionValues[partition] = out
+  }
   return out
 }
 

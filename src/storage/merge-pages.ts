@@ -1,4 +1,4 @@
-import type { ScanEntry, ScanPage } from './engine.js'
+import { isLastPage, type ScanEntry, type ScanPage, type ScanRange } from './engine.js'
 
 /**
  * Several pages of the same range, each from its own group of partitions, as one page of all
@@ -36,4 +36,10 @@ export function partitionShare<R extends { limit: number; bytesMax?: number; val
   const bytesMax = Math.max(16 * 1024, Math.floor((range.bytesMax ?? Infinity) / n))
   const valueBytesMax = Math.min(range.valueBytesMax ?? Infinity, Math.floor(bytesMax / 4))
   return { ...range, limit, bytesMax, ...(Number.isFinite(valueBytesMax) ? { valueBytesMax } : {}) }
+}
+
+/** One partition's page of records (StorageEngine.scanPartition, or a SCAN answer) as a page across partitions. */
+export function partitionPage(partition: number, records: readonly { key: Buffer; record: Buffer }[], range: ScanRange): ScanPage {
+  const entries = records.map((e) => ({ key: e.key, record: e.record, partition }))
+  return isLastPage(records, range) ? { entries } : { entries, resumeAfter: records[records.length - 1]!.key }
 }
