@@ -27,11 +27,12 @@ const program = new Command()
   .option('--records <n>', 'records loaded first', wholeNumber, 1_000_000)
   .option('--value-size <bytes>', 'value size', wholeNumber, 100)
   .option('--concurrency <n>', 'client requests in flight during the phases', wholeNumber, 32)
-  .option('--steady <s>', 'seconds of steady load measured before the join', wholeNumber, 10)
+  .option('--steady <s>', 'seconds of steady load measured before the join, and before the drain', wholeNumber, 10)
   .option('--base-port <port>', 'port of the first node', wholeNumber, 7201)
   .option('--move-rate <records/s>', "every node's copy rate cap (kumo start --move-rate; default: the node's default)", wholeNumber)
+  .option('--timeline', "also print each second's client ops and p99, to see when in a move the latency rises")
   .parse()
-const opts = program.opts<{ records: number; valueSize: number; concurrency: number; steady: number; basePort: number; moveRate?: number }>()
+const opts = program.opts<{ records: number; valueSize: number; concurrency: number; steady: number; basePort: number; moveRate?: number; timeline?: boolean }>()
 
 interface Phase {
   name: string
@@ -57,7 +58,7 @@ async function main(): Promise<void> {
   const spawn = (spec: LocalNodeSpec): void => {
     const rate = opts.moveRate === undefined ? [] : ['--move-rate', String(opts.moveRate)]
     children.set(spec.id, spawnNode(spec, seeds, ['--log-level', process.env.KUMO_MOVES_LOG ?? 'error', '--repair-interval', '0', ...rate], (line) => {
-      if (process.env.KUMO_MOVES_LOG !== undefined && /gained partitions/.test(line)) process.stdout.write(`  [${spec.id}] ${line.slice(0, 200)}\n`)
+      if (process.env.KUMO_MOVES_LOG !== undefined && /gained partitions|: ready|copying the partitions|partitions compared|copy pace/.test(line)) process.stdout.write(`  [${spec.id}] ${line.slice(0, 200)}\n`)
     }))
   }
   let db: KumoClient | undefined
@@ -109,9 +110,21 @@ async function main(): Promise<void> {
         } catch {
           current.failures++
         }
-        current.histogram.recordValue(Math.max(1, Number((process.hrtime.bigint() - started) / 1000n)))
+        const micros = Math.max(1, Number((process.hrtime.bigint() - started) / 1000n))
+        current.histogram.recordValue(micros)
+        second.recordValue(micros)
       }
     })
+    // Each second's ops and p99 (--timeline), stamped with the phase it fell in.
+    let second = histogram()
+    const timelineStarted = Date.now()
+    const timeline = setInterval(() => {
+      if (opts.timeline === true) {
+        const t = ((Date.now() - timelineStarted) / 1000).toFixed(0)
+        process.stdout.write(`  t=${t}s ${phase.name.split(' ')[0]} ops=${second.totalCount} p50=${(second.getValueAtPercentile(50) / 1000).toFixed(1)} p99=${(second.getValueAtPercentile(99) / 1000).toFixed(1)} max=${(second.maxValue / 1000).toFixed(1)}\n`)
+      }
+      second = histogram()
+    }, 1000)
     const phases: Phase[] = []
     // Each node's CPU time, sampled every 200 ms: a node that stops mid-phase (the drained one)
     // keeps its last reading.
@@ -166,6 +179,14 @@ async function main(): Promise<void> {
       const gained = topology.partitions.filter((replicas) => replicas.includes('n4')).length
       return share(gained, topology.partitionCount)
     })
+    // The drain's baseline: the same load on the four nodes it starts from (a fourth process on
+    // the same cores costs by itself), once the copies the join left behind are deleted and
+    // compacted away, as after the load: the join's cleanup is not charged to the steady phase.
+    const settleStarted = Date.now()
+    while ((await db.nodeViews()).some((v) => v.partitionsStray > 0)) await new Promise((r) => setTimeout(r, 500))
+    await db.compact()
+    process.stdout.write(`  the join's stray copies deleted and compacted in ${((Date.now() - settleStarted) / 1000).toFixed(1)} s\n`)
+    await measure('steady (4 nodes)', () => new Promise((r) => setTimeout(r, opts.steady * 1000)))
     await measure('drain (n4 leaves, its share copied back)', async () => {
       const { epoch, replicasMoved } = await db!.leaveNode('n4')
       await settled(epoch)
@@ -174,9 +195,11 @@ async function main(): Promise<void> {
     running = false
     await Promise.all(workers)
     clearInterval(sampler)
+    clearInterval(timeline)
 
-    const steady = phases[0]!
     const rate = (p: Phase): number => p.histogram.totalCount / p.seconds
+    // Each phase against the steady phase before it (the cluster as the move found it).
+    const baseline = (p: Phase): Phase => phases.slice(0, phases.indexOf(p) + 1).filter((q) => q.name.startsWith('steady')).at(-1)!
     const lines = [
       '',
       '| phase | s | client ops/s (of steady) | p50 ms | p99 ms | failed | copied records | records/s | MB/s | node CPU (cores) | node CPU µs/op |',
@@ -185,7 +208,7 @@ async function main(): Promise<void> {
         [
           p.name,
           p.seconds.toFixed(1),
-          `${Math.round(rate(p)).toLocaleString('en-US')} (${Math.round((100 * rate(p)) / rate(steady))}%)`,
+          `${Math.round(rate(p)).toLocaleString('en-US')} (${Math.round((100 * rate(p)) / rate(baseline(p)))}%)`,
           (p.histogram.getValueAtPercentile(50) / 1000).toFixed(2),
           (p.histogram.getValueAtPercentile(99) / 1000).toFixed(2),
           String(p.failures),
@@ -197,6 +220,7 @@ async function main(): Promise<void> {
         ].join(' | ').replace(/^/, '| ').replace(/$/, ' |'),
       ),
       '',
+      'client ops/s: (of steady) is against the steady phase before it: three nodes for the join, four for the drain.',
       'copied records: the moving replicas\' share of the records (each replica of a partition holds all of its keys).',
       '',
     ]

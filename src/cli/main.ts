@@ -86,6 +86,7 @@ program
   .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)
   .option('--move-rate <records/s>', 'records a second this node copies at most while it takes over partitions (a membership change) or repairs them', wholeNumber, 20_000)
   .option('--move-bytes <MiB/s>', 'MiB a second this node copies at most while it takes over partitions or repairs them', wholeNumber, 32)
+  .option('--move-loop-delay <ms>', "slow copies and repairs down (to a tenth of --move-rate at least) while the cluster's latest event loop runs later than this (p99 over a heartbeat); 0: always at --move-rate (the default)", wholeNumber, 0)
   .option('--tombstone-grace <ms>', 'purge tombstones and expired values this long after they died', wholeNumber, 10 * 24 * 60 * 60 * 1000)
   .option('--metrics-port <port>', 'serve Prometheus metrics on http://<listen host>:<port>/metrics', wholeNumber)
   .option('--clock-offset-max <ms>', "coordinate no writes while this node's clock is further than this from the cluster's", wholeNumber, 10_000)
@@ -125,6 +126,7 @@ program
       repairIntervalMs: o.repairInterval,
       repairRecordsPerSecond: o.moveRate,
       repairBytesPerSecond: o.moveBytes * mebibyte,
+      moveLoopDelayTargetMs: o.moveLoopDelay,
       tombstoneGraceMs: o.tombstoneGrace,
       clockOffsetMaxMs: o.clockOffsetMax,
       connectionsMax: o.maxConnections,

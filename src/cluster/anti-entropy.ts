@@ -5,6 +5,7 @@ import { differingLeaves, LeafHasher, leafOf, planExchange, leafCountDefault, ty
 import { requiredAcks } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
 import { TokenBucket } from '../core/token-bucket.js'
+import { loopDelayTargetMsDefault, MovePace, movePaceConfig } from '../core/move-pace.js'
 import { recordVersion } from '../core/record.js'
 import { isLastPage, type StorageEngine } from '../storage/engine.js'
 import type { PeerChannel, PeerPool } from '../wire/peer-channel.js'
@@ -19,6 +20,11 @@ export interface AntiEntropyConfig {
   recordsPerSecondMax: number
   /** Bytes (keys and records) sent or received per second at most, for the same reason: large values cost by size. */
   bytesPerSecondMax: number
+  /**
+   * Event-loop delay (p99 over a heartbeat interval, ms) of the cluster's latest node above
+   * which copies and exchanges slow down (core/move-pace); 0: always at the most.
+   */
+  loopDelayTargetMs: number
   leafCount: number
   timeoutMs: number
 }
@@ -27,6 +33,7 @@ export const defaultAntiEntropyConfig: AntiEntropyConfig = {
   intervalMs: 10 * 60 * 1000,
   recordsPerSecondMax: 20_000,
   bytesPerSecondMax: 32 * 1024 * 1024,
+  loopDelayTargetMs: loopDelayTargetMsDefault,
   leafCount: leafCountDefault,
   timeoutMs: 10_000,
 }
@@ -40,6 +47,8 @@ export interface RepairResult {
 }
 
 const pageSize = 1000
+/** Records a copy asks for at once: each page is one write batch on this node, which the clients' writes queue behind. */
+const copyPageSize = 250
 /** A page of records held at once, at most: values may be up to 1 MiB each. */
 const pageBytesMax = 4 * 1024 * 1024
 /** Larger values are left out of a page and their versions read one key at a time. */
@@ -47,6 +56,8 @@ const inlineValueBytesMax = 64 * 1024
 const emptyVersion = Buffer.alloc(0)
 const exchangeBatchMax = 500
 const exchangeBytesMax = 4 * 1024 * 1024
+/** A copy page's bytes at most (past its first record). */
+const copyBytesMax = 1024 * 1024
 /** After a dead node's removal finishes, before comparing: the last maps' gossip settles. */
 const afterRemoveDelayMs = 2000
 /**
@@ -60,6 +71,20 @@ const fillRetryMs = 5000
 /** Gained partitions compared with their replicas at once, after the copy. */
 const fillCompareConcurrency = 4
 const fillAttemptsWarn = 12
+/** How often the pace reads the cluster's loop delays: each node reports one a heartbeat. */
+const paceIntervalMs = 1000
+/**
+ * Records hashed for a comparison (on this node or on the replica it compares with) that count
+ * as one copied record in the pace: a record compared, hashed on both sides, counts a quarter
+ * (a pass costs a few µs a record; a copy, with its writes and their compaction, tens).
+ */
+const hashedPerPacedRecord = 8
+
+/** A partition's leaf hashes here, and how many records they cover. */
+interface PartitionHashes {
+  hashes: number[]
+  records: number
+}
 
 /**
  * Anti-entropy: replicas of a partition compare leaf hashes of (key, version) and exchange only
@@ -70,8 +95,6 @@ export class AntiEntropy {
   private timer: NodeJS.Timeout | undefined
   private readonly lastRepairMs = new Map<number, number>()
   private active = 0
-  private tokens: number
-  private refillAtMs = Date.now()
   private chain: Promise<unknown> = Promise.resolve()
   private mapSeen: PartitionMap | undefined
   /** Partitions this node gained and has not yet repaired from every other live replica. */
@@ -90,15 +113,49 @@ export class AntiEntropy {
       logger: Logger
       /** Awaited before a fill copies: a deletion of a partition this node held before must not run under the copy. */
       beforeFill?: () => Promise<unknown>
+      /** The latest event-loop delay of the cluster's latest live node (ms), read once a second to pace copies. */
+      loopDelayMs?: () => number
     },
     private readonly config: AntiEntropyConfig,
   ) {
-    this.tokens = config.recordsPerSecondMax
+    this.pace = new MovePace(movePaceConfig(config.recordsPerSecondMax, config.loopDelayTargetMs))
+    this.recordPace = new TokenBucket(this.pace.recordsPerSecond, Math.min(config.recordsPerSecondMax, 2 * copyPageSize))
     this.copyCursors = new CopyCursors(deps.storage)
-    this.bytePace = new TokenBucket(config.bytesPerSecondMax, config.bytesPerSecondMax)
+    this.bytePace = new TokenBucket(this.bytesPerSecond(), Math.min(config.bytesPerSecondMax, 2 * copyBytesMax))
+    if (this.pace.adaptive && deps.loopDelayMs !== undefined) {
+      const read = deps.loopDelayMs
+      this.paceTimer = setInterval(() => {
+        const before = this.pace.recordsPerSecond
+        const delayMs = read()
+        const after = this.pace.observe(delayMs)
+        this.setPace(after)
+        if (after !== before && this.filling.size > 0) deps.logger.debug({ recordsPerSecond: Math.round(after), loopDelayMs: Math.round(delayMs) }, 'copy pace')
+      }, paceIntervalMs)
+      this.paceTimer.unref()
+    }
+  }
+
+  private readonly pace: MovePace
+  private paceTimer: NodeJS.Timeout | undefined
+
+  /** Records a second this node's copies and exchanges may run at now (core/move-pace). */
+  get moveRate(): number {
+    return this.pace.recordsPerSecond
+  }
+
+  /** The byte budget follows the record budget: the same share of its own most. */
+  private bytesPerSecond(): number {
+    return Math.max(1, (this.config.bytesPerSecondMax * this.pace.recordsPerSecond) / this.config.recordsPerSecondMax)
+  }
+
+  private setPace(recordsPerSecond: number): void {
+    const now = Date.now()
+    this.recordPace.setRate(recordsPerSecond, now)
+    this.bytePace.setRate(this.bytesPerSecond(), now)
   }
 
   private readonly bytePace: TokenBucket
+  private readonly recordPace: TokenBucket
 
   start(): void {
     if (this.config.intervalMs <= 0) return
@@ -237,6 +294,8 @@ export class AntiEntropy {
       if (this.agreedOn?.epoch !== changeEpoch) this.agreedOn = { epoch: changeEpoch, atMs: Date.now() }
       const lateWritesLeftMs = this.agreedOn.atMs + lateWritesMs - Date.now()
       if (lateWritesLeftMs > 0 && this.deps.membership.map?.change?.epoch === changeEpoch) await new Promise((resolve) => setTimeout(resolve, lateWritesLeftMs))
+      // A move starts slow and speeds up while the cluster keeps up (core/move-pace).
+      this.setPace(this.pace.restart())
       const copyStarted = Date.now()
       const copiedBefore = this.copiedRecords
       const resumed = { done: 0, partly: 0 }
@@ -271,18 +330,25 @@ export class AntiEntropy {
    */
   private async compareFilled(partitions: number[]): Promise<void> {
     let next = 0
+    const started = Date.now()
+    const total = { partitions: 0, pulled: 0, pushed: 0, differing: 0 }
     await Promise.all(
       Array.from({ length: fillCompareConcurrency }, async () => {
         while (next < partitions.length && !this.stopped) {
           const partition = partitions[next++]!
           if (!this.filling.has(partition)) continue
           const started = Date.now()
-          await this.repairNow([partition], { copiedFrom: this.wholeCopies.get(partition) })
+          const r = await this.repairNow([partition], { copiedFrom: this.wholeCopies.get(partition) })
+          total.partitions++
+          total.pulled += r.pulled
+          total.pushed += r.pushed
+          if (r.pulled + r.pushed > 0) total.differing++
           // Compared with every live replica: ready (kumo transfers counts down as they finish).
           this.markReady(partition, started)
         }
       }),
     )
+    this.deps.logger.info({ ...total, ms: Date.now() - started }, 'gained partitions compared')
   }
 
   /** Records copied into gained partitions by range reads (copyPartition), since start. */
@@ -319,7 +385,7 @@ export class AntiEntropy {
       if (source === undefined) throw new Error(`no live replica of partition ${partition} answered the copy`)
       let res: { keys: Buffer[]; records: Buffer[] }
       try {
-        res = await this.deps.peers.get(source, this.deps.membership.address(source)!).request({ ...noPeerFields, op: 'SCAN', partition, gte, limit: pageSize, bytesMax: exchangeBytesMax }, this.config.timeoutMs)
+        res = await this.deps.peers.get(source, this.deps.membership.address(source)!).request({ ...noPeerFields, op: 'SCAN', partition, gte, limit: copyPageSize, bytesMax: copyBytesMax }, this.config.timeoutMs)
       } catch (err) {
         failed.add(source)
         const next = nextSource()
@@ -339,7 +405,7 @@ export class AntiEntropy {
       await this.deps.storage.applyRecords(writes)
       this.copiedRecords += writes.length
       this.copiedBytes += bytes
-      const last = res.keys.length < pageSize && bytes < exchangeBytesMax
+      const last = res.keys.length < copyPageSize && bytes < copyBytesMax
       if (!last) {
         gte = Buffer.concat([res.keys[res.keys.length - 1]!, Buffer.from([0])])
         await this.copyCursors.set(changeEpoch, partition, gte)
@@ -369,6 +435,8 @@ export class AntiEntropy {
     this.fillTimer = undefined
     if (this.afterRemoveTimer !== undefined) clearTimeout(this.afterRemoveTimer)
     this.afterRemoveTimer = undefined
+    if (this.paceTimer !== undefined) clearInterval(this.paceTimer)
+    this.paceTimer = undefined
   }
 
   state(): { inProgress: boolean; partitionsRepaired: number; partitionsHeld: number; oldestRepairMs: number; lastRepairMs: number } {
@@ -428,7 +496,7 @@ export class AntiEntropy {
         let complete = true
         // This node's leaf hashes, kept from one peer to the next while nothing was pulled (a
         // scan of the partition saved per further replica).
-        let mine: number[] | undefined
+        let mine: PartitionHashes | undefined
         const current = map.replicas[partition]!
         const needed = current.includes(this.deps.selfId) ? 0 : current.length - requiredAcks('quorum', current.length) + 1
         const copiedFrom = fill?.copiedFrom !== undefined && current.includes(fill.copiedFrom) ? fill.copiedFrom : undefined
@@ -470,9 +538,17 @@ export class AntiEntropy {
 
   /** Leaf hashes of one local partition. */
   async leafHashes(partition: number): Promise<number[]> {
+    return (await this.hashPartition(partition)).hashes
+  }
+
+  private async hashPartition(partition: number): Promise<PartitionHashes> {
     const hasher = new LeafHasher(this.config.leafCount)
-    await this.forEachRecord(partition, (key, version) => hasher.add(key, version))
-    return [...hasher.hashes]
+    let records = 0
+    await this.forEachRecord(partition, (key, version) => {
+      hasher.add(key, version)
+      records++
+    })
+    return { hashes: [...hasher.hashes], records }
   }
 
   /** Keys and versions of one local partition that fall in the given leaves. */
@@ -503,13 +579,18 @@ export class AntiEntropy {
     return record === undefined ? undefined : Buffer.from(recordVersion(record))
   }
 
-  private async syncWith(channel: PeerChannel, partition: number, known?: number[]): Promise<{ pulled: number; pushed: number; mine: number[] }> {
+  private async syncWith(channel: PeerChannel, partition: number, known?: PartitionHashes): Promise<{ pulled: number; pushed: number; mine: PartitionHashes }> {
     const timeout = this.config.timeoutMs
+    // Both passes run at once and unpaced, so that the two sides hash the partition as of about
+    // the same moment (writes landing between two passes far apart would make leaves differ);
+    // the pace is paid after them, for the records both sides hashed.
     const [mine, theirs] = await Promise.all([
-      known ?? this.leafHashes(partition),
+      known ?? this.hashPartition(partition),
       channel.request({ ...noPeerFields, op: 'DIGEST', partition }, timeout).then((r) => r.hashes),
     ])
-    const leaves = differingLeaves(mine, theirs)
+    // Hashed here (unless known from the last peer) and on the peer (about as many).
+    await this.throttle(Math.ceil((mine.records * (known === undefined ? 2 : 1)) / hashedPerPacedRecord))
+    const leaves = differingLeaves(mine.hashes, theirs)
     if (leaves.length === 0) return { pulled: 0, pushed: 0, mine }
     const [ours, peers] = await Promise.all([
       this.leafEntries(partition, leaves),
@@ -564,17 +645,9 @@ export class AntiEntropy {
     if (waitMs > 0 && !this.stopped) await new Promise((resolve) => setTimeout(resolve, waitMs))
   }
 
-  /** Token bucket over records exchanged. */
+  /** Waits as long as the record budget says after `records` were exchanged (a burst of two copy pages at most). */
   private async throttle(records: number): Promise<void> {
-    for (;;) {
-      const now = Date.now()
-      this.tokens = Math.min(this.config.recordsPerSecondMax, this.tokens + ((now - this.refillAtMs) * this.config.recordsPerSecondMax) / 1000)
-      this.refillAtMs = now
-      if (this.tokens >= records || this.tokens >= this.config.recordsPerSecondMax) {
-        this.tokens -= records
-        return
-      }
-      await new Promise((r) => setTimeout(r, Math.ceil(((records - this.tokens) * 1000) / this.config.recordsPerSecondMax)))
-    }
+    const waitMs = this.recordPace.take(records, Date.now())
+    if (waitMs > 0 && !this.stopped) await new Promise((resolve) => setTimeout(resolve, waitMs))
   }
 }

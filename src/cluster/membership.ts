@@ -27,6 +27,8 @@ export interface MemberView {
   /** The change (its staging epoch) whose pending partitions it reports caught up on, and which. */
   readyEpoch?: number
   ready?: readonly number[]
+  /** How late its event loop ran over its last heartbeat interval (p99, ms; 0: not known). */
+  loopDelayMs?: number
 }
 
 export type MemberStatus = 'up' | 'read-only' | 'stopping'
@@ -56,6 +58,8 @@ export interface MembershipIo {
   now(): number
   /** This node's current load, 0..1. */
   load(): number
+  /** How late this node's event loop ran since the last call (p99, ms). */
+  loopDelayMs?(): number
   /** Partitions this node gained and is still copying (default 0). */
   filling?(): number
   /**
@@ -577,6 +581,25 @@ export class Membership {
     return [...this.members.values()]
   }
 
+  /**
+   * The latest event-loop delay of the live node whose loop runs latest, this one included: a
+   * node that copies partitions slows down while any node of the cluster is late (the clients
+   * wait on all of them).
+   */
+  /** This node's loop delay as of its last heartbeat (ms). */
+  ownLoopDelayMs(): number {
+    return this.members.get(this.self.id)?.loopDelayMs ?? 0
+  }
+
+  worstLoopDelayMs(): number {
+    let worst = 0
+    for (const m of this.members.values()) {
+      if (m.id !== this.self.id && !this.isAlive(m.id)) continue
+      worst = Math.max(worst, m.loopDelayMs ?? 0)
+    }
+    return worst
+  }
+
   address(id: string): string | undefined {
     return this.members.get(id)?.address
   }
@@ -652,6 +675,7 @@ export class Membership {
     const me = this.members.get(this.self.id)!
     me.heartbeat++
     me.load = this.io.load()
+    me.loopDelayMs = this.io.loopDelayMs?.() ?? 0
     me.filling = this.io.filling?.() ?? 0
     if (me.replaces !== undefined && this.map_?.nodes.includes(this.self.id)) delete me.replaces
     await this.broadcast()
@@ -686,6 +710,7 @@ export class Membership {
           mapEpoch: incoming.mapEpoch ?? 0,
           readyEpoch: incoming.readyEpoch ?? 0,
           ready: incoming.ready ?? [],
+          loopDelayMs: incoming.loopDelayMs ?? 0,
           ...(incoming.replaces ? { replaces: incoming.replaces } : {}),
           ...(incoming.standby === true ? { standby: true } : {}),
         })

@@ -8,11 +8,27 @@ export class TokenBucket {
   private atMs: number | undefined
 
   constructor(
-    readonly ratePerSecond: number,
+    private rate: number,
     readonly burst: number,
   ) {
-    if (!(ratePerSecond > 0) || !(burst > 0)) throw new RangeError('a token bucket needs a positive rate and burst')
+    if (!(rate > 0) || !(burst > 0)) throw new RangeError('a token bucket needs a positive rate and burst')
     this.tokens = burst
+  }
+
+  get ratePerSecond(): number {
+    return this.rate
+  }
+
+  /** A new rate from `nowMs` on: tokens saved up until then were earned at the old one. */
+  setRate(ratePerSecond: number, nowMs: number): void {
+    if (!(ratePerSecond > 0)) throw new RangeError('a token bucket needs a positive rate')
+    this.refill(nowMs)
+    this.rate = ratePerSecond
+  }
+
+  private refill(nowMs: number): void {
+    if (this.atMs !== undefined) this.tokens = Math.min(this.burst, this.tokens + ((nowMs - this.atMs) * this.rate) / 1000)
+    this.atMs = nowMs
   }
 
   /**
@@ -20,9 +36,8 @@ export class TokenBucket {
    * before going on, in ms: 0 while the bucket had them.
    */
   take(amount: number, nowMs: number): number {
-    if (this.atMs !== undefined) this.tokens = Math.min(this.burst, this.tokens + ((nowMs - this.atMs) * this.ratePerSecond) / 1000)
-    this.atMs = nowMs
+    this.refill(nowMs)
     this.tokens -= amount
-    return this.tokens >= 0 ? 0 : Math.ceil((-this.tokens * 1000) / this.ratePerSecond)
+    return this.tokens >= 0 ? 0 : Math.ceil((-this.tokens * 1000) / this.rate)
   }
 }

@@ -35,6 +35,8 @@ export class NodeMetrics {
   readonly scansWaiting: Gauge
   readonly scansRefused: Counter
   readonly copiedBytes: Counter
+  readonly moveRate: Gauge
+  readonly loopDelay: Gauge
   private server: http.Server | undefined
 
   constructor(nodeId: string, collect: (metrics: NodeMetrics) => void) {
@@ -74,6 +76,8 @@ export class NodeMetrics {
     this.connectionsRefused = new Counter({ name: 'kumo_connections_refused_total', help: 'Connections refused for the connection limit (--max-connections)', registers })
     this.refused = new Counter({ name: 'kumo_requests_refused_total', help: 'Calls refused for who made them: UNAUTHENTICATED (no or wrong credentials) or PERMISSION_DENIED (role, key prefixes, or the Peer service without a node certificate)', labelNames: ['code'], registers })
     this.copiedRecords = new Counter({ name: 'kumo_copied_records_total', help: 'Records copied into partitions this node gained (a join, a leave, a removal, a replacement), by range reads from another replica', registers })
+    this.moveRate = new Gauge({ name: 'kumo_move_rate_records_per_second', help: 'Records a second this node may copy or exchange now (membership changes and repairs): paced by how late the cluster\'s event loops run, between a tenth of --move-rate and --move-rate', registers })
+    this.loopDelay = new Gauge({ name: 'kumo_loop_delay_seconds', help: 'How late this node\'s event loop ran over its last heartbeat interval (p99 of timer lateness)', registers })
     this.copiedBytes = new Counter({ name: 'kumo_copied_bytes_total', help: 'Bytes (keys and records) copied into partitions this node gained', registers })
     this.scansRunning = new Gauge({ name: 'kumo_scans_running', help: 'Scans running on this node now (at most --max-scans)', registers })
     this.scansWaiting = new Gauge({ name: 'kumo_scans_waiting', help: 'Scans waiting their turn to run (up to 2 s, 64 at most)', registers })

@@ -14,6 +14,7 @@ import { assertValidMap, removedOf, type PartitionMap } from '../core/partition-
 import { defaultPartitionCount } from '../core/partitioner.js'
 import { responsivenessWithin } from '../core/responsiveness.js'
 import { TokenBucket } from '../core/token-bucket.js'
+import { LoopDelayWatch } from './loop-delay.js'
 import { versionAheadMsMax } from '../core/validate.js'
 import { nodeIdBytesMax, versionTimestamp } from '../core/version.js'
 import { Membership, type MemberView } from '../cluster/membership.js'
@@ -116,6 +117,11 @@ export interface NodeOptions {
   repairRecordsPerSecond?: number
   /** Bytes a second anti-entropy and the copies of a membership change exchange at most (default 32 MiB). */
   repairBytesPerSecond?: number
+  /**
+   * Event-loop delay (ms, p99 over a heartbeat) of the cluster's latest node above which copies
+   * and repairs slow down, down to a tenth of their most (default 0: always at the most; 20 on a busy cluster).
+   */
+  moveLoopDelayTargetMs?: number
   /** Client requests a node coordinates at once; past it, requests get OVERLOADED (default 10,000). */
   requestsInFlightMax?: number
   /** Hints held per target node at most; past it, writes for that node are left to anti-entropy (default 1,000,000). */
@@ -209,6 +215,7 @@ function checkOptions(o: NodeOptions): void {
   if (o.rowCacheBytes !== undefined && !(Number.isSafeInteger(o.rowCacheBytes) && o.rowCacheBytes >= 0)) bad('row cache size must be a whole number of bytes, 0 or more')
   if (o.purgeIntervalMs !== undefined && !(o.purgeIntervalMs >= 0)) bad('purge interval must be 0 or more')
   if (o.repairRecordsPerSecond !== undefined && !(Number.isFinite(o.repairRecordsPerSecond) && o.repairRecordsPerSecond >= 1)) bad('repair records a second must be at least 1')
+  if (o.moveLoopDelayTargetMs !== undefined && !(Number.isFinite(o.moveLoopDelayTargetMs) && o.moveLoopDelayTargetMs >= 0)) bad('the move loop delay target must be 0 or more ms')
   if (o.repairBytesPerSecond !== undefined && !(Number.isFinite(o.repairBytesPerSecond) && o.repairBytesPerSecond >= 1)) bad('repair bytes a second must be at least 1')
   if (o.straySweepIntervalMs !== undefined && !(o.straySweepIntervalMs >= 0)) bad('stray sweep interval must be 0 or more')
   if (o.requestBytesInFlightMax !== undefined && !(Number.isSafeInteger(o.requestBytesInFlightMax) && o.requestBytesInFlightMax >= 1024 * 1024)) bad('requestBytesInFlightMax must be a whole number of bytes, at least 1 MiB')
@@ -361,6 +368,8 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     m.copiedRecords.inc(antiEntropy.copiedRecords)
     m.copiedBytes.reset()
     m.copiedBytes.inc(antiEntropy.copiedBytes)
+    m.moveRate.set(antiEntropy.moveRate)
+    m.loopDelay.set(membership.ownLoopDelayMs() / 1000)
     const map = membership.map
     m.partitionsMoving.set({ stage: 'copying' }, map === undefined ? 0 : pendingPartitions(map).length)
     m.partitionsMoving.set({ stage: 'retiring' }, map === undefined ? 0 : retiringPartitions(map).length)
@@ -403,6 +412,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   const replicaTimeoutMs = options.replicaTimeoutMs ?? 1000
   const peers = new PeerPool((op) => metrics.replicaMessages.inc({ op, direction: 'sent' }), responsivenessWithin(replicaTimeoutMs), channelSecurity)
   const seedChannels = new PeerPool(undefined, undefined, channelSecurity)
+  const loopDelay = new LoopDelayWatch()
   let elu = performance.eventLoopUtilization()
   let cpu = process.cpuUsage()
   let wall = performance.now()
@@ -430,6 +440,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       },
       now: () => Date.now(),
       filling: (): number => antiEntropy.fillingCount,
+      loopDelayMs: () => loopDelay.read(),
       ready: (): { epoch: number; partitions: readonly number[] } => antiEntropy.ready(),
       // Load = the busier of event-loop utilization and CPU time (one core = 1) since the last
       // heartbeat: the event loop shows a node too busy to answer, CPU shows native work
@@ -504,9 +515,10 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     { ...defaultHintDeliveryConfig, windowMs: options.hintWindowMs ?? defaultHintDeliveryConfig.windowMs },
   )
   const antiEntropy = new AntiEntropy(
-    { selfId: options.id, storage, membership, peers, logger, beforeFill: () => straySweeper.idle() },
+    { selfId: options.id, storage, membership, peers, logger, beforeFill: () => straySweeper.idle(), loopDelayMs: () => membership.worstLoopDelayMs() },
     {
       ...defaultAntiEntropyConfig,
+      loopDelayTargetMs: options.moveLoopDelayTargetMs ?? defaultAntiEntropyConfig.loopDelayTargetMs,
       intervalMs: options.repairIntervalMs ?? defaultAntiEntropyConfig.intervalMs,
       recordsPerSecondMax: options.repairRecordsPerSecond ?? defaultAntiEntropyConfig.recordsPerSecondMax,
       bytesPerSecondMax: options.repairBytesPerSecond ?? defaultAntiEntropyConfig.bytesPerSecondMax,
@@ -853,6 +865,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       storageHealth.stop()
       hintDelivery.stop()
       antiEntropy.stop()
+      loopDelay.stop()
       purger.stop()
       straySweeper.stop()
       const deadline = Date.now() + (options.drainTimeoutMs ?? 5000)

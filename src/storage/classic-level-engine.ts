@@ -92,6 +92,9 @@ const indexChunkKeys = 1000
 const examineMaxDefault = 16_384
 /** An omitted record in a scan page (ScanRange.valueBytesMax). */
 const omitted = Buffer.alloc(0)
+/** Records read from LevelDB in one step of a partition scan, at most, and about how many bytes. */
+const scanStepRecordsMax = 1000
+const scanStepBytes = 1024 * 1024
 const probeKey = metaKey('write-probe')
 /** Above every real version: with it, every write is checked against storage. */
 const maxVersion = Buffer.alloc(8 + 65, 0xff)
@@ -536,19 +539,24 @@ export class ClassicLevelEngine implements StorageEngine {
     const valueBytesMax = range.valueBytesMax ?? Infinity
     const out: StoredRecord[] = []
     let bytes = 0
+    // Each step's records are held at once (values may be up to 1 MiB each): 16 first while a
+    // byte budget is the bound, then as many as about scanStepBytes of the sizes read so far, so
+    // a page of small records costs a few thread-pool trips rather than one per 16 records.
+    let step = bytesMax === Infinity ? scanStepRecordsMax : 16
     const it = this.db.iterator({ ...bounds, limit: range.limit })
     try {
       while (out.length < range.limit && bytes < bytesMax) {
-        // Small steps while the byte budget is the bound: each step's records are held at once.
-        const step = bytesMax === Infinity ? 1000 : 16
         const entries = await it.nextv(Math.min(step, range.limit - out.length))
         if (entries.length === 0) break
+        let stepBytes = 0
         for (const [key, record] of entries) {
+          stepBytes += key.length + record.length
           const entry = { key: Buffer.from(userKeyOf(key)), record: record.length - recordHeaderBytes(record) > valueBytesMax ? omitted : record }
           out.push(entry)
           bytes += scanEntryBytes(entry)
           if (bytes >= bytesMax) break
         }
+        if (bytesMax !== Infinity) step = Math.max(16, Math.min(scanStepRecordsMax, Math.floor((scanStepBytes * entries.length) / Math.max(1, stepBytes))))
       }
     } finally {
       await it.close()

@@ -188,6 +188,8 @@ export interface MemberMsg {
   ready?: number[]
   /** Started with --standby: joins only when asked (kumo join). */
   standby?: boolean
+  /** How late its event loop ran over the last heartbeat interval (p99, ms). */
+  loopDelayMs?: number
 }
 
 export interface GossipMsg {

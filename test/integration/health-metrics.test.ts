@@ -65,6 +65,9 @@ it('serves Prometheus metrics: requests, latency, replica messages, hints, parti
   expect(text).toMatch(/^kumo_scans_running\{[^}]*\} 0$/m)
   expect(text).toMatch(/^kumo_scans_waiting\{[^}]*\} 0$/m)
   expect(text).toMatch(/^kumo_scans_refused_total\{[^}]*\} 0$/m)
+  // The pace copies would go at now (a tenth to all of --move-rate), and how late the loop ran.
+  expect(text).toMatch(/^kumo_move_rate_records_per_second\{[^}]*\} \d+$/m)
+  expect(text).toMatch(/^kumo_loop_delay_seconds\{[^}]*\} [\d.e-]+$/m)
   const missing = await fetch(`http://127.0.0.1:${cluster.nodes[0]!.metricsPort}/nope`)
   expect(missing.status).toBe(404)
 })

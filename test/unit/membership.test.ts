@@ -15,6 +15,8 @@ class SimCluster {
   readonly mapsSeen: PartitionMap[] = []
   /** Partitions each node says it is still copying. */
   readonly filling = new Map<string, number>()
+  /** How late each node says its event loop ran (ms). */
+  readonly loopDelay = new Map<string, number>()
   /** Pending partitions each node says it caught up on (default: all of them, at once). */
   readonly ready = new Map<string, number[]>()
   now = 0
@@ -39,6 +41,7 @@ class SimCluster {
           now: () => this.now,
           load: () => 0,
           filling: () => this.filling.get(id) ?? 0,
+          loopDelayMs: () => this.loopDelay.get(id) ?? 0,
           ...(this.readyOverride(id)),
         }),
       )
@@ -68,6 +71,24 @@ class SimCluster {
     return this.nodes.get(id)!.map
   }
 }
+
+describe('Membership loop delays (the pace of membership copies)', () => {
+  it("gives every node the latest loop delay of the live node whose loop runs latest, and forgets a node that went down", async () => {
+    const sim = new SimCluster(['n1', 'n2', 'n3'])
+    for (const id of sim.ids) sim.up.add(id)
+    for (let i = 0; i < 3; i++) await sim.round()
+    for (const id of sim.ids) expect(sim.nodes.get(id)!.worstLoopDelayMs()).toBe(0)
+    sim.loopDelay.set('n3', 40)
+    sim.loopDelay.set('n2', 5)
+    for (let i = 0; i < 2; i++) await sim.round()
+    for (const id of sim.ids) expect(sim.nodes.get(id)!.worstLoopDelayMs()).toBe(40)
+    expect(sim.nodes.get('n2')!.ownLoopDelayMs()).toBe(5)
+    // Down for good: its last reading no longer slows anyone.
+    sim.up.delete('n3')
+    for (let i = 0; i < 30; i++) await sim.round()
+    expect(sim.nodes.get('n1')!.worstLoopDelayMs()).toBe(5)
+  })
+})
 
 describe('Membership founding', () => {
   it('does not found a cluster while a seed has not answered, for up to foundingRoundsMax rounds', async () => {

@@ -1,0 +1,79 @@
+/**
+ * How fast a node copies partitions during a membership change (and exchanges records in a
+ * repair): a rate in records a second, set once per heartbeat interval from how late the
+ * cluster's event loops run. Clients wait on every node, so the reading is the worst live
+ * node's (the p99 of how late its timers fired over the last interval).
+ *
+ * Additive-increase/multiplicative-decrease, as TCP paces a connection: over the target the
+ * rate halves at once; well under it (below half the target) it grows by a quarter; between
+ * the two it holds, so a rate that keeps the cluster just under the target stays there rather
+ * than oscillating. It never goes below `recordsPerSecondMin` (a change always ends) nor above
+ * `recordsPerSecondMax` (kumo start --move-rate). Several nodes copying at once (a drain) each
+ * react to the same reading, so together they back off as one.
+ *
+ * Pure: the caller passes the readings; no time, no I/O.
+ */
+export interface MovePaceConfig {
+  /** Records a second at most (kumo start --move-rate). */
+  recordsPerSecondMax: number
+  /** Records a second at least, whatever the readings: a move always makes progress. */
+  recordsPerSecondMin: number
+  /** Event-loop delay (p99, ms) above which copies slow down; 0: never (the rate is the maximum). */
+  loopDelayTargetMs: number
+}
+
+/** The least rate as a share of the most: a tenth. */
+export const movePaceMinShare = 1 / 10
+export const loopDelayTargetMsDefault = 0
+
+export function movePaceConfig(recordsPerSecondMax: number, loopDelayTargetMs = loopDelayTargetMsDefault): MovePaceConfig {
+  return { recordsPerSecondMax, recordsPerSecondMin: Math.max(1, Math.min(recordsPerSecondMax, Math.ceil(recordsPerSecondMax * movePaceMinShare))), loopDelayTargetMs }
+}
+
+const decrease = 0.5
+const increase = 1.25
+/** A move starts at this share of the maximum and grows from there while the cluster keeps up. */
+const startShare = 0.25
+
+export class MovePace {
+  private rate: number
+
+  constructor(readonly config: MovePaceConfig) {
+    const { recordsPerSecondMax: max, recordsPerSecondMin: min, loopDelayTargetMs: target } = config
+    if (!(Number.isFinite(max) && max >= 1)) throw new RangeError(`the most records a second must be at least 1, got ${max}`)
+    if (!(Number.isFinite(min) && min >= 1 && min <= max)) throw new RangeError(`the least records a second must be 1 to ${max}, got ${min}`)
+    if (!(Number.isFinite(target) && target >= 0)) throw new RangeError(`the loop delay target must be 0 or more ms, got ${target}`)
+    this.rate = this.startRate()
+  }
+
+  /** Records a second allowed now. */
+  get recordsPerSecond(): number {
+    return this.rate
+  }
+
+  /** Whether the rate follows the readings (a target is set) rather than staying at the maximum. */
+  get adaptive(): boolean {
+    return this.config.loopDelayTargetMs > 0
+  }
+
+  /** A new move begins: from the starting rate again, not where the last one ended. */
+  restart(): number {
+    this.rate = this.startRate()
+    return this.rate
+  }
+
+  /** One reading (the worst live node's loop delay over the last interval, ms); returns the new rate. */
+  observe(loopDelayMs: number): number {
+    if (!this.adaptive) return this.rate
+    const { recordsPerSecondMax: max, recordsPerSecondMin: min, loopDelayTargetMs: target } = this.config
+    if (!(loopDelayMs >= 0)) return this.rate
+    if (loopDelayMs > target) this.rate = Math.max(min, this.rate * decrease)
+    else if (loopDelayMs <= target / 2) this.rate = Math.min(max, this.rate * increase)
+    return this.rate
+  }
+
+  private startRate(): number {
+    const { recordsPerSecondMax: max, recordsPerSecondMin: min } = this.config
+    return this.adaptive ? Math.max(min, max * startShare) : max
+  }
+}
