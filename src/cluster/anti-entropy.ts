@@ -513,7 +513,7 @@ export class AntiEntropy {
             continue
           }
           try {
-            const synced = await this.syncWith(channel, partition, mine)
+            const synced = await this.syncWith(channel, partition, mine, fill !== undefined)
             result.pulled += synced.pulled
             result.pushed += synced.pushed
             mine = synced.pulled === 0 ? synced.mine : undefined
@@ -579,7 +579,13 @@ export class AntiEntropy {
     return record === undefined ? undefined : Buffer.from(recordVersion(record))
   }
 
-  private async syncWith(channel: PeerChannel, partition: number, known?: PartitionHashes): Promise<{ pulled: number; pushed: number; mine: PartitionHashes }> {
+  /**
+   * Compares one partition with one peer and exchanges what differs. `pacedCompare`: the hashing
+   * counts in the record pace too (a move's final comparison, which runs beside the clients for
+   * every gained partition at once); a periodic or asked-for repair paces only what it exchanges,
+   * so that a slow move rate does not make a whole-node comparison take minutes.
+   */
+  private async syncWith(channel: PeerChannel, partition: number, known: PartitionHashes | undefined, pacedCompare: boolean): Promise<{ pulled: number; pushed: number; mine: PartitionHashes }> {
     const timeout = this.config.timeoutMs
     // Both passes run at once and unpaced, so that the two sides hash the partition as of about
     // the same moment (writes landing between two passes far apart would make leaves differ);
@@ -589,7 +595,7 @@ export class AntiEntropy {
       channel.request({ ...noPeerFields, op: 'DIGEST', partition }, timeout).then((r) => r.hashes),
     ])
     // Hashed here (unless known from the last peer) and on the peer (about as many).
-    await this.throttle(Math.ceil((mine.records * (known === undefined ? 2 : 1)) / hashedPerPacedRecord))
+    if (pacedCompare) await this.throttle(Math.ceil((mine.records * (known === undefined ? 2 : 1)) / hashedPerPacedRecord))
     const leaves = differingLeaves(mine.hashes, theirs)
     if (leaves.length === 0) return { pulled: 0, pushed: 0, mine }
     const [ours, peers] = await Promise.all([
