@@ -28,17 +28,22 @@ const program = new Command()
   .option('--value-size <bytes>', 'value size', wholeNumber, 100)
   .option('--concurrency <n>', 'client requests in flight during the phases', wholeNumber, 32)
   .option('--steady <s>', 'seconds of steady load measured before the join, and before the drain', wholeNumber, 10)
+  .option('--warmup <s>', 'seconds of load before each steady phase, not measured (caches filled after a compaction)', wholeNumber, 10)
   .option('--base-port <port>', 'port of the first node', wholeNumber, 7201)
   .option('--move-rate <records/s>', "every node's copy rate cap (kumo start --move-rate; default: the node's default)", wholeNumber)
+  .option('--moves-at-once <partitions>', "partitions a change moves at once (kumo start --moves-at-once; default: the node's default)", wholeNumber)
+  .option('--node-args <args>', "more kumo start arguments for every node, space-separated (e.g. '--no-key-index')")
   .option('--timeline', "also print each second's client ops and p99, to see when in a move the latency rises")
   .parse()
-const opts = program.opts<{ records: number; valueSize: number; concurrency: number; steady: number; basePort: number; moveRate?: number; timeline?: boolean }>()
+const opts = program.opts<{ records: number; valueSize: number; concurrency: number; steady: number; warmup: number; basePort: number; moveRate?: number; movesAtOnce?: number; nodeArgs?: string; timeline?: boolean }>()
 
 interface Phase {
   name: string
   seconds: number
   /** CPU the node processes used during the phase, in µs (user + system). */
   serverCpuMicros?: number
+  /** Cores each process used on average during the phase (nodes by id, and this client): where a move's cost lands. */
+  coresBy?: Map<string, number>
   histogram: hdr.Histogram
   failures: number
   copied?: { records: number; bytes: number }
@@ -56,7 +61,7 @@ async function main(): Promise<void> {
   const children = new Map<string, ChildProcess>()
   const seeds = specs.slice(0, 3).map((s) => s.address)
   const spawn = (spec: LocalNodeSpec): void => {
-    const rate = opts.moveRate === undefined ? [] : ['--move-rate', String(opts.moveRate)]
+    const rate = [...(opts.moveRate === undefined ? [] : ['--move-rate', String(opts.moveRate)]), ...(opts.movesAtOnce === undefined ? [] : ['--moves-at-once', String(opts.movesAtOnce)]), ...(opts.nodeArgs?.split(' ').filter((a) => a !== '') ?? [])]
     children.set(spec.id, spawnNode(spec, seeds, ['--log-level', process.env.KUMO_MOVES_LOG ?? 'error', '--repair-interval', '0', ...rate], (line) => {
       if (process.env.KUMO_MOVES_LOG !== undefined && /gained partitions|: ready|copying the partitions|partitions compared|copy pace/.test(line)) process.stdout.write(`  [${spec.id}] ${line.slice(0, 200)}\n`)
     }))
@@ -74,7 +79,7 @@ async function main(): Promise<void> {
     db = await connect({ seeds, timeoutMs: 10_000 })
     const value = Buffer.alloc(opts.valueSize, 'v')
     const keyOf = (i: number): string => `move/${String(i).padStart(9, '0')}`
-    process.stdout.write(`Kumo moves: ${opts.records} records of ${opts.valueSize} bytes in 3 nodes (N=3), ${opts.concurrency} in flight, move rate ${opts.moveRate ?? 'default'}, on ${os.cpus().length} cores\n`)
+    process.stdout.write(`Kumo moves: ${opts.records} records of ${opts.valueSize} bytes in 3 nodes (N=3), ${opts.concurrency} in flight, move rate ${opts.moveRate ?? 'default'}, moves at once ${opts.movesAtOnce ?? 'default'}, on ${os.cpus().length} cores\n`)
     const loadStarted = Date.now()
     let next = 0
     await Promise.all(
@@ -142,14 +147,24 @@ async function main(): Promise<void> {
       for (const v of cpuSeen.values()) sum += v
       return sum
     }
+    const cpuBy = (): Map<string, number> => {
+      sampleCpu()
+      const by = new Map<string, number>()
+      for (const [id, child] of children) if (child.pid !== undefined && cpuSeen.has(child.pid)) by.set(id, cpuSeen.get(child.pid)!)
+      const self = process.cpuUsage()
+      by.set('client', self.user + self.system)
+      return by
+    }
     const measure = async (name: string, during: () => Promise<Phase['copied'] | void>): Promise<void> => {
       const current: Phase = { name, seconds: 0, histogram: histogram(), failures: 0 }
       phase = current
       const started = Date.now()
       const cpuBefore = cpuTotal()
+      const byBefore = cpuBy()
       const copied = await during()
       current.serverCpuMicros = cpuTotal() - cpuBefore
       current.seconds = (Date.now() - started) / 1000
+      current.coresBy = new Map([...cpuBy()].map(([id, micros]) => [id, (micros - (byBefore.get(id) ?? 0)) / 1e6 / current.seconds]))
       if (copied) current.copied = copied
       phases.push(current)
       process.stdout.write(`  ${name}: ${current.seconds.toFixed(1)} s\n`)
@@ -160,7 +175,7 @@ async function main(): Promise<void> {
         await new Promise((r) => setTimeout(r, 100))
       }
     }
-    await new Promise((r) => setTimeout(r, 3000))
+    await new Promise((r) => setTimeout(r, opts.warmup * 1000))
     await measure('steady', () => new Promise((r) => setTimeout(r, opts.steady * 1000)))
     const share = (replicasMoved: number, partitions: number): Phase['copied'] => {
       const records = Math.round(((opts.records + written) * replicasMoved) / partitions)
@@ -186,6 +201,7 @@ async function main(): Promise<void> {
     while ((await db.nodeViews()).some((v) => v.partitionsStray > 0)) await new Promise((r) => setTimeout(r, 500))
     await db.compact()
     process.stdout.write(`  the join's stray copies deleted and compacted in ${((Date.now() - settleStarted) / 1000).toFixed(1)} s\n`)
+    await new Promise((r) => setTimeout(r, opts.warmup * 1000))
     await measure('steady (4 nodes)', () => new Promise((r) => setTimeout(r, opts.steady * 1000)))
     await measure('drain (n4 leaves, its share copied back)', async () => {
       const { epoch, replicasMoved } = await db!.leaveNode('n4')
@@ -198,17 +214,22 @@ async function main(): Promise<void> {
     clearInterval(timeline)
 
     const rate = (p: Phase): number => p.histogram.totalCount / p.seconds
-    // Each phase against the steady phase before it (the cluster as the move found it).
-    const baseline = (p: Phase): Phase => phases.slice(0, phases.indexOf(p) + 1).filter((q) => q.name.startsWith('steady')).at(-1)!
+    // Each move against the steady phase before it (the cluster as the move found it) and the
+    // one after it (the cluster it makes: on a machine whose cores every node shares, a fourth
+    // node process costs throughput by itself, move or not).
+    const steadies = phases.filter((q) => q.name.startsWith('steady'))
+    const before_ = (p: Phase): Phase => phases.slice(0, phases.indexOf(p) + 1).filter((q) => q.name.startsWith('steady')).at(-1)!
+    const after_ = (p: Phase): Phase => (p.name.startsWith('join') ? steadies[1] : steadies[0]) ?? before_(p)
+    const ratio = (p: Phase, base: Phase): string => `${Math.round((100 * rate(p)) / rate(base))}%`
     const lines = [
       '',
-      '| phase | s | client ops/s (of steady) | p50 ms | p99 ms | failed | copied records | records/s | MB/s | node CPU (cores) | node CPU µs/op |',
+      '| phase | s | client ops/s (of steady before / after) | p50 ms | p99 ms | failed | copied records | records/s | MB/s | node CPU (cores) | node CPU µs/op |',
       '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
       ...phases.map((p) =>
         [
           p.name,
           p.seconds.toFixed(1),
-          `${Math.round(rate(p)).toLocaleString('en-US')} (${Math.round((100 * rate(p)) / rate(baseline(p)))}%)`,
+          p.name.startsWith('steady') ? Math.round(rate(p)).toLocaleString('en-US') : `${Math.round(rate(p)).toLocaleString('en-US')} (${ratio(p, before_(p))} / ${ratio(p, after_(p))})`,
           (p.histogram.getValueAtPercentile(50) / 1000).toFixed(2),
           (p.histogram.getValueAtPercentile(99) / 1000).toFixed(2),
           String(p.failures),
@@ -220,7 +241,9 @@ async function main(): Promise<void> {
         ].join(' | ').replace(/^/, '| ').replace(/$/, ' |'),
       ),
       '',
-      'client ops/s: (of steady) is against the steady phase before it: three nodes for the join, four for the drain.',
+      'Cores used per process: ' + phases.map((p) => `${p.name.split(' ')[0]} ${[...(p.coresBy ?? [])].map(([id, cores]) => `${id} ${cores.toFixed(2)}`).join(', ')}`).join('; '),
+      '',
+      'client ops/s (of steady before / after): against the steady phase of the cluster the move starts from and of the one it ends on (join: three nodes / four; drain: four / three).',
       'copied records: the moving replicas\' share of the records (each replica of a partition holds all of its keys).',
       '',
     ]

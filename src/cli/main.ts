@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander'
-import { changeInWords, changeSettled, connect, type KumoClient } from '../client/client.js'
+import { changeInWords, changeSettled, connect, topologyMap, type KumoClient } from '../client/client.js'
+import { queuedPartitionsOf } from '../core/handoff.js'
 import { loadBalancingPolicies, type LoadBalancing } from '../core/balancing.js'
 import { consistencyLevels, type Consistency } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
@@ -84,8 +85,9 @@ program
   .addOption(new Option('--quorum <mode>', 'sloppy: hints on fallback nodes count toward W; strict: only replicas').choices(['sloppy', 'strict']).default('sloppy'))
   .option('--hint-window <ms>', 'drop hints older than this', wholeNumber, 3 * 60 * 60 * 1000)
   .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)
-  .option('--move-rate <records/s>', 'records a second this node copies at most while it takes over partitions (a membership change) or repairs them', wholeNumber, 20_000)
+  .option('--move-rate <records/s>', 'records a second this node repairs at most; a membership change\'s copies share it: each of the nodes that copy in it takes its part', wholeNumber, 20_000)
   .option('--move-bytes <MiB/s>', 'MiB a second this node copies at most while it takes over partitions or repairs them', wholeNumber, 32)
+  .option('--moves-at-once <partitions>', 'partitions a membership change moves at once when this node is the claimant (a wave: queued ones are staged as others finish)', wholeNumber, 64)
   .option('--move-loop-delay <ms>', "slow copies and repairs down (to a tenth of --move-rate at least) while the cluster's latest event loop runs later than this (p99 over a heartbeat); 0: always at --move-rate (the default)", wholeNumber, 0)
   .option('--tombstone-grace <ms>', 'purge tombstones and expired values this long after they died', wholeNumber, 10 * 24 * 60 * 60 * 1000)
   .option('--metrics-port <port>', 'serve Prometheus metrics on http://<listen host>:<port>/metrics', wholeNumber)
@@ -127,6 +129,7 @@ program
       repairRecordsPerSecond: o.moveRate,
       repairBytesPerSecond: o.moveBytes * mebibyte,
       moveLoopDelayTargetMs: o.moveLoopDelay,
+      movesAtOnce: o.movesAtOnce,
       tombstoneGraceMs: o.tombstoneGrace,
       clockOffsetMaxMs: o.clockOffsetMax,
       connectionsMax: o.maxConnections,
@@ -351,35 +354,45 @@ program
   .option('--watch', 'keep printing every 2 s until nothing is being copied')
   .action(async (o) => {
     await withClient(async (db) => {
+      // Partitions a node still has to take: those it copies now and those queued for later waves.
+      const leftOf = async (): Promise<Map<string, number>> => {
+        const map = topologyMap(await db.topology())
+        return new Map(map.nodes.map((id) => [id, queuedPartitionsOf(map, id).length]))
+      }
       let before = await db.nodeViews()
+      let queuedBefore = await leftOf()
       let at = Date.now()
       for (;;) {
         await new Promise((r) => setTimeout(r, 2000))
         const now = await db.nodeViews()
+        const queuedNow = await leftOf()
         const seconds = (Date.now() - at) / 1000
         // What is left, from the partitions' sizes: an ETA at the measured copy rate while no
         // partition has completed yet.
         const left = await db.copiesLeft().catch(() => [])
-        const rows = [['NODE', 'MAP EPOCH', 'PARTITIONS LEFT', 'COPIED (records, MB)', 'RATE (records/s, MB/s)', 'PARTITIONS/s', 'ETA', 'RECORDS LEFT (approx.)']]
+        const rows = [['NODE', 'MAP EPOCH', 'PARTITIONS LEFT (queued)', 'COPIED (records, MB)', 'RATE (records/s, MB/s)', 'PARTITIONS/s', 'ETA', 'RECORDS LEFT (approx.)']]
         for (const v of now) {
           const was = before.find((b) => b.id === v.id)
           const records = was === undefined ? 0 : (v.recordsCopied - was.recordsCopied) / seconds
           const bytes = was === undefined ? 0 : (v.bytesCopied - was.bytesCopied) / seconds
-          const done = was === undefined ? 0 : (was.partitionsFilling - v.partitionsFilling) / seconds
+          const queued = queuedNow.get(v.id) ?? 0
+          const partitionsLeft = v.partitionsFilling + queued
+          const done = was === undefined ? 0 : (was.partitionsFilling + (queuedBefore.get(v.id) ?? 0) - partitionsLeft) / seconds
           const l = left.find((x) => x.node === v.id)
           const remaining = l === undefined ? undefined : Math.max(0, l.source - l.held)
-          // Partitions count down as each is compared with every replica, after the copy of all of them.
+          // Partitions count down as each is compared with every replica; a wave's copies come
+          // first, so while none has counted down yet the records left say more.
           const eta =
-            v.partitionsFilling === 0
+            partitionsLeft === 0
               ? '-'
               : done > 0
-                ? `~${Math.ceil(v.partitionsFilling / done)} s`
+                ? `~${Math.ceil(partitionsLeft / done)} s`
                 : records > 0
                   ? remaining !== undefined
                     ? `~${Math.ceil(remaining / records)} s to copy, then compare`
                     : 'copying; known once partitions complete'
                   : 'unknown yet'
-          rows.push([v.id, String(v.epoch), String(v.partitionsFilling), `${v.recordsCopied}, ${(v.bytesCopied / 1e6).toFixed(1)}`, `${Math.round(records)}, ${(bytes / 1e6).toFixed(2)}`, done.toFixed(2), eta, remaining === undefined ? '-' : remaining.toLocaleString('en-US')])
+          rows.push([v.id, String(v.epoch), queued > 0 ? `${partitionsLeft} (${queued})` : String(partitionsLeft), `${v.recordsCopied}, ${(v.bytesCopied / 1e6).toFixed(1)}`, `${Math.round(records)}, ${(bytes / 1e6).toFixed(2)}`, done.toFixed(2), eta, remaining === undefined ? '-' : remaining.toLocaleString('en-US')])
         }
         const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
         const change = changeInWords(await db.topology())
@@ -392,6 +405,7 @@ program
         }
         process.stdout.write('\n')
         before = now
+        queuedBefore = queuedNow
         at = Date.now()
       }
     })

@@ -46,9 +46,12 @@ export function planInWords(plan: MembershipPlan, sizes: ReadonlyMap<number, { r
   for (const [id, n] of [...perNode].sort(([a], [b]) => a.localeCompare(b))) rows.push([id, String(n.gains), String(n.loses), n.records.toLocaleString('en-US'), (n.bytes / 1e6).toFixed(1)])
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
   for (const row of rows) lines.push(`  ${row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}`)
-  // Nodes copy in parallel, each paced on its own: the one copying most sets the time.
-  const slowest = Math.max(...[...perNode.values()].map((n) => Math.max(n.records / defaultRecordsPerSecond, n.bytes / defaultBytesPerSecond)))
-  lines.push(`  at the default move rate (20,000 records/s and 32 MiB/s per node) copying takes at least ${Math.ceil(slowest)} s; a busy machine copies slower (kumo transfers shows the real rate once it runs)`)
+  // The copying nodes share the move rate (each takes its part), so the one copying most at
+  // its part of the rate sets the time.
+  const copiers = [...perNode.values()].filter((n) => n.gains > 0)
+  const share = 1 / Math.max(1, copiers.length)
+  const slowest = Math.max(...copiers.map((n) => Math.max(n.records / (defaultRecordsPerSecond * share), n.bytes / (defaultBytesPerSecond * share))), 0)
+  lines.push(`  at the default move rate (20,000 records/s and 32 MiB/s for the change, shared by the ${copiers.length} node${copiers.length === 1 ? '' : 's'} that copy) copying takes at least ${Math.ceil(slowest)} s; a busy machine copies slower (kumo transfers shows the real rate once it runs)`)
   if (eachPartition) {
     for (const move of plan.moves) {
       const size = sizes.get(move.partition)

@@ -1,7 +1,7 @@
 import { createPicker, defaultLoadBalancing, loadBalancingPolicies, type LoadBalancing, type ReplicaPicker, type ReplicaStats, stickyOrder } from '../core/balancing.js'
 import { parseConsistency, type Consistency } from '../core/consistency.js'
 import { KumoError, toKumoError } from '../core/errors.js'
-import { describeChange, extraWriteLists, movingSummary, pendingPartitionsOf, writeLists } from '../core/handoff.js'
+import { describeChange, extraWriteLists, movingSummary, pendingPartitionsOf, queuedPartitionsOf, writeLists } from '../core/handoff.js'
 import { replicaSetIds, type MapChangeKind, type PartitionMap } from '../core/partition-map.js'
 import { mapFromMsg } from '../wire/map-codec.js'
 import { partitionOf } from '../core/partitioner.js'
@@ -134,6 +134,8 @@ export interface Topology {
   change: { epoch: number; kind: MapChangeKind; adds: string[]; removes: string[]; cancelled: boolean } | undefined
   targets: string[][] | undefined
   retiring: string[][] | undefined
+  /** While a change moves partitions a wave at a time: each partition's end list (queued ones differ from `targets`). */
+  goal: string[][] | undefined
 }
 
 const empty = Buffer.alloc(0)
@@ -163,25 +165,26 @@ function toTopology(msg: TopologyMsg): Topology {
 }
 
 /** The change fields of a topology message (mapFromMsg checks and decodes them). */
-function changeOf(msg: TopologyMsg): Pick<Topology, 'change' | 'targets' | 'retiring'> {
+function changeOf(msg: TopologyMsg): Pick<Topology, 'change' | 'targets' | 'retiring' | 'goal'> {
   const map = mapFromMsg(msg)
-  if (map?.change === undefined) return { change: undefined, targets: undefined, retiring: undefined }
+  if (map?.change === undefined) return { change: undefined, targets: undefined, retiring: undefined, goal: undefined }
   const { epoch, kind, adds, removes, cancelled } = map.change
   return {
     change: { epoch, kind, adds: [...adds], removes: [...removes], cancelled: cancelled === true },
     targets: map.targets!.map((l) => [...l]),
     retiring: map.retiring!.map((l) => [...l]),
+    goal: map.goal?.map((l) => [...l]),
   }
 }
 
 /** The partition map a topology describes (its node states aside). */
 export function topologyMap(topology: Topology): PartitionMap {
-  const { change, targets, retiring } = topology
+  const { change, targets, retiring, goal } = topology
   return {
     epoch: topology.epoch,
     partitionCount: topology.partitionCount,
     replicationFactor: topology.replicationFactor,
-    nodes: [...new Set([...topology.partitions.flat(), ...(targets ?? []).flat(), ...(retiring ?? []).flat()])].sort(),
+    nodes: [...new Set([...topology.partitions.flat(), ...(targets ?? []).flat(), ...(retiring ?? []).flat(), ...(goal ?? []).flat()])].sort(),
     replicas: topology.partitions,
     ...(topology.removed.length > 0 ? { removed: topology.removed } : {}),
     ...(change === undefined || targets === undefined || retiring === undefined
@@ -190,6 +193,7 @@ export function topologyMap(topology: Topology): PartitionMap {
           // A partition that does not move shares its list (handoff's identity check).
           targets: targets.map((l, p) => (l.length === 0 || sameList(l, topology.partitions[p]!) ? topology.partitions[p]! : l)),
           retiring,
+          ...(goal !== undefined ? { goal } : {}),
           change: { epoch: change.epoch, kind: change.kind, adds: change.adds, removes: change.removes, ...(change.cancelled ? { cancelled: true } : {}) },
         }),
   }
@@ -829,9 +833,10 @@ export class KumoClient {
 
   /**
    * Per node still copying for the change in flight: how many records its pending partitions
-   * hold on a current replica (`source`), and how many of those it holds already (`held`: its
-   * own copies, written by the copy or by clients meanwhile). `source - held` is roughly what
-   * is left to copy. Nodes or partitions that did not answer are left out.
+   * and those queued for later waves hold on a current replica (`source`), and how many of those
+   * it holds already (`held`: its own copies, written by the copy or by clients meanwhile).
+   * `source - held` is roughly what is left to copy. Nodes or partitions that did not answer are
+   * left out.
    */
   async copiesLeft(options: { timeoutMs?: number } = {}): Promise<{ node: string; partitions: number; source: number; held: number }[]> {
     await this.refresh().catch(() => undefined)
@@ -839,7 +844,7 @@ export class KumoClient {
     const timeoutMs = options.timeoutMs ?? 30_000
     const copying = map.nodes
       .filter((node) => this.nodeState.get(node)?.state !== 'down')
-      .map((node) => ({ node, pending: pendingPartitionsOf(map, node) }))
+      .map((node) => ({ node, pending: [...pendingPartitionsOf(map, node), ...queuedPartitionsOf(map, node)] }))
       .filter((c) => c.pending.length > 0)
     // Each pending partition's size on a current replica, asked once whoever gains it.
     const pending = [...new Set(copying.flatMap((c) => c.pending))]

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { pendingPartitionsOf, writeLists } from '../core/handoff.js'
+import { pendingPartitionsOf, queuedPartitionsOf, writeLists } from '../core/handoff.js'
 import type { PartitionMap } from '../core/partition-map.js'
 import { differingLeaves, LeafHasher, leafOf, planExchange, leafCountDefault, type KeyVersion } from '../core/digest.js'
 import { requiredAcks } from '../core/consistency.js'
@@ -140,17 +140,24 @@ export class AntiEntropy {
 
   /** Records a second this node's copies and exchanges may run at now (core/move-pace). */
   get moveRate(): number {
-    return this.pace.recordsPerSecond
+    return this.pace.recordsPerSecond * this.copyShare
   }
+
+  /**
+   * This node's share of a change's copying: 1 over the nodes that copy in it. The move rate
+   * bounds a change's copies across the cluster, not each copier's: a drain's three gainers
+   * copying at the full rate each cost the clients three joins' worth at once.
+   */
+  private copyShare = 1
 
   /** The byte budget follows the record budget: the same share of its own most. */
   private bytesPerSecond(): number {
-    return Math.max(1, (this.config.bytesPerSecondMax * this.pace.recordsPerSecond) / this.config.recordsPerSecondMax)
+    return Math.max(1, (this.config.bytesPerSecondMax * this.moveRate) / this.config.recordsPerSecondMax)
   }
 
   private setPace(recordsPerSecond: number): void {
     const now = Date.now()
-    this.recordPace.setRate(recordsPerSecond, now)
+    this.recordPace.setRate(Math.max(1, recordsPerSecond * this.copyShare), now)
     this.bytePace.setRate(this.bytesPerSecond(), now)
   }
 
@@ -189,12 +196,22 @@ export class AntiEntropy {
       this.readyPartitions.clear()
       this.readyEpoch = changeEpoch
     }
+    const copiers = next.change === undefined ? 1 : next.nodes.filter((id) => pendingPartitionsOf(next, id).length + queuedPartitionsOf(next, id).length > 0).length
+    const share = 1 / Math.max(1, copiers)
+    if (share !== this.copyShare) {
+      this.copyShare = share
+      this.setPace(this.pace.recordsPerSecond)
+    }
     const pending = new Set(pendingPartitionsOf(next, this.deps.selfId))
     for (const p of this.filling) if (!pending.has(p)) this.filling.delete(p)
     for (const p of this.readyPartitions) if (!pending.has(p)) this.readyPartitions.delete(p)
     const gained = [...pending].filter((p) => !this.filling.has(p) && !this.readyPartitions.has(p))
     if (gained.length === 0) return
-    for (const p of gained) this.filling.add(p)
+    for (const p of gained) {
+      this.filling.add(p)
+      this.gainedAt.set(p, next.epoch)
+    }
+    for (const p of this.gainedAt.keys()) if (!pending.has(p)) this.gainedAt.delete(p)
     this.fillAttempts = 0
     this.deps.logger.info({ partitions: gained.length, epoch: next.epoch }, 'copying the partitions this node is to hold')
     this.fill()
@@ -275,31 +292,21 @@ export class AntiEntropy {
     const changeEpoch = this.deps.membership.map?.change?.epoch ?? 0
     const run = this.chain.then(async () => {
       await this.deps.beforeFill?.()
-      // Copy only once every live node holds the map that staged the change: from then on every
-      // write a node coordinates reaches this node too, so what the copy and the comparison
-      // find is all there is to catch up on.
-      // Given up when the change moved on (cancelled, reverted, finished): nothing left to copy.
-      const waitStarted = Date.now()
-      let warned = false
-      while (!this.stopped && generation === this.fillGeneration && partitions.some((p) => this.filling.has(p)) && this.deps.membership.map?.change?.epoch === changeEpoch && !this.deps.membership.everyNodeOnEpoch(false, changeEpoch)) {
-        if (!warned && Date.now() - waitStarted > 30_000) {
-          warned = true
-          this.deps.logger.warn({ epoch: changeEpoch }, 'waiting to copy: some live node has not taken the map that staged the change yet')
-        }
-        await new Promise((resolve) => setTimeout(resolve, 50))
+      // A move starts slow and speeds up while the cluster keeps up (core/move-pace); its later
+      // waves go on at the pace the earlier ones reached.
+      if (this.pacedChange !== changeEpoch) {
+        this.pacedChange = changeEpoch
+        this.setPace(this.pace.restart())
       }
-      // Writes a node coordinated on the map before the staged one (not sent here) may still be
-      // landing on the old replicas: they are bounded by the replica timeout. After this, all of
-      // them are on the replicas the copy and the comparison read.
-      if (this.agreedOn?.epoch !== changeEpoch) this.agreedOn = { epoch: changeEpoch, atMs: Date.now() }
-      const lateWritesLeftMs = this.agreedOn.atMs + lateWritesMs - Date.now()
-      if (lateWritesLeftMs > 0 && this.deps.membership.map?.change?.epoch === changeEpoch) await new Promise((resolve) => setTimeout(resolve, lateWritesLeftMs))
-      // A move starts slow and speeds up while the cluster keeps up (core/move-pace).
-      this.setPace(this.pace.restart())
       const copyStarted = Date.now()
       const copiedBefore = this.copiedRecords
       const resumed = { done: 0, partly: 0 }
+      // The earlier waves' partitions first: their maps are agreed on already.
+      partitions.sort((a, b) => (this.gainedAt.get(a) ?? 0) - (this.gainedAt.get(b) ?? 0) || a - b)
       for (const partition of partitions) {
+        if (generation !== this.fillGeneration || this.stopped) return
+        if (!this.filling.has(partition)) continue
+        await this.untilAgreed(this.gainedAt.get(partition) ?? changeEpoch, changeEpoch, () => generation === this.fillGeneration && this.filling.has(partition))
         if (generation !== this.fillGeneration || this.stopped) return
         if (!this.filling.has(partition)) continue
         const from = await this.copyPartition(partition, changeEpoch).catch((err) => {
@@ -316,7 +323,8 @@ export class AntiEntropy {
     })
     this.chain = run.catch(() => undefined)
     run
-      .then(() => this.compareFilled(partitions))
+      // A newer fill (a later wave) stopped this one's copies: it copies and compares them.
+      .then(() => (generation === this.fillGeneration ? this.compareFilled(partitions) : undefined))
       .then(after, (err) => {
         this.deps.logger.warn({ err }, 'filling gained partitions failed')
         after()
@@ -337,6 +345,8 @@ export class AntiEntropy {
         while (next < partitions.length && !this.stopped) {
           const partition = partitions[next++]!
           if (!this.filling.has(partition)) continue
+          await this.lateWritesLanded(partition)
+          if (!this.filling.has(partition) || this.stopped) continue
           const started = Date.now()
           const r = await this.repairNow([partition], { copiedFrom: this.wholeCopies.get(partition) })
           total.partitions++
@@ -420,7 +430,49 @@ export class AntiEntropy {
   }
 
   /** When this node first saw every live node on the staged map of the change it copies for. */
-  private agreedOn: { epoch: number; atMs: number } | undefined
+  /** The change whose copy pace was started (restarted once per change, not per wave). */
+  private pacedChange = 0
+  /** Per pending partition of this node, the map epoch that made it pending (its wave). */
+  private readonly gainedAt = new Map<number, number>()
+  /** When this node first saw every live node on a map epoch, by epoch (the latest few). */
+  private readonly agreedAt = new Map<number, number>()
+
+  /**
+   * Waits until a partition staged by map `epoch` may be copied: once every live node holds that
+   * map, every write a node coordinates reaches this node too, so what the copy and the
+   * comparison find is all there is to catch up on. Gives up when the change moved on
+   * (cancelled, reverted, finished) or `wanted` says the partition is no longer to be copied.
+   */
+  private async untilAgreed(epoch: number, changeEpoch: number, wanted: () => boolean): Promise<void> {
+    const going = (): boolean => !this.stopped && wanted() && this.deps.membership.map?.change?.epoch === changeEpoch
+    const waitStarted = Date.now()
+    let warned = false
+    while (going() && !this.agreedAt.has(epoch) && !this.deps.membership.everyNodeOnEpoch(false, epoch)) {
+      if (!warned && Date.now() - waitStarted > 30_000) {
+        warned = true
+        this.deps.logger.warn({ epoch }, 'waiting to copy: some live node has not taken the map that staged these partitions yet')
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    if (!going()) return
+    if (!this.agreedAt.has(epoch)) {
+      this.agreedAt.set(epoch, Date.now())
+      // Kept for the latest few epochs: a change's waves are staged one after another.
+      for (const old of this.agreedAt.keys()) if (this.agreedAt.size > 64 && old !== epoch) this.agreedAt.delete(old)
+    }
+  }
+
+  /**
+   * Waits until writes coordinated on a map older than the one that made `partition` pending
+   * (not sent here) have landed on the old replicas: they are bounded by the replica timeout,
+   * so lateWritesMs after every node held the newer map. The final comparison starts only then,
+   * so it finds them; the copy before it need not wait (what it misses, the comparison pulls).
+   */
+  private async lateWritesLanded(partition: number): Promise<void> {
+    const agreed = this.agreedAt.get(this.gainedAt.get(partition) ?? -1)
+    const leftMs = agreed === undefined ? lateWritesMs : agreed + lateWritesMs - Date.now()
+    if (leftMs > 0 && !this.stopped) await new Promise((resolve) => setTimeout(resolve, leftMs))
+  }
 
   /** Per gained partition, the replica it was copied from whole, in one pass (repairNow's fill). */
   private readonly wholeCopies = new Map<number, string>()

@@ -1,7 +1,7 @@
 import { ClockOffsets } from '../core/clock-offsets.js'
 import { PhiAccrualDetector, type NodeHealth, type PhiAccrualConfig } from '../core/failure-detector.js'
 import { KumoError } from '../core/errors.js'
-import { advance, cancelChange, describeChange, movingSummary, pendingPartitions, pendingPartitionsOf, stageChange } from '../core/handoff.js'
+import { advance, cancelChange, describeChange, movesAtOnceDefault, movingSummary, pendingPartitions, pendingPartitionsOf, queuedPartitions, stageChange } from '../core/handoff.js'
 import { assignPartitions, diffMaps, newerMap, removedOf, replaceNode, type MapChange, type PartitionMap, type PartitionMapConfig } from '../core/partition-map.js'
 import { plannedMoves, type ChangePlan, type PlanKind } from '../core/change-plan.js'
 import type { GossipMsg, MemberMsg } from '../wire/messages.js'
@@ -48,6 +48,8 @@ export interface MembershipConfig {
   foundingRoundsMax: number
   phi: Partial<PhiAccrualConfig>
   partitions: PartitionMapConfig
+  /** Partitions a change moves at once (core/handoff waves; default movesAtOnceDefault). */
+  movesAtOnce?: number
 }
 
 export interface MembershipIo {
@@ -396,7 +398,8 @@ export class Membership {
       const member = this.members.get(id)
       if (member !== undefined) this.declined.set(id, member.generation)
     }
-    const reverted = pendingPartitions(map).length
+    // Copying or queued for a later wave: they stay where they were.
+    const reverted = pendingPartitions(map).length + queuedPartitions(map).length
     const next = cancelChange(map)
     this.adoptOwn(next)
     return { epoch: next.epoch, partitionsReverted: reverted }
@@ -412,7 +415,7 @@ export class Membership {
     const goal = goalOf()
     // Replicas that go to another node; a list that only shrinks (a cluster falling below N) moves nothing.
     const replicasMoved = diffMaps(map, goal).filter((m) => m.to !== undefined).length
-    const next = stageChange(map, goal, change)
+    const next = stageChange(map, goal, change, this.config.movesAtOnce ?? movesAtOnceDefault)
     this.adoptOwn(next)
     return { epoch: next.epoch, replicasMoved }
   }
@@ -482,6 +485,7 @@ export class Membership {
       // A new replica whose storage fails writes cannot catch up either: its moves revert too.
       down: (id) => !this.isAlive(id) || this.members.get(id)?.status !== 'up' || (id === this.self.id && this.stopping),
       everyNodeOnEpoch: this.everyNodeOnEpoch(),
+      movesAtOnce: this.config.movesAtOnce ?? movesAtOnceDefault,
     })
     if (result.map !== map) this.adoptOwn(result.map)
   }

@@ -22,12 +22,25 @@ import { assertValidMap, removedOf, type MapChange, type PartitionMap } from './
  *     replicas drop out of the write set.
  *  5. cleanup (outside: the stray-data sweep): a node deletes its copy of a partition it takes
  *     no writes of once every live node holds a map at least as new as its own.
- * A pending replica that goes down reverts its partitions to stage 0 (advance), as does
- * cancelChange for every partition still in stage 1; the old lists never stopped taking
- * writes, so nothing is lost either way. When no partition is moving the change is finished:
+ * Partitions move a wave at a time (`movesAtOnce` at most in stage 1): the others wait in
+ * stage 0 with their end list in `goal` (queued), and each step of the claimant that switches
+ * partitions stages as many queued ones in their place. A move's fixed costs (an extra replica on every write of a pending partition, one
+ * more quorum acknowledgement, the final comparison) then fall on a wave's share of the writes,
+ * not on all of them for the whole change.
+ * A pending replica that goes down reverts its partitions to stage 0 (advance), and its queued
+ * ones stay where they are, as does cancelChange for every partition still in stage 1 or
+ * queued; the old lists never stopped taking writes, so nothing is lost either way. When no partition is moving the change is finished:
  * the nodes a leave, remove or replace took out, and that hold nothing any more, are listed as
  * removed for good.
  */
+
+/**
+ * Partitions a change moves at once by default (a wave). A smaller wave puts a move's extra
+ * replica and extra acknowledgement on fewer of the clients' writes; each partition staged
+ * costs the copier a wait for every node to hold its map and for writes coordinated on older
+ * maps to land (anti-entropy), which a larger wave overlaps more.
+ */
+export const movesAtOnceDefault = 64
 
 /**
  * Per partition, the nodes that take its writes but are not read replicas: pending (stage 1)
@@ -96,6 +109,55 @@ export function pendingPartitionsOf(map: PartitionMap, id: string): number[] {
   return out
 }
 
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  return a === b || (a.length === b.length && a.every((id) => b.includes(id)))
+}
+
+/** Whether partition `p` waits for a later wave: it is to move, and its wave has not been staged. */
+export function isQueued(map: PartitionMap, p: number): boolean {
+  const goal = map.goal?.[p]
+  return goal !== undefined && !isPending(map, p) && (map.retiring?.[p]?.length ?? 0) === 0 && !sameSet(goal, map.replicas[p]!)
+}
+
+/** Partitions waiting for a later wave. */
+export function queuedPartitions(map: PartitionMap): number[] {
+  const out: number[] = []
+  if (map.goal === undefined) return out
+  for (let p = 0; p < map.partitionCount; p++) if (isQueued(map, p)) out.push(p)
+  return out
+}
+
+/** Queued partitions `id` is to become a new replica of (it copies them in a later wave). */
+export function queuedPartitionsOf(map: PartitionMap, id: string): number[] {
+  return queuedPartitions(map).filter((p) => map.goal![p]!.includes(id) && !map.replicas[p]!.includes(id))
+}
+
+/**
+ * Stages up to `count` queued partitions (targets[p] := goal[p]), taking them in turn from each
+ * node that gains replicas, so that every new replica copies from the first wave on.
+ * Deterministic: the same map gives the same wave on every claimant.
+ */
+function stageWave(replicas: readonly (readonly string[])[], targets: (readonly string[])[], goal: readonly (readonly string[])[], queued: readonly number[], count: number): void {
+  const byGainer = new Map<string, number[]>()
+  for (const p of queued) {
+    const gainer = goal[p]!.find((id) => !replicas[p]!.includes(id)) ?? goal[p]![0]!
+    let list = byGainer.get(gainer)
+    if (list === undefined) byGainer.set(gainer, (list = []))
+    list.push(p)
+  }
+  const lanes = [...byGainer.keys()].sort().map((id) => byGainer.get(id)!)
+  let staged = 0
+  for (let i = 0; staged < count && lanes.some((lane) => i < lane.length); i++) {
+    for (const lane of lanes) {
+      if (staged >= count) break
+      if (i < lane.length) {
+        targets[lane[i]!] = goal[lane[i]!]!
+        staged++
+      }
+    }
+  }
+}
+
 /** Whether `id` takes writes of partition `p` (a read replica, a pending one, or a retiring one). */
 export function takesWrites(map: PartitionMap, p: number, id: string): boolean {
   return writeLists(map)[p]!.includes(id)
@@ -104,31 +166,40 @@ export function takesWrites(map: PartitionMap, p: number, id: string): boolean {
 /**
  * Starts moving `map` towards `next` (a map assignPartitions, removeNode or replaceNode made
  * from it): partitions whose replica *set* is unchanged take `next`'s order at once (a new
- * primary moves no data); the others get `next`'s list as their target. With nothing to move,
- * the change finishes at once.
+ * primary moves no data); the others get `next`'s list as their goal, and the first
+ * `movesAtOnce` of them as their target (the first wave). With nothing to move, the change
+ * finishes at once.
  */
-export function stageChange(map: PartitionMap, next: PartitionMap, change: Omit<MapChange, 'epoch' | 'cancelled'>): PartitionMap {
+export function stageChange(map: PartitionMap, next: PartitionMap, change: Omit<MapChange, 'epoch' | 'cancelled'>, movesAtOnce = Infinity): PartitionMap {
   assert.ok(map.change === undefined, 'one change at a time')
   assert.equal(next.partitionCount, map.partitionCount)
+  assert.ok(movesAtOnce >= 1, 'a wave moves at least one partition')
   const epoch = map.epoch + 1
   const replicas: (readonly string[])[] = []
-  const targets: (readonly string[])[] = []
+  const goal: (readonly string[])[] = []
+  const queued: number[] = []
   for (let p = 0; p < map.partitionCount; p++) {
     const was = map.replicas[p]!
     const now = next.replicas[p]!
-    const same = was.length === now.length && now.every((id) => was.includes(id))
+    const same = sameSet(was, now)
     replicas.push(same ? now : was)
-    targets.push(now)
+    goal.push(now)
+    if (!same) queued.push(p)
   }
+  const targets = [...replicas]
+  stageWave(replicas, targets, goal, queued, movesAtOnce)
   const staged: PartitionMap = {
     epoch,
     partitionCount: map.partitionCount,
     replicationFactor: map.replicationFactor,
-    nodes: nodesOf(replicas, targets),
+    nodes: nodesOf(replicas, targets, goal),
     replicas,
     ...(removedOf(map).length > 0 ? { removed: removedOf(map) } : {}),
     targets,
     retiring: replicas.map(() => none),
+    // Only while some partition waits for a later wave: otherwise the goal is the targets, and
+    // the map is the one nodes from before waves make and read.
+    ...(queued.length > movesAtOnce ? { goal } : {}),
     change: { kind: change.kind, adds: [...change.adds].sort(), removes: [...change.removes].sort(), epoch },
   }
   if (pendingPartitions(staged).length === 0) return finish(staged)
@@ -155,6 +226,8 @@ export interface AdvanceInput {
   down(id: string): boolean
   /** Whether every live node holds a map at least as new as `map` (so all know of its switches). */
   everyNodeOnEpoch: boolean
+  /** Partitions in stage 1 at once, at most: queued ones are staged as others switch (default: all at once). */
+  movesAtOnce?: number
 }
 
 /**
@@ -174,7 +247,17 @@ export function advance(map: PartitionMap, input: AdvanceInput): AdvanceResult {
     if (pending.some((id) => input.down(id))) reverted.push(p)
     else if (pending.every((id) => input.ready(p, id))) switched.push(p)
   }
-  if (switched.length === 0 && reverted.length === 0 && retired.length === 0) return unchanged
+  // Queued partitions whose new replica is down stay where they are, as its pending ones do.
+  const queued = queuedPartitions(map)
+  const dropped = queued.filter((p) => map.goal![p]!.some((id) => !map.replicas[p]!.includes(id) && input.down(id)))
+  const droppedSet = new Set(dropped)
+  const waiting = queued.filter((p) => !droppedSet.has(p))
+  const movesAtOnce = input.movesAtOnce ?? Infinity
+  const stillPending = pendingPartitions(map).length - switched.length - reverted.length
+  // Topped up in the same step that switched partitions (no map more): each new one waits for
+  // its own map to reach every node, so nothing is gained by staging them in bigger batches.
+  const wave = waiting.length > 0 && stillPending < movesAtOnce ? Math.min(waiting.length, movesAtOnce - stillPending) : 0
+  if (switched.length === 0 && reverted.length === 0 && retired.length === 0 && dropped.length === 0 && wave === 0) return unchanged
   const switchedSet = new Set(switched)
   const revertedSet = new Set(reverted)
   const retiredSet = new Set(retired)
@@ -186,12 +269,25 @@ export function advance(map: PartitionMap, input: AdvanceInput): AdvanceResult {
     const left = map.replicas[p]!.filter((id) => !replicas[p]!.includes(id))
     return left.length === 0 ? none : left
   })
-  const next: PartitionMap = { ...map, epoch: map.epoch + 1, replicas, targets, retiring, nodes: nodesOf(replicas, targets, retiring) }
-  if (pendingPartitions(next).length + retiringPartitions(next).length > 0) {
-    assertValidMap(next)
-    return { map: next, switched, retired, reverted, finished: false }
+  // A partition that reverted or was dropped ends where it is.
+  const goal = map.goal?.map((list, p) => (revertedSet.has(p) || droppedSet.has(p) ? replicas[p]! : list))
+  if (goal !== undefined && wave > 0) stageWave(replicas, targets, goal, waiting, wave)
+  const next: PartitionMap = {
+    ...map,
+    epoch: map.epoch + 1,
+    replicas,
+    targets,
+    retiring,
+    ...(goal !== undefined ? { goal } : {}),
+    ...(wave > 0 ? { change: { ...map.change, waveEpoch: map.epoch + 1 } } : {}),
+    nodes: nodesOf(replicas, targets, retiring, goal),
   }
-  return { map: finish(next), switched, retired, reverted, finished: true }
+  const reportedReverted = [...reverted, ...dropped].sort((a, b) => a - b)
+  if (pendingPartitions(next).length + retiringPartitions(next).length + queuedPartitions(next).length > 0) {
+    assertValidMap(next)
+    return { map: next, switched, retired, reverted: reportedReverted, finished: false }
+  }
+  return { map: finish(next), switched, retired, reverted: reportedReverted, finished: true }
 }
 
 /**
@@ -202,10 +298,13 @@ export function advance(map: PartitionMap, input: AdvanceInput): AdvanceResult {
  */
 export function cancelChange(map: PartitionMap): PartitionMap {
   assert.ok(map.change !== undefined && map.targets !== undefined && map.retiring !== undefined, 'a change is in flight')
+  const targets = map.targets.map((list, p) => (isPending(map, p) ? map.replicas[p]! : list))
   const next: PartitionMap = {
     ...map,
     epoch: map.epoch + 1,
-    targets: map.targets.map((list, p) => (isPending(map, p) ? map.replicas[p]! : list)),
+    targets,
+    // Queued partitions stay where they are: the goal is what the targets are now.
+    ...(map.goal !== undefined ? { goal: targets } : {}),
     change: { ...map.change, cancelled: true },
   }
   if (retiringPartitions(next).length > 0) {
@@ -222,13 +321,13 @@ export function cancelChange(map: PartitionMap): PartitionMap {
  */
 function finish(map: PartitionMap): PartitionMap {
   const change = map.change
-  assert.ok(change !== undefined && pendingPartitions(map).length === 0 && retiringPartitions(map).length === 0, 'finish only a change that moves nothing')
+  assert.ok(change !== undefined && pendingPartitions(map).length === 0 && retiringPartitions(map).length === 0 && queuedPartitions(map).length === 0, 'finish only a change that moves nothing')
   const nodes = nodesOf(map.replicas, [])
   // A node the change was taking out that holds nothing any more is removed even when the
   // change was cancelled: its drain had finished before the cancel took effect.
   const gone = change.removes.filter((id) => !nodes.includes(id))
   const removed = [...new Set([...removedOf(map), ...gone])].sort()
-  const { targets: _targets, retiring: _retiring, change: _change, removed: _removed, ...rest } = map
+  const { targets: _targets, retiring: _retiring, goal: _goal, change: _change, removed: _removed, ...rest } = map
   const done: PartitionMap = { ...rest, nodes, ...(removed.length > 0 ? { removed } : {}) }
   assertValidMap(done)
   return done
@@ -255,10 +354,11 @@ export function describeChange(change: MapChange): string {
   return `${what} (epoch ${change.epoch}${change.cancelled === true ? ', cancelled' : ''})`
 }
 
-/** "12 partitions copying, 3 retiring": what the change in flight still moves. */
+/** "12 partitions copying, 3 retiring, 40 queued": what the change in flight still moves. */
 export function movingSummary(map: PartitionMap): string {
   const pending = pendingPartitions(map).length
   const retiring = retiringPartitions(map).length
-  return `${pending} partition${pending === 1 ? '' : 's'} copying, ${retiring} retiring`
+  const queued = queuedPartitions(map).length
+  return `${pending} partition${pending === 1 ? '' : 's'} copying, ${retiring} retiring${queued > 0 ? `, ${queued} queued` : ''}`
 }
 

@@ -31,7 +31,15 @@ export interface PartitionMap {
    * elsewhere). Absent when nothing moves.
    */
   readonly retiring?: readonly (readonly string[])[]
-  /** The membership change in flight, with `targets` and `retiring`. */
+  /**
+   * While a change is in flight: per partition, the list the change ends it on. A partition
+   * whose goal differs from its read list (as a set) and that is not pending yet is queued: the
+   * claimant moves partitions a wave at a time (core/handoff), so `targets` differs from
+   * `replicas` only for the wave. Absent in maps of a change staged before waves existed: the
+   * goal is then `targets`.
+   */
+  readonly goal?: readonly (readonly string[])[]
+  /** The membership change in flight, with `targets`, `retiring` and `goal`. */
   readonly change?: MapChange
 }
 
@@ -46,6 +54,12 @@ export interface MapChange {
   readonly removes: readonly string[]
   /** Set by cancelChange on the way to finishing: nobody is removed. */
   readonly cancelled?: boolean
+  /**
+   * The epoch of the map that staged the latest wave (absent: the change's own epoch). A client
+   * whose map is older may not know which partitions move, so its direct writes to moving
+   * partitions are refused (node/coordinator).
+   */
+  readonly waveEpoch?: number
 }
 
 export type MapChangeKind = 'join' | 'leave' | 'remove' | 'replace'
@@ -308,10 +322,15 @@ export function assertValidMap(map: PartitionMap): void {
   }
   assert.equal(map.targets === undefined, map.change === undefined, 'targets exactly while a change is in flight')
   assert.equal(map.retiring === undefined, map.change === undefined, 'retiring lists exactly while a change is in flight')
+  assert.ok(map.goal === undefined || map.change !== undefined, 'goal lists only while a change is in flight')
   for (const list of map.replicas) check(list, map.targets === undefined)
   if (map.targets !== undefined) {
     assert.equal(map.targets.length, map.partitionCount)
     for (const list of map.targets) check(list, false)
+    if (map.goal !== undefined) {
+      assert.equal(map.goal.length, map.partitionCount)
+      for (const list of map.goal) check(list, false)
+    }
     map.retiring!.forEach((list, p) => {
       for (const id of list) {
         assert.ok(members.has(id), 'retiring replicas are members')
@@ -357,7 +376,11 @@ export function newerMap(a: PartitionMap, b: PartitionMap): PartitionMap {
 }
 
 export function mapFingerprint(map: PartitionMap): number {
-  return murmurhash.v3(JSON.stringify([map.nodes, map.replicas, removedOf(map), map.targets ?? null, map.retiring ?? null, map.change ?? null]), 0)
+  // The goal only when there is one: a map without it hashes as it did before waves existed, so
+  // nodes of both versions pick the same winner between two maps of one epoch.
+  const fields: unknown[] = [map.nodes, map.replicas, removedOf(map), map.targets ?? null, map.retiring ?? null, map.change ?? null]
+  if (map.goal !== undefined) fields.push(map.goal)
+  return murmurhash.v3(JSON.stringify(fields), 0)
 }
 
 /**

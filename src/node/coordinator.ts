@@ -193,17 +193,17 @@ export class Coordinator {
 
   /**
    * A client's direct write to a partition a membership change moves, sent with a map older
-   * than the change, went to the old replicas only, counting W of them: the new replicas might
+   * than the change (or than its latest wave), went to the old replicas only, counting W of them: the new replicas might
    * never see it before reads move to them. Refused (the client hands the write to a node,
    * which writes the whole write set, and refreshes its map from this answer's epoch).
    */
   private checkClientMap(partitions: readonly number[], clientEpoch: number | undefined): void {
     const map = this.partitionMap
-    if (map.change === undefined || clientEpoch === undefined || clientEpoch === 0 || clientEpoch >= map.change.epoch) return
+    if (map.change === undefined || clientEpoch === undefined || clientEpoch === 0 || clientEpoch >= (map.change.waveEpoch ?? map.change.epoch)) return
     const extra = extraWriteLists(map)
     for (const p of partitions) {
       if (extra[p]!.length > 0) {
-        throw new KumoError('UNAVAILABLE', `partition ${p} is moving (membership change of map epoch ${map.change.epoch}) and the client's map (epoch ${clientEpoch}) predates it: write through a node, and refresh the map`)
+        throw new KumoError('UNAVAILABLE', `partition ${p} is moving (membership change of map epoch ${map.change.epoch}, its latest wave staged at ${map.change.waveEpoch ?? map.change.epoch}) and the client's map (epoch ${clientEpoch}) predates it: write through a node, and refresh the map`)
       }
     }
   }

@@ -58,7 +58,7 @@ export class NodeMetrics {
     this.repairPartitionsRepaired = new Gauge({ name: 'kumo_repair_partitions_repaired', help: 'Partitions held that anti-entropy has repaired since start', registers })
     this.repairInProgress = new Gauge({ name: 'kumo_repair_in_progress', help: '1 while anti-entropy runs', registers })
     this.partitionsFilling = new Gauge({ name: 'kumo_partitions_filling', help: 'Partitions a membership change makes this node a new replica of that it is still copying (not read here until done)', registers })
-    this.partitionsMoving = new Gauge({ name: 'kumo_partitions_moving', help: 'Partitions the membership change in flight still moves, as this node\'s map says: copying (new replicas catching up) or retiring (reads moved; old replicas still take writes)', labelNames: ['stage'], registers })
+    this.partitionsMoving = new Gauge({ name: 'kumo_partitions_moving', help: 'Partitions the membership change in flight still moves, as this node\'s map says: copying (new replicas catching up), retiring (reads moved; old replicas still take writes) or queued (waiting for a later wave)', labelNames: ['stage'], registers })
     this.partitionsStray = new Gauge({ name: 'kumo_partitions_stray', help: 'Partitions this node holds data of without taking their writes, kept until every node holds the map that moved them', registers })
     this.partitionsHeld = new Gauge({ name: 'kumo_partitions_held', help: 'Partitions held, as primary or as any replica', labelNames: ['role'], registers })
     this.peers = new Gauge({ name: 'kumo_peers', help: 'Peers by state as this node sees them', labelNames: ['state'], registers })

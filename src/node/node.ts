@@ -30,7 +30,7 @@ import { AntiEntropy, defaultAntiEntropyConfig } from '../cluster/anti-entropy.j
 import { defaultHintDeliveryConfig, HintDelivery } from '../cluster/hint-delivery.js'
 import { defaultPurgerConfig, Purger } from '../cluster/purger.js'
 import { defaultStraySweeperConfig, StraySweeper } from '../cluster/stray-sweeper.js'
-import { pendingPartitions, retiringPartitions, takesWrites } from '../core/handoff.js'
+import { movesAtOnceDefault, pendingPartitions, queuedPartitions, retiringPartitions, takesWrites } from '../core/handoff.js'
 import { ClockSkewWatch, defaultClockOffsetMaxMs } from './clock-skew-watch.js'
 import { Coordinator } from './coordinator.js'
 import { HintSink } from './hint-sink.js'
@@ -122,6 +122,8 @@ export interface NodeOptions {
    * and repairs slow down, down to a tenth of their most (default 0: always at the most; 20 on a busy cluster).
    */
   moveLoopDelayTargetMs?: number
+  /** Partitions a membership change moves at once, a wave at a time, when this node stages or steps it (default 64). */
+  movesAtOnce?: number
   /** Client requests a node coordinates at once; past it, requests get OVERLOADED (default 10,000). */
   requestsInFlightMax?: number
   /** Hints held per target node at most; past it, writes for that node are left to anti-entropy (default 1,000,000). */
@@ -215,6 +217,7 @@ function checkOptions(o: NodeOptions): void {
   if (o.rowCacheBytes !== undefined && !(Number.isSafeInteger(o.rowCacheBytes) && o.rowCacheBytes >= 0)) bad('row cache size must be a whole number of bytes, 0 or more')
   if (o.purgeIntervalMs !== undefined && !(o.purgeIntervalMs >= 0)) bad('purge interval must be 0 or more')
   if (o.repairRecordsPerSecond !== undefined && !(Number.isFinite(o.repairRecordsPerSecond) && o.repairRecordsPerSecond >= 1)) bad('repair records a second must be at least 1')
+  if (o.movesAtOnce !== undefined && !(Number.isSafeInteger(o.movesAtOnce) && o.movesAtOnce >= 1)) bad('partitions moved at once must be a whole number, 1 or more')
   if (o.moveLoopDelayTargetMs !== undefined && !(Number.isFinite(o.moveLoopDelayTargetMs) && o.moveLoopDelayTargetMs >= 0)) bad('the move loop delay target must be 0 or more ms')
   if (o.repairBytesPerSecond !== undefined && !(Number.isFinite(o.repairBytesPerSecond) && o.repairBytesPerSecond >= 1)) bad('repair bytes a second must be at least 1')
   if (o.straySweepIntervalMs !== undefined && !(o.straySweepIntervalMs >= 0)) bad('stray sweep interval must be 0 or more')
@@ -373,6 +376,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     const map = membership.map
     m.partitionsMoving.set({ stage: 'copying' }, map === undefined ? 0 : pendingPartitions(map).length)
     m.partitionsMoving.set({ stage: 'retiring' }, map === undefined ? 0 : retiringPartitions(map).length)
+    m.partitionsMoving.set({ stage: 'queued' }, map === undefined ? 0 : queuedPartitions(map).length)
     m.partitionsHeld.set({ role: 'primary' }, map?.replicas.filter((l) => l[0] === options.id).length ?? 0)
     m.partitionsHeld.set({ role: 'replica' }, map?.replicas.filter((l) => l.includes(options.id)).length ?? 0)
     const states = { up: 0, suspect: 0, down: 0 }
@@ -425,6 +429,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       foundingRoundsMax: 10,
       phi: { firstIntervalMs: options.gossipIntervalMs ?? 1000 },
       partitions: partitionConfig,
+      movesAtOnce: options.movesAtOnce ?? movesAtOnceDefault,
     },
     {
       gossip: (id, addr, message) =>

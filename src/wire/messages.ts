@@ -134,7 +134,7 @@ export interface TopologyMsg {
   replicationFactor: number
   nodes: NodeInfoMsg[]
   /** Per partition: its read replicas, and while it moves, the list it moves to (`target`, else empty). */
-  partitions: { nodes: string[]; target?: string[]; retiring?: string[] }[]
+  partitions: { nodes: string[]; target?: string[]; retiring?: string[]; goal?: string[] }[]
   answeredBy: string
   repair?: RepairStateMsg | null
   /** Nodes removed for good. */
@@ -149,6 +149,10 @@ export interface MapChangeMsg {
   adds: string[]
   removes: string[]
   cancelled?: boolean
+  /** The partitions carry goal lists (a change moving a wave at a time). */
+  waves?: boolean
+  /** The epoch of the map that staged the latest wave (0 or absent: the change's own). */
+  waveEpoch?: number
 }
 
 export interface RepairStateMsg {
