@@ -193,11 +193,16 @@ export class AntiEntropy {
     }
     const changeEpoch = next.change?.epoch ?? 0
     if (changeEpoch !== this.readyEpoch) {
+      // A new change (or none): what this node gained for the last one is not this one's, even
+      // where the same partition is pending again; it is gained again below, at this map's epoch.
       this.readyPartitions.clear()
+      this.filling.clear()
+      this.gainedAt.clear()
       this.readyEpoch = changeEpoch
     }
-    const copiers = next.change === undefined ? 1 : next.nodes.filter((id) => pendingPartitionsOf(next, id).length + queuedPartitionsOf(next, id).length > 0).length
-    const share = 1 / Math.max(1, copiers)
+    // (A node that copies nothing in the change repairs at its whole rate.)
+    const copies = (id: string): boolean => pendingPartitionsOf(next, id).length + queuedPartitionsOf(next, id).length > 0
+    const share = next.change === undefined || !copies(this.deps.selfId) ? 1 : 1 / next.nodes.filter(copies).length
     if (share !== this.copyShare) {
       this.copyShare = share
       this.setPace(this.pace.recordsPerSecond)
@@ -307,12 +312,17 @@ export class AntiEntropy {
         if (generation !== this.fillGeneration || this.stopped) return
         if (!this.filling.has(partition)) continue
         await this.untilAgreed(this.gainedAt.get(partition) ?? changeEpoch, changeEpoch, () => generation === this.fillGeneration && this.filling.has(partition))
-        if (generation !== this.fillGeneration || this.stopped) return
+        if (generation !== this.fillGeneration || this.stopped || this.deps.membership.map?.change?.epoch !== changeEpoch) return
         if (!this.filling.has(partition)) continue
+        // A copy that starts before late writes have landed may miss one its source takes after
+        // the scan passed its key: its source then does not count as compared, and the final
+        // comparison covers it too.
+        const lateWritesIn = this.lateWritesLeftMs(partition) <= 0
         const from = await this.copyPartition(partition, changeEpoch).catch((err) => {
           this.deps.logger.warn({ err, partition }, 'copying a gained partition failed; repair takes over')
           return 'start' as const
         })
+        if (!lateWritesIn) this.wholeCopies.delete(partition)
         if (from === 'done') resumed.done++
         else if (from === 'partly') resumed.partly++
       }
@@ -466,12 +476,18 @@ export class AntiEntropy {
    * Waits until writes coordinated on a map older than the one that made `partition` pending
    * (not sent here) have landed on the old replicas: they are bounded by the replica timeout,
    * so lateWritesMs after every node held the newer map. The final comparison starts only then,
-   * so it finds them; the copy before it need not wait (what it misses, the comparison pulls).
+   * so it finds them; the copy before it need not wait (what it misses, the comparison pulls,
+   * with its source compared too when the copy started earlier).
    */
   private async lateWritesLanded(partition: number): Promise<void> {
-    const agreed = this.agreedAt.get(this.gainedAt.get(partition) ?? -1)
-    const leftMs = agreed === undefined ? lateWritesMs : agreed + lateWritesMs - Date.now()
+    const leftMs = this.lateWritesLeftMs(partition)
     if (leftMs > 0 && !this.stopped) await new Promise((resolve) => setTimeout(resolve, leftMs))
+  }
+
+  /** How long until lateWritesLanded(partition) would return (a whole lateWritesMs when its agreement is not known). */
+  private lateWritesLeftMs(partition: number): number {
+    const agreed = this.agreedAt.get(this.gainedAt.get(partition) ?? -1)
+    return agreed === undefined ? lateWritesMs : agreed + lateWritesMs - Date.now()
   }
 
   /** Per gained partition, the replica it was copied from whole, in one pass (repairNow's fill). */

@@ -29,6 +29,8 @@ export interface MemberView {
   ready?: readonly number[]
   /** How late its event loop ran over its last heartbeat interval (p99, ms; 0: not known). */
   loopDelayMs?: number
+  /** It moves a change's partitions in waves (reads goal lists and wave epochs): absent on older nodes. */
+  waves?: boolean
 }
 
 export type MemberStatus = 'up' | 'read-only' | 'stopping'
@@ -107,6 +109,7 @@ export class Membership {
       load: 0,
       weight: self.weight,
       filling: 0,
+      waves: true,
       ...(self.replaces === undefined ? {} : { replaces: self.replaces }),
       ...(self.standby === true ? { standby: true } : {}),
     })
@@ -117,7 +120,9 @@ export class Membership {
         if (m.id === self.id) continue
         // Known from disk, not heard from yet: no heartbeat, map or readiness until gossip brings
         // them. Its failure detector starts now, so one that never answers goes down.
-        this.members.set(m.id, { ...m, heartbeat: 0, generation: 0, filling: 0, mapEpoch: 0, readyEpoch: 0, ready: [] })
+        // (Nor whether it moves in waves: an older version may answer.)
+        const { waves: _waves, ...known } = m
+        this.members.set(m.id, { ...known, heartbeat: 0, generation: 0, filling: 0, mapEpoch: 0, readyEpoch: 0, ready: [] })
         const detector = new PhiAccrualDetector({ firstIntervalMs: config.gossipIntervalMs, ...config.phi })
         detector.heartbeat(now)
         this.detectors.set(m.id, detector)
@@ -408,6 +413,17 @@ export class Membership {
   /** Joiners whose join was cancelled, by process generation: not staged again until they restart. */
   private readonly declined = new Map<string, number>()
 
+  /**
+   * Partitions a change staged now moves at once: all of them while any member (live or not)
+   * has not said it moves in waves. A node of an older version ignores goal lists and wave
+   * epochs: as claimant it would finish a change with partitions still queued, and as a replica
+   * it would take direct writes from clients that missed the latest wave.
+   */
+  private movesAtOnce(): number {
+    const everyone = [...this.members.values()].every((m) => m.waves === true)
+    return everyone ? (this.config.movesAtOnce ?? movesAtOnceDefault) : Infinity
+  }
+
   /** Stages the change towards the map `goalOf()` makes, if no other change is in flight. */
   private stage(map: PartitionMap, goalOf: () => PartitionMap, change: Omit<MapChange, 'epoch' | 'cancelled'>): { epoch: number; replicasMoved: number } {
     const busy = this.changeInFlight()
@@ -415,7 +431,7 @@ export class Membership {
     const goal = goalOf()
     // Replicas that go to another node; a list that only shrinks (a cluster falling below N) moves nothing.
     const replicasMoved = diffMaps(map, goal).filter((m) => m.to !== undefined).length
-    const next = stageChange(map, goal, change, this.config.movesAtOnce ?? movesAtOnceDefault)
+    const next = stageChange(map, goal, change, this.movesAtOnce())
     this.adoptOwn(next)
     return { epoch: next.epoch, replicasMoved }
   }
@@ -485,7 +501,7 @@ export class Membership {
       // A new replica whose storage fails writes cannot catch up either: its moves revert too.
       down: (id) => !this.isAlive(id) || this.members.get(id)?.status !== 'up' || (id === this.self.id && this.stopping),
       everyNodeOnEpoch: this.everyNodeOnEpoch(),
-      movesAtOnce: this.config.movesAtOnce ?? movesAtOnceDefault,
+      movesAtOnce: map.goal === undefined ? Infinity : this.config.movesAtOnce ?? movesAtOnceDefault,
     })
     if (result.map !== map) this.adoptOwn(result.map)
   }
@@ -715,6 +731,7 @@ export class Membership {
           readyEpoch: incoming.readyEpoch ?? 0,
           ready: incoming.ready ?? [],
           loopDelayMs: incoming.loopDelayMs ?? 0,
+          ...(incoming.waves === true ? { waves: true } : {}),
           ...(incoming.replaces ? { replaces: incoming.replaces } : {}),
           ...(incoming.standby === true ? { standby: true } : {}),
         })

@@ -133,28 +133,39 @@ export function queuedPartitionsOf(map: PartitionMap, id: string): number[] {
 }
 
 /**
- * Stages up to `count` queued partitions (targets[p] := goal[p]), taking them in turn from each
- * node that gains replicas, so that every new replica copies from the first wave on.
- * Deterministic: the same map gives the same wave on every claimant.
+ * Stages up to `count` queued partitions (targets[p] := goal[p]), each time for the node that
+ * gains replicas with the fewest partitions pending now (the lowest id on a tie), so that every
+ * new replica keeps copying: a change's copy rate is shared among its copiers, and one whose
+ * turn never came would hold its share idle. Deterministic: the same map gives the same wave on
+ * every claimant.
  */
 function stageWave(replicas: readonly (readonly string[])[], targets: (readonly string[])[], goal: readonly (readonly string[])[], queued: readonly number[], count: number): void {
-  const byGainer = new Map<string, number[]>()
-  for (const p of queued) {
-    const gainer = goal[p]!.find((id) => !replicas[p]!.includes(id)) ?? goal[p]![0]!
-    let list = byGainer.get(gainer)
-    if (list === undefined) byGainer.set(gainer, (list = []))
-    list.push(p)
+  const gainers = (p: number, list: readonly string[]): string[] => list.filter((id) => !replicas[p]!.includes(id))
+  const pending = new Map<string, number>()
+  for (let p = 0; p < targets.length; p++) {
+    if (targets[p] === replicas[p]) continue
+    for (const id of gainers(p, targets[p]!)) pending.set(id, (pending.get(id) ?? 0) + 1)
   }
-  const lanes = [...byGainer.keys()].sort().map((id) => byGainer.get(id)!)
-  let staged = 0
-  for (let i = 0; staged < count && lanes.some((lane) => i < lane.length); i++) {
-    for (const lane of lanes) {
-      if (staged >= count) break
-      if (i < lane.length) {
-        targets[lane[i]!] = goal[lane[i]!]!
-        staged++
-      }
+  const lanes = new Map<string, number[]>()
+  for (const p of queued) {
+    const gainer = gainers(p, goal[p]!)[0] ?? goal[p]![0]!
+    let lane = lanes.get(gainer)
+    if (lane === undefined) lanes.set(gainer, (lane = []))
+    lane.push(p)
+  }
+  const ids = [...lanes.keys()].sort()
+  const next = new Map(ids.map((id) => [id, 0]))
+  for (let staged = 0; staged < count; staged++) {
+    let best: string | undefined
+    for (const id of ids) {
+      if (next.get(id)! >= lanes.get(id)!.length) continue
+      if (best === undefined || (pending.get(id) ?? 0) < (pending.get(best) ?? 0)) best = id
     }
+    if (best === undefined) return
+    const p = lanes.get(best)![next.get(best)!]!
+    next.set(best, next.get(best)! + 1)
+    targets[p] = goal[p]!
+    for (const id of gainers(p, goal[p]!)) pending.set(id, (pending.get(id) ?? 0) + 1)
   }
 }
 

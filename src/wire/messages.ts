@@ -194,6 +194,8 @@ export interface MemberMsg {
   standby?: boolean
   /** How late its event loop ran over the last heartbeat interval (p99, ms). */
   loopDelayMs?: number
+  /** It moves a change's partitions in waves. */
+  waves?: boolean
 }
 
 export interface GossipMsg {

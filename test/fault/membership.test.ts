@@ -168,8 +168,8 @@ describe('a joining node killed while it copies (real processes)', () => {
     const load = writeLoad(db, 'join-killed/', 16)
     const reads = readLoad(db, load)
     await waitFor('writes under way', () => load.acked.length > 2000, 30_000)
-    // A slow copy (50 records a second): the join is still copying when n4 dies.
-    await cluster.add('n4', ['--move-rate', '50'])
+    // A slow copy (5 records a second): the join is still copying its first wave when n4 dies.
+    await cluster.add('n4', ['--move-rate', '5'])
     const staged = await waitFor('the join of n4 staged', async () => {
       const t = await db.topology()
       return t.change?.kind === 'join' && t.change.adds.includes('n4') ? t.change : undefined

@@ -241,6 +241,19 @@ describe('ownership handoff (stageChange / advance / cancelChange)', () => {
     expect(pendingPartitionsOf(staged, 'n5').length).toBeGreaterThanOrEqual(1)
   })
 
+  it('in waves: each partition staged goes to the gainer with the fewest pending, so every gainer keeps copying', () => {
+    const before = cluster(['n1', 'n2', 'n3', 'n4'])
+    const staged = stageChange(before, assignPartitions(before, ['n1', 'n2', 'n3'], config), { kind: 'leave', adds: [], removes: ['n4'] }, 3)
+    const counts = (map: PartitionMap): number[] => ['n1', 'n2', 'n3'].map((id) => pendingPartitionsOf(map, id).length)
+    expect(counts(staged)).toEqual([1, 1, 1])
+    // Only n3's partitions become ready: each one staged in their place is n3's again (not n1's, the lowest id).
+    let map = staged
+    for (let step = 0; step < 5; step++) {
+      map = advance(map, { ready: (_p, id) => id === 'n3', down: () => false, everyNodeOnEpoch: true, movesAtOnce: 3 }).map
+      expect(counts(map)).toEqual([1, 1, 1])
+    }
+  })
+
   it('in waves: a joiner that goes down takes its queued partitions with it, and the change finishes without it', () => {
     const before = cluster(['n1', 'n2', 'n3'])
     const staged = stageChange(before, assignPartitions(before, ['n1', 'n2', 'n3', 'n4'], config), { kind: 'join', adds: ['n4'], removes: [] }, 4)
