@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { changeInWords, changeSettled, connect, topologyMap, type KumoClient } from '../client/client.js'
-import { queuedPartitionsOf } from '../core/handoff.js'
+import { pendingPartitionsOf, queuedPartitionsOf } from '../core/handoff.js'
 import { loadBalancingPolicies, type LoadBalancing } from '../core/balancing.js'
 import { consistencyLevels, type Consistency } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
@@ -354,18 +354,20 @@ program
   .option('--watch', 'keep printing every 2 s until nothing is being copied')
   .action(async (o) => {
     await withClient(async (db) => {
-      // Partitions a node still has to take: those it copies now and those queued for later waves.
-      const leftOf = async (): Promise<Map<string, number>> => {
+      // Partitions a node still has to take, from one map (so that a wave staged between two
+      // readings moves none from one count to the other): pending there, and queued for later waves.
+      const leftOf = async (): Promise<Map<string, { pending: number; queued: number }>> => {
         const map = topologyMap(await db.topology())
-        return new Map(map.nodes.map((id) => [id, queuedPartitionsOf(map, id).length]))
+        return new Map(map.nodes.map((id) => [id, { pending: pendingPartitionsOf(map, id).length, queued: queuedPartitionsOf(map, id).length }]))
       }
+      const total = (l: { pending: number; queued: number } | undefined): number => (l === undefined ? 0 : l.pending + l.queued)
       let before = await db.nodeViews()
-      let queuedBefore = await leftOf()
+      let movingBefore = await leftOf()
       let at = Date.now()
       for (;;) {
         await new Promise((r) => setTimeout(r, 2000))
         const now = await db.nodeViews()
-        const queuedNow = await leftOf()
+        const movingNow = await leftOf()
         const seconds = (Date.now() - at) / 1000
         // What is left, from the partitions' sizes: an ETA at the measured copy rate while no
         // partition has completed yet.
@@ -375,13 +377,13 @@ program
           const was = before.find((b) => b.id === v.id)
           const records = was === undefined ? 0 : (v.recordsCopied - was.recordsCopied) / seconds
           const bytes = was === undefined ? 0 : (v.bytesCopied - was.bytesCopied) / seconds
-          const queued = queuedNow.get(v.id) ?? 0
-          const partitionsLeft = v.partitionsFilling + queued
-          const done = was === undefined ? 0 : (was.partitionsFilling + (queuedBefore.get(v.id) ?? 0) - partitionsLeft) / seconds
+          const queued = movingNow.get(v.id)?.queued ?? 0
+          const partitionsLeft = total(movingNow.get(v.id))
+          const done = was === undefined || !movingBefore.has(v.id) ? 0 : Math.max(0, total(movingBefore.get(v.id)) - partitionsLeft) / seconds
           const l = left.find((x) => x.node === v.id)
           const remaining = l === undefined ? undefined : Math.max(0, l.source - l.held)
-          // Partitions count down as each is compared with every replica; a wave's copies come
-          // first, so while none has counted down yet the records left say more.
+          // Partitions count down as their reads move to the node (copied, then compared with
+          // every replica); while none has, the records left say more.
           const eta =
             partitionsLeft === 0
               ? '-'
@@ -405,7 +407,7 @@ program
         }
         process.stdout.write('\n')
         before = now
-        queuedBefore = queuedNow
+        movingBefore = movingNow
         at = Date.now()
       }
     })
