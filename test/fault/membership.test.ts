@@ -174,7 +174,9 @@ describe('a joining node killed while it copies (real processes)', () => {
       const t = await db.topology()
       return t.change?.kind === 'join' && t.change.adds.includes('n4') ? t.change : undefined
     }, 30_000, 100)
-    await waitFor('n4 copying', async () => (await db.nodeViews()).some((v) => v.id === 'n4' && v.recordsCopied > 0), 20_000, 100)
+    // (Bounded generously: on a loaded machine the join's staging, every node taking its map and
+    // the client hearing of n4 take a while; at 5 records a second the first wave outlasts it.)
+    await waitFor('n4 copying', async () => (await db.nodeViews()).some((v) => v.id === 'n4' && v.recordsCopied > 0), 60_000, 100)
     await cluster.kill('n4')
     await settled(db, staged.epoch)
     const reverted = await db.topology()
