@@ -82,7 +82,7 @@ export function isPending(map: PartitionMap, p: number): boolean {
   const target = map.targets?.[p]
   if (target === undefined) return false
   const list = map.replicas[p]!
-  return target !== list && (target.length !== list.length || target.some((id) => !list.includes(id)))
+  return !sameSet(target, list)
 }
 
 /** Partitions in stage 1 (waiting for their pending replicas). */
