@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { cliPath } from '../../scripts/local-cluster.js'
 import type { KumoClient, KumoError } from '../../src/index.js'
 import { rejectionOf, waitFor } from '../helpers/cluster.js'
-import { ProcessCluster, readLoad, writeLoad, type ReadLoad, type WriteLoad } from '../helpers/processes.js'
+import { moreWrites, ProcessCluster, readLoad, writeLoad, type ReadLoad, type WriteLoad } from '../helpers/processes.js'
 
 let cluster: ProcessCluster | undefined
 
@@ -33,7 +33,7 @@ async function fourUnderLoad(prefix: string, writes: number): Promise<{ db: Kumo
 /** Lets the load run on after a change, stops it, and expects that nothing failed. */
 async function finish(load: WriteLoad, reads: ReadLoad): Promise<void> {
   const acked = load.acked.length
-  await waitFor('writes after the move', () => load.acked.length > acked + 300, 20_000)
+  await moreWrites(load, acked, 300, 20_000, 'writes after the move')
   await reads.stop()
   await load.stop()
   expect(load.failures).toEqual([])
@@ -121,7 +121,7 @@ describe('removing a node that is dead for good (real processes)', () => {
     await cluster!.kill('n4')
     // Writes go on while n4 is down; some of them become hints for it.
     const beforeRemoval = load.acked.length
-    await waitFor('writes while n4 is down', () => load.acked.length > beforeRemoval + 500, 20_000)
+    await moreWrites(load, beforeRemoval, 500, 20_000, 'writes while n4 is down')
     const removal = await waitFor('a node to agree n4 is dead and remove it', async () => {
       try {
         return await db.removeNode('n4')
@@ -184,7 +184,7 @@ describe('a joining node killed while it copies (real processes)', () => {
     expect(reverted.partitions.some((list) => list.includes('n4'))).toBe(false)
     expect(reverted.removed).toEqual([])
     const during = load.acked.length
-    await waitFor('writes after the revert', () => load.acked.length > during + 300, 20_000)
+    await moreWrites(load, during, 300, 20_000, 'writes after the revert')
 
     // Retried: n4 started again on its data directory (at the default rate) joins again and finishes.
     cluster.spawn('n4', [])

@@ -156,11 +156,17 @@ export class ProcessCluster {
 export interface WriteLoad {
   acked: string[]
   failures: { key: string; error: string }[]
+  /** True once the load has started `maxWrites` writes and so writes no more: a test that waits for more writes must not wait for these. */
+  readonly capped: boolean
   stop(): Promise<void>
 }
 
-/** Writes unique keys continuously with `concurrency` in flight until stopped (or `maxWrites`). */
-export function writeLoad(db: KumoClient, prefix: string, concurrency = 16, maxWrites = 200_000): WriteLoad {
+/**
+ * Writes unique keys continuously with `concurrency` in flight until stopped (or `maxWrites`).
+ * The cap bounds the test's memory; a long test on a fast machine can reach it (the five-change
+ * membership test writes ~2,500/s for 80 s), so waits for "more writes" check `capped`.
+ */
+export function writeLoad(db: KumoClient, prefix: string, concurrency = 16, maxWrites = 1_000_000): WriteLoad {
   const acked: string[] = []
   const failures: { key: string; error: string }[] = []
   let running = true
@@ -180,11 +186,23 @@ export function writeLoad(db: KumoClient, prefix: string, concurrency = 16, maxW
   return {
     acked,
     failures,
+    get capped() {
+      return next >= maxWrites
+    },
     async stop() {
       running = false
       await Promise.all(workers)
     },
   }
+}
+
+/** Waits until `load` has acknowledged `more` writes past `after`; if it times out because the load reached its cap, the error says so. */
+export async function moreWrites(load: WriteLoad, after: number, more: number, timeoutMs: number, what = 'writes'): Promise<void> {
+  await waitFor(`${more} more ${what}`, () => {
+    if (load.acked.length > after + more) return true
+    if (load.capped) throw new Error(`the write load reached its cap after ${load.acked.length} acknowledged writes: raise its maxWrites`)
+    return false
+  }, timeoutMs)
 }
 
 export interface ReadLoad {
