@@ -56,6 +56,7 @@ const program = new Command()
   .addOption(new Option('--insert-order <o>', "inserted keys' names: hashed (YCSB's default) or ordered (ascending)").choices(['hashed', 'ordered']).default('hashed'))
   .option('--seed <n>', 'random seed', wholeNumber, 42)
   .addOption(new Option('--peer <system>', 'also run the same workloads against a system people know').choices(['redis']))
+  .option('--no-load', 'with --seeds: the cluster already holds the records (an earlier run with the same --records, --value-size and --insert-order loaded them); measure without loading')
   .option('--no-compact', 'measure right after the load, without compacting each target\'s storage first (embedded: compactRange; Kumo: kumo compact on every node)')
   .option('--json <file>', 'write the results as JSON')
   .option('--no-progress', 'no progress bars')
@@ -64,6 +65,7 @@ const program = new Command()
 interface Options {
   profile: string
   compact: boolean
+  load: boolean
   seeds?: string
   quick?: boolean
   workload?: string
@@ -102,6 +104,7 @@ for (const [name, value] of Object.entries(profiles[opts.profile] ?? {})) {
 }
 
 async function main(): Promise<void> {
+  if (!opts.load && !opts.seeds) throw new InvalidArgumentError('--no-load needs --seeds: the targets this command starts are empty')
   const names = (opts.workload?.split(',').map((s) => s.trim()) ?? (opts.quick ? quickSet : fullSet)) as WorkloadName[]
   for (const name of names) if (!(name in workloads)) throw new InvalidArgumentError(`unknown workload ${name}`)
   const records = opts.records ?? (opts.quick ? 20_000 : 200_000)
@@ -148,6 +151,10 @@ async function main(): Promise<void> {
       else throw new InvalidArgumentError(`unknown target ${name}`)
       open.push({ target, inserted: { count: records } })
       process.stdout.write(`\n${target.name}: ${target.description}\n`)
+      if (!opts.load) {
+        process.stdout.write(`  not loaded (--no-load): the cluster is taken to hold ${records} records\n`)
+        continue
+      }
       const loadSeconds = await load(target, records, values, config.insertOrder, config.progress)
       process.stdout.write(`  loaded ${records} records in ${loadSeconds.toFixed(1)} s\n`)
       // A load leaves LevelDB compactions to do, the more the more it wrote (N copies on this one

@@ -6,7 +6,7 @@ import { ClassicLevel } from 'classic-level'
 import { connect, type ConnectOptions, type KumoClient } from '../src/index.js'
 import { levelOptions } from '../src/storage/classic-level-engine.js'
 import { storedKeyBounds } from '../src/storage/keys.js'
-import { nodeCacheSizes } from '../src/node/node.js'
+import { nodeCacheSizes, nodeOpenTables } from '../src/node/node.js'
 import { freePort, makeLocalSecurity, spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from '../scripts/local-cluster.js'
 
 /** What a benchmark drives: the same operations on every system measured. */
@@ -43,9 +43,10 @@ export async function tempRoot(): Promise<string> {
 export async function embeddedTarget(root: string): Promise<BenchTarget> {
   const dir = path.join(root, 'embedded')
   // The same LevelDB settings as a Kumo node's storage, and as much cache: a node's block cache
-  // and row cache together, all of it as block cache (embedded has no row cache).
+  // and row cache together, all of it as block cache (embedded has no row cache); as many table
+  // files kept open as a node keeps.
   const caches = nodeCacheSizes()
-  const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer', ...levelOptions, cacheSize: caches.blockCacheBytes + caches.rowCacheBytes })
+  const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer', ...levelOptions, cacheSize: caches.blockCacheBytes + caches.rowCacheBytes, maxOpenFiles: nodeOpenTables() })
   await db.open()
   return {
     name: 'embedded',

@@ -5,7 +5,7 @@ import { pendingPartitionsOf, queuedPartitionsOf } from '../core/handoff.js'
 import { loadBalancingPolicies, type LoadBalancing } from '../core/balancing.js'
 import { consistencyLevels, type Consistency } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
-import { nodeCacheSizes, startNode } from '../node/node.js'
+import { nodeCacheSizes, nodeOpenTables, startNode } from '../node/node.js'
 import { clusterStatus, formatPartitions, formatStatus } from './status.js'
 import { planInWords } from './plan.js'
 import { loadFormats, recordsOf } from './load-file.js'
@@ -15,6 +15,7 @@ import { addUser, clientSecurity, listUsers, makeCertificates, passwordFromStdin
 const mebibyte = 1024 * 1024
 /** The cache sizes a node started here gets by default (for help text). */
 const defaultCaches = nodeCacheSizes()
+const defaultOpenTablesHere = nodeOpenTables()
 
 const defaultSeeds = process.env.KUMO_SEEDS ?? '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003'
 
@@ -82,6 +83,7 @@ program
   .option('--no-key-index', 'keep no key index: writes of small records cost less, and every scan reads every partition')
   .option('--block-cache <MiB>', `LevelDB's block cache (default: 3/4 of 1/64 of memory, ${defaultCaches.blockCacheBytes / mebibyte} MiB here)`, wholeNumber)
   .option('--row-cache <MiB>', `memory for recently used records in front of LevelDB, 0: none (default: 1/4 of 1/64 of memory, ${defaultCaches.rowCacheBytes / mebibyte} MiB here)`, wholeNumber)
+  .option('--open-tables <n>', `table files LevelDB keeps open (its index and filters in memory, ~32 KiB each); reads of others reopen them (default: as many as 1/64 of memory holds, ${defaultOpenTablesHere} here)`, wholeNumber)
   .addOption(new Option('--quorum <mode>', 'sloppy: hints on fallback nodes count toward W; strict: only replicas').choices(['sloppy', 'strict']).default('sloppy'))
   .option('--hint-window <ms>', 'drop hints older than this', wholeNumber, 3 * 60 * 60 * 1000)
   .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)
@@ -123,6 +125,7 @@ program
       keyIndex: o.keyIndex,
       ...(o.rowCache === undefined ? {} : { rowCacheBytes: o.rowCache * mebibyte }),
       ...(o.blockCache === undefined ? {} : { blockCacheBytes: o.blockCache * mebibyte }),
+      ...(o.openTables === undefined ? {} : { openTables: o.openTables }),
       quorum: o.quorum,
       hintWindowMs: o.hintWindow,
       repairIntervalMs: o.repairInterval,

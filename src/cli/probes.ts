@@ -55,6 +55,9 @@ export interface CacheFigures {
   rowCacheHits: number
   rowCacheMisses: number
   storageMemoryBytes: number
+  /** LevelDB's table files, and those it keeps open at most (0 and 0 from a node before these were reported). */
+  tableFiles: number
+  openTablesMax: number
 }
 
 export function storageProbe(address: string, timeoutMs: number, security: ChannelSecurity = insecureChannels, nodeId?: string): Promise<ProbeResult & { writeMs?: number; readMs?: number; caches?: CacheFigures }> {
@@ -72,6 +75,8 @@ export function storageProbe(address: string, timeoutMs: number, security: Chann
           rowCacheHits: Number(res.rowCacheHits),
           rowCacheMisses: Number(res.rowCacheMisses),
           storageMemoryBytes: Number(res.storageMemoryBytes),
+          tableFiles: Number(res.tableFiles ?? 0),
+          openTablesMax: Number(res.openTablesMax ?? 0),
         }
         resolve({ ok: res.ok, ms, detail: res.detail, writeMs: res.writeMs, readMs: res.readMs, caches })
       }

@@ -23,6 +23,8 @@ export class NodeMetrics {
   readonly rowCacheBytes: Gauge
   readonly rowCacheEntries: Gauge
   readonly storageFailing: Gauge
+  readonly tableFiles: Gauge
+  readonly openTablesMax: Gauge
   readonly clockOffset: Gauge<'peer'>
   readonly peerStateChanges: Counter<'peer' | 'state'>
   readonly peerAvoided: Counter<'peer'>
@@ -67,6 +69,8 @@ export class NodeMetrics {
     this.rowCacheMisses = new Counter({ name: 'kumo_row_cache_misses_total', help: 'Record lookups the row cache could not answer (read from LevelDB)', registers })
     this.rowCacheBytes = new Gauge({ name: 'kumo_row_cache_bytes', help: 'Bytes of records (with per-entry overhead) held by the row cache', registers })
     this.rowCacheEntries = new Gauge({ name: 'kumo_row_cache_entries', help: 'Records held by the row cache', registers })
+    this.tableFiles = new Gauge({ name: 'kumo_storage_table_files', help: "LevelDB's table files on this node (reads reopen files while there are more than kumo_storage_open_tables_max)", registers })
+    this.openTablesMax = new Gauge({ name: 'kumo_storage_open_tables_max', help: 'Table files LevelDB keeps open at most (--open-tables)', registers })
     this.storageFailing = new Gauge({ name: 'kumo_storage_failing', help: '1 while this node\'s storage fails writes (it is read-only until a probe write succeeds)', registers })
     this.clockOffset = new Gauge({ name: 'kumo_clock_offset_seconds', help: 'Each node\'s clock minus the cluster\'s (the median of the live nodes\' clocks), as this node measures it through gossip', labelNames: ['peer'], registers })
     this.peerStateChanges = new Counter({ name: 'kumo_peer_state_changes_total', help: 'Times a peer\'s state (failure detector) changed to up, suspect or down, as this node sees it', labelNames: ['peer', 'state'], registers })

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import os from 'node:os'
-import { defaultCacheSizes, type CacheSizes } from '../core/cache-sizes.js'
+import { defaultCacheSizes, defaultOpenTables, type CacheSizes } from '../core/cache-sizes.js'
 import { performance } from 'node:perf_hooks'
 import * as grpc from '@grpc/grpc-js'
 import { HealthImplementation } from 'grpc-health-check'
@@ -69,10 +69,19 @@ export function nodeCacheSizes(): CacheSizes {
   return defaultCacheSizes(machineMemoryBytes())
 }
 
+/** The table files a node's LevelDB keeps open unless told otherwise (defaultOpenTables of machineMemoryBytes()). */
+export function nodeOpenTables(): number {
+  return defaultOpenTables(machineMemoryBytes())
+}
+
 /** The engine's cache settings: those given, the machine's defaults for the rest (memory read only when one is missing). */
-function cacheSizesOf(options: Pick<NodeOptions, 'rowCacheBytes' | 'blockCacheBytes'>): { rowCacheBytes: number; cacheBytes: number } {
+function cacheSizesOf(options: Pick<NodeOptions, 'rowCacheBytes' | 'blockCacheBytes' | 'openTables'>): { rowCacheBytes: number; cacheBytes: number; openTablesMax: number } {
   const defaults = options.rowCacheBytes === undefined || options.blockCacheBytes === undefined ? nodeCacheSizes() : undefined
-  return { rowCacheBytes: options.rowCacheBytes ?? defaults!.rowCacheBytes, cacheBytes: options.blockCacheBytes ?? defaults!.blockCacheBytes }
+  return {
+    rowCacheBytes: options.rowCacheBytes ?? defaults!.rowCacheBytes,
+    cacheBytes: options.blockCacheBytes ?? defaults!.blockCacheBytes,
+    openTablesMax: options.openTables ?? nodeOpenTables(),
+  }
 }
 
 export interface NodeOptions {
@@ -103,6 +112,8 @@ export interface NodeOptions {
   keyIndex?: boolean
   /** LevelDB's block cache, in bytes (default: see nodeCacheSizes). */
   blockCacheBytes?: number
+  /** Table files LevelDB keeps open at most (default: see nodeOpenTables). */
+  openTables?: number
   loadBalancing?: LoadBalancing
   logLevel?: string
   /** How long stop() lets in-flight requests finish. */
@@ -214,6 +225,7 @@ function checkOptions(o: NodeOptions): void {
   if (o.hintsPerTargetMax !== undefined && !(Number.isInteger(o.hintsPerTargetMax) && o.hintsPerTargetMax >= 0)) bad('hintsPerTargetMax must be a whole number of at least 0')
   if (o.tombstoneGraceMs !== undefined && !(o.tombstoneGraceMs >= 0)) bad('tombstone grace must be 0 or more')
   if (o.blockCacheBytes !== undefined && !(Number.isSafeInteger(o.blockCacheBytes) && o.blockCacheBytes >= 1024 * 1024)) bad('block cache size must be a whole number of bytes, 1 MiB or more')
+  if (o.openTables !== undefined && !(Number.isSafeInteger(o.openTables) && o.openTables >= 100 && o.openTables <= 1_000_000)) bad('open tables must be a whole number from 100 to 1,000,000')
   if (o.rowCacheBytes !== undefined && !(Number.isSafeInteger(o.rowCacheBytes) && o.rowCacheBytes >= 0)) bad('row cache size must be a whole number of bytes, 0 or more')
   if (o.purgeIntervalMs !== undefined && !(o.purgeIntervalMs >= 0)) bad('purge interval must be 0 or more')
   if (o.repairRecordsPerSecond !== undefined && !(Number.isFinite(o.repairRecordsPerSecond) && o.repairRecordsPerSecond >= 1)) bad('repair records a second must be at least 1')
@@ -393,6 +405,9 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     m.rowCacheMisses.inc(cache.misses)
     m.rowCacheBytes.set(cache.bytes)
     m.rowCacheEntries.set(cache.entries)
+    const tables = engine.cacheStats()
+    m.tableFiles.set(tables.tableFiles)
+    m.openTablesMax.set(tables.openTablesMax)
     m.storageFailing.set(storageHealth.failing === undefined ? 0 : 1)
     m.connections.set(listener.connections)
     m.connectionsRefused.reset()
@@ -561,7 +576,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
 
   let state: 'starting' | 'serving' | 'draining' | 'stopped' = 'starting'
   let inFlight = 0
-  const cacheFigures = (): { blockCacheBytes: number; rowCacheBytes: number; rowCacheHits: number; rowCacheMisses: number; storageMemoryBytes: number } => {
+  const cacheFigures = (): { blockCacheBytes: number; rowCacheBytes: number; rowCacheHits: number; rowCacheMisses: number; storageMemoryBytes: number; tableFiles: number; openTablesMax: number } => {
     const sizes = engine.cacheStats()
     const row = engine.rowCacheStats()
     return { ...sizes, rowCacheHits: row.hits, rowCacheMisses: row.misses }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { ClassicLevel } from 'classic-level'
 import { KumoError } from '../core/errors.js'
+import { openTablesMin } from '../core/cache-sizes.js'
 import { recordHeaderBytes, recordVersion } from '../core/record.js'
 import { mergePages, partitionPage, partitionShare } from './merge-pages.js'
 import {
@@ -45,6 +46,11 @@ export interface ClassicLevelEngineConfig {
   writeBufferBytes: number
   /** Kumo's cache of recently read records, in bytes (0: none); see RowCache. */
   rowCacheBytes: number
+  /**
+   * Table files LevelDB keeps open at most (max_open_files; its own default is 1,000). A read
+   * from a table that is not open reopens it; see defaultOpenTables in core/cache-sizes.ts.
+   */
+  openTablesMax: number
   /** Told of every failed write (a full disk, an I/O error): the node goes read-only on it. */
   onWriteFailure?: (err: KumoError) => void
   /**
@@ -62,6 +68,23 @@ export interface ClassicLevelEngineConfig {
   keyIndex: boolean
   /** Told while the key index of a store written without it is built at open: keys indexed so far, and when it is done. */
   onKeyIndexBuild?: (keys: number, done: boolean) => void
+}
+
+/**
+ * Table files in LevelDB's 'leveldb.stats' text: the sum of its per-level Files column (rows of
+ * level, files, size, ... under a dashed line).
+ */
+export function tableFilesOf(stats: string): number {
+  let files = 0
+  let inTable = false
+  for (const line of stats.split('\n')) {
+    if (/^-+$/.test(line.trim())) inTable = true
+    else if (inTable) {
+      const row = /^\s*\d+\s+(\d+)\s/.exec(line)
+      if (row !== null) files += Number(row[1])
+    }
+  }
+  return files
 }
 
 /** The row cache's default size. */
@@ -145,6 +168,7 @@ export class ClassicLevelEngine implements StorageEngine {
       cacheBytes: levelOptions.cacheSize,
       writeBufferBytes: levelOptions.writeBufferSize,
       rowCacheBytes: defaultRowCacheBytes,
+      openTablesMax: openTablesMin,
       iteratorsMax: 16,
       keyIndex: true,
       ...config,
@@ -156,6 +180,7 @@ export class ClassicLevelEngine implements StorageEngine {
       valueEncoding: 'buffer',
       cacheSize: this.config.cacheBytes,
       writeBufferSize: this.config.writeBufferBytes,
+      maxOpenFiles: this.config.openTablesMax,
     })
   }
 
@@ -225,15 +250,20 @@ export class ClassicLevelEngine implements StorageEngine {
     this.config.onKeyIndexBuild?.(indexed, true)
   }
 
-  /** The caches' configured sizes, and the memory LevelDB holds now (block cache in use and memtables). */
-  cacheStats(): { blockCacheBytes: number; rowCacheBytes: number; storageMemoryBytes: number } {
+  /**
+   * The caches' configured sizes, the memory LevelDB holds now (block cache in use and
+   * memtables), and its table files against those it keeps open at most.
+   */
+  cacheStats(): { blockCacheBytes: number; rowCacheBytes: number; storageMemoryBytes: number; tableFiles: number; openTablesMax: number } {
     let storageMemoryBytes = 0
+    let tableFiles = 0
     try {
       storageMemoryBytes = Number(this.db.getProperty('leveldb.approximate-memory-usage')) || 0
+      tableFiles = tableFilesOf(this.db.getProperty('leveldb.stats'))
     } catch {
       // Closed, or not open yet.
     }
-    return { blockCacheBytes: this.config.cacheBytes, rowCacheBytes: this.config.rowCacheBytes, storageMemoryBytes }
+    return { blockCacheBytes: this.config.cacheBytes, rowCacheBytes: this.config.rowCacheBytes, storageMemoryBytes, tableFiles, openTablesMax: this.config.openTablesMax }
   }
 
   /** The row cache's counters and size, for metrics. */

@@ -23,6 +23,9 @@ it('answers L4 and L7 probes: TCP connect, gRPC health SERVING, storage write an
     expect(storage.writeMs).toBeGreaterThanOrEqual(0)
     expect(storage.caches?.blockCacheBytes).toBeGreaterThanOrEqual(1024 * 1024)
     expect(storage.caches?.rowCacheHits).toBeGreaterThanOrEqual(0)
+    // LevelDB's table files (none yet, or a few), against the table files it keeps open (the machine's default).
+    expect(storage.caches?.tableFiles).toBeGreaterThanOrEqual(0)
+    expect(storage.caches?.openTablesMax).toBeGreaterThanOrEqual(1000)
   }
   const closed = await tcpProbe('127.0.0.1:1', 1000)
   expect(closed.ok).toBe(false)
@@ -57,6 +60,8 @@ it('serves Prometheus metrics: requests, latency, replica messages, hints, parti
   expect(text).toContain('kumo_repair_in_progress')
   expect(text).toMatch(/^kumo_partitions_filling\{[^}]*\} 0$/m)
   expect(text).toContain('kumo_process_cpu_user_seconds_total')
+  expect(text).toMatch(/^kumo_storage_open_tables_max\{[^}]*\} [1-9]\d{3,}$/m)
+  expect(text).toMatch(/^kumo_storage_table_files\{[^}]*\} \d+$/m)
   const sum = (name: string): number => [...text.matchAll(new RegExp(`^${name}\\{[^}]*\\} (\\d+)`, 'gm'))].reduce((n, m) => n + Number(m[1]), 0)
   expect(sum('kumo_row_cache_misses_total')).toBeGreaterThanOrEqual(10)
   expect(sum('kumo_row_cache_hits_total')).toBeGreaterThanOrEqual(10)

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest'
-import { cacheBytesMax, cacheBytesMin, defaultCacheSizes } from '../../src/core/cache-sizes.js'
+import { formatCaches } from '../../src/cli/status.js'
+import { cacheBytesMax, cacheBytesMin, defaultCacheSizes, defaultOpenTables, openTablesMax, openTablesMin } from '../../src/core/cache-sizes.js'
+import { tableFilesOf } from '../../src/storage/classic-level-engine.js'
 
 const MiB = 1024 * 1024
 const GiB = 1024 * MiB
@@ -25,5 +27,33 @@ describe('default cache sizes from the machine', () => {
   it('refuse a memory size that is not one', () => {
     expect(() => defaultCacheSizes(0)).toThrow()
     expect(() => defaultCacheSizes(Number.NaN)).toThrow()
+  })
+})
+
+describe('table files kept open', () => {
+  it('are as many as one sixty-fourth of memory holds at 32 KiB each, within 1,000 and 100,000', () => {
+    expect(defaultOpenTables(24 * GiB)).toBe(12_288)
+    expect(defaultOpenTables(8 * GiB)).toBe(4096)
+    expect(defaultOpenTables(1 * GiB)).toBe(openTablesMin)
+    expect(defaultOpenTables(1024 * GiB)).toBe(openTablesMax)
+    for (let bytes = 1; bytes < 4096 * GiB; bytes = Math.ceil(bytes * 1.7)) {
+      const n = defaultOpenTables(bytes)
+      expect(Number.isSafeInteger(n) && n >= openTablesMin && n <= openTablesMax).toBe(true)
+    }
+    expect(() => defaultOpenTables(-1)).toThrow()
+  })
+
+  it("are counted from LevelDB's stats, level by level", () => {
+    const stats = '                               Compactions\nLevel  Files Size(MB) Time(sec) Read(MB) Write(MB)\n--------------------------------------------------\n  0        2        4         0        0         4\n  2      103      205         1        3         9\n  3     1275     2550        40       80       160\n'
+    expect(tableFilesOf(stats)).toBe(1380)
+    expect(tableFilesOf('')).toBe(0)
+  })
+
+  it('show in kumo status beside the caches, marked when reads reopen files', () => {
+    const figures = { blockCacheBytes: 288 * MiB, rowCacheBytes: 96 * MiB, rowCacheHits: 41, rowCacheMisses: 59, storageMemoryBytes: 0, tableFiles: 1380, openTablesMax: 1000 }
+    expect(formatCaches(figures)).toBe('block 288M row 96M hit 41% tables 1380/1000!')
+    expect(formatCaches({ ...figures, openTablesMax: 12_288 })).toBe('block 288M row 96M hit 41% tables 1380/12288')
+    // A node from before the figure was reported.
+    expect(formatCaches({ ...figures, tableFiles: 0, openTablesMax: 0 })).toBe('block 288M row 96M hit 41%')
   })
 })
