@@ -4,6 +4,7 @@ import path from 'node:path'
 import type { ChildProcess } from 'node:child_process'
 import { ClassicLevel } from 'classic-level'
 import { connect, type ConnectOptions, type KumoClient } from '../src/index.js'
+import { compactFully } from '../src/storage/full-compaction.js'
 import { levelOptions } from '../src/storage/classic-level-engine.js'
 import { storedKeyBounds } from '../src/storage/keys.js'
 import { nodeCacheSizes, nodeOpenTables } from '../src/node/node.js'
@@ -60,7 +61,7 @@ export async function embeddedTarget(root: string): Promise<BenchTarget> {
     putMany: (entries) => db.batch(entries.map(([key, value]) => ({ type: 'put' as const, key, value }))),
     getMany: (keys) => db.getMany(keys),
     // The benchmark's keys ('user' and digits) lie within the bounds of Kumo's stored keys.
-    compact: () => db.compactRange(storedKeyBounds.start, storedKeyBounds.end),
+    compact: () => compactFully(db, storedKeyBounds.start, storedKeyBounds.end),
     pids: [],
     async close() {
       await db.close()

@@ -278,7 +278,7 @@ program
 
 program
   .command('compact')
-  .description("compact every node's storage now, one node after another (worth it after a bulk load: reads otherwise share the disk with the compactions it left)")
+  .description("compact every node's storage now, one node after another, until its data sits in one level (worth it after a bulk load: reads otherwise share the disk with the compactions it left)")
   .action(async () => {
     await withClient(async (db) => {
       process.stdout.write('compacting each node...\n')

@@ -3,6 +3,7 @@ import { ClassicLevel } from 'classic-level'
 import { KumoError } from '../core/errors.js'
 import { openTablesMin } from '../core/cache-sizes.js'
 import { recordHeaderBytes, recordVersion } from '../core/record.js'
+import { compactFully, tableFilesOf } from './full-compaction.js'
 import { mergePages, partitionPage, partitionShare } from './merge-pages.js'
 import {
   scanEntryBytes,
@@ -68,23 +69,6 @@ export interface ClassicLevelEngineConfig {
   keyIndex: boolean
   /** Told while the key index of a store written without it is built at open: keys indexed so far, and when it is done. */
   onKeyIndexBuild?: (keys: number, done: boolean) => void
-}
-
-/**
- * Table files in LevelDB's 'leveldb.stats' text: the sum of its per-level Files column (rows of
- * level, files, size, ... under a dashed line).
- */
-export function tableFilesOf(stats: string): number {
-  let files = 0
-  let inTable = false
-  for (const line of stats.split('\n')) {
-    if (/^-+$/.test(line.trim())) inTable = true
-    else if (inTable) {
-      const row = /^\s*\d+\s+(\d+)\s/.exec(line)
-      if (row !== null) files += Number(row[1])
-    }
-  }
-  return files
 }
 
 /** The row cache's default size. */
@@ -687,7 +671,7 @@ export class ClassicLevelEngine implements StorageEngine {
   }
 
   async compact(): Promise<void> {
-    await this.db.compactRange(storedKeyBounds.start, storedKeyBounds.end)
+    await compactFully(this.db, storedKeyBounds.start, storedKeyBounds.end)
   }
 
   async dropPartition(partition: number): Promise<void> {

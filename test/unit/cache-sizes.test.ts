@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { formatCaches } from '../../src/cli/status.js'
 import { cacheBytesMax, cacheBytesMin, defaultCacheSizes, defaultOpenTables, openTablesMax, openTablesMin } from '../../src/core/cache-sizes.js'
-import { tableFilesOf } from '../../src/storage/classic-level-engine.js'
+import { levelFilesOf, settledInOneLevel, tableFilesOf } from '../../src/storage/full-compaction.js'
 
 const MiB = 1024 * 1024
 const GiB = 1024 * MiB
@@ -47,6 +47,11 @@ describe('table files kept open', () => {
     const stats = '                               Compactions\nLevel  Files Size(MB) Time(sec) Read(MB) Write(MB)\n--------------------------------------------------\n  0        2        4         0        0         4\n  2      103      205         1        3         9\n  3     1275     2550        40       80       160\n'
     expect(tableFilesOf(stats)).toBe(1380)
     expect(tableFilesOf('')).toBe(0)
+    expect(levelFilesOf(stats)).toEqual([{ level: 0, files: 2 }, { level: 2, files: 103 }, { level: 3, files: 1275 }])
+    // Levels 2 and 3 both hold data: reads look in both, and a full compaction goes on.
+    expect(settledInOneLevel(levelFilesOf(stats))).toBe(false)
+    expect(settledInOneLevel([{ level: 0, files: 2 }, { level: 1, files: 1 }, { level: 4, files: 1275 }])).toBe(true)
+    expect(settledInOneLevel([])).toBe(true)
   })
 
   it('show in kumo status beside the caches, marked when reads reopen files', () => {
