@@ -309,7 +309,7 @@ export class ClassicLevelEngine implements StorageEngine {
           for (let j = 0; j < part.length; j++) {
             const record = found[j] ?? undefined
             values[part[j]!] = record
-            if (fill && record !== undefined) cache.set(ids[at + j]!, record)
+            if (fill && record !== undefined) cache.fill(ids[at + j]!, record)
           }
         }),
       )
@@ -330,7 +330,7 @@ export class ClassicLevelEngine implements StorageEngine {
       // Read now, on this thread: nothing can commit between the read and the fill, and every
       // commit after it drops the entry (see forget()).
       record = this.db.getSync(stored)
-      if (record !== undefined) cache.set(id, record)
+      if (record !== undefined) cache.fill(id, record)
     }
     return record
   }

@@ -24,6 +24,15 @@ const slabBytesMax = 256 * 1024
  * a generation is charged every byte copied into it, deleted or not, so slabs stay within the
  * budget plus the one being filled.
  *
+ * Admission: once the cache is full (it has dropped a generation that held entries), a record
+ * read from storage enters it (fill) only when its key missed recently before, as the
+ * doorkeeper of TinyLFU (Einziger et al., 2017) does. Under a uniform read of data far larger
+ * than the cache almost every read misses, and filling on every miss spent each read a copy,
+ * map inserts and, when a generation was dropped whole, the collector's time, for a hit rate of
+ * a few percent; a key read twice within the doorkeeper's window (about as many misses as the
+ * cache holds entries) is cached as before. Until the cache is full every record read enters:
+ * data that fits is all cached, as before.
+ *
  * The engine keeps it equal to what is committed: it fills entries from synchronous reads,
  * and from thread-pool reads only when no commit finished while they ran; it forgets every
  * key a commit writes or deletes, and drops a partition's keys after the partition is cleared
@@ -39,6 +48,9 @@ export class RowCache {
   private slab = Buffer.alloc(0)
   private slabUsed = 0
   private readonly slabBytes: number
+  private readonly doorkeeper: Doorkeeper
+  /** Whether a generation with entries was dropped: the cache is full, and admission applies. */
+  private full = false
   /** Lookups answered from the cache, and not, since start (for metrics). */
   hits = 0
   misses = 0
@@ -46,6 +58,19 @@ export class RowCache {
   constructor(readonly bytesMax: number) {
     assert.ok(Number.isSafeInteger(bytesMax) && bytesMax >= 0, 'row cache size is a whole number of bytes')
     this.slabBytes = Math.min(slabBytesMax, Math.max(slabBytesMin, Math.floor(bytesMax / 64)))
+    this.doorkeeper = new Doorkeeper(Math.max(doorkeeperWindowMin, Math.min(doorkeeperKeysMax, Math.floor(bytesMax / (rowCacheEntryOverhead + 64)))))
+  }
+
+  /**
+   * A record just read from storage for `id`: cached while the cache is not full, and then if
+   * its key missed recently before (see admission above), else only remembered as missed.
+   * Returns whether it was cached.
+   */
+  fill(id: string, record: Buffer): boolean {
+    // The window follows what the cache holds now: as many keys as it has entries.
+    if (this.full && !this.doorkeeper.admit(id, Math.max(doorkeeperWindowMin, this.size))) return false
+    this.set(id, record)
+    return true
   }
 
   get enabled(): boolean {
@@ -90,6 +115,7 @@ export class RowCache {
     this.youngBytes += cost
     this.youngCharged += cost
     if (this.youngCharged * 2 > this.bytesMax) {
+      if (this.old.size > 0) this.full = true
       this.old = this.young
       this.oldBytes = this.youngBytes
       this.young = new Map()
@@ -129,6 +155,8 @@ export class RowCache {
   }
 
   clear(): void {
+    this.doorkeeper.reset()
+    this.full = false
     this.young = new Map()
     this.old = new Map()
     this.youngBytes = 0
@@ -140,3 +168,46 @@ export class RowCache {
 }
 
 const entryCost = (id: string, record: Buffer): number => id.length + record.length + rowCacheEntryOverhead
+
+/** Keys the doorkeeper remembers at most between resets (its bits: 8 a key, 1 MiB at most)... */
+const doorkeeperKeysMax = 1 << 20
+/** ...and at least: a cache still filling, or of a few entries, admits what is read twice among this many. */
+const doorkeeperWindowMin = 1024
+
+/**
+ * Keys that missed recently, as a Bloom filter of 8 bits a key (for up to keysMax keys) and two
+ * probes: admit(id, window) says whether `id` (probably) missed since the last reset, and
+ * remembers it. It forgets everything once `window` keys were added (the caller's "recently");
+ * a false positive only admits a record early.
+ */
+class Doorkeeper {
+  private readonly bits: Uint32Array
+  private readonly mask: number
+  private added = 0
+
+  constructor(keysMax: number) {
+    let words = 1
+    while (words * 32 < keysMax * 8) words *= 2
+    this.bits = new Uint32Array(words)
+    this.mask = words * 32 - 1
+  }
+
+  admit(id: string, window: number): boolean {
+    // FNV-1a over the key's bytes (a latin1 string: one char a byte); the second probe from the same hash.
+    let h = 0x811c9dc5
+    for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193)
+    const a = h & this.mask
+    const b = (Math.imul(h, 0x5bd1e995) ^ (h >>> 15)) & this.mask
+    const seen = (this.bits[a >>> 5]! & (1 << (a & 31))) !== 0 && (this.bits[b >>> 5]! & (1 << (b & 31))) !== 0
+    if (seen) return true
+    this.bits[a >>> 5] = this.bits[a >>> 5]! | (1 << (a & 31))
+    this.bits[b >>> 5] = this.bits[b >>> 5]! | (1 << (b & 31))
+    if (++this.added >= window) this.reset()
+    return false
+  }
+
+  reset(): void {
+    this.bits.fill(0)
+    this.added = 0
+  }
+}

@@ -109,4 +109,37 @@ describe('RowCache', () => {
       expect(cache.usedBytes).toBeLessThanOrEqual(cache.bytesMax)
     }
   })
+
+  it('admits every record read while it has room; once full, a record on its key\'s second miss, not its first', () => {
+    const budget = 20 * cost('k00')
+    const cache = new RowCache(budget)
+    for (let i = 0; i < 20; i++) expect(cache.fill(`k${String(i).padStart(2, '0')}`, record(i))).toBe(true)
+    expect(cache.get('k00')).toEqual(record(0))
+    // More keys than it holds: a generation with entries is dropped, and admission begins.
+    for (let i = 20; i < 40; i++) cache.fill(`k${i}`, record(i))
+    expect(cache.fill('a', record(1))).toBe(false)
+    expect(cache.get('a')).toBeUndefined()
+    expect(cache.fill('a', record(1))).toBe(true)
+    expect(cache.get('a')).toEqual(record(1))
+    // After a clear, it has room again.
+    cache.clear()
+    expect(cache.fill('b', record(1))).toBe(true)
+  })
+
+  it('under reads spread evenly over far more keys than it holds, admits few; a key read again and again stays cached', () => {
+    const cache = new RowCache(200 * cost('k0000000'))
+    const random = seededRandom(7)
+    let admitted = 0
+    let hotHits = 0
+    for (let i = 0; i < 20_000; i++) {
+      const id = `k${String(Math.floor(random() * 1_000_000)).padStart(7, '0')}`
+      if (cache.get(id) === undefined && cache.fill(id, record(1))) admitted++
+      if (cache.get('hot') !== undefined) hotHits++
+      else cache.fill('hot', record(2))
+    }
+    // Without admission every one of the ~20,000 misses would be copied in.
+    expect(admitted).toBeLessThan(1000)
+    expect(hotHits).toBeGreaterThan(19_000)
+    expect(cache.usedBytes).toBeLessThanOrEqual(cache.bytesMax)
+  })
 })
