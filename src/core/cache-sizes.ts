@@ -38,20 +38,20 @@ export function defaultCacheSizes(memoryBytes: number): CacheSizes {
  */
 export const openTableBytes = 32 * 1024
 /** LevelDB's own default for the table files it keeps open (max_open_files)... */
-export const openTablesMin = 1000
-/** ...and the most a node keeps open by default. */
-export const openTablesMax = 100_000
+export const defaultOpenTablesMin = 1000
+/** ...and the most it takes: LevelDB clips max_open_files to 50,000 (SanitizeOptions). */
+export const openTablesLimit = 50_000
 
 /**
  * Table files a node's LevelDB keeps open by default (its table cache, max_open_files), from the
  * machine's memory as the caches are: as many as one sixty-fourth of it holds at openTableBytes
- * each, within 1,000 and 100,000. 12,288 on 24 GiB, room for 24 GiB of tables a node.
+ * each, within 1,000 and 50,000. 12,288 on 24 GiB, room for 24 GiB of tables a node.
  *
  * Why it matters: a read of a table that is not open opens it, which means reading its footer,
  * index block and filters: on 2,000,000 records of 1 KB a node (1,380 table files) against
- * LevelDB's 1,000, uniform reads cost three times the CPU (bench/RESULTS.md, issue #18).
+ * LevelDB's 1,000, uniform reads cost more than twice the CPU (bench/RESULTS.md, issue #18).
  */
 export function defaultOpenTables(memoryBytes: number): number {
   assert.ok(Number.isFinite(memoryBytes) && memoryBytes > 0, 'memory must be a positive number of bytes')
-  return Math.min(openTablesMax, Math.max(openTablesMin, Math.floor((memoryBytes * cacheMemoryShare) / openTableBytes)))
+  return Math.min(openTablesLimit, Math.max(defaultOpenTablesMin, Math.floor((memoryBytes * cacheMemoryShare) / openTableBytes)))
 }

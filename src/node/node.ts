@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import os from 'node:os'
-import { defaultCacheSizes, defaultOpenTables, type CacheSizes } from '../core/cache-sizes.js'
+import { defaultCacheSizes, defaultOpenTables, openTablesLimit, type CacheSizes } from '../core/cache-sizes.js'
 import { performance } from 'node:perf_hooks'
 import * as grpc from '@grpc/grpc-js'
 import { HealthImplementation } from 'grpc-health-check'
@@ -225,7 +225,7 @@ function checkOptions(o: NodeOptions): void {
   if (o.hintsPerTargetMax !== undefined && !(Number.isInteger(o.hintsPerTargetMax) && o.hintsPerTargetMax >= 0)) bad('hintsPerTargetMax must be a whole number of at least 0')
   if (o.tombstoneGraceMs !== undefined && !(o.tombstoneGraceMs >= 0)) bad('tombstone grace must be 0 or more')
   if (o.blockCacheBytes !== undefined && !(Number.isSafeInteger(o.blockCacheBytes) && o.blockCacheBytes >= 1024 * 1024)) bad('block cache size must be a whole number of bytes, 1 MiB or more')
-  if (o.openTables !== undefined && !(Number.isSafeInteger(o.openTables) && o.openTables >= 100 && o.openTables <= 1_000_000)) bad('open tables must be a whole number from 100 to 1,000,000')
+  if (o.openTables !== undefined && !(Number.isSafeInteger(o.openTables) && o.openTables >= 100 && o.openTables <= openTablesLimit)) bad(`open tables must be a whole number from 100 to ${openTablesLimit} (LevelDB keeps no more open)`)
   if (o.rowCacheBytes !== undefined && !(Number.isSafeInteger(o.rowCacheBytes) && o.rowCacheBytes >= 0)) bad('row cache size must be a whole number of bytes, 0 or more')
   if (o.purgeIntervalMs !== undefined && !(o.purgeIntervalMs >= 0)) bad('purge interval must be 0 or more')
   if (o.repairRecordsPerSecond !== undefined && !(Number.isFinite(o.repairRecordsPerSecond) && o.repairRecordsPerSecond >= 1)) bad('repair records a second must be at least 1')

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict'
 import { ClassicLevel } from 'classic-level'
 import { KumoError } from '../core/errors.js'
-import { openTablesMin } from '../core/cache-sizes.js'
+import { defaultOpenTablesMin } from '../core/cache-sizes.js'
 import { recordHeaderBytes, recordVersion } from '../core/record.js'
-import { compactFully, tableFilesOf } from './full-compaction.js'
+import { compactFully } from './full-compaction.js'
+import { tableFilesOf } from './leveldb-stats.js'
 import { mergePages, partitionPage, partitionShare } from './merge-pages.js'
 import {
   scanEntryBytes,
@@ -152,7 +153,7 @@ export class ClassicLevelEngine implements StorageEngine {
       cacheBytes: levelOptions.cacheSize,
       writeBufferBytes: levelOptions.writeBufferSize,
       rowCacheBytes: defaultRowCacheBytes,
-      openTablesMax: openTablesMin,
+      openTablesMax: defaultOpenTablesMin,
       iteratorsMax: 16,
       keyIndex: true,
       ...config,
@@ -243,7 +244,7 @@ export class ClassicLevelEngine implements StorageEngine {
     let tableFiles = 0
     try {
       storageMemoryBytes = Number(this.db.getProperty('leveldb.approximate-memory-usage')) || 0
-      tableFiles = tableFilesOf(this.db.getProperty('leveldb.stats'))
+      tableFiles = tableFilesOf(this.db.getProperty('leveldb.stats')) ?? 0
     } catch {
       // Closed, or not open yet.
     }

@@ -24,7 +24,9 @@ const slabBytesMax = 256 * 1024
  * a generation is charged every byte copied into it, deleted or not, so slabs stay within the
  * budget plus the one being filled.
  *
- * Admission: once the cache is full (it has dropped a generation that held entries), a record
+ * Admission: while the cache is full (at its last generation change it held three quarters of
+ * its budget in live entries, and so dropped entries for room; deletes that leave it under a
+ * quarter full end that until the next generation change finds it full again), a record
  * read from storage enters it (fill) only when its key missed recently before, as the
  * doorkeeper of TinyLFU (Einziger et al., 2017) does. Under a uniform read of data far larger
  * than the cache almost every read misses, and filling on every miss spent each read a copy,
@@ -49,7 +51,7 @@ export class RowCache {
   private slabUsed = 0
   private readonly slabBytes: number
   private readonly doorkeeper: Doorkeeper
-  /** Whether a generation with entries was dropped: the cache is full, and admission applies. */
+  /** Whether the cache was full at its last generation change: admission applies (see fill). */
   private full = false
   /** Lookups answered from the cache, and not, since start (for metrics). */
   hits = 0
@@ -64,11 +66,15 @@ export class RowCache {
   /**
    * A record just read from storage for `id`: cached while the cache is not full, and then if
    * its key missed recently before (see admission above), else only remembered as missed.
-   * Returns whether it was cached.
+   * Returns whether it was cached (a record larger than half the budget never is).
    */
   fill(id: string, record: Buffer): boolean {
-    // The window follows what the cache holds now: as many keys as it has entries.
-    if (this.full && !this.doorkeeper.admit(id, Math.max(doorkeeperWindowMin, this.size))) return false
+    if (entryCost(id, record) * 2 > this.bytesMax) return false
+    // The window: about as many keys as the cache holds entries at their mean size now.
+    // Deletes (writes, dropped partitions) that left it under a quarter full end admission until
+    // a generation change finds it full again.
+    if (this.full && this.usedBytes * 4 < this.bytesMax) this.full = false
+    if (this.full && !this.doorkeeper.admit(id, Math.max(doorkeeperWindowMin, Math.floor((this.bytesMax * this.size) / Math.max(1, this.usedBytes))))) return false
     this.set(id, record)
     return true
   }
@@ -115,7 +121,9 @@ export class RowCache {
     this.youngBytes += cost
     this.youngCharged += cost
     if (this.youngCharged * 2 > this.bytesMax) {
-      if (this.old.size > 0) this.full = true
+      // Full when what it holds live is near its budget: writes and partition drops that
+      // deleted entries leave it with room, and every record read enters again.
+      this.full = (this.oldBytes + this.youngBytes) * 4 >= this.bytesMax * 3
       this.old = this.young
       this.oldBytes = this.youngBytes
       this.young = new Map()
@@ -185,7 +193,7 @@ class Doorkeeper {
   private readonly mask: number
   private added = 0
 
-  constructor(keysMax: number) {
+  constructor(private readonly keysMax: number) {
     let words = 1
     while (words * 32 < keysMax * 8) words *= 2
     this.bits = new Uint32Array(words)
@@ -196,13 +204,17 @@ class Doorkeeper {
     // FNV-1a over the key's bytes (a latin1 string: one char a byte); the second probe from the same hash.
     let h = 0x811c9dc5
     for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193)
+    // murmur3's finalizer mixes every bit into the low ones; the second probe from the high half.
+    h = Math.imul(h ^ (h >>> 16), 0x85ebca6b)
+    h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35)
+    h ^= h >>> 16
     const a = h & this.mask
-    const b = (Math.imul(h, 0x5bd1e995) ^ (h >>> 15)) & this.mask
+    const b = (Math.imul(h >>> 16 | (h << 16), 0x9e3779b1) >>> 0) & this.mask
     const seen = (this.bits[a >>> 5]! & (1 << (a & 31))) !== 0 && (this.bits[b >>> 5]! & (1 << (b & 31))) !== 0
     if (seen) return true
     this.bits[a >>> 5] = this.bits[a >>> 5]! | (1 << (a & 31))
     this.bits[b >>> 5] = this.bits[b >>> 5]! | (1 << (b & 31))
-    if (++this.added >= window) this.reset()
+    if (++this.added >= Math.min(window, this.keysMax)) this.reset()
     return false
   }
 

@@ -196,13 +196,14 @@ export function writeLoad(db: KumoClient, prefix: string, concurrency = 16, maxW
   }
 }
 
-/** Waits until `load` has acknowledged `more` writes past `after`; if it times out because the load reached its cap, the error says so. */
+/** Waits until `load` has acknowledged `more` writes past `after`; fails at once if the load reached its cap instead. */
 export async function moreWrites(load: WriteLoad, after: number, more: number, timeoutMs: number, what = 'writes'): Promise<void> {
-  await waitFor(`${more} more ${what}`, () => {
-    if (load.acked.length > after + more) return true
-    if (load.capped) throw new Error(`the write load reached its cap after ${load.acked.length} acknowledged writes: raise its maxWrites`)
-    return false
-  }, timeoutMs)
+  const deadline = Date.now() + timeoutMs
+  while (load.acked.length <= after + more) {
+    if (load.capped) throw new Error(`waiting for ${more} more ${what}: the write load reached its cap after ${load.acked.length} acknowledged writes (raise its maxWrites)`)
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${more} more ${what} (${load.acked.length - after} in ${timeoutMs} ms)`)
+    await new Promise((r) => setTimeout(r, 25))
+  }
 }
 
 export interface ReadLoad {

@@ -145,6 +145,8 @@ describe('bad startup', () => {
       { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', consistency: 'most' as never },
       { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', rowCacheBytes: -1 },
       { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', rowCacheBytes: 1.5 },
+      { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', openTables: 99 },
+      { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', openTables: 50_001 },
     ]) {
       const error = await startNode(options).then(
         (node) => node.stop().then(() => undefined),

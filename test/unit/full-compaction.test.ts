@@ -24,6 +24,7 @@ class ScriptedStore implements CompactableStore {
     this.deepestWithData = deepest
   }
   private deepestWithData = 1
+  garbled = false
 
   getProperty(): string {
     if (this.background > 0 && this.deepestWithData < this.deepest) {
@@ -32,6 +33,7 @@ class ScriptedStore implements CompactableStore {
       this.levels[this.deepestWithData + 1]!++
     }
     const rows = this.levels.map((files, level) => `  ${level}   ${files}   ${files * 2}   0   0   0`).filter((_, level) => this.levels[level]! > 0)
+    if (this.garbled) return 'no table here'
     return `                               Compactions\nLevel  Files Size(MB) Time(sec) Read(MB) Write(MB)\n--------------------------------------------------\n${rows.join('\n')}\n`
   }
 }
@@ -45,22 +47,35 @@ describe('compacting until the data sits in one level', () => {
     const passes: string[] = []
     const levels = await compactFully(store, Buffer.from([0]), Buffer.from([0xff]), { ...fast, onPass: (pass, l) => passes.push(`${pass}: ${l.map((x) => `L${x.level}=${x.files}`).join(' ')}`) })
     expect(passes).toEqual(['1: L3=614 L4=400', '2: L4=1014'])
-    expect(levels).toEqual([{ level: 4, files: 1014 }])
+    expect(levels).toEqual([{ level: 4, files: 1014, megabytes: 2028 }])
   })
 
   it('stops after one pass when nothing overflows', async () => {
     const store = new ScriptedStore([3, 5, 0, 0, 0, 0, 0], () => 0)
-    expect(await compactFully(store, Buffer.from([0]), Buffer.from([0xff]), fast)).toEqual([{ level: 1, files: 8 }])
+    expect(await compactFully(store, Buffer.from([0]), Buffer.from([0xff]), fast)).toEqual([{ level: 1, files: 8, megabytes: 16 }])
     expect(store.passes).toBe(1)
   })
 
   it('gives up after its passes when the background always leaves two levels', async () => {
-    const store = new ScriptedStore([0, 0, 10, 10, 0, 0, 0], () => 2)
+    const store = new ScriptedStore([0, 0, 100, 100, 0, 0, 0], () => 100)
     const levels = await compactFully(store, Buffer.from([0]), Buffer.from([0xff]), { ...fast, passesMax: 2 })
     expect(store.passes).toBe(2)
-    expect(levels).toEqual([{ level: 4, files: 18 }, { level: 5, files: 2 }])
-    const again = new ScriptedStore([0, 0, 10, 10, 0, 0, 0], () => 2)
+    expect(levels).toEqual([{ level: 4, files: 100, megabytes: 200 }, { level: 5, files: 100, megabytes: 200 }])
+    const again = new ScriptedStore([0, 0, 100, 100, 0, 0, 0], () => 100)
     await compactFully(again, Buffer.from([0]), Buffer.from([0xff]), fast)
     expect(again.passes).toBe(3)
+  })
+
+  it('makes one pass when LevelDB prints its stats in a form it does not know', async () => {
+    const store = new ScriptedStore([0, 0, 10, 10, 0, 0, 0], () => 10)
+    store.garbled = true
+    expect(await compactFully(store, Buffer.from([0]), Buffer.from([0xff]), fast)).toEqual([])
+    expect(store.passes).toBe(1)
+  })
+
+  it('fails as the store does when a pass fails (a closed store)', async () => {
+    const store = new ScriptedStore([0, 0, 10, 10, 0, 0, 0], () => 0)
+    store.compactRange = () => Promise.reject(new Error('Database is not open'))
+    await expect(compactFully(store, Buffer.from([0]), Buffer.from([0xff]), fast)).rejects.toThrow('Database is not open')
   })
 })

@@ -142,4 +142,19 @@ describe('RowCache', () => {
     expect(hotHits).toBeGreaterThan(19_000)
     expect(cache.usedBytes).toBeLessThanOrEqual(cache.bytesMax)
   })
+
+  it('admits every record read again once deletes left it mostly empty', () => {
+    const cache = new RowCache(100 * cost('p1/k000'))
+    for (let i = 0; i < 300; i++) cache.fill(`p1/k${String(i).padStart(3, '0')}`, record(i))
+    expect(cache.fill('p2/first', record(1))).toBe(false)
+    // A partition dropped: its keys go, and with them the reason to turn records away.
+    cache.deletePrefix('p1/')
+    for (let i = 0; i < 50; i++) expect(cache.fill(`p2/k${String(i).padStart(3, '0')}`, record(i))).toBe(true)
+  })
+
+  it('never admits a record larger than half its budget, and says so', () => {
+    const cache = new RowCache(2 * cost('a', 100) - 1)
+    expect(cache.fill('a', record(1, 100))).toBe(false)
+    expect(cache.fill('a', record(1, 100))).toBe(false)
+  })
 })
