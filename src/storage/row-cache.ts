@@ -70,10 +70,10 @@ export class RowCache {
    */
   fill(id: string, record: Buffer): boolean {
     if (entryCost(id, record) * 2 > this.bytesMax) return false
-    // The window: about as many keys as the cache holds entries at their mean size now.
     // Deletes (writes, dropped partitions) that left it under a quarter full end admission until
     // a generation change finds it full again.
     if (this.full && this.usedBytes * 4 < this.bytesMax) this.full = false
+    // The doorkeeper's window: about as many keys as the budget holds entries at their mean size now.
     if (this.full && !this.doorkeeper.admit(id, Math.max(doorkeeperWindowMin, Math.floor((this.bytesMax * this.size) / Math.max(1, this.usedBytes))))) return false
     this.set(id, record)
     return true
