@@ -61,8 +61,7 @@ export async function compactFully(db: CompactableStore, start: Buffer, end: Buf
   let levels: LevelFiles[] = []
   for (let pass = 1; pass <= passesMax; pass++) {
     await db.compactRange(start, end)
-    await backgroundQuiet(db, quietMs, waitMaxMs, pollMs)
-    const read = levelFilesOf(db.getProperty('leveldb.stats'))
+    const read = levelFilesOf(await backgroundQuiet(db, quietMs, waitMaxMs, pollMs))
     // Stats LevelDB no longer prints as expected: one pass, as CompactRange alone would do.
     if (read === undefined) break
     levels = read
@@ -72,8 +71,8 @@ export async function compactFully(db: CompactableStore, start: Buffer, end: Buf
   return levels
 }
 
-/** Waits until LevelDB's stats (files and bytes per level, compaction totals) stay the same for quietMs, or waitMaxMs passed. */
-async function backgroundQuiet(db: CompactableStore, quietMs: number, waitMaxMs: number, pollMs: number): Promise<void> {
+/** Waits until LevelDB's stats (files and bytes per level, compaction totals) stay the same for quietMs, or waitMaxMs passed; returns them. */
+async function backgroundQuiet(db: CompactableStore, quietMs: number, waitMaxMs: number, pollMs: number): Promise<string> {
   const deadline = Date.now() + waitMaxMs
   let last = db.getProperty('leveldb.stats')
   let sameSince = Date.now()
@@ -85,4 +84,5 @@ async function backgroundQuiet(db: CompactableStore, quietMs: number, waitMaxMs:
       sameSince = Date.now()
     }
   }
+  return last
 }

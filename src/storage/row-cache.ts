@@ -201,10 +201,11 @@ class Doorkeeper {
   }
 
   admit(id: string, window: number): boolean {
-    // FNV-1a over the key's bytes (a latin1 string: one char a byte); the second probe from the same hash.
+    // FNV-1a over the key's bytes (a latin1 string: one char a byte), then murmur3's finalizer,
+    // which mixes every bit into the low ones: the first probe from the low bits, the second
+    // from the halves swapped.
     let h = 0x811c9dc5
     for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193)
-    // murmur3's finalizer mixes every bit into the low ones; the second probe from the high half.
     h = Math.imul(h ^ (h >>> 16), 0x85ebca6b)
     h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35)
     h ^= h >>> 16
