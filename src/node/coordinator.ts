@@ -594,8 +594,13 @@ export class Coordinator {
           () => onFail(err),
         )
       }
+      // Replicas the client found unresponsive are skipped only while the others can still make
+      // W: the client's view may hold a replica that was merely slow to it (jitter, a busy
+      // machine), and failing a write this node could have completed would fail it needlessly.
+      // One this node cannot reach either costs a replica timeout, then a hint, as any failure.
+      const honoured = this.honouredSkips(replicas, skip, required)
       for (const id of replicas) {
-        if (skip.has(id) && id !== this.deps.selfId) {
+        if (honoured.has(id) && id !== this.deps.selfId) {
           onReplicaFailure(id, new KumoError('UNAVAILABLE', `node ${id} left the client's request unanswered`))
           continue
         }
@@ -608,6 +613,14 @@ export class Coordinator {
         this.writeReplica(id, partitions, keys, records, timeoutMs).then(onAck, (err) => onReplicaFailure(id, err))
       }
     })
+  }
+
+  /** Of the replicas the client skipped, those this write skips too: all of them when the rest can still make `required`, none otherwise. */
+  private honouredSkips(replicas: readonly string[], skip: ReadonlySet<string>, required: number): ReadonlySet<string> {
+    if (skip.size === 0) return noneSkipped
+    let others = 0
+    for (const id of replicas) if ((id === this.deps.selfId || !skip.has(id)) && this.writable(id)) others++
+    return others >= required ? skip : noneSkipped
   }
 
   private whyNotWritable(id: string): string {

@@ -161,6 +161,20 @@ describe('client-coordinated requests', () => {
     for (const [n, node] of cluster.nodes.entries()) expect((await stored(n, key))?.equals(record) ?? false).toBe(replicas.includes(node!.id))
   })
 
+  it('handed over with replicas the client found unresponsive: the node still writes them when the rest cannot make W', async () => {
+    // The client's view may hold a replica that was merely slow to it (jitter under load): a
+    // node that reaches it must not fail, or merely hint, a write it can complete.
+    const key = Buffer.from('client-skipped')
+    const { replicas } = replicasOf(key)
+    const [coordinator, other] = replicas.map((id) => cluster.nodes.findIndex((n) => n!.id === id))
+    const record = encodeRecord(encodeVersion({ ms: Date.now(), counter: 0 }, 'test'), Buffer.from('written'))
+    const res = await conns[coordinator!]!.request({ ...req('REPLICATE', [key], [record]), consistency: 'all', unresponsive: [replicas[1]!] }, 5000)
+    expect(res.errorCode).toBe('')
+    // At 'all' both replicas acknowledged: the skipped one holds the record itself, not a hint for it.
+    expect((await stored(coordinator!, key))?.equals(record)).toBe(true)
+    expect((await stored(other!, key))?.equals(record)).toBe(true)
+  })
+
   it('answer INVALID_ARGUMENT for malformed records and versions far ahead of the node clock', async () => {
     const key = Buffer.from('bad-records')
     const { replicas } = replicasOf(key)
