@@ -7,6 +7,7 @@ import * as hdr from 'hdr-histogram-js'
 import { connect, withRetry, type KumoClient } from '../src/index.js'
 import { seededRandom } from '../src/core/random.js'
 import { processCpuMicros } from './cpu.js'
+import { startCpuProfile } from '../src/cli/cpu-profile-signal.js'
 import { localSpecs, portTaken, spawnNode, stopChild, waitHealthy, type LocalNodeSpec } from '../scripts/local-cluster.js'
 
 /**
@@ -34,8 +35,9 @@ const program = new Command()
   .option('--moves-at-once <partitions>', "partitions a change moves at once (kumo start --moves-at-once; default: the node's default)", wholeNumber)
   .option('--node-args <args>', "more kumo start arguments for every node, space-separated (e.g. '--no-key-index')")
   .option('--timeline', "also print each second's client ops and p99, to see when in a move the latency rises")
+  .option('--counters', "also print, per phase, the nodes' fastest-growing counters a second (each node serves metrics on its port + 100)")
   .parse()
-const opts = program.opts<{ records: number; valueSize: number; concurrency: number; steady: number; warmup: number; basePort: number; moveRate?: number; movesAtOnce?: number; nodeArgs?: string; timeline?: boolean }>()
+const opts = program.opts<{ records: number; valueSize: number; concurrency: number; steady: number; warmup: number; basePort: number; moveRate?: number; movesAtOnce?: number; nodeArgs?: string; timeline?: boolean; counters?: boolean }>()
 
 interface Phase {
   name: string
@@ -47,6 +49,30 @@ interface Phase {
   histogram: hdr.Histogram
   failures: number
   copied?: { records: number; bytes: number }
+  /** Counters summed over the nodes, per second of the phase, fastest first (--counters). */
+  counters?: [string, number][]
+}
+
+/** The metrics port of a node started by this benchmark (--counters): its gRPC port + 100. */
+function metricsPortOf(spec: LocalNodeSpec): number {
+  return Number(spec.address.slice(spec.address.lastIndexOf(':') + 1)) + 100
+}
+
+/** Every counter (a `_total` series) of one node, by series, or undefined when it does not answer (not started, or gone). */
+async function countersOf(spec: LocalNodeSpec): Promise<Map<string, number> | undefined> {
+  let text: string
+  try {
+    text = await (await fetch(`http://127.0.0.1:${metricsPortOf(spec)}/metrics`, { signal: AbortSignal.timeout(2000) })).text()
+  } catch {
+    return undefined
+  }
+  const counters = new Map<string, number>()
+  for (const line of text.split('\n')) {
+    const match = /^([a-z_]+_total)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line)
+    if (match === null) continue
+    counters.set(`${match[1]}${(match[2] ?? '').replace(/,?node="[^"]*"/, '').replace('{}', '')}`, Number(match[3]))
+  }
+  return counters
 }
 
 const histogram = (): hdr.Histogram => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 })
@@ -62,7 +88,8 @@ async function main(): Promise<void> {
   const seeds = specs.slice(0, 3).map((s) => s.address)
   const spawn = (spec: LocalNodeSpec): void => {
     const rate = [...(opts.moveRate === undefined ? [] : ['--move-rate', String(opts.moveRate)]), ...(opts.movesAtOnce === undefined ? [] : ['--moves-at-once', String(opts.movesAtOnce)]), ...(opts.nodeArgs?.split(' ').filter((a) => a !== '') ?? [])]
-    children.set(spec.id, spawnNode(spec, seeds, ['--log-level', process.env.KUMO_MOVES_LOG ?? 'error', '--repair-interval', '0', ...rate], (line) => {
+    const metrics = opts.counters === true ? ['--metrics-port', String(metricsPortOf(spec))] : []
+    children.set(spec.id, spawnNode(spec, seeds, ['--log-level', process.env.KUMO_MOVES_LOG ?? 'error', '--repair-interval', '0', ...rate, ...metrics], (line) => {
       if (process.env.KUMO_MOVES_LOG !== undefined && /gained partitions|: ready|copying the partitions|partitions compared|copy pace/.test(line)) process.stdout.write(`  [${spec.id}] ${line.slice(0, 200)}\n`)
     }))
   }
@@ -109,8 +136,9 @@ async function main(): Promise<void> {
       while (running) {
         const started = process.hrtime.bigint()
         const current = phase
+        const reading = random() < 0.5
         try {
-          if (random() < 0.5) await db!.get(keyOf(Math.floor(random() * opts.records)))
+          if (reading) await db!.get(keyOf(Math.floor(random() * opts.records)))
           else await db!.put(`move-new/${written++}`, value)
         } catch {
           current.failures++
@@ -118,17 +146,22 @@ async function main(): Promise<void> {
         const micros = Math.max(1, Number((process.hrtime.bigint() - started) / 1000n))
         current.histogram.recordValue(micros)
         second.recordValue(micros)
+        ;(reading ? secondReads : secondWrites).recordValue(micros)
       }
     })
     // Each second's ops and p99 (--timeline), stamped with the phase it fell in.
     let second = histogram()
+    let secondReads = histogram()
+    let secondWrites = histogram()
     const timelineStarted = Date.now()
     const timeline = setInterval(() => {
       if (opts.timeline === true) {
         const t = ((Date.now() - timelineStarted) / 1000).toFixed(0)
-        process.stdout.write(`  t=${t}s ${phase.name.split(' ')[0]} ops=${second.totalCount} p50=${(second.getValueAtPercentile(50) / 1000).toFixed(1)} p99=${(second.getValueAtPercentile(99) / 1000).toFixed(1)} max=${(second.maxValue / 1000).toFixed(1)}\n`)
+        process.stdout.write(`  t=${t}s ${phase.name.split(' ')[0]} ops=${second.totalCount} p50=${(second.getValueAtPercentile(50) / 1000).toFixed(1)} p99=${(second.getValueAtPercentile(99) / 1000).toFixed(1)} max=${(second.maxValue / 1000).toFixed(1)} read p50/p99=${(secondReads.getValueAtPercentile(50) / 1000).toFixed(1)}/${(secondReads.getValueAtPercentile(99) / 1000).toFixed(1)} write p50/p99=${(secondWrites.getValueAtPercentile(50) / 1000).toFixed(1)}/${(secondWrites.getValueAtPercentile(99) / 1000).toFixed(1)}\n`)
       }
       second = histogram()
+      secondReads = histogram()
+      secondWrites = histogram()
     }, 1000)
     const phases: Phase[] = []
     // Each node's CPU time, sampled every 200 ms: a node that stops mid-phase (the drained one)
@@ -161,7 +194,36 @@ async function main(): Promise<void> {
       const started = Date.now()
       const cpuBefore = cpuTotal()
       const byBefore = cpuBy()
+      // Each node's counters at the start, and its latest reading since (a node that stops
+      // mid-phase, the drained one, keeps its last).
+      const first = new Map<string, Map<string, number>>()
+      const latest = new Map<string, Map<string, number>>()
+      const readCounters = async (into: Map<string, Map<string, number>>): Promise<void> => {
+        await Promise.all(specs.map(async (spec) => {
+          const counters = await countersOf(spec)
+          if (counters !== undefined) into.set(spec.id, counters)
+        }))
+      }
+      let counterReader: NodeJS.Timeout | undefined
+      if (opts.counters === true) {
+        await readCounters(first)
+        counterReader = setInterval(() => void readCounters(latest), 1000)
+      }
+      // KUMO_MOVES_PROFILE=dir: this client's CPU profile of each move, written there.
+      const profileDir = name.startsWith('steady') ? undefined : process.env.KUMO_MOVES_PROFILE
+      const profile = profileDir === undefined ? undefined : await startCpuProfile()
       const copied = await during()
+      await profile?.stop(path.join(profileDir!, `client-${name.split(' ')[0]}.cpuprofile`))
+      if (counterReader !== undefined) {
+        clearInterval(counterReader)
+        await readCounters(latest)
+        const seconds = (Date.now() - started) / 1000
+        const grew = new Map<string, number>()
+        for (const [id, counters] of latest) {
+          for (const [series, value] of counters) grew.set(series, (grew.get(series) ?? 0) + (value - (first.get(id)?.get(series) ?? 0)) / seconds)
+        }
+        current.counters = [...grew].filter(([, rate]) => rate > 0).sort((a, b) => b[1] - a[1]).slice(0, 30)
+      }
       current.serverCpuMicros = cpuTotal() - cpuBefore
       current.seconds = (Date.now() - started) / 1000
       current.coresBy = new Map([...cpuBy()].map(([id, micros]) => [id, (micros - (byBefore.get(id) ?? 0)) / 1e6 / current.seconds]))
@@ -243,6 +305,7 @@ async function main(): Promise<void> {
       '',
       'Cores used per process: ' + phases.map((p) => `${p.name.split(' ')[0]} ${[...(p.coresBy ?? [])].map(([id, cores]) => `${id} ${cores.toFixed(2)}`).join(', ')}`).join('; '),
       '',
+      ...phases.flatMap((p) => (p.counters === undefined ? [] : [`Counters a second, ${p.name}: ${p.counters.map(([series, rate]) => `${series} ${Math.round(rate).toLocaleString('en-US')}`).join(', ')}`, ''])),
       'client ops/s (of steady before / after): against the steady phase of the cluster the move starts from and of the one it ends on (join: three nodes / four; drain: four / three).',
       'copied records: the moving replicas\' share of the records (each replica of a partition holds all of its keys).',
       '',

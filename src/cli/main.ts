@@ -7,6 +7,7 @@ import { consistencyLevels, type Consistency } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
 import { nodeCacheSizes, nodeOpenTables, startNode } from '../node/node.js'
 import { clusterStatus, formatPartitions, formatStatus } from './status.js'
+import { profileOnSignal } from './cpu-profile-signal.js'
 import { planInWords } from './plan.js'
 import { loadFormats, recordsOf } from './load-file.js'
 import { planKinds, type PlanKind } from '../core/change-plan.js'
@@ -161,6 +162,7 @@ program
       `kumo node ${node.id} listening on ${node.address}, data in ${o.data}${node.metricsPort !== undefined ? `, metrics on :${node.metricsPort}/metrics` : ''}\n`,
     )
     burnForTests()
+    profileOnSignal(node.id, o.data, (line) => process.stdout.write(`${line}\n`))
     let stopping = false
     const stop = (signal: string): void => {
       if (stopping) return

@@ -690,13 +690,16 @@ export class ClassicLevelEngine implements StorageEngine {
           if (this.config.keyIndex) batch.del(indexKey(userKeyOf(key)))
         }
         await this.written(batch.write({ sync: this.config.sync }))
+        // The row cache forgets what the chunk deleted, as after any commit: the keys it listed
+        // (a key written after the listing stays, in LevelDB and the cache alike). Per key
+        // dropped, not a walk of the whole cache per partition, which on a node dropping a wave
+        // of partitions held its event loop for the length of a cache walk each.
+        this.dataCommits++
+        for (const key of keys) this.cache.delete(key.toString('latin1'))
       }
     } finally {
       await it.close()
     }
-    // After the clear: a read during it may have cached a record the clear then deleted.
-    this.dataCommits++
-    this.cache.deletePrefix(range.gte.toString('latin1'))
   }
 
   async putHints(

@@ -37,7 +37,7 @@ const slabBytesMax = 256 * 1024
  *
  * The engine keeps it equal to what is committed: it fills entries from synchronous reads,
  * and from thread-pool reads only when no commit finished while they ran; it forgets every
- * key a commit writes or deletes, and drops a partition's keys after the partition is cleared
+ * key a commit writes or deletes, a partition's keys as it clears them
  * (see ClassicLevelEngine). Dropping an entry is always safe; the cache never decides anything.
  */
 export class RowCache {
@@ -155,11 +155,6 @@ export class RowCache {
       this.old.delete(id)
       this.oldBytes -= entryCost(id, old)
     }
-  }
-
-  /** Drops every entry whose id starts with `prefix`. */
-  deletePrefix(prefix: string): void {
-    for (const map of [this.young, this.old]) for (const id of [...map.keys()]) if (id.startsWith(prefix)) this.delete(id)
   }
 
   clear(): void {
