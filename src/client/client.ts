@@ -834,7 +834,8 @@ export class KumoClient {
   /**
    * Per node still copying for the change in flight: how many records its pending partitions
    * and those queued for later waves hold on a current replica (`source`), and how many of those
-   * it holds already (`held`: its own copies, written by the copy or by clients meanwhile).
+   * it holds already (`held`: its own copies of its pending partitions, written by the copy or
+   * by clients meanwhile; none of a queued one, whose copy has not begun).
    * `source - held` is roughly what is left to copy. Nodes or partitions that did not answer are
    * left out.
    */
@@ -844,13 +845,18 @@ export class KumoClient {
     const timeoutMs = options.timeoutMs ?? 30_000
     const copying = map.nodes
       .filter((node) => this.nodeState.get(node)?.state !== 'down')
-      .map((node) => ({ node, pending: [...pendingPartitionsOf(map, node), ...queuedPartitionsOf(map, node)] }))
+      .map((node) => {
+        const staged = pendingPartitionsOf(map, node)
+        return { node, staged: staged.length, pending: [...staged, ...queuedPartitionsOf(map, node)] }
+      })
       .filter((c) => c.pending.length > 0)
     // Each pending partition's size on a current replica, asked once whoever gains it.
     const pending = [...new Set(copying.flatMap((c) => c.pending))]
     const [sources, ...held] = await Promise.all([
       this.sizesOnReplicas(pending.map((partition) => ({ partition, replicas: map.replicas[partition]! })), timeoutMs),
-      ...copying.map((c) => this.connection(c.node)?.partitionSizes(c.pending, timeoutMs).catch(() => undefined)),
+      // Only staged partitions: what a node holds of a queued one is left over (a cancelled or
+      // reverted move, not yet swept), not copied, and its copy will start from the first key.
+      ...copying.map((c) => (c.staged === 0 ? Promise.resolve({ records: [], bytes: [] }) : this.connection(c.node)?.partitionSizes(c.pending.slice(0, c.staged), timeoutMs).catch(() => undefined))),
     ])
     const out: { node: string; partitions: number; source: number; held: number }[] = []
     copying.forEach(({ node, pending: mine }, n) => {
