@@ -343,15 +343,18 @@ export class AntiEntropy {
 
   /**
    * The final comparison of gained partitions with every replica, `fillCompareConcurrency`
-   * partitions at a time: each comparison is a few round trips of small messages, so running
-   * them one by one would leave the copy waiting on latency rather than on work.
+   * partitions at a time across the change's copiers (this node's share of them, at least one):
+   * each comparison is a few round trips of small messages, so running them one by one would
+   * leave the copy waiting on latency rather than on work; but each also makes every replica
+   * read and hash the whole partition, and a drain's three gainers comparing four each at once
+   * held the clients at a third of their throughput while they did (bench:moves --timeline).
    */
   private async compareFilled(partitions: number[]): Promise<void> {
     let next = 0
     const started = Date.now()
     const total = { partitions: 0, pulled: 0, pushed: 0, differing: 0 }
     await Promise.all(
-      Array.from({ length: fillCompareConcurrency }, async () => {
+      Array.from({ length: Math.max(1, Math.round(fillCompareConcurrency * this.copyShare)) }, async () => {
         while (next < partitions.length && !this.stopped) {
           const partition = partitions[next++]!
           if (!this.filling.has(partition)) continue
