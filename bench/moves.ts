@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { Command, InvalidArgumentError } from 'commander'
@@ -68,9 +68,10 @@ async function countersOf(spec: LocalNodeSpec): Promise<Map<string, number> | un
   }
   const counters = new Map<string, number>()
   for (const line of text.split('\n')) {
-    const match = /^([a-z_]+_total)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line)
+    const match = /^([a-z0-9_]+_total)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line)
     if (match === null) continue
-    counters.set(`${match[1]}${(match[2] ?? '').replace(/,?node="[^"]*"/, '').replace('{}', '')}`, Number(match[3]))
+    const labels = (match[2] ?? '').replace(/node="[^"]*",?/, '').replace(/,}$/, '}').replace('{}', '')
+    counters.set(`${match[1]}${labels}`, Number(match[3]))
   }
   return counters
 }
@@ -214,6 +215,7 @@ async function main(): Promise<void> {
       }
       // KUMO_MOVES_PROFILE=dir: this client's CPU profile of each move, written there.
       const profileDir = name.startsWith('steady') ? undefined : process.env.KUMO_MOVES_PROFILE
+      if (profileDir !== undefined) await mkdir(profileDir, { recursive: true })
       const profile = profileDir === undefined ? undefined : await startCpuProfile()
       const copied = await during()
       await profile?.stop(path.join(profileDir!, `client-${name.split(' ')[0]}.cpuprofile`))

@@ -12,8 +12,13 @@ export async function startCpuProfile(): Promise<CpuProfile> {
   const session = new Session()
   session.connect()
   const post = <T>(method: string): Promise<T> => new Promise((resolve, reject) => session.post(method, (err, result) => (err ? reject(err) : resolve(result as T))))
-  await post('Profiler.enable')
-  await post('Profiler.start')
+  try {
+    await post('Profiler.enable')
+    await post('Profiler.start')
+  } catch (err) {
+    session.disconnect()
+    throw err
+  }
   return {
     stop: async (file) => {
       try {
@@ -36,11 +41,12 @@ export function profileOnSignal(nodeId: string, dir: string, say: (line: string)
   let running: Promise<CpuProfile> | undefined
   process.on('SIGUSR2', () => {
     if (running === undefined) {
-      running = startCpuProfile()
-      running.then(
+      const starting = startCpuProfile()
+      running = starting
+      starting.then(
         () => say(`kumo node ${nodeId}: CPU profile started (SIGUSR2 again writes it)`),
         (err: Error) => {
-          running = undefined
+          if (running === starting) running = undefined
           say(`kumo node ${nodeId}: CPU profile could not start: ${err.message}`)
         },
       )

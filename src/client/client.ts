@@ -856,7 +856,11 @@ export class KumoClient {
       this.sizesOnReplicas(pending.map((partition) => ({ partition, replicas: map.replicas[partition]! })), timeoutMs),
       // Only staged partitions: what a node holds of a queued one is left over (a cancelled or
       // reverted move, not yet swept), not copied, and its copy will start from the first key.
-      ...copying.map((c) => (c.staged === 0 ? Promise.resolve({ records: [], bytes: [] }) : this.connection(c.node)?.partitionSizes(c.pending.slice(0, c.staged), timeoutMs).catch(() => undefined))),
+      ...copying.map((c) => {
+        const conn = this.connection(c.node)
+        if (conn === undefined || c.staged === 0) return Promise.resolve(conn === undefined ? undefined : { records: [], bytes: [] })
+        return conn.partitionSizes(c.pending.slice(0, c.staged), timeoutMs).catch(() => undefined)
+      }),
     ])
     const out: { node: string; partitions: number; source: number; held: number }[] = []
     copying.forEach(({ node, pending: mine }, n) => {

@@ -615,11 +615,24 @@ export class Coordinator {
     })
   }
 
-  /** Of the replicas the client skipped, those this write skips too: all of them when the rest can still make `required`, none otherwise. */
+  /**
+   * Of the replicas the client skipped, those this write skips too: all of them when the rest
+   * can still make `required` (counting, under a sloppy quorum, a hint on a fallback node for
+   * each skipped replica while fallbacks last, as replicate() does), none otherwise.
+   */
   private honouredSkips(replicas: readonly string[], skip: ReadonlySet<string>, required: number): ReadonlySet<string> {
     if (skip.size === 0) return noneSkipped
     let others = 0
-    for (const id of replicas) if ((id === this.deps.selfId || !skip.has(id)) && this.writable(id)) others++
+    let skipped = 0
+    for (const id of replicas) {
+      if (id !== this.deps.selfId && skip.has(id)) skipped++
+      else if (this.writable(id)) others++
+    }
+    if (this.config.quorum === 'sloppy' && others < required) {
+      let fallbacks = 0
+      for (const id of this.partitionMap.nodes) if (!replicas.includes(id) && id !== this.deps.selfId && this.writable(id)) fallbacks++
+      others += Math.min(skipped, fallbacks)
+    }
     return others >= required ? skip : noneSkipped
   }
 

@@ -695,7 +695,7 @@ export class ClassicLevelEngine implements StorageEngine {
         // dropped, not a walk of the whole cache per partition, which on a node dropping a wave
         // of partitions held its event loop for the length of a cache walk each.
         this.dataCommits++
-        for (const key of keys) this.cache.delete(key.toString('latin1'))
+        if (this.cache.size > 0) for (const key of keys) this.cache.delete(key.toString('latin1'))
       }
     } finally {
       await it.close()

@@ -1,9 +1,6 @@
 import { AnswerTime } from '../core/answer-time.js'
 import { KumoError } from '../core/errors.js'
 
-/** A sweep later than its interval by more than this is taken for a stall of this process. */
-const stallMs = 50
-
 interface Pending<T> {
   sentAtMs: number
   timeoutMs: number
@@ -32,7 +29,6 @@ export class PendingTable<T> {
   private nextId = 1
   private bytes_ = 0
   private timer: NodeJS.Timeout | undefined
-  private lastSweepAtMs = 0
   private expiryDeferred = false
 
   constructor(
@@ -48,7 +44,6 @@ export class PendingTable<T> {
     this.pending.set(id, { sentAtMs: now, timeoutMs, bytes, deadlineMs: now + timeoutMs, resolve, reject })
     this.bytes_ += bytes
     if (this.timer === undefined) {
-      this.lastSweepAtMs = now
       this.timer = setInterval(() => this.sweep(), this.sweepMs)
       this.timer.unref()
     }
@@ -96,24 +91,16 @@ export class PendingTable<T> {
   }
 
   private sweep(): void {
-    const now = performance.now()
-    // A sweep that runs late means this process stalled (a GC pause, a busy CPU). Timers run
-    // before the poll for I/O in a turn of the event loop, so replies that arrived during the
-    // stall still sit unread: expiring now would time out requests that were answered, and
-    // avoid nodes that answered. The expiry runs after this turn's I/O instead (setImmediate).
-    const stalled = now - this.lastSweepAtMs > this.sweepMs + stallMs
-    this.lastSweepAtMs = now
-    if (stalled) {
-      if (!this.expiryDeferred) {
-        this.expiryDeferred = true
-        setImmediate(() => {
-          this.expiryDeferred = false
-          this.expire(performance.now())
-        })
-      }
-      return
-    }
-    this.expire(now)
+    // The expiry runs after this turn's poll for I/O (setImmediate), not in the timer: timers
+    // run before the next poll, so after any delay of this process (a GC pause, a busy CPU)
+    // replies that arrived meanwhile would still sit unread, and expiring first would time out
+    // requests that were answered and avoid nodes that answered.
+    if (this.expiryDeferred) return
+    this.expiryDeferred = true
+    setImmediate(() => {
+      this.expiryDeferred = false
+      this.expire(performance.now())
+    })
   }
 
   private expire(now: number): void {

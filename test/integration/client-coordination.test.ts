@@ -163,16 +163,30 @@ describe('client-coordinated requests', () => {
 
   it('handed over with replicas the client found unresponsive: the node still writes them when the rest cannot make W', async () => {
     // The client's view may hold a replica that was merely slow to it (jitter under load): a
-    // node that reaches it must not fail, or merely hint, a write it can complete.
-    const key = Buffer.from('client-skipped')
-    const { replicas } = replicasOf(key)
-    const [coordinator, other] = replicas.map((id) => cluster.nodes.findIndex((n) => n!.id === id))
-    const record = encodeRecord(encodeVersion({ ms: Date.now(), counter: 0 }, 'test'), Buffer.from('written'))
-    const res = await conns[coordinator!]!.request({ ...req('REPLICATE', [key], [record]), consistency: 'all', unresponsive: [replicas[1]!] }, 5000)
-    expect(res.errorCode).toBe('')
-    // At 'all' both replicas acknowledged: the skipped one holds the record itself, not a hint for it.
-    expect((await stored(coordinator!, key))?.equals(record)).toBe(true)
-    expect((await stored(other!, key))?.equals(record)).toBe(true)
+    // node that reaches it must not fail a write it can complete. N = 3 on three nodes, as in
+    // the CI failure this comes from: no fallback node for a hint to count toward W.
+    const full = await startCluster(3, { replicationFactor: 3 })
+    const fullConns = full.addresses.map((address, i) => new NodeConnection(`n${i + 1}`, address, () => undefined))
+    try {
+      const key = Buffer.from('client-skipped')
+      const record = (value: string): Buffer => encodeRecord(encodeVersion({ ms: Date.now(), counter: 0 }, 'test'), Buffer.from(value))
+      const storedOn = async (n: number): Promise<Buffer | undefined> => (await full.nodes[n]!.storage.getRecords(partitionOf(key, 64), [key]))[0]
+      // Quorum (2 of 3) with n2 and n3 named: n1 alone cannot make it, so it writes them both.
+      const written = record('written')
+      const res = await fullConns[0]!.request({ ...req('REPLICATE', [key], [written]), consistency: 'quorum', unresponsive: ['n2', 'n3'] }, 5000)
+      expect(res.errorCode).toBe('')
+      const held = (await Promise.all([0, 1, 2].map(storedOn))).filter((r) => r?.equals(written)).length
+      expect(held).toBeGreaterThanOrEqual(2)
+      // At 'one' n1 makes it alone: the named replicas are skipped, and reached by hints instead.
+      const later = record('later')
+      const one = await fullConns[0]!.request({ ...req('REPLICATE', [key], [later]), consistency: 'one', unresponsive: ['n2', 'n3'] }, 5000)
+      expect(one.errorCode).toBe('')
+      expect((await storedOn(0))?.equals(later)).toBe(true)
+      await waitFor('the hints for n2 and n3 delivered', async () => (await storedOn(1))?.equals(later) === true && (await storedOn(2))?.equals(later) === true, 30_000, 100)
+    } finally {
+      for (const conn of fullConns) conn.close()
+      await full.close()
+    }
   })
 
   it('answer INVALID_ARGUMENT for malformed records and versions far ahead of the node clock', async () => {
