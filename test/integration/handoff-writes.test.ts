@@ -75,8 +75,9 @@ describe('writes while a membership change moves partitions', () => {
 
     // The stale client's put goes through a node, which writes the whole write set: n4 has it.
     await stale.put(key, 'written-during-the-move')
-    const [stored] = await joiner.storage.getRecords(partition, [key])
-    expect(stored).toBeDefined()
+    // Sent to n4 with the rest: the put may resolve on three acknowledgements of four before
+    // n4's own lands, so wait for it.
+    await waitFor('n4 to hold the write', async () => (await joiner.storage.getRecords(partition, [key]))[0] !== undefined, 10_000, 20)
     expect(stale.cachedTopology().epoch).toBeGreaterThan(before)
     expect((await stale.get(key))?.toString()).toBe('written-during-the-move')
     await stale.close()
