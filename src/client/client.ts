@@ -858,7 +858,8 @@ export class KumoClient {
       // reverted move, not yet swept), not copied, and its copy will start from the first key.
       ...copying.map((c) => {
         const conn = this.connection(c.node)
-        if (conn === undefined || c.staged === 0) return Promise.resolve(conn === undefined ? undefined : { records: [], bytes: [] })
+        if (conn === undefined) return undefined
+        if (c.staged === 0) return { records: [], bytes: [] }
         return conn.partitionSizes(c.pending.slice(0, c.staged), timeoutMs).catch(() => undefined)
       }),
     ])

@@ -598,7 +598,7 @@ export class Coordinator {
       // W: the client's view may hold a replica that was merely slow to it (jitter, a busy
       // machine), and failing a write this node could have completed would fail it needlessly.
       // One this node cannot reach either costs a replica timeout, then a hint, as any failure.
-      const honoured = this.honouredSkips(replicas, skip, required)
+      const honoured = this.honouredSkips(partitions[0]!, replicas, skip, required)
       for (const id of replicas) {
         if (honoured.has(id) && id !== this.deps.selfId) {
           onReplicaFailure(id, new KumoError('UNAVAILABLE', `node ${id} left the client's request unanswered`))
@@ -620,7 +620,7 @@ export class Coordinator {
    * can still make `required` (counting, under a sloppy quorum, a hint on a fallback node for
    * each skipped replica while fallbacks last, as replicate() does), none otherwise.
    */
-  private honouredSkips(replicas: readonly string[], skip: ReadonlySet<string>, required: number): ReadonlySet<string> {
+  private honouredSkips(partition: number, replicas: readonly string[], skip: ReadonlySet<string>, required: number): ReadonlySet<string> {
     if (skip.size === 0) return noneSkipped
     let others = 0
     let skipped = 0
@@ -628,10 +628,14 @@ export class Coordinator {
       if (id !== this.deps.selfId && skip.has(id)) skipped++
       else if (this.writable(id)) others++
     }
-    if (this.config.quorum === 'sloppy' && others < required) {
-      let fallbacks = 0
-      for (const id of this.partitionMap.nodes) if (!replicas.includes(id) && id !== this.deps.selfId && this.writable(id)) fallbacks++
-      others += Math.min(skipped, fallbacks)
+    if (this.config.quorum === 'sloppy') {
+      const used = new Set<string>()
+      for (let i = 0; i < skipped && others < required; i++) {
+        const fallback = this.fallbackFor(partition, replicas, used)
+        if (fallback === undefined) break
+        used.add(fallback)
+        others++
+      }
     }
     return others >= required ? skip : noneSkipped
   }

@@ -694,8 +694,7 @@ export class ClassicLevelEngine implements StorageEngine {
         // (a key written after the listing stays, in LevelDB and the cache alike). Per key
         // dropped, not a walk of the whole cache per partition, which on a node dropping a wave
         // of partitions held its event loop for the length of a cache walk each.
-        this.dataCommits++
-        if (this.cache.size > 0) for (const key of keys) this.cache.delete(key.toString('latin1'))
+        this.forget(keys)
       }
     } finally {
       await it.close()
