@@ -14,18 +14,22 @@ export function inProcessNodes(partitions: number): {
   stopAll(): Promise<void>
 } {
   const nodes: KumoNode[] = []
-  let root: string | undefined
+  // A promise, not a path: options() called for several nodes at once (Promise.all) must share
+  // one directory, or stopAll deletes only the last one made.
+  let root: Promise<string> | undefined
   return {
     nodes,
     async options(id, seeds) {
-      root ??= await tempDir()
+      root ??= tempDir()
+      const dir = await root
       const listen = `127.0.0.1:${await freePort()}`
-      return { id, listen, dataDir: path.join(root, id), seeds: seeds === 'self' ? [listen] : seeds, gossipIntervalMs: 200, partitions }
+      return { id, listen, dataDir: path.join(dir, id), seeds: seeds === 'self' ? [listen] : seeds, gossipIntervalMs: 200, partitions }
     },
     async stopAll() {
       await Promise.all(nodes.splice(0).map((n) => n.stop()))
-      if (root !== undefined) await rm(root, { recursive: true, force: true })
+      const dir = root
       root = undefined
+      if (dir !== undefined) await rm(await dir, { recursive: true, force: true })
     },
   }
 }
