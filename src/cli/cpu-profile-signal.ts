@@ -31,35 +31,53 @@ export async function startCpuProfile(): Promise<CpuProfile> {
   }
 }
 
+/** A profile nobody stops is written after this long: V8 keeps every sample in memory until it stops. */
+export const cpuProfileMaxMs = 10 * 60 * 1000
+
 /**
  * SIGUSR2 starts a CPU profile of this node; the next SIGUSR2 writes it to
- * `DIR/cpu-ID-TIME.cpuprofile` and says where. For finding where a running node's time goes
- * during one phase of its life (a move, a load), which `node --cpu-prof` (the whole process,
- * written at exit) cannot isolate. Costs nothing until the first signal.
+ * `DIR/cpu-ID-TIME.cpuprofile` and says where, as does `maxMs` passing first (a forgotten
+ * profile would grow without bound). For finding where a running node's time goes during one
+ * phase of its life (a move, a load), which `node --cpu-prof` (the whole process, written at
+ * exit) cannot isolate. Costs nothing until the first signal. Returns what stops listening
+ * (and writes a running profile).
  */
-export function profileOnSignal(nodeId: string, dir: string, say: (line: string) => void): void {
+export function profileOnSignal(nodeId: string, dir: string, say: (line: string) => void, maxMs = cpuProfileMaxMs): () => Promise<void> {
   let running: Promise<CpuProfile> | undefined
-  process.on('SIGUSR2', () => {
-    if (running === undefined) {
-      const starting = startCpuProfile()
-      running = starting
-      starting.then(
-        () => say(`kumo node ${nodeId}: CPU profile started (SIGUSR2 again writes it)`),
-        (err: Error) => {
-          if (running === starting) running = undefined
-          say(`kumo node ${nodeId}: CPU profile could not start: ${err.message}`)
-        },
-      )
-      return
-    }
+  let limit: NodeJS.Timeout | undefined
+  const finish = (why: string): Promise<void> => {
     const ending = running
+    if (ending === undefined) return Promise.resolve()
     running = undefined
+    clearTimeout(limit)
     const file = path.join(dir, `cpu-${nodeId}-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`)
-    void ending
+    return ending
       .then((profile) => profile.stop(file))
       .then(
-        () => say(`kumo node ${nodeId}: CPU profile written to ${file}`),
+        () => say(`kumo node ${nodeId}: CPU profile written to ${file}${why}`),
         (err: Error) => say(`kumo node ${nodeId}: CPU profile could not be written: ${err.message}`),
       )
-  })
+  }
+  const onSignal = (): void => {
+    if (running !== undefined) return void finish('')
+    const starting = startCpuProfile()
+    running = starting
+    starting.then(
+      () => {
+        if (running !== starting) return
+        say(`kumo node ${nodeId}: CPU profile started (SIGUSR2 again writes it; it is written after ${Math.round(maxMs / 1000)} s at the latest)`)
+        limit = setTimeout(() => void finish(` (stopped after ${Math.round(maxMs / 1000)} s)`), maxMs)
+        limit.unref()
+      },
+      (err: Error) => {
+        if (running === starting) running = undefined
+        say(`kumo node ${nodeId}: CPU profile could not start: ${err.message}`)
+      },
+    )
+  }
+  process.on('SIGUSR2', onSignal)
+  return () => {
+    process.off('SIGUSR2', onSignal)
+    return finish('')
+  }
 }
