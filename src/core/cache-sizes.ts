@@ -8,8 +8,14 @@ export interface CacheSizes {
   rowCacheBytes: number
 }
 
-/** The share of the machine's memory a node's caches take by default: one sixty-fourth. */
-export const cacheMemoryShare = 1 / 64
+/**
+ * The share of the machine's memory a node's caches take by default: one ninety-sixth. It was
+ * one sixty-fourth; on 2 GB of records a node (bench --profile large, 24 GiB) a node then peaked
+ * at 573-744 MiB of anonymous memory, and at 519-560 with a third less cache (bench/RESULTS.md).
+ */
+export const cacheMemoryShare = 1 / 96
+/** The share of memory the index blocks and filters of the table files kept open may take (defaultOpenTables). */
+export const openTablesMemoryShare = 1 / 64
 /** At least this much (a small machine or container still caches the hot blocks)... */
 export const cacheBytesMin = 64 * mebibyte
 /** ...and at most this much by default (more is a choice to make with --block-cache / --row-cache). */
@@ -17,11 +23,11 @@ export const cacheBytesMax = 8 * 1024 * mebibyte
 
 /**
  * Default cache sizes from the memory of the machine (or container) a node runs on. Pure: the
- * memory comes in. One sixty-fourth of it, within 64 MiB and 8 GiB, three quarters to LevelDB's
+ * memory comes in. One ninety-sixth of it, within 64 MiB and 8 GiB, three quarters to LevelDB's
  * block cache (it holds what every read and compaction touches, keys and values in compressed
  * blocks), one quarter to the row cache (whole records of the hottest keys, no block to parse).
  * A share this small leaves room for several nodes on one machine (a local cluster) and for the
- * page cache, which holds the table files LevelDB reads through: 384 MiB on 24 GiB, 128 MiB on
+ * page cache, which holds the table files LevelDB reads through: 256 MiB on 24 GiB, 85 MiB on
  * 8 GiB. Either size can be set instead.
  */
 export function defaultCacheSizes(memoryBytes: number): CacheSizes {
@@ -53,5 +59,5 @@ export const openTablesLimit = 50_000
  */
 export function defaultOpenTables(memoryBytes: number): number {
   assert.ok(Number.isFinite(memoryBytes) && memoryBytes > 0, 'memory must be a positive number of bytes')
-  return Math.min(openTablesLimit, Math.max(defaultOpenTablesMin, Math.floor((memoryBytes * cacheMemoryShare) / openTableBytes)))
+  return Math.min(openTablesLimit, Math.max(defaultOpenTablesMin, Math.floor((memoryBytes * openTablesMemoryShare) / openTableBytes)))
 }

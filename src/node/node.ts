@@ -395,6 +395,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     for (const member of membership.allMembers()) if (member.id !== options.id) states[membership.health(member.id)]++
     for (const [state, count] of Object.entries(states)) m.peers.set({ state }, count)
     m.scansRunning.set(scanAdmission.runningNow)
+    m.requestBytesInFlight.set(inFlightBytes.used)
     m.scansWaiting.set(scanAdmission.waitingNow)
     m.scansRefused.reset()
     m.scansRefused.inc(scanAdmission.refused)

@@ -102,18 +102,29 @@ describe('what a move has left', () => {
     // move, say), not copied: they must not count as held.
     const queued = queuedPartitionsOf(map, 'n4')
     expect(queued.length).toBeGreaterThan(0)
-    let queuedSource = 0
     for (const p of queued) {
-      queuedSource += (await first.storage.partitionSize(p)).records
       const leftover = encodeRecord(encodeVersion({ ms: 1, counter: 0 }, 'old'), Buffer.from('leftover'))
       await joiner.storage.applyRecords(Array.from({ length: 100 }, (_, i) => ({ partition: p, key: Buffer.from(`leftover-${p}-${i}`), record: leftover })))
     }
     for (const p of queued) expected += (await first.storage.partitionSize(p)).records
+    // What n4 holds of its staged partitions: the records it copied, a record a second.
+    const copied = async (): Promise<number> => {
+      let n = 0
+      for (const p of pendingPartitionsOf(map, 'n4')) n += (await joiner.storage.partitionSize(p)).records
+      return n
+    }
+    await waitFor('n4 to have copied a record', async () => (await copied()) > 0, 30_000, 100)
+    const copiedBefore = await copied()
     const left = await waitFor('copiesLeft names n4', async () => (await db.copiesLeft()).find((l) => l.node === 'n4'))
+    const copiedAfter = await copied()
     expect(left.partitions).toBe(pendingPartitionsOf(map, 'n4').length + queued.length)
     expect(left.source).toBe(expected)
-    // At a record a second n4 has copied a few; the leftovers alone would count queuedSource.
-    expect(left.held).toBeLessThan(queuedSource / 2)
+    // Held is what n4 copied of its staged partitions, counted while it went on copying; the
+    // leftovers in its queued partitions (100 in each) are not in it: counted, they alone would
+    // take it past what n4 copied.
+    expect(left.held).toBeGreaterThanOrEqual(copiedBefore)
+    expect(left.held).toBeLessThanOrEqual(copiedAfter)
+    expect(100 * queued.length).toBeGreaterThan(copiedAfter)
     await db.close()
   })
 })

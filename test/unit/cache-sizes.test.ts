@@ -8,9 +8,10 @@ const MiB = 1024 * 1024
 const GiB = 1024 * MiB
 
 describe('default cache sizes from the machine', () => {
-  it('give one sixty-fourth of memory, three quarters to the block cache', () => {
-    expect(defaultCacheSizes(24 * GiB)).toEqual({ blockCacheBytes: 288 * MiB, rowCacheBytes: 96 * MiB })
-    expect(defaultCacheSizes(8 * GiB)).toEqual({ blockCacheBytes: 96 * MiB, rowCacheBytes: 32 * MiB })
+  it('give one ninety-sixth of memory, three quarters to the block cache', () => {
+    expect(defaultCacheSizes(24 * GiB)).toEqual({ blockCacheBytes: 192 * MiB, rowCacheBytes: 64 * MiB })
+    expect(defaultCacheSizes(8 * GiB)).toEqual({ blockCacheBytes: 64 * MiB, rowCacheBytes: 21 * MiB })
+    expect(defaultCacheSizes(4 * GiB)).toEqual({ blockCacheBytes: 48 * MiB, rowCacheBytes: 16 * MiB })
   })
 
   it('stay within the floor and the cap, in whole MiB, whatever the memory', () => {
