@@ -90,9 +90,10 @@ describe('what a move has left', () => {
     const first = await threeNodes({ movesAtOnce: 4 })
     const db = await connect({ seeds: [first.address] })
     await db.batch(Array.from({ length: 800 }, (_, i) => ({ type: 'put' as const, key: `left-${i}`, value: 'x' })))
-    // n4 copies 1 record a second: its partitions stay pending.
+    // n4 copies 5 records a second: its partitions (about 50 records each) stay pending for
+    // most of a minute, and it copies a partition's first page within seconds.
     // (No stray sweep on n4: the leftovers written below stay while copiesLeft looks.)
-    const joiner = await startNode({ ...(await nodeOptions('n4', [first.address])), repairRecordsPerSecond: 1, straySweepIntervalMs: 0 })
+    const joiner = await startNode({ ...(await nodeOptions('n4', [first.address])), repairRecordsPerSecond: 5, straySweepIntervalMs: 0 })
     nodes.push(joiner)
     await waitFor('the join staged everywhere', () => nodes.every((n) => n.membership.map?.change !== undefined))
     const map = first.membership.map!
@@ -107,7 +108,7 @@ describe('what a move has left', () => {
       await joiner.storage.applyRecords(Array.from({ length: 100 }, (_, i) => ({ partition: p, key: Buffer.from(`leftover-${p}-${i}`), record: leftover })))
     }
     for (const p of queued) expected += (await first.storage.partitionSize(p)).records
-    // What n4 holds of its staged partitions: the records it copied, a record a second.
+    // What n4 holds of its staged partitions: the records it has copied so far.
     const copied = async (): Promise<number> => {
       let n = 0
       for (const p of pendingPartitionsOf(map, 'n4')) n += (await joiner.storage.partitionSize(p)).records
