@@ -90,42 +90,43 @@ describe('what a move has left', () => {
     const first = await threeNodes({ movesAtOnce: 4 })
     const db = await connect({ seeds: [first.address] })
     await db.batch(Array.from({ length: 800 }, (_, i) => ({ type: 'put' as const, key: `left-${i}`, value: 'x' })))
-    // n4 copies 5 records a second: its partitions (about 50 records each) stay pending for
-    // most of a minute, and it copies a partition's first page within seconds.
-    // (No stray sweep on n4: the leftovers written below stay while copiesLeft looks.)
-    const joiner = await startNode({ ...(await nodeOptions('n4', [first.address])), repairRecordsPerSecond: 5, straySweepIntervalMs: 0 })
+    // n4 copies 1 record a second: its partitions stay pending (a page of a partition's records
+    // waits a second a record for its budget before it is written).
+    // (No stray sweep on n4: the records written into it below stay while copiesLeft looks.)
+    const joiner = await startNode({ ...(await nodeOptions('n4', [first.address])), repairRecordsPerSecond: 1, straySweepIntervalMs: 0 })
     nodes.push(joiner)
     await waitFor('the join staged everywhere', () => nodes.every((n) => n.membership.map?.change !== undefined))
     const map = first.membership.map!
-    let expected = 0
-    for (const p of pendingPartitionsOf(map, 'n4')) expected += (await first.storage.partitionSize(p)).records
-    // Records n4 holds of partitions queued for a later wave are left over (from a cancelled
-    // move, say), not copied: they must not count as held.
+    const pending = pendingPartitionsOf(map, 'n4')
     const queued = queuedPartitionsOf(map, 'n4')
     expect(queued.length).toBeGreaterThan(0)
-    for (const p of queued) {
-      const leftover = encodeRecord(encodeVersion({ ms: 1, counter: 0 }, 'old'), Buffer.from('leftover'))
-      await joiner.storage.applyRecords(Array.from({ length: 100 }, (_, i) => ({ partition: p, key: Buffer.from(`leftover-${p}-${i}`), record: leftover })))
+    const sources = new Map<number, number>()
+    for (const p of [...pending, ...queued]) sources.set(p, (await first.storage.partitionSize(p)).records)
+    // 10 records in each partition n4 is to hold, written into n4 directly with an old version:
+    // in its staged partitions they are held (as copied records would be); in the partitions
+    // queued for a later wave they are left over (from a cancelled move, say) and must not count.
+    const old = encodeRecord(encodeVersion({ ms: 1, counter: 0 }, 'old'), Buffer.from('leftover'))
+    for (const p of [...pending, ...queued]) {
+      await joiner.storage.applyRecords(Array.from({ length: 10 }, (_, i) => ({ partition: p, key: Buffer.from(`leftover-${p}-${i}`), record: old })))
     }
-    for (const p of queued) expected += (await first.storage.partitionSize(p)).records
-    // What n4 holds of its staged partitions: the records it has copied so far.
-    const copied = async (): Promise<number> => {
+    // What n4 holds of its staged partitions (those records, and any it copied meanwhile), as
+    // copiesLeft counts it: at most what the partition holds on a current replica.
+    const held = async (): Promise<number> => {
       let n = 0
-      for (const p of pendingPartitionsOf(map, 'n4')) n += (await joiner.storage.partitionSize(p)).records
+      for (const p of pending) n += Math.min((await joiner.storage.partitionSize(p)).records, sources.get(p)!)
       return n
     }
-    await waitFor('n4 to have copied a record', async () => (await copied()) > 0, 30_000, 100)
-    const copiedBefore = await copied()
+    const heldBefore = await held()
     const left = await waitFor('copiesLeft names n4', async () => (await db.copiesLeft()).find((l) => l.node === 'n4'))
-    const copiedAfter = await copied()
-    expect(left.partitions).toBe(pendingPartitionsOf(map, 'n4').length + queued.length)
-    expect(left.source).toBe(expected)
-    // Held is what n4 copied of its staged partitions, counted while it went on copying; the
-    // leftovers in its queued partitions (100 in each) are not in it: counted, they alone would
-    // take it past what n4 copied.
-    expect(left.held).toBeGreaterThanOrEqual(copiedBefore)
-    expect(left.held).toBeLessThanOrEqual(copiedAfter)
-    expect(100 * queued.length).toBeGreaterThan(copiedAfter)
+    const heldAfter = await held()
+    expect(left.partitions).toBe(pending.length + queued.length)
+    expect(left.source).toBe([...sources.values()].reduce((a, b) => a + b, 0))
+    expect(heldBefore).toBeGreaterThan(0)
+    expect(left.held).toBeGreaterThanOrEqual(heldBefore)
+    expect(left.held).toBeLessThanOrEqual(heldAfter)
+    // Counted, the queued partitions' records would take held past what n4 holds of its staged ones.
+    const leftovers = queued.reduce((n, p) => n + Math.min(10, sources.get(p)!), 0)
+    expect(leftovers).toBeGreaterThan(heldAfter - heldBefore)
     await db.close()
   })
 })
