@@ -9,6 +9,7 @@ import { nodeCacheSizes, nodeOpenTables, startNode } from '../node/node.js'
 import { clusterStatus, formatPartitions, formatStatus } from './status.js'
 import { profileOnSignal } from './cpu-profile-signal.js'
 import { planInWords } from './plan.js'
+import { moveBytesPerSecondDefault, moveRecordsPerSecondDefault } from '../core/move-pace.js'
 import { loadFormats, recordsOf } from './load-file.js'
 import { planKinds, type PlanKind } from '../core/change-plan.js'
 import { addUser, clientSecurity, listUsers, makeCertificates, passwordFromStdin, removeUser, type ClientSecurityOptions } from './security.js'
@@ -88,8 +89,8 @@ program
   .addOption(new Option('--quorum <mode>', 'sloppy: hints on fallback nodes count toward W; strict: only replicas').choices(['sloppy', 'strict']).default('sloppy'))
   .option('--hint-window <ms>', 'drop hints older than this', wholeNumber, 3 * 60 * 60 * 1000)
   .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)
-  .option('--move-rate <records/s>', 'records a second this node repairs at most; a membership change\'s copies share it: each of the nodes that copy in it takes its part', wholeNumber, 20_000)
-  .option('--move-bytes <MiB/s>', 'MiB a second this node copies at most while it takes over partitions or repairs them', wholeNumber, 32)
+  .option('--move-rate <records/s>', 'records a second this node repairs at most; a membership change\'s copies share it: each of the nodes that copy in it takes its part', wholeNumber, moveRecordsPerSecondDefault)
+  .option('--move-bytes <MiB/s>', 'MiB a second this node copies at most while it takes over partitions or repairs them', wholeNumber, moveBytesPerSecondDefault / (1024 * 1024))
   .option('--moves-at-once <partitions>', 'partitions a membership change moves at once when this node is the claimant (a wave: queued ones are staged as others finish)', wholeNumber, 64)
   .option('--move-loop-delay <ms>', "slow copies and repairs down (to a tenth of --move-rate at least) while the cluster's latest event loop runs later than this (p99 over a heartbeat); 0: always at --move-rate (the default)", wholeNumber, 0)
   .option('--tombstone-grace <ms>', 'purge tombstones and expired values this long after they died', wholeNumber, 10 * 24 * 60 * 60 * 1000)

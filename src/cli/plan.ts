@@ -1,8 +1,5 @@
 import type { MembershipPlan } from '../client/client.js'
-
-/** The move rate's defaults (kumo start --move-rate, --move-bytes): a plan's best-case time. */
-const defaultRecordsPerSecond = 20_000
-const defaultBytesPerSecond = 32 * 1024 * 1024
+import { moveBytesPerSecondDefault as defaultBytesPerSecond, moveRecordsPerSecondDefault as defaultRecordsPerSecond } from '../core/move-pace.js'
 
 /**
  * A plan in words (kumo plan): what moves where, per node what it copies in and gives up, and

@@ -5,7 +5,7 @@ import { differingLeaves, LeafHasher, leafOf, planExchange, leafCountDefault, ty
 import { requiredAcks } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
 import { TokenBucket } from '../core/token-bucket.js'
-import { loopDelayTargetMsDefault, MovePace, movePaceConfig } from '../core/move-pace.js'
+import { loopDelayTargetMsDefault, moveBytesPerSecondDefault, MovePace, movePaceConfig, moveRecordsPerSecondDefault } from '../core/move-pace.js'
 import { recordVersion } from '../core/record.js'
 import { isLastPage, type StorageEngine } from '../storage/engine.js'
 import type { PeerChannel, PeerPool } from '../wire/peer-channel.js'
@@ -31,8 +31,8 @@ export interface AntiEntropyConfig {
 
 export const defaultAntiEntropyConfig: AntiEntropyConfig = {
   intervalMs: 10 * 60 * 1000,
-  recordsPerSecondMax: 20_000,
-  bytesPerSecondMax: 32 * 1024 * 1024,
+  recordsPerSecondMax: moveRecordsPerSecondDefault,
+  bytesPerSecondMax: moveBytesPerSecondDefault,
   loopDelayTargetMs: loopDelayTargetMsDefault,
   leafCount: leafCountDefault,
   timeoutMs: 10_000,

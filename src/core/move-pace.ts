@@ -22,6 +22,16 @@ export interface MovePaceConfig {
   loopDelayTargetMs: number
 }
 
+/**
+ * Records a second a node copies and exchanges at most by default (kumo start --move-rate). It
+ * was 20,000, which on the 2-core machine the copies nearly reached (9,000-12,000 a second) and
+ * the clients kept 35-52% of their throughput through a join and 49% through a drain; at 5,000
+ * they kept 58-78% and 68%, and the moves took three to seven times as long (bench/RESULTS.md).
+ */
+export const moveRecordsPerSecondDefault = 5_000
+/** Bytes a second a node copies and exchanges at most by default (kumo start --move-bytes). */
+export const moveBytesPerSecondDefault = 32 * 1024 * 1024
+
 /** The least rate as a share of the most: a tenth. */
 export const movePaceMinShare = 1 / 10
 export const loopDelayTargetMsDefault = 0
