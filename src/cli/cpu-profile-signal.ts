@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict'
 import { writeFile } from 'node:fs/promises'
 import { Session } from 'node:inspector'
 import path from 'node:path'
@@ -33,30 +34,43 @@ export async function startCpuProfile(): Promise<CpuProfile> {
 
 /** A profile nobody stops is written after this long: V8 keeps every sample in memory until it stops. */
 export const cpuProfileMaxMs = 10 * 60 * 1000
+/** The longest a timer waits (setTimeout fires at once past it). */
+const timerMsMax = 2 ** 31 - 1
+
+const inWords = (ms: number): string => (ms < 1000 ? `${ms} ms` : `${Math.round(ms / 1000)} s`)
 
 /**
  * SIGUSR2 starts a CPU profile of this node; the next SIGUSR2 writes it to
  * `DIR/cpu-ID-TIME.cpuprofile` and says where, as does `maxMs` passing first (a forgotten
  * profile would grow without bound). For finding where a running node's time goes during one
  * phase of its life (a move, a load), which `node --cpu-prof` (the whole process, written at
- * exit) cannot isolate. Costs nothing until the first signal. Returns what stops listening
- * (and writes a running profile).
+ * exit) cannot isolate. Costs nothing until the first signal. Returns what stops listening: it
+ * writes a running profile and resolves once no profile is being written (it never rejects; it
+ * says what failed).
  */
 export function profileOnSignal(nodeId: string, dir: string, say: (line: string) => void, maxMs = cpuProfileMaxMs): () => Promise<void> {
+  assert.ok(Number.isInteger(maxMs) && maxMs > 0 && maxMs <= timerMsMax, `a profile's longest time must be 1 to ${timerMsMax} ms`)
   let running: Promise<CpuProfile> | undefined
   let limit: NodeJS.Timeout | undefined
+  /** The profile being written, if one is. */
+  let writing: Promise<void> = Promise.resolve()
   const finish = (why: string): Promise<void> => {
     const ending = running
-    if (ending === undefined) return Promise.resolve()
+    if (ending === undefined) return writing
     running = undefined
     clearTimeout(limit)
     const file = path.join(dir, `cpu-${nodeId}-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`)
-    return ending
-      .then((profile) => profile.stop(file))
-      .then(
-        () => say(`kumo node ${nodeId}: CPU profile written to ${file}${why}`),
-        (err: Error) => say(`kumo node ${nodeId}: CPU profile could not be written: ${err.message}`),
-      )
+    const written = ending.then(
+      (profile) =>
+        profile.stop(file).then(
+          () => say(`kumo node ${nodeId}: CPU profile written to ${file}${why}`),
+          (err: Error) => say(`kumo node ${nodeId}: CPU profile could not be written: ${err.message}`),
+        ),
+      // A profile that never started has said so already.
+      () => undefined,
+    )
+    writing = writing.then(() => written)
+    return writing
   }
   const onSignal = (): void => {
     if (running !== undefined) return void finish('')
@@ -65,8 +79,8 @@ export function profileOnSignal(nodeId: string, dir: string, say: (line: string)
     starting.then(
       () => {
         if (running !== starting) return
-        say(`kumo node ${nodeId}: CPU profile started (SIGUSR2 again writes it; it is written after ${Math.round(maxMs / 1000)} s at the latest)`)
-        limit = setTimeout(() => void finish(` (stopped after ${Math.round(maxMs / 1000)} s)`), maxMs)
+        say(`kumo node ${nodeId}: CPU profile started (SIGUSR2 again writes it; it is written after ${inWords(maxMs)} at the latest)`)
+        limit = setTimeout(() => void finish(` (stopped after ${inWords(maxMs)})`), maxMs)
         limit.unref()
       },
       (err: Error) => {

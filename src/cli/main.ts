@@ -163,13 +163,14 @@ program
       `kumo node ${node.id} listening on ${node.address}, data in ${o.data}${node.metricsPort !== undefined ? `, metrics on :${node.metricsPort}/metrics` : ''}\n`,
     )
     burnForTests()
-    profileOnSignal(node.id, o.data, (line) => process.stdout.write(`${line}\n`))
+    const stopProfile = profileOnSignal(node.id, o.data, (line) => process.stdout.write(`${line}\n`))
     let stopping = false
     const stop = (signal: string): void => {
       if (stopping) return
       stopping = true
       process.stdout.write(`kumo node ${node.id}: ${signal}, stopping\n`)
-      node.stop().then(
+      // A profile still running is written before the node stops (it never fails: it says why).
+      stopProfile().then(() => node.stop()).then(
         () => process.exit(0),
         (err) => {
           process.stderr.write(`kumo node ${node.id}: stop failed: ${(err as Error).message}\n`)

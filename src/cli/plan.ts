@@ -48,7 +48,7 @@ export function planInWords(plan: MembershipPlan, sizes: ReadonlyMap<number, { r
   const copiers = [...perNode.values()].filter((n) => n.gains > 0)
   const share = 1 / Math.max(1, copiers.length)
   const slowest = Math.max(...copiers.map((n) => Math.max(n.records / (defaultRecordsPerSecond * share), n.bytes / (defaultBytesPerSecond * share))), 0)
-  lines.push(`  at the default move rate (20,000 records/s and 32 MiB/s for the change, shared by the ${copiers.length} node${copiers.length === 1 ? '' : 's'} that copy) copying takes at least ${Math.ceil(slowest)} s; a busy machine copies slower (kumo transfers shows the real rate once it runs)`)
+  lines.push(`  at the default move rate (${defaultRecordsPerSecond.toLocaleString('en-US')} records/s and ${defaultBytesPerSecond / (1024 * 1024)} MiB/s for the change, shared by the ${copiers.length} node${copiers.length === 1 ? '' : 's'} that copy) copying takes at least ${Math.ceil(slowest)} s; a busy machine copies slower (kumo transfers shows the real rate once it runs)`)
   if (eachPartition) {
     for (const move of plan.moves) {
       const size = sizes.get(move.partition)

@@ -167,7 +167,7 @@ export function formatStatus(status: ClusterStatus): string {
 }
 
 /**
- * A node's caches: 'block 288M row 96M hit 41% tables 1380/12288' (the row cache's hit rate
+ * A node's caches: 'block 192M row 64M hit 41% tables 1380/12288' (the row cache's hit rate
  * since the node started, LevelDB does not count its block cache's hits; its table files and
  * those it keeps open, with a '!' when there are more files: reads then reopen them, see
  * --open-tables). '-' when unknown.

@@ -10,8 +10,9 @@ export interface CacheSizes {
 
 /**
  * The share of the machine's memory a node's caches take by default: one ninety-sixth. It was
- * one sixty-fourth; on 2 GB of records a node (bench --profile large, 24 GiB) a node then peaked
- * at 573-744 MiB of anonymous memory, and at 519-560 with a third less cache (bench/RESULTS.md).
+ * one sixty-fourth; on 2 GB of records a node (24 GiB), read right after a load and a compaction,
+ * a node then peaked at 573-664 MiB of anonymous memory, and at 519-560 with a third less cache
+ * (bench/RESULTS.md, 2026-12-01, fifth).
  */
 export const cacheMemoryShare = 1 / 96
 /** The share of memory the index blocks and filters of the table files kept open may take (defaultOpenTables). */
@@ -50,7 +51,7 @@ export const openTablesLimit = 50_000
 
 /**
  * Table files a node's LevelDB keeps open by default (its table cache, max_open_files), from the
- * machine's memory as the caches are: as many as one sixty-fourth of it holds at openTableBytes
+ * machine's memory (openTablesMemoryShare): as many as one sixty-fourth of it holds at openTableBytes
  * each, within 1,000 and 50,000. 12,288 on 24 GiB, room for 24 GiB of tables a node.
  *
  * Why it matters: a read of a table that is not open opens it, which means reading its footer,

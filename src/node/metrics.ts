@@ -86,7 +86,7 @@ export class NodeMetrics {
     this.copiedBytes = new Counter({ name: 'kumo_copied_bytes_total', help: 'Bytes (keys and records) copied into partitions this node gained', registers })
     this.scansRunning = new Gauge({ name: 'kumo_scans_running', help: 'Scans running on this node now (at most --max-scans)', registers })
     this.scansWaiting = new Gauge({ name: 'kumo_scans_waiting', help: 'Scans waiting their turn to run (up to 2 s, 64 at most)', registers })
-    this.requestBytesInFlight = new Gauge({ name: 'kumo_request_bytes_in_flight', help: 'Bytes of requests (clients\' and peers\') this node has received and not yet answered: what it buffers, at most --max-request-bytes', registers })
+    this.requestBytesInFlight = new Gauge({ name: 'kumo_requests_in_flight_bytes', help: 'Bytes of requests on Pipeline streams (the client library\'s and peers\') this node has received and not yet answered: what it buffers of them, about --max-request-bytes at most (a frame is refused past it)', registers })
     this.scansRefused = new Counter({ name: 'kumo_scans_refused_total', help: 'Scans refused with OVERLOADED: the line was full, or a scan waited 2 s', registers })
     collectDefaultMetrics({ register: this.registry, prefix: 'kumo_' })
   }

@@ -26,10 +26,15 @@ export function inProcessNodes(partitions: number): {
       return { id, listen, dataDir: path.join(dir, id), seeds: seeds === 'self' ? [listen] : seeds, gossipIntervalMs: 200, partitions }
     },
     async stopAll() {
-      await Promise.all(nodes.splice(0).map((n) => n.stop()))
       const dir = root
       root = undefined
-      if (dir !== undefined) await rm(await dir, { recursive: true, force: true })
+      try {
+        await Promise.all(nodes.splice(0).map((n) => n.stop()))
+      } finally {
+        // Deleted even when a node failed to stop (or the directory was never made).
+        const made = await dir?.catch(() => undefined)
+        if (made !== undefined) await rm(made, { recursive: true, force: true })
+      }
     },
   }
 }

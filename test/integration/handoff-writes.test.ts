@@ -89,7 +89,8 @@ describe('what a move has left', () => {
     // Waves of 4 partitions: n4's others wait queued.
     const first = await threeNodes({ movesAtOnce: 4 })
     const db = await connect({ seeds: [first.address] })
-    await db.batch(Array.from({ length: 800 }, (_, i) => ({ type: 'put' as const, key: `left-${i}`, value: 'x' })))
+    // On every replica: copiesLeft counts a partition's records on whichever replica answers first.
+    await db.batch(Array.from({ length: 800 }, (_, i) => ({ type: 'put' as const, key: `left-${i}`, value: 'x' })), { consistency: 'all' })
     // n4 copies 1 record a second: its partitions stay pending (a page of a partition's records
     // waits a second a record for its budget before it is written).
     // (No stray sweep on n4: the records written into it below stay while copiesLeft looks.)

@@ -69,7 +69,7 @@ it('serves Prometheus metrics: requests, latency, replica messages, hints, parti
   expect(sum('kumo_row_cache_entries')).toBeGreaterThanOrEqual(10)
   expect(sum('kumo_row_cache_bytes')).toBeGreaterThan(0)
   expect(text).toMatch(/^kumo_scans_running\{[^}]*\} 0$/m)
-  expect(text).toMatch(/^kumo_request_bytes_in_flight\{[^}]*\} \d+$/m)
+  expect(text).toMatch(/^kumo_requests_in_flight_bytes\{[^}]*\} \d+$/m)
   expect(text).toMatch(/^kumo_scans_waiting\{[^}]*\} 0$/m)
   expect(text).toMatch(/^kumo_scans_refused_total\{[^}]*\} 0$/m)
   // The pace copies would go at now (a tenth to all of --move-rate), and how late the loop ran.

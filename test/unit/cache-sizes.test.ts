@@ -59,10 +59,10 @@ describe('table files kept open', () => {
   })
 
   it('show in kumo status beside the caches, marked when reads reopen files', () => {
-    const figures = { blockCacheBytes: 288 * MiB, rowCacheBytes: 96 * MiB, rowCacheHits: 41, rowCacheMisses: 59, storageMemoryBytes: 0, tableFiles: 1380, openTablesMax: 1000 }
-    expect(formatCaches(figures)).toBe('block 288M row 96M hit 41% tables 1380/1000!')
-    expect(formatCaches({ ...figures, openTablesMax: 12_288 })).toBe('block 288M row 96M hit 41% tables 1380/12288')
+    const figures = { blockCacheBytes: 192 * MiB, rowCacheBytes: 64 * MiB, rowCacheHits: 41, rowCacheMisses: 59, storageMemoryBytes: 0, tableFiles: 1380, openTablesMax: 1000 }
+    expect(formatCaches(figures)).toBe('block 192M row 64M hit 41% tables 1380/1000!')
+    expect(formatCaches({ ...figures, openTablesMax: 12_288 })).toBe('block 192M row 64M hit 41% tables 1380/12288')
     // A node from before the figure was reported.
-    expect(formatCaches({ ...figures, tableFiles: 0, openTablesMax: 0 })).toBe('block 288M row 96M hit 41%')
+    expect(formatCaches({ ...figures, tableFiles: 0, openTablesMax: 0 })).toBe('block 192M row 64M hit 41%')
   })
 })
