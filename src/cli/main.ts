@@ -90,7 +90,7 @@ program
   .option('--hint-window <ms>', 'drop hints older than this', wholeNumber, 3 * 60 * 60 * 1000)
   .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)
   .option('--move-rate <records/s>', 'records a second this node repairs at most; a membership change\'s copies share it: each of the nodes that copy in it takes its part', wholeNumber, moveRecordsPerSecondDefault)
-  .option('--move-bytes <MiB/s>', 'MiB a second this node copies at most while it takes over partitions or repairs them', wholeNumber, moveBytesPerSecondDefault / (1024 * 1024))
+  .option('--move-bytes <MiB/s>', 'MiB a second this node copies at most while it takes over partitions or repairs them', wholeNumber, moveBytesPerSecondDefault / mebibyte)
   .option('--moves-at-once <partitions>', 'partitions a membership change moves at once when this node is the claimant (a wave: queued ones are staged as others finish)', wholeNumber, 64)
   .option('--move-loop-delay <ms>', "slow copies and repairs down (to a tenth of --move-rate at least) while the cluster's latest event loop runs later than this (p99 over a heartbeat); 0: always at --move-rate (the default)", wholeNumber, 0)
   .option('--tombstone-grace <ms>', 'purge tombstones and expired values this long after they died', wholeNumber, 10 * 24 * 60 * 60 * 1000)
