@@ -404,11 +404,13 @@ export class AntiEntropy {
       })
     let source = nextSource()
     for (;;) {
+      // Read at each page: the rate follows the cluster's event loops and the change's copiers.
+      const page = this.copyPage()
       if (this.stopped || !this.filling.has(partition)) return from
       if (source === undefined) throw new Error(`no live replica of partition ${partition} answered the copy`)
       let res: { keys: Buffer[]; records: Buffer[] }
       try {
-        res = await this.deps.peers.get(source, this.deps.membership.address(source)!).request({ ...noPeerFields, op: 'SCAN', partition, gte, limit: copyPageSize, bytesMax: copyBytesMax }, this.config.timeoutMs)
+        res = await this.deps.peers.get(source, this.deps.membership.address(source)!).request({ ...noPeerFields, op: 'SCAN', partition, gte, limit: page.records, bytesMax: page.bytes }, this.config.timeoutMs)
       } catch (err) {
         failed.add(source)
         const next = nextSource()
@@ -428,7 +430,7 @@ export class AntiEntropy {
       await this.deps.storage.applyRecords(writes)
       this.copiedRecords += writes.length
       this.copiedBytes += bytes
-      const last = res.keys.length < copyPageSize && bytes < copyBytesMax
+      const last = res.keys.length < page.records && bytes < page.bytes
       if (!last) {
         gte = Buffer.concat([res.keys[res.keys.length - 1]!, Buffer.from([0])])
         await this.copyCursors.set(changeEpoch, partition, gte)
@@ -714,6 +716,19 @@ export class AntiEntropy {
       )
     }
     return { pulled: pull.length, pushed: push.length, mine }
+  }
+
+  /**
+   * How much one copy page asks for: copyPageSize records and copyBytesMax bytes, or a second's
+   * worth of the budgets when that is less. A page is paced whole once it is read, so at 5
+   * records a second a page of 250 waited 50 s before anything of it was written, and `kumo
+   * transfers` showed nothing copied meanwhile.
+   */
+  private copyPage(): { records: number; bytes: number } {
+    return {
+      records: Math.max(1, Math.min(copyPageSize, Math.floor(this.recordPace.ratePerSecond))),
+      bytes: Math.max(1, Math.min(copyBytesMax, Math.floor(this.bytePace.ratePerSecond))),
+    }
   }
 
   /** Waits as long as the byte budget says after `bytes` were exchanged (a second's worth may go at once). */

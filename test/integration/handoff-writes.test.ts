@@ -91,8 +91,7 @@ describe('what a move has left', () => {
     const db = await connect({ seeds: [first.address] })
     // On every replica: copiesLeft counts a partition's records on whichever replica answers first.
     await db.batch(Array.from({ length: 800 }, (_, i) => ({ type: 'put' as const, key: `left-${i}`, value: 'x' })), { consistency: 'all' })
-    // n4 copies 1 record a second: its partitions stay pending (a page of a partition's records
-    // waits a second a record for its budget before it is written).
+    // n4 copies 1 record a second: its partitions stay pending.
     // (No stray sweep on n4: the records written into it below stay while copiesLeft looks.)
     const joiner = await startNode({ ...(await nodeOptions('n4', [first.address])), repairRecordsPerSecond: 1, straySweepIntervalMs: 0 })
     nodes.push(joiner)
@@ -150,6 +149,24 @@ describe('the pace of a move', () => {
     // A second's budget may go at once; the rest is paced.
     expect(joiner.antiEntropy.copiedBytes).toBeGreaterThan(budget * 3)
     expect(seconds).toBeGreaterThanOrEqual(joiner.antiEntropy.copiedBytes / budget - 1)
+  })
+
+  it('at a low record rate a copy writes a second\'s worth at a time: progress shows at once, and no faster than the rate', async () => {
+    const first = await threeNodes()
+    const db = await connect({ seeds: [first.address] })
+    for (let i = 0; i < 2000; i += 500) await db.batch(Array.from({ length: 500 }, (_, j) => ({ type: 'put' as const, key: `slow-${i + j}`, value: 'x' })))
+    await db.close()
+    const rate = 5
+    const joiner = await startNode({ ...(await nodeOptions('n4', [first.address])), repairRecordsPerSecond: rate })
+    nodes.push(joiner)
+    await waitFor('the join staged', () => first.membership.map?.change)
+    const started = Date.now()
+    // A whole page of 250 records paced at once waited 50 s for its budget before any was written.
+    await waitFor('n4 wrote its first copied records', () => joiner.antiEntropy.copiedRecords > 0, 10_000)
+    await waitFor('n4 copied more', () => joiner.antiEntropy.copiedRecords > 2 * rate, 10_000)
+    const seconds = (Date.now() - started) / 1000
+    // The budget's burst (a second's worth) may go at once; the rest is paced.
+    expect(joiner.antiEntropy.copiedRecords).toBeLessThanOrEqual(rate * (seconds + 2))
   })
 })
 
