@@ -34,11 +34,12 @@ const program = new Command()
   .option('--move-rate <records/s>', "every node's copy rate cap (kumo start --move-rate; default: the node's default)", wholeNumber)
   .option('--moves-at-once <partitions>', "partitions a change moves at once (kumo start --moves-at-once; default: the node's default)", wholeNumber)
   .option('--node-args <args>', "more kumo start arguments for every node, space-separated (e.g. '--no-key-index')")
+  .option('--rate <ops/s>', 'offer the load at this rate (open loop: requests are due at fixed times, at most --concurrency in flight, and a request counts its latency from when it was due) rather than as fast as --concurrency requests in flight go (closed loop, the default)', wholeNumber)
   .option('--new-keys', 'write new keys during the phases rather than overwrite loaded ones (the data then grows with the run, and a slower move copies more of it)')
   .option('--timeline', "also print each second's client ops and p99, to see when in a move the latency rises")
   .option('--counters', "also print, per phase, the nodes' fastest-growing counters a second (each node serves metrics on its port + 100)")
   .parse()
-const opts = program.opts<{ records: number; valueSize: number; concurrency: number; steady: number; warmup: number; basePort: number; moveRate?: number; movesAtOnce?: number; nodeArgs?: string; newKeys?: boolean; timeline?: boolean; counters?: boolean }>()
+const opts = program.opts<{ records: number; valueSize: number; concurrency: number; steady: number; warmup: number; basePort: number; moveRate?: number; movesAtOnce?: number; nodeArgs?: string; rate?: number; newKeys?: boolean; timeline?: boolean; counters?: boolean }>()
 
 interface Phase {
   name: string
@@ -111,7 +112,7 @@ async function main(): Promise<void> {
     db = await connect({ seeds, timeoutMs: 10_000 })
     const value = Buffer.alloc(opts.valueSize, 'v')
     const keyOf = (i: number): string => `move/${String(i).padStart(9, '0')}`
-    process.stdout.write(`Kumo moves: ${opts.records} records of ${opts.valueSize} bytes in 3 nodes (N=3), ${opts.concurrency} in flight, writes ${opts.newKeys === true ? 'of new keys' : 'overwrite loaded keys'}, move rate ${opts.moveRate ?? 'default'}, moves at once ${opts.movesAtOnce ?? 'default'}, on ${os.cpus().length} cores\n`)
+    process.stdout.write(`Kumo moves: ${opts.records} records of ${opts.valueSize} bytes in 3 nodes (N=3), ${opts.rate === undefined ? `${opts.concurrency} in flight` : `${opts.rate} ops/s offered (${opts.concurrency} in flight at most)`}, writes ${opts.newKeys === true ? 'of new keys' : 'overwrite loaded keys'}, move rate ${opts.moveRate ?? 'default'}, moves at once ${opts.movesAtOnce ?? 'default'}, on ${os.cpus().length} cores\n`)
     const loadStarted = Date.now()
     let next = 0
     await Promise.all(
@@ -142,9 +143,22 @@ async function main(): Promise<void> {
     // Failures of the whole run, warm-ups and the settling between phases included.
     let failedInAll = 0
     const random = seededRandom(7)
+    // --rate: the next request's due time. A request waits for a free worker when all are busy,
+    // and that wait counts in its latency (no coordinated omission): a cluster that falls behind
+    // shows it in p99, not by being offered less.
+    const intervalNs = opts.rate === undefined ? 0n : BigInt(Math.round(1e9 / opts.rate))
+    let nextDue = process.hrtime.bigint()
     const workers = Array.from({ length: opts.concurrency }, async () => {
       while (running) {
-        const started = process.hrtime.bigint()
+        let started = process.hrtime.bigint()
+        if (opts.rate !== undefined) {
+          const due = nextDue
+          nextDue += intervalNs
+          const aheadMs = Number(due - started) / 1e6
+          if (aheadMs >= 1) await new Promise((r) => setTimeout(r, aheadMs))
+          if (!running) break
+          started = due
+        }
         const current = phase
         const reading = random() < 0.5
         try {
