@@ -89,7 +89,7 @@ program
   .addOption(new Option('--quorum <mode>', 'sloppy: hints on fallback nodes count toward W; strict: only replicas').choices(['sloppy', 'strict']).default('sloppy'))
   .option('--hint-window <ms>', 'drop hints older than this', wholeNumber, 3 * 60 * 60 * 1000)
   .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)
-  .option('--move-rate <records/s>', 'records a second this node repairs at most; a membership change\'s copies share it: each of the nodes that copy in it takes its part; a node deletes the copies a change moved away from it at most as fast', wholeNumber, moveRecordsPerSecondDefault)
+  .option('--move-rate <records/s>', 'records a second this node repairs at most; a membership change\'s copies share it: each of the nodes that copy in it takes its part', wholeNumber, moveRecordsPerSecondDefault)
   .option('--move-bytes <MiB/s>', 'MiB a second this node copies at most while it takes over partitions or repairs them', wholeNumber, moveBytesPerSecondDefault / mebibyte)
   .option('--moves-at-once <partitions>', 'partitions a membership change moves at once when this node is the claimant (a wave: queued ones are staged as others finish)', wholeNumber, 64)
   .option('--move-loop-delay <ms>', "slow copies and repairs down (to a tenth of --move-rate at least) while the cluster's latest event loop runs later than this (p99 over a heartbeat); 0: always at --move-rate (the default)", wholeNumber, 0)

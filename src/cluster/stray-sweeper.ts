@@ -1,25 +1,14 @@
 import type { Logger } from 'pino'
 import { writeLists } from '../core/handoff.js'
-import { moveRecordsPerSecondDefault } from '../core/move-pace.js'
-import { TokenBucket } from '../core/token-bucket.js'
 import type { StorageEngine } from '../storage/engine.js'
 import type { Membership } from './membership.js'
 
 export interface StraySweeperConfig {
   /** How often to look (0: never). */
   intervalMs: number
-  /**
-   * Records deleted a second at most (kumo start --move-rate, as copies). A wave's switch left
-   * each old replica tens of thousands of records to delete at once: on the 2-core machine the
-   * clients fell to a fifth of their throughput for seconds after each wave (p99 70-90 ms).
-   */
-  recordsPerSecond: number
 }
 
-export const defaultStraySweeperConfig: StraySweeperConfig = { intervalMs: 5000, recordsPerSecond: moveRecordsPerSecondDefault }
-
-/** Why a paced deletion ended early: the sweeper stopped. */
-class SweeperStopped extends Error {}
+export const defaultStraySweeperConfig: StraySweeperConfig = { intervalMs: 5000 }
 
 /**
  * Deletes this node's copies of partitions it takes no writes of any more: the replicas a
@@ -38,21 +27,11 @@ export class StraySweeper {
   partitionsDropped = 0
   /** Partitions holding data this node takes no writes of, as of the last sweep (-1: not swept yet). */
   strayPartitions = -1
-  /** Records deleted since start. */
-  recordsDropped = 0
-  private stopped = false
-  private readonly pace: TokenBucket
-  /** The wait of a paced deletion under way, ended early by stop(). */
-  private waiting: { timer: NodeJS.Timeout; resolve: () => void } | undefined
 
   constructor(
     private readonly deps: { selfId: string; storage: StorageEngine; membership: Membership; logger: Logger },
     private readonly config: StraySweeperConfig,
-  ) {
-    if (!(Number.isFinite(config.recordsPerSecond) && config.recordsPerSecond >= 1)) throw new RangeError(`stray deletions need a rate of at least 1 record a second, got ${config.recordsPerSecond}`)
-    // A second's worth may go at once.
-    this.pace = new TokenBucket(config.recordsPerSecond, config.recordsPerSecond)
-  }
+  ) {}
 
   start(): void {
     if (this.config.intervalMs <= 0) return
@@ -60,30 +39,9 @@ export class StraySweeper {
     this.timer.unref()
   }
 
-  /** Stops looking; a deletion under way ends at its next chunk. */
   stop(): void {
-    this.stopped = true
     if (this.timer !== undefined) clearInterval(this.timer)
     this.timer = undefined
-    if (this.waiting !== undefined) {
-      clearTimeout(this.waiting.timer)
-      this.waiting.resolve()
-      this.waiting = undefined
-    }
-  }
-
-  /** After each chunk a deletion wrote: waits as long as the rate says, or stops the deletion. */
-  private readonly paceDrop = async (records: number): Promise<void> => {
-    this.recordsDropped += records
-    if (this.stopped) throw new SweeperStopped('the sweeper stopped')
-    const waitMs = this.pace.take(records, Date.now())
-    if (waitMs > 0) {
-      await new Promise<void>((resolve) => {
-        this.waiting = { timer: setTimeout(resolve, waitMs), resolve }
-      })
-      this.waiting = undefined
-    }
-    if (this.stopped) throw new SweeperStopped('the sweeper stopped')
   }
 
   /**
@@ -132,12 +90,7 @@ export class StraySweeper {
         stray++
         continue
       }
-      try {
-        await storage.dropPartition(p, { pace: this.paceDrop })
-      } catch (err) {
-        if (err instanceof SweeperStopped) return dropped
-        throw err
-      }
+      await storage.dropPartition(p)
       dropped++
       this.clean.add(p)
     }

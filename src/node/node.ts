@@ -530,11 +530,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       graceMs: options.tombstoneGraceMs ?? defaultPurgerConfig.graceMs,
     },
   )
-  const straySweeper = new StraySweeper({ selfId: options.id, storage, membership, logger }, {
-      intervalMs: options.straySweepIntervalMs ?? defaultStraySweeperConfig.intervalMs,
-      recordsPerSecond: options.repairRecordsPerSecond ?? defaultStraySweeperConfig.recordsPerSecond,
-    },
-  )
+  const straySweeper = new StraySweeper({ selfId: options.id, storage, membership, logger }, { intervalMs: options.straySweepIntervalMs ?? defaultStraySweeperConfig.intervalMs })
   const hintDelivery = new HintDelivery(
     { selfId: options.id, storage, membership, peers, logger },
     { ...defaultHintDeliveryConfig, windowMs: options.hintWindowMs ?? defaultHintDeliveryConfig.windowMs },

@@ -71,8 +71,8 @@ export class VersionBoundStorage implements StorageEngine {
     return this.inner.partitionSize(partition)
   }
 
-  dropPartition(partition: number, options?: { pace?: (records: number) => Promise<void> }): Promise<void> {
-    return this.inner.dropPartition(partition, options)
+  dropPartition(partition: number): Promise<void> {
+    return this.inner.dropPartition(partition)
   }
 
   readHints(target: string, limit: number, options?: { after?: Buffer; bytesMax?: number }): Promise<HintEntry[]> {

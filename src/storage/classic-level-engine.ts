@@ -675,7 +675,7 @@ export class ClassicLevelEngine implements StorageEngine {
     await compactFully(this.db, storedKeyBounds.start, storedKeyBounds.end)
   }
 
-  async dropPartition(partition: number, options: { pace?: (records: number) => Promise<void> } = {}): Promise<void> {
+  async dropPartition(partition: number): Promise<void> {
     const range = partitionRange(partition)
     // Each chunk's data keys and their index entries go in one batch: the index never lists a
     // key whose record is gone, nor misses one that is there, even if the process dies midway.
@@ -695,7 +695,6 @@ export class ClassicLevelEngine implements StorageEngine {
         // dropped, not a walk of the whole cache per partition, which on a node dropping a wave
         // of partitions held its event loop for the length of a cache walk each.
         this.forget(keys)
-        await options.pace?.(keys.length)
       }
     } finally {
       await it.close()

@@ -113,12 +113,8 @@ export interface StorageEngine {
    */
   partitionSize(partition: number): Promise<{ records: number; bytes: number }>
 
-  /**
-   * Deletes a partition's records (used after handoff), a chunk at a time. `pace`, if given, is
-   * awaited after each chunk with the records it deleted; if it rejects, the drop stops there
-   * with that error (what was deleted stays deleted, the rest stays).
-   */
-  dropPartition(partition: number, options?: { pace?: (records: number) => Promise<void> }): Promise<void>
+  /** Deletes a partition's records whose user keys fall in the range (used after handoff). */
+  dropPartition(partition: number): Promise<void>
   /**
    * Compacts all of storage now (LevelDB: every level into the last). After a bulk load, reads
    * otherwise share the machine with the compactions the load left, and with the ones their own

@@ -375,31 +375,6 @@ export function storageEngineConformance(name: string, factory: EngineFactory): 
       expect((await engine.getRecords(7, [k('a')]))[0]).toBeDefined()
     })
 
-    it('drops a partition at the pace asked: told each chunk\'s records, and stopped where the pace rejects', async () => {
-      const keys = Array.from({ length: 2500 }, (_, i) => `d${String(i).padStart(5, '0')}`)
-      await engine.applyRecords(keys.map((key) => ({ partition: 6, key: k(key), record: rec(1, key) })))
-      const chunks: number[] = []
-      await engine.dropPartition(6, { pace: async (records) => void chunks.push(records) })
-      expect(chunks.reduce((a, b) => a + b, 0)).toBe(keys.length)
-      expect((await engine.scanPartition(6, { limit: 1 })).length).toBe(0)
-
-      await engine.applyRecords(keys.map((key) => ({ partition: 6, key: k(key), record: rec(1, key) })))
-      let told = 0
-      const stop = new Error('stop')
-      await expect(
-        engine.dropPartition(6, {
-          pace: async (records) => {
-            told += records
-            throw stop
-          },
-        }),
-      ).rejects.toBe(stop)
-      // The first chunk is gone, the rest stays.
-      expect(told).toBeGreaterThan(0)
-      expect(told).toBeLessThan(keys.length)
-      expect((await engine.scanPartition(6, { limit: keys.length })).length).toBe(keys.length - told)
-    })
-
     it('holds hints per target, oldest first, until deleted', async () => {
       await engine.putHints(
         [
