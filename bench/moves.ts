@@ -157,7 +157,9 @@ async function main(): Promise<void> {
           const aheadMs = Number(due - started) / 1e6
           if (aheadMs >= 1) await new Promise((r) => setTimeout(r, aheadMs))
           if (!running) break
-          started = due
+          // From when it was due, or from when it started if a timer fired early.
+          const now = process.hrtime.bigint()
+          started = due < now ? due : now
         }
         const current = phase
         const reading = random() < 0.5

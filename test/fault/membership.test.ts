@@ -175,9 +175,10 @@ describe('a joining node killed while it copies (real processes)', () => {
       return t.change?.kind === 'join' && t.change.adds.includes('n4') ? t.change : undefined
     }, 30_000, 100)
     // n4 copying: it reports partitions it gained and has not caught up on. (Not "records copied":
-    // a copy writes a page only once the rate allows all of it, so at 5 a second the first page
-    // may wait most of a minute under a fast load; and a faster rate lets some partitions finish
-    // and switch to n4 before it dies, which a revert then keeps. Both failed in clean-clone CI.)
+    // a copy used to write a page only once the rate allowed all of it, so at 5 a second the first
+    // page could wait most of a minute under a fast load; and a faster rate lets some partitions
+    // finish and switch to n4 before it dies, which a revert then keeps. Both failed in
+    // clean-clone CI.)
     await waitFor('n4 copying', async () => (await db.nodeViews()).some((v) => v.id === 'n4' && v.partitionsFilling > 0), 60_000, 100)
     await cluster.kill('n4')
     await settled(db, staged.epoch)
