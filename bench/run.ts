@@ -155,8 +155,9 @@ async function main(): Promise<void> {
         process.stdout.write(`  not loaded (--no-load): the cluster is taken to hold ${records} records\n`)
         continue
       }
-      const loadSeconds = await load(target, records, values, config.insertOrder, config.progress)
-      process.stdout.write(`  loaded ${records} records in ${loadSeconds.toFixed(1)} s\n`)
+      const loaded = await load(target, records, values, config.insertOrder, config.progress)
+      const cpuPerRecord = loaded.cpu === undefined ? '' : `, CPU ${((loaded.cpu.self + loaded.cpu.servers) / records).toFixed(1)} µs a record (servers ${(loaded.cpu.servers / records).toFixed(1)}), ${((loaded.cpu.self + loaded.cpu.servers) / 1e6 / loaded.seconds).toFixed(2)} cores`
+      process.stdout.write(`  loaded ${records} records in ${loaded.seconds.toFixed(1)} s (${Math.round(records / loaded.seconds).toLocaleString('en-US')} records/s${cpuPerRecord})\n`)
       // A load leaves LevelDB compactions to do, the more the more it wrote (N copies on this one
       // machine): the next target's load, or the first workload, would pay for them. Reads
       // through the overlapping files of a fresh load also start compactions of their own.

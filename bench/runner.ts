@@ -107,8 +107,11 @@ export function valuePool(bytes: number, count = 64): Buffer[] {
  * Loads `records` keys: through the target's own fast path when it has one (Kumo's db.load),
  * else with batches of 100, 16 in flight.
  */
-export async function load(target: BenchTarget, records: number, values: Buffer[], order: InsertOrder, progress: boolean): Promise<number> {
+export async function load(target: BenchTarget, records: number, values: Buffer[], order: InsertOrder, progress: boolean): Promise<{ seconds: number; cpu?: { self: number; servers: number } }> {
   const started = performance.now()
+  // What loading costs in CPU (this process and the target's servers, every thread: LevelDB's
+  // compactions included), to tell a load bound by the cores from one that waits.
+  const cpu = target.pids !== undefined ? new CpuMeter(target.pids) : undefined
   const bar = progress ? new cliProgress.SingleBar({ format: `  load ${target.name.padEnd(10)} {bar} {percentage}% | {value}/{total} records`, hideCursor: true }, cliProgress.Presets.shades_classic) : undefined
   bar?.start(records, 0)
   let retried = 0
@@ -135,7 +138,8 @@ export async function load(target: BenchTarget, records: number, values: Buffer[
   }
   bar?.stop()
   if (retried > 0) process.stdout.write(`  load ${target.name}: ${retried} batches retried after a retryable error\n`)
-  return (performance.now() - started) / 1000
+  const used = cpu?.usedMicros()
+  return { seconds: (performance.now() - started) / 1000, ...(used === undefined ? {} : { cpu: used }) }
 }
 
 export async function run(target: BenchTarget, workload: Workload, config: RunConfig, values: Buffer[], inserted: { count: number }): Promise<RunResult> {

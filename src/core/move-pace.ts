@@ -23,12 +23,21 @@ export interface MovePaceConfig {
 }
 
 /**
- * Records a second a node copies and exchanges at most by default (kumo start --move-rate). It
- * was 20,000, which on the 2-core machine the copies nearly reached (9,000-12,000 a second) and
- * the clients kept 35-52% of their throughput through a join and 49% through a drain; at 5,000
- * they kept 58-78% and 68%, and the moves took three to seven times as long (bench/RESULTS.md).
+ * Records a second a node copies and exchanges at most by default (kumo start --move-rate): a
+ * change's copies together run at about this, whoever does them. It was 20,000, then 5,000, now
+ * 2,500 (bench/RESULTS.md, `npm run bench:moves`, 1,000,000 records on the 2-core machine where
+ * the clients, the benchmark and four nodes share both cores):
+ * - 20,000: the copies reached 9,000-12,000 a second and the clients kept 35-52% of their
+ *   throughput through a join and 49% through a drain;
+ * - 5,000: 3,600 a second, and under a load the cluster serves at a p99 of about 5 ms the
+ *   clients kept 62% through the join and 65% through the drain (p99 14-19 ms);
+ * - 2,500: 1,860 a second, and they kept 78-80% (p99 12-17 ms), issue #17's 70% and 20 ms.
+ * The cost is time: 750,000 records take about 400 s instead of 205. Copying is CPU work on
+ * every node it touches (read, send, write, compare, compact), so a default has to leave room
+ * for the clients on a small machine; one with cores to spare raises it, and `kumo plan` and
+ * `kumo transfers` say how long a change takes at the rate in force.
  */
-export const moveRecordsPerSecondDefault = 5_000
+export const moveRecordsPerSecondDefault = 2_500
 /** Bytes a second a node copies and exchanges at most by default (kumo start --move-bytes). */
 export const moveBytesPerSecondDefault = 32 * 1024 * 1024
 

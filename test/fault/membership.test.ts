@@ -266,7 +266,7 @@ describe('kumo cancel during a drain (real processes)', () => {
 
 describe('growing, shrinking and healing a cluster under load (real processes)', () => {
   it('3 → 4 → 5 by join, 5 → 4 by drain, a killed node removed, a dead node replaced: no failed request, nothing lost, N matching replicas, no stray copies, balanced', { timeout: 300_000 }, async () => {
-    // Copies at 20,000 records a second, not the default 5,000: the load adds new keys all along,
+    // Copies at 20,000 records a second, not the default (2,500): the load adds new keys all along,
     // and five changes at the default pace (which spares the clients) took over the 90 s a change
     // is given here by the replacement; what this test checks is that nothing fails or is lost.
     cluster = await ProcessCluster.start(3, ['--repair-interval', '0', '--move-rate', '20000'])
