@@ -156,8 +156,11 @@ async function main(): Promise<void> {
         continue
       }
       const loaded = await load(target, records, values, config.insertOrder, config.progress)
-      const cpuPerRecord = loaded.cpu === undefined ? '' : `, CPU ${((loaded.cpu.self + loaded.cpu.servers) / records).toFixed(1)} µs a record (servers ${(loaded.cpu.servers / records).toFixed(1)}), ${((loaded.cpu.self + loaded.cpu.servers) / 1e6 / loaded.seconds).toFixed(2)} cores`
-      process.stdout.write(`  loaded ${records} records in ${loaded.seconds.toFixed(1)} s (${Math.round(records / loaded.seconds).toLocaleString('en-US')} records/s${cpuPerRecord})\n`)
+      const cpu = loaded.cpu
+      const servers = cpu !== undefined && target.pids !== undefined && target.pids.length > 0 ? ` (servers ${(cpu.servers / records).toFixed(1)})` : ''
+      const cost = cpu === undefined || records === 0 ? '' : `, CPU ${((cpu.self + cpu.servers) / records).toFixed(1)} µs a record${servers}, ${((cpu.self + cpu.servers) / 1e6 / loaded.seconds).toFixed(2)} cores`
+      const rate = records === 0 || loaded.seconds === 0 ? '' : ` (${Math.round(records / loaded.seconds).toLocaleString('en-US')} records/s${cost})`
+      process.stdout.write(`  loaded ${records} records in ${loaded.seconds.toFixed(1)} s${rate}\n`)
       // A load leaves LevelDB compactions to do, the more the more it wrote (N copies on this one
       // machine): the next target's load, or the first workload, would pay for them. Reads
       // through the overlapping files of a fresh load also start compactions of their own.

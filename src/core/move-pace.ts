@@ -29,9 +29,12 @@ export interface MovePaceConfig {
  * the clients, the benchmark and four nodes share both cores):
  * - 20,000: the copies reached 9,000-12,000 a second and the clients kept 35-52% of their
  *   throughput through a join and 49% through a drain;
- * - 5,000: 3,600 a second, and under a load the cluster serves at a p99 of about 5 ms the
- *   clients kept 62% through the join and 65% through the drain (p99 14-19 ms);
- * - 2,500: 1,860 a second, and they kept 78-80% (p99 12-17 ms), issue #17's 70% and 20 ms.
+ * - 5,000: 3,600 a second, and at 8 requests in flight (a p99 of 5-8 ms on three nodes
+ *   without a move) the clients kept 76% of the four nodes' steady throughput through the join
+ *   and 65% through the drain (p99 14-19 ms);
+ * - 2,500: 1,860 a second, and they kept 95-98% through the join and 80-98% through the drain
+ *   (three runs; p99 12-18 ms): issue #17's 70% and 20 ms. Against the three nodes a join
+ *   starts from it was 64-78%: a fourth node process on two shared cores costs 20-32% by itself.
  * The cost is time: 750,000 records take about 400 s instead of 205. Copying is CPU work on
  * every node it touches (read, send, write, compare, compact), so a default has to leave room
  * for the clients on a small machine; one with cores to spare raises it, and `kumo plan` and

@@ -124,7 +124,7 @@ export interface NodeOptions {
   hintWindowMs?: number
   /** Background anti-entropy period (default 10 minutes; 0 turns it off). */
   repairIntervalMs?: number
-  /** Records per second anti-entropy and the copies of a membership change move at most (default 5,000: core/move-pace). */
+  /** Records per second anti-entropy and the copies of a membership change move at most (default 2,500: core/move-pace). */
   repairRecordsPerSecond?: number
   /** Bytes a second anti-entropy and the copies of a membership change exchange at most (default 32 MiB). */
   repairBytesPerSecond?: number

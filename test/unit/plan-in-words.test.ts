@@ -22,7 +22,7 @@ describe('kumo plan in words', () => {
     ])
     const text = planInWords(plan, sizes, false)
     expect(text).toContain(`at the default move rate (${moveRecordsPerSecondDefault.toLocaleString('en-US')} records/s and 32 MiB/s for the change, shared by the 2 nodes that copy)`)
-    // Each copier takes half the rate: 30,000 records at 2,500 a second.
+    // Each copier takes half the default rate: 30,000 records at 1,250 a second.
     expect(text).toContain(`copying takes at least ${Math.ceil(30_000 / (moveRecordsPerSecondDefault / 2))} s`)
     expect(text).toContain('2 replicas of 2 partitions move: 60,000 records')
   })
