@@ -13,8 +13,9 @@ import { localSpecs, portTaken, spawnNode, stopChild, waitHealthy, type LocalNod
 /**
  * What a membership change costs: a three-node cluster loaded with --records records, a steady
  * 50/50 read/write load (writes overwrite loaded keys), then a fourth node joins (its partitions
- * copied from the others) and leaves again (its partitions copied back). Reports how long each copy took, records and
- * bytes a second, and the client's throughput and latency during each against the steady load.
+ * copied from the others) and leaves again (its partitions copied back). Reports how long each
+ * copy took, records and bytes a second, and the client's throughput and latency during each
+ * against the steady load.
  */
 function wholeNumber(value: string): number {
   const n = Number(value)

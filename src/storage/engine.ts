@@ -113,7 +113,7 @@ export interface StorageEngine {
    */
   partitionSize(partition: number): Promise<{ records: number; bytes: number }>
 
-  /** Deletes a partition's records whose user keys fall in the range (used after handoff). */
+  /** Deletes all of a partition's records, and their key-index entries, a chunk at a time (used after handoff). */
   dropPartition(partition: number): Promise<void>
   /**
    * Compacts all of storage now (LevelDB: every level into the last). After a bulk load, reads
