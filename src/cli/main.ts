@@ -5,7 +5,7 @@ import { pendingPartitionsOf, queuedPartitionsOf } from '../core/handoff.js'
 import { loadBalancingPolicies, type LoadBalancing } from '../core/balancing.js'
 import { consistencyLevels, type Consistency } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
-import { nodeCacheSizes, nodeOpenTables, startNode } from '../node/node.js'
+import { nodeCacheSizes, nodeOpenTables, nodePrewarmBytes, startNode } from '../node/node.js'
 import { clusterStatus, formatPartitions, formatStatus } from './status.js'
 import { profileOnSignal } from './cpu-profile-signal.js'
 import { planInWords } from './plan.js'
@@ -18,6 +18,7 @@ const mebibyte = 1024 * 1024
 /** The cache sizes a node started here gets by default (for help text). */
 const defaultCaches = nodeCacheSizes()
 const defaultOpenTablesHere = nodeOpenTables()
+const defaultPrewarmHere = nodePrewarmBytes()
 
 const defaultSeeds = process.env.KUMO_SEEDS ?? '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003'
 
@@ -86,6 +87,7 @@ program
   .option('--block-cache <MiB>', `LevelDB's block cache (default: 3/4 of 1/96 of memory, ${defaultCaches.blockCacheBytes / mebibyte} MiB here)`, wholeNumber)
   .option('--row-cache <MiB>', `memory for recently used records in front of LevelDB, 0: none (default: 1/4 of 1/96 of memory, ${defaultCaches.rowCacheBytes / mebibyte} MiB here)`, wholeNumber)
   .option('--open-tables <n>', `table files LevelDB keeps open (its index and filters in memory, ~32 KiB each); reads of others reopen them (default: as many as 1/64 of memory holds, ${defaultOpenTablesHere} here)`, wholeNumber)
+  .option('--prewarm-max <MiB>', `map the table files in at start and after kumo compact when they hold at most this much, so reads do not fault them in one page at a time; 0: never (default: 1/4 of memory, ${defaultPrewarmHere / mebibyte} MiB here)`, wholeNumber)
   .addOption(new Option('--quorum <mode>', 'sloppy: hints on fallback nodes count toward W; strict: only replicas').choices(['sloppy', 'strict']).default('sloppy'))
   .option('--hint-window <ms>', 'drop hints older than this', wholeNumber, 3 * 60 * 60 * 1000)
   .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)
@@ -128,6 +130,7 @@ program
       ...(o.rowCache === undefined ? {} : { rowCacheBytes: o.rowCache * mebibyte }),
       ...(o.blockCache === undefined ? {} : { blockCacheBytes: o.blockCache * mebibyte }),
       ...(o.openTables === undefined ? {} : { openTables: o.openTables }),
+      ...(o.prewarmMax === undefined ? {} : { prewarmBytesMax: o.prewarmMax * mebibyte }),
       quorum: o.quorum,
       hintWindowMs: o.hintWindow,
       repairIntervalMs: o.repairInterval,

@@ -25,6 +25,7 @@ export class NodeMetrics {
   readonly storageFailing: Gauge
   readonly tableFiles: Gauge
   readonly openTablesMax: Gauge
+  readonly prewarming: Gauge
   readonly clockOffset: Gauge<'peer'>
   readonly peerStateChanges: Counter<'peer' | 'state'>
   readonly peerAvoided: Counter<'peer'>
@@ -72,6 +73,7 @@ export class NodeMetrics {
     this.rowCacheEntries = new Gauge({ name: 'kumo_row_cache_entries', help: 'Records held by the row cache', registers })
     this.tableFiles = new Gauge({ name: 'kumo_storage_table_files', help: "LevelDB's table files on this node (reads reopen files while there are more than kumo_storage_open_tables_max)", registers })
     this.openTablesMax = new Gauge({ name: 'kumo_storage_open_tables_max', help: 'Table files LevelDB keeps open at most (--open-tables)', registers })
+    this.prewarming = new Gauge({ name: 'kumo_storage_prewarming', help: '1 while this node maps its table files in (at start and after kumo compact): until then its reads fault pages in', registers })
     this.storageFailing = new Gauge({ name: 'kumo_storage_failing', help: '1 while this node\'s storage fails writes (it is read-only until a probe write succeeds)', registers })
     this.clockOffset = new Gauge({ name: 'kumo_clock_offset_seconds', help: 'Each node\'s clock minus the cluster\'s (the median of the live nodes\' clocks), as this node measures it through gossip', labelNames: ['peer'], registers })
     this.peerStateChanges = new Counter({ name: 'kumo_peer_state_changes_total', help: 'Times a peer\'s state (failure detector) changed to up, suspect or down, as this node sees it', labelNames: ['peer', 'state'], registers })

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import os from 'node:os'
-import { defaultCacheSizes, defaultOpenTables, openTablesLimit, type CacheSizes } from '../core/cache-sizes.js'
+import { defaultCacheSizes, defaultOpenTables, defaultPrewarmBytes, openTablesLimit, type CacheSizes } from '../core/cache-sizes.js'
 import { performance } from 'node:perf_hooks'
 import * as grpc from '@grpc/grpc-js'
 import { HealthImplementation } from 'grpc-health-check'
@@ -69,6 +69,11 @@ export function nodeCacheSizes(): CacheSizes {
   return defaultCacheSizes(machineMemoryBytes())
 }
 
+/** The table-file bytes up to which a node maps its store in at start and after a compaction, unless told otherwise (defaultPrewarmBytes of machineMemoryBytes()). */
+export function nodePrewarmBytes(): number {
+  return defaultPrewarmBytes(machineMemoryBytes())
+}
+
 /** The table files a node's LevelDB keeps open unless told otherwise (defaultOpenTables of machineMemoryBytes()). */
 export function nodeOpenTables(): number {
   return defaultOpenTables(machineMemoryBytes())
@@ -114,6 +119,11 @@ export interface NodeOptions {
   blockCacheBytes?: number
   /** Table files LevelDB keeps open at most (default: see nodeOpenTables). */
   openTables?: number
+  /**
+   * Map the store's table files in at start and after a full compaction when they hold at most
+   * this many bytes (storage/prewarm.ts; 0: never; default: see nodePrewarmBytes).
+   */
+  prewarmBytesMax?: number
   loadBalancing?: LoadBalancing
   logLevel?: string
   /** How long stop() lets in-flight requests finish. */
@@ -227,6 +237,7 @@ function checkOptions(o: NodeOptions): void {
   if (o.blockCacheBytes !== undefined && !(Number.isSafeInteger(o.blockCacheBytes) && o.blockCacheBytes >= 1024 * 1024)) bad('block cache size must be a whole number of bytes, 1 MiB or more')
   if (o.openTables !== undefined && !(Number.isSafeInteger(o.openTables) && o.openTables >= 100 && o.openTables <= openTablesLimit)) bad(`open tables must be a whole number from 100 to ${openTablesLimit} (LevelDB keeps no more open)`)
   if (o.rowCacheBytes !== undefined && !(Number.isSafeInteger(o.rowCacheBytes) && o.rowCacheBytes >= 0)) bad('row cache size must be a whole number of bytes, 0 or more')
+  if (o.prewarmBytesMax !== undefined && !(Number.isSafeInteger(o.prewarmBytesMax) && o.prewarmBytesMax >= 0)) bad('the prewarm bound must be a whole number of bytes, 0 or more')
   if (o.purgeIntervalMs !== undefined && !(o.purgeIntervalMs >= 0)) bad('purge interval must be 0 or more')
   if (o.repairRecordsPerSecond !== undefined && !(Number.isFinite(o.repairRecordsPerSecond) && o.repairRecordsPerSecond >= 1)) bad('repair records a second must be at least 1')
   if (o.movesAtOnce !== undefined && !(Number.isSafeInteger(o.movesAtOnce) && o.movesAtOnce >= 1)) bad('partitions moved at once must be a whole number, 1 or more')
@@ -315,6 +326,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     onKeyIndexBuild: (keys, done) =>
       logger.warn({ keys }, done ? 'the key index is built' : keys === 0 ? 'building the key index of a store written without one (once; a pass over every record)' : 'building the key index'),
     ...cacheSizesOf(options),
+    prewarmBytesMax: options.prewarmBytesMax ?? nodePrewarmBytes(),
     onWriteFailure: (error) => storageFailed(error),
   })
   try {
@@ -583,6 +595,21 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     return { ...sizes, rowCacheHits: row.hits, rowCacheMisses: row.misses }
   }
   let compacting: Promise<{ node: string; durationMs: number }> | undefined
+  let prewarmsRunning = 0
+  // Maps the table files in (storage/prewarm.ts): at start, in the background of the requests
+  // already served, and after a full compaction, whose new files are unmapped.
+  const prewarm = async (after: 'start' | 'compaction'): Promise<void> => {
+    metrics.prewarming.set(1)
+    prewarmsRunning++
+    try {
+      const outcome = await engine.prewarm()
+      const fields = { after, tableMiB: Math.round(outcome.tableBytes / 2 ** 20), seconds: outcome.ms / 1000, ...(outcome.reason === undefined ? {} : { reason: outcome.reason }) }
+      if (outcome.state === 'failed') logger.warn(fields, 'mapping the table files in failed; reads fault them in instead')
+      else logger.info(fields, outcome.state === 'done' ? 'table files mapped in' : outcome.state === 'skipped' ? 'table files not mapped in' : 'mapping the table files in stopped')
+    } finally {
+      if (--prewarmsRunning === 0) metrics.prewarming.set(0)
+    }
+  }
   const requestsInFlightMax = options.requestsInFlightMax ?? 10_000
   const health = new HealthImplementation({ '': 'NOT_SERVING', 'kumo.Kv': 'NOT_SERVING' })
   const inMap = (): boolean => membership.map?.replicas !== undefined && membership.map.nodes.includes(options.id)
@@ -767,6 +794,9 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
           } catch (err) {
             throw new KumoError('INTERNAL', `compaction failed: ${(err as Error).message}`, { cause: err })
           }
+          // Every table file is new: mapped in before the compaction counts as done, so reads
+          // after `kumo compact` do not pay for it a fault at a time.
+          await prewarm('compaction')
           return { node: options.id, durationMs: Date.now() - started }
         })().finally(() => {
           compacting = undefined
@@ -872,6 +902,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   straySweeper.start()
   updateHealth()
   logger.info({ address, dataDir: options.dataDir }, 'started')
+  void prewarm('start')
 
   let draining: Promise<void> | undefined
   const drain = (): Promise<void> => {

@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict'
+import { readdir, stat } from 'node:fs/promises'
+import path from 'node:path'
 import { ClassicLevel } from 'classic-level'
 import { KumoError } from '../core/errors.js'
 import { defaultOpenTablesMin } from '../core/cache-sizes.js'
 import { recordHeaderBytes, recordVersion } from '../core/record.js'
 import { compactFully } from './full-compaction.js'
+import { prewarmTables } from './prewarm.js'
 import { tableFilesOf } from './leveldb-stats.js'
 import { mergePages, partitionPage, partitionShare } from './merge-pages.js'
 import {
@@ -70,6 +73,21 @@ export interface ClassicLevelEngineConfig {
   keyIndex: boolean
   /** Told while the key index of a store written without it is built at open: keys indexed so far, and when it is done. */
   onKeyIndexBuild?: (keys: number, done: boolean) => void
+  /**
+   * prewarm() maps the table files in only when they hold at most this many bytes (0: never).
+   * A larger store would not stay in the OS page cache, and the pass would read it from disk.
+   */
+  prewarmBytesMax: number
+}
+
+/** What prewarm() did: walked the whole store, stopped (the store closing), skipped (and why), or failed. */
+export interface PrewarmOutcome {
+  state: 'done' | 'stopped' | 'skipped' | 'failed'
+  /** The table files' bytes when it started. */
+  tableBytes: number
+  ms: number
+  /** Why it was skipped or failed. */
+  reason?: string
 }
 
 /** The row cache's default size. */
@@ -142,6 +160,12 @@ export class ClassicLevelEngine implements StorageEngine {
    * by the row cache: a thread-pool read fills the cache only if this did not move while it ran.
    */
   private dataCommits = 0
+  /** close() has begun. */
+  private closing = false
+  /** Aborts a prewarm pass when the store closes. */
+  private readonly prewarmStop = new AbortController()
+  /** The prewarm pass running or queued last (see prewarm()). */
+  private prewarming: Promise<PrewarmOutcome> | undefined
 
   constructor(
     readonly location: string,
@@ -156,6 +180,7 @@ export class ClassicLevelEngine implements StorageEngine {
       openTablesMax: defaultOpenTablesMin,
       iteratorsMax: 16,
       keyIndex: true,
+      prewarmBytesMax: 0,
       ...config,
     }
     this.iterators = new Semaphore(this.config.iteratorsMax)
@@ -256,7 +281,62 @@ export class ClassicLevelEngine implements StorageEngine {
     return { hits: this.cache.hits, misses: this.cache.misses, bytes: this.cache.usedBytes, entries: this.cache.size }
   }
 
+  /**
+   * Maps the table files into this process (prewarm.ts), in the background of whatever else
+   * runs, unless they hold more than prewarmBytesMax. A call while a pass runs starts another
+   * after it (a full compaction's new files need their own). Never rejects.
+   */
+  prewarm(): Promise<PrewarmOutcome> {
+    const pass = (this.prewarming ?? Promise.resolve()).then(() => this.prewarmNow())
+    this.prewarming = pass
+    void pass.then(() => {
+      if (this.prewarming === pass) this.prewarming = undefined
+    })
+    return pass
+  }
+
+  private async prewarmNow(): Promise<PrewarmOutcome> {
+    const started = Date.now()
+    const outcome = (state: PrewarmOutcome['state'], tableBytes: number, reason?: string): PrewarmOutcome => ({
+      state,
+      tableBytes,
+      ms: Date.now() - started,
+      ...(reason === undefined ? {} : { reason }),
+    })
+    if (this.closing) return outcome('stopped', 0)
+    const max = this.config.prewarmBytesMax
+    if (max <= 0) return outcome('skipped', 0, 'turned off')
+    let tableBytes = 0
+    try {
+      tableBytes = await this.tableBytes()
+      if (tableBytes > max) {
+        const mb = (bytes: number): string => `${Math.round(bytes / 2 ** 20).toLocaleString('en-US')} MiB`
+        return outcome('skipped', tableBytes, `the table files hold ${mb(tableBytes)}, more than the ${mb(max)} mapped at most`)
+      }
+      const pass = await this.iterators.run(() => prewarmTables(this.db, this.prewarmStop.signal))
+      return outcome(pass.stopped ? 'stopped' : 'done', tableBytes)
+    } catch (err) {
+      // The store closed under the pass (its iterator closed with it), or a read failed: reads
+      // fault the pages in themselves, as without a pass.
+      return this.closing ? outcome('stopped', tableBytes) : outcome('failed', tableBytes, (err as Error).message)
+    }
+  }
+
+  /** The bytes of the store's table files. */
+  private async tableBytes(): Promise<number> {
+    let bytes = 0
+    for (const name of await readdir(this.location)) {
+      if (!name.endsWith('.ldb') && !name.endsWith('.sst')) continue
+      // A compaction may delete a file between the listing and its stat.
+      bytes += (await stat(path.join(this.location, name)).catch(() => undefined))?.size ?? 0
+    }
+    return bytes
+  }
+
   async close(): Promise<void> {
+    this.closing = true
+    this.prewarmStop.abort()
+    await this.prewarming
     while (this.writing || this.writeQueue.length > 0) await new Promise((r) => setImmediate(r))
     this.cache.clear()
     await this.db.close()

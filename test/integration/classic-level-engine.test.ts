@@ -1,10 +1,12 @@
+import { randomBytes } from 'node:crypto'
 import { rm } from 'node:fs/promises'
 import { ClassicLevel } from 'classic-level'
 import { describe, expect, it } from 'vitest'
 import { encodeRecord } from '../../src/core/record.js'
 import { encodeVersion } from '../../src/core/version.js'
 import { dataKey } from '../../src/storage/keys.js'
-import { ClassicLevelEngine } from '../../src/storage/classic-level-engine.js'
+import { ClassicLevelEngine, type ClassicLevelEngineConfig } from '../../src/storage/classic-level-engine.js'
+import { prewarmTables } from '../../src/storage/prewarm.js'
 import type { StorageEngine } from '../../src/storage/engine.js'
 import { storageEngineConformance } from '../conformance/storage-engine.js'
 import { tempDir } from '../helpers/cluster.js'
@@ -129,6 +131,95 @@ describe('classic-level key index', () => {
       })
       expect(await indexEntries()).toEqual(['b', 'c', 'd'])
     } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('classic-level prewarm (mapping the table files in)', () => {
+  // Random values: LevelDB's Snappy compression would shrink repeated bytes to nothing.
+  const written = new Map<string, Buffer>()
+  /** An engine over a store of `count` records of 1 KB, compacted into table files. */
+  const storeOf = async (count: number, config: Partial<ClassicLevelEngineConfig>): Promise<ClassicLevelEngine> => {
+    const dir = await tempDir('kumo-engine-')
+    const engine = new ClassicLevelEngine(dir, { writeBufferBytes: 256 * 1024, ...config })
+    await engine.open()
+    for (let at = 0; at < count; at += 1000) {
+      const keys = Array.from({ length: Math.min(1000, count - at) }, (_, i) => `key-${at + i}`)
+      const records = keys.map((key) => {
+        const record = encodeRecord(encodeVersion({ ms: 5, counter: 0 }, 'n1'), randomBytes(1000))
+        written.set(key, record)
+        return record
+      })
+      await engine.applyRecords(keys.map((key, i) => ({ partition: (at + i) % 16, key: Buffer.from(key), record: records[i]! })))
+    }
+    await engine.compact()
+    return engine
+  }
+  const closeAndRemove = async (engine: ClassicLevelEngine): Promise<void> => {
+    await engine.close()
+    await rm(engine.location, { recursive: true, force: true })
+  }
+
+  it('walks a store within its bound and says how large its table files are; reads are unchanged; passes asked for at once run one after another', async () => {
+    const engine = await storeOf(3000, { prewarmBytesMax: 64 * 1024 * 1024 })
+    try {
+      const [first, second] = await Promise.all([engine.prewarm(), engine.prewarm()])
+      for (const outcome of [first!, second!]) {
+        expect(outcome.state).toBe('done')
+        expect(outcome.tableBytes).toBeGreaterThan(3000 * 1000)
+        expect(outcome.reason).toBeUndefined()
+      }
+      const got = await engine.getRecordsAt([0, 2977 % 16, 2], [Buffer.from('key-0'), Buffer.from('key-2977'), Buffer.from('missing')])
+      expect(got[0]).toEqual(written.get('key-0'))
+      expect(got[1]).toEqual(written.get('key-2977'))
+      expect(got[2]).toBeUndefined()
+    } finally {
+      await closeAndRemove(engine)
+    }
+  })
+
+  it('skips a store larger than its bound, and does nothing when turned off (the engine default)', async () => {
+    const small = await storeOf(2000, { prewarmBytesMax: 1024 * 1024 })
+    const off = await storeOf(10, {})
+    try {
+      const skipped = await small.prewarm()
+      expect(skipped.state).toBe('skipped')
+      expect(skipped.tableBytes).toBeGreaterThan(1024 * 1024)
+      expect(skipped.reason).toMatch(/^the table files hold \d+ MiB, more than the 1 MiB mapped at most$/)
+      expect(await off.prewarm()).toMatchObject({ state: 'skipped', tableBytes: 0, reason: 'turned off' })
+    } finally {
+      await closeAndRemove(small)
+      await closeAndRemove(off)
+    }
+  })
+
+  it('stops when the store closes, and close waits for it', async () => {
+    const engine = await storeOf(2000, { prewarmBytesMax: 64 * 1024 * 1024 })
+    const pass = engine.prewarm()
+    await closeAndRemove(engine)
+    expect((await pass).state).toBe('stopped')
+  })
+
+  it('a pass aborted while LevelDB walks the store stops, and its iterator is closed', async () => {
+    const dir = await tempDir('kumo-engine-')
+    const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
+    await db.open()
+    try {
+      for (let at = 0; at < 200_000; at += 10_000) {
+        await db.batch(Array.from({ length: 10_000 }, (_, i) => ({ type: 'put' as const, key: Buffer.from(`k${at + i}`), value: Buffer.alloc(100) })))
+      }
+      const whole = await prewarmTables(db, new AbortController().signal)
+      expect(whole.stopped).toBe(false)
+      const stop = new AbortController()
+      const pass = prewarmTables(db, stop.signal)
+      stop.abort()
+      expect((await pass).stopped).toBe(true)
+      const already = await prewarmTables(db, stop.signal)
+      expect(already).toEqual({ ms: 0, stopped: true })
+    } finally {
+      // A close with an iterator left open would wait for it.
+      await db.close()
       await rm(dir, { recursive: true, force: true })
     }
   })

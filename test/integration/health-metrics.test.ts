@@ -63,6 +63,7 @@ it('serves Prometheus metrics: requests, latency, replica messages, hints, parti
   expect(text).toContain('kumo_process_cpu_user_seconds_total')
   expect(text).toMatch(/^kumo_storage_open_tables_max\{[^}]*\} [1-9]\d{3,}$/m)
   expect(text).toMatch(/^kumo_storage_table_files\{[^}]*\} \d+$/m)
+  expect(text).toMatch(/^kumo_storage_prewarming\{[^}]*\} [01]$/m)
   const sum = (name: string): number => [...text.matchAll(new RegExp(`^${name}\\{[^}]*\\} (\\d+)`, 'gm'))].reduce((n, m) => n + Number(m[1]), 0)
   expect(sum('kumo_row_cache_misses_total')).toBeGreaterThanOrEqual(10)
   expect(sum('kumo_row_cache_hits_total')).toBeGreaterThanOrEqual(10)

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { formatCaches } from '../../src/cli/status.js'
-import { cacheBytesMax, cacheBytesMin, defaultCacheSizes, defaultOpenTables, defaultOpenTablesMin, openTablesLimit } from '../../src/core/cache-sizes.js'
+import { cacheBytesMax, cacheBytesMin, defaultCacheSizes, defaultOpenTables, defaultOpenTablesMin, defaultPrewarmBytes, openTablesLimit } from '../../src/core/cache-sizes.js'
 import { settledInOneLevel } from '../../src/storage/full-compaction.js'
 import { levelFilesOf, tableFilesOf } from '../../src/storage/leveldb-stats.js'
 
@@ -38,6 +38,13 @@ describe('table files kept open', () => {
     expect(defaultOpenTables(8 * GiB)).toBe(4096)
     expect(defaultOpenTables(1 * GiB)).toBe(defaultOpenTablesMin)
     expect(defaultOpenTables(1024 * GiB)).toBe(openTablesLimit)
+  })
+
+  it('map a store in at start when its table files take at most a quarter of memory, in whole MiB', () => {
+    expect(defaultPrewarmBytes(24 * GiB)).toBe(6 * GiB)
+    expect(defaultPrewarmBytes(2 * GiB + 3)).toBe(512 * MiB)
+    expect(defaultPrewarmBytes(3 * MiB)).toBe(0)
+    expect(() => defaultPrewarmBytes(0)).toThrow(/positive/)
     for (let bytes = 1; bytes < 4096 * GiB; bytes = Math.ceil(bytes * 1.7)) {
       const n = defaultOpenTables(bytes)
       expect(Number.isSafeInteger(n) && n >= defaultOpenTablesMin && n <= openTablesLimit).toBe(true)
