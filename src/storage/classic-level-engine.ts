@@ -162,8 +162,10 @@ export class ClassicLevelEngine implements StorageEngine {
   private dataCommits = 0
   /** close() has begun. */
   private closing = false
-  /** Aborts a prewarm pass when the store closes. */
-  private readonly prewarmStop = new AbortController()
+  /** recover() is reopening LevelDB: no prewarm pass starts meanwhile. */
+  private reopening = false
+  /** Aborts the prewarm pass that runs (close(), recover()). */
+  private prewarmStop: AbortController | undefined
   /** The prewarm pass running or queued last (see prewarm()). */
   private prewarming: Promise<PrewarmOutcome> | undefined
 
@@ -303,7 +305,7 @@ export class ClassicLevelEngine implements StorageEngine {
       ms: Date.now() - started,
       ...(reason === undefined ? {} : { reason }),
     })
-    if (this.closing) return outcome('stopped', 0)
+    if (this.closing || this.reopening) return outcome('stopped', 0)
     const max = this.config.prewarmBytesMax
     if (max <= 0) return outcome('skipped', 0, 'turned off')
     let tableBytes = 0
@@ -313,12 +315,20 @@ export class ClassicLevelEngine implements StorageEngine {
         const mb = (bytes: number): string => `${Math.round(bytes / 2 ** 20).toLocaleString('en-US')} MiB`
         return outcome('skipped', tableBytes, `the table files hold ${mb(tableBytes)}, more than the ${mb(max)} mapped at most`)
       }
-      const pass = await this.iterators.run(() => prewarmTables(this.db, this.prewarmStop.signal))
-      return outcome(pass.stopped ? 'stopped' : 'done', tableBytes)
+      const stop = new AbortController()
+      this.prewarmStop = stop
+      try {
+        // Checked again once a permit is held: close() or recover() may have begun meanwhile,
+        // before there was a pass to abort.
+        const pass = await this.iterators.run(() => (this.closing || this.reopening ? Promise.resolve({ ms: 0, stopped: true }) : prewarmTables(this.db, stop.signal)))
+        return outcome(pass.stopped ? 'stopped' : 'done', tableBytes)
+      } finally {
+        if (this.prewarmStop === stop) this.prewarmStop = undefined
+      }
     } catch (err) {
       // The store closed under the pass (its iterator closed with it), or a read failed: reads
       // fault the pages in themselves, as without a pass.
-      return this.closing ? outcome('stopped', tableBytes) : outcome('failed', tableBytes, (err as Error).message)
+      return this.closing || this.reopening ? outcome('stopped', tableBytes) : outcome('failed', tableBytes, (err as Error).message)
     }
   }
 
@@ -335,7 +345,7 @@ export class ClassicLevelEngine implements StorageEngine {
 
   async close(): Promise<void> {
     this.closing = true
-    this.prewarmStop.abort()
+    this.prewarmStop?.abort()
     await this.prewarming
     while (this.writing || this.writeQueue.length > 0) await new Promise((r) => setImmediate(r))
     this.cache.clear()
@@ -924,7 +934,13 @@ export class ClassicLevelEngine implements StorageEngine {
     } catch {
       // Reopen and try again.
     }
+    // A prewarm pass would hold the close up for its whole walk (one native step): stopped,
+    // and walked again once the store is open, since a reopen maps every table file anew.
+    this.reopening = true
+    const walking = this.prewarmStop !== undefined
+    this.prewarmStop?.abort()
     try {
+      await this.prewarming
       while (this.writing) await new Promise((r) => setImmediate(r))
       await this.db.close()
       await this.db.open()
@@ -933,6 +949,9 @@ export class ClassicLevelEngine implements StorageEngine {
       await probe()
     } catch (err) {
       throw new KumoError('INTERNAL', `storage still fails writes: ${(err as Error).message}`, { cause: err })
+    } finally {
+      this.reopening = false
+      if (walking && !this.closing) void this.prewarm()
     }
   }
 }

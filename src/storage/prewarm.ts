@@ -2,9 +2,10 @@
  * Mapping a store's table files into the process before reads need them (like PostgreSQL's
  * pg_prewarm, for LevelDB's tables).
  *
- * LevelDB reads the first 1,000 table files a process opens through mmap. A process that has
- * just opened its store, or a full compaction that has just rewritten every table file, takes a
- * page fault on the first read of each page, even when the page is in the OS page cache. Random
+ * LevelDB reads its table files through mmap (up to 1,000 mapped at a time; the others with
+ * pread, for which a pass only loads the OS page cache). A process that has just opened its
+ * store, or a full compaction that has just rewritten every table file, takes a page fault on
+ * the first read of each page, even when the page is in the OS page cache. Random
  * reads take about one fault each until most of the data is mapped, and a fault is not cheap:
  * on the 2-core benchmark VM a node spent about 45 µs of CPU on each (the kernel maps the 16
  * pages around it, and every page-table update there is a hypercall). A node restarted on

@@ -161,7 +161,7 @@ describe('classic-level prewarm (mapping the table files in)', () => {
     await rm(engine.location, { recursive: true, force: true })
   }
 
-  it('walks a store within its bound and says how large its table files are; reads are unchanged; passes asked for at once run one after another', async () => {
+  it('walks a store within its bound and says how large its table files are; reads are unchanged; two passes asked for at once both walk it', async () => {
     const engine = await storeOf(3000, { prewarmBytesMax: 64 * 1024 * 1024 })
     try {
       const [first, second] = await Promise.all([engine.prewarm(), engine.prewarm()])
@@ -194,14 +194,15 @@ describe('classic-level prewarm (mapping the table files in)', () => {
     }
   })
 
-  it('stops when the store closes, and close waits for it', async () => {
+  // The walk itself aborted part-way is the prewarmTables case below.
+  it('a pass asked for as the store closes stops, and close waits for it', async () => {
     const engine = await storeOf(2000, { prewarmBytesMax: 64 * 1024 * 1024 })
     const pass = engine.prewarm()
     await closeAndRemove(engine)
     expect((await pass).state).toBe('stopped')
   })
 
-  it('a pass aborted while LevelDB walks the store stops, and its iterator is closed', async () => {
+  it('a pass aborted once its walk is under way stops, and its iterator is closed', async () => {
     const dir = await tempDir('kumo-engine-')
     const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
     await db.open()

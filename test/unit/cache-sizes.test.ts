@@ -38,13 +38,6 @@ describe('table files kept open', () => {
     expect(defaultOpenTables(8 * GiB)).toBe(4096)
     expect(defaultOpenTables(1 * GiB)).toBe(defaultOpenTablesMin)
     expect(defaultOpenTables(1024 * GiB)).toBe(openTablesLimit)
-  })
-
-  it('map a store in at start when its table files take at most a quarter of memory, in whole MiB', () => {
-    expect(defaultPrewarmBytes(24 * GiB)).toBe(6 * GiB)
-    expect(defaultPrewarmBytes(2 * GiB + 3)).toBe(512 * MiB)
-    expect(defaultPrewarmBytes(3 * MiB)).toBe(0)
-    expect(() => defaultPrewarmBytes(0)).toThrow(/positive/)
     for (let bytes = 1; bytes < 4096 * GiB; bytes = Math.ceil(bytes * 1.7)) {
       const n = defaultOpenTables(bytes)
       expect(Number.isSafeInteger(n) && n >= defaultOpenTablesMin && n <= openTablesLimit).toBe(true)
@@ -71,5 +64,14 @@ describe('table files kept open', () => {
     expect(formatCaches({ ...figures, openTablesMax: 12_288 })).toBe('block 192M row 64M hit 41% tables 1380/12288')
     // A node from before the figure was reported.
     expect(formatCaches({ ...figures, tableFiles: 0, openTablesMax: 0 })).toBe('block 192M row 64M hit 41%')
+  })
+})
+
+describe('the prewarm bound', () => {
+  it('maps a store in at start when its table files take at most a quarter of memory, in whole MiB', () => {
+    expect(defaultPrewarmBytes(24 * GiB)).toBe(6 * GiB)
+    expect(defaultPrewarmBytes(2 * GiB + 3)).toBe(512 * MiB)
+    expect(defaultPrewarmBytes(3 * MiB)).toBe(0)
+    expect(() => defaultPrewarmBytes(0)).toThrow(/positive/)
   })
 })
