@@ -418,6 +418,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     m.rowCacheMisses.inc(cache.misses)
     m.rowCacheBytes.set(cache.bytes)
     m.rowCacheEntries.set(cache.entries)
+    m.prewarming.set(engine.prewarmRunning ? 1 : 0)
     const tables = engine.cacheStats()
     m.tableFiles.set(tables.tableFiles)
     m.openTablesMax.set(tables.openTablesMax)
@@ -595,20 +596,13 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
     return { ...sizes, rowCacheHits: row.hits, rowCacheMisses: row.misses }
   }
   let compacting: Promise<{ node: string; durationMs: number }> | undefined
-  let prewarmsRunning = 0
   // Maps the table files in (storage/prewarm.ts): at start, in the background of the requests
   // already served, and after a full compaction, whose new files are unmapped.
   const prewarm = async (after: 'start' | 'compaction'): Promise<void> => {
-    metrics.prewarming.set(1)
-    prewarmsRunning++
-    try {
-      const outcome = await engine.prewarm()
-      const fields = { after, tableMiB: Math.round(outcome.tableBytes / 2 ** 20), seconds: outcome.ms / 1000, ...(outcome.reason === undefined ? {} : { reason: outcome.reason }) }
-      if (outcome.state === 'failed') logger.warn(fields, 'mapping the table files in failed; reads fault them in instead')
-      else logger.info(fields, outcome.state === 'done' ? 'table files mapped in' : outcome.state === 'skipped' ? 'table files not mapped in' : 'mapping the table files in stopped')
-    } finally {
-      if (--prewarmsRunning === 0) metrics.prewarming.set(0)
-    }
+    const outcome = await engine.prewarm()
+    const fields = { after, tableMiB: Math.round(outcome.tableBytes / 2 ** 20), seconds: outcome.ms / 1000, ...(outcome.reason === undefined ? {} : { reason: outcome.reason }) }
+    if (outcome.state === 'failed') logger.warn(fields, 'mapping the table files in failed; reads fault them in instead')
+    else logger.info(fields, outcome.state === 'done' ? 'table files mapped in' : outcome.state === 'skipped' ? 'table files not mapped in' : 'mapping the table files in stopped')
   }
   const requestsInFlightMax = options.requestsInFlightMax ?? 10_000
   const health = new HealthImplementation({ '': 'NOT_SERVING', 'kumo.Kv': 'NOT_SERVING' })

@@ -1,13 +1,11 @@
 import assert from 'node:assert/strict'
-import { readdir, stat } from 'node:fs/promises'
-import path from 'node:path'
 import { ClassicLevel } from 'classic-level'
 import { KumoError } from '../core/errors.js'
 import { defaultOpenTablesMin } from '../core/cache-sizes.js'
 import { recordHeaderBytes, recordVersion } from '../core/record.js'
 import { compactFully } from './full-compaction.js'
 import { prewarmTables } from './prewarm.js'
-import { tableFilesOf } from './leveldb-stats.js'
+import { levelFilesOf, tableFilesOf } from './leveldb-stats.js'
 import { mergePages, partitionPage, partitionShare } from './merge-pages.js'
 import {
   scanEntryBytes,
@@ -83,7 +81,7 @@ export interface ClassicLevelEngineConfig {
 /** What prewarm() did: walked the whole store, stopped (the store closing), skipped (and why), or failed. */
 export interface PrewarmOutcome {
   state: 'done' | 'stopped' | 'skipped' | 'failed'
-  /** The table files' bytes when it started. */
+  /** The table files' bytes when it started (LevelDB's stats: whole MB a level). */
   tableBytes: number
   ms: number
   /** Why it was skipped or failed. */
@@ -310,7 +308,7 @@ export class ClassicLevelEngine implements StorageEngine {
     if (max <= 0) return outcome('skipped', 0, 'turned off')
     let tableBytes = 0
     try {
-      tableBytes = await this.tableBytes()
+      tableBytes = this.tableBytes()
       if (tableBytes > max) {
         const mb = (bytes: number): string => `${Math.round(bytes / 2 ** 20).toLocaleString('en-US')} MiB`
         return outcome('skipped', tableBytes, `the table files hold ${mb(tableBytes)}, more than the ${mb(max)} mapped at most`)
@@ -332,15 +330,15 @@ export class ClassicLevelEngine implements StorageEngine {
     }
   }
 
-  /** The bytes of the store's table files. */
-  private async tableBytes(): Promise<number> {
-    let bytes = 0
-    for (const name of await readdir(this.location)) {
-      if (!name.endsWith('.ldb') && !name.endsWith('.sst')) continue
-      // A compaction may delete a file between the listing and its stat.
-      bytes += (await stat(path.join(this.location, name)).catch(() => undefined))?.size ?? 0
-    }
-    return bytes
+  /** The bytes of the store's table files, from LevelDB's stats (whole MB a level). */
+  private tableBytes(): number {
+    const levels = levelFilesOf(this.db.getProperty('leveldb.stats')) ?? []
+    return levels.reduce((sum, level) => sum + level.megabytes, 0) * 2 ** 20
+  }
+
+  /** Whether a prewarm pass runs or waits to (for the metrics). */
+  get prewarmRunning(): boolean {
+    return this.prewarming !== undefined
   }
 
   async close(): Promise<void> {
