@@ -65,54 +65,56 @@ export class WeightedRoundRobinPicker implements ReplicaPicker {
 
 /**
  * Candidates by ascending score; those sharing the best score take turns at the front, so equal
- * nodes share the work rather than the first one taking it all. `heldBack` names tied nodes
- * that go after the other tied ones instead.
+ * nodes share the work rather than the first one taking it all.
  */
-function byScore(candidates: readonly string[], score: (id: string) => number, turn: number, heldBack?: (tied: string[]) => string[]): string[] {
+function byScore(candidates: readonly string[], score: (id: string) => number, turn: number): string[] {
   const sorted = [...candidates].sort((a, b) => score(a) - score(b))
   if (sorted.length <= 1) return sorted
   const best = score(sorted[0]!)
   let ties = 1
   while (ties < sorted.length && score(sorted[ties]!) === best) ties++
-  let front = sorted.slice(0, ties)
-  let back = sorted.slice(ties)
-  const held = heldBack?.(front) ?? []
-  if (held.length > 0 && held.length < front.length) {
-    front = front.filter((id) => !held.includes(id))
-    back = [...held, ...back]
-  }
-  const start = turn % front.length
-  return [...front.slice(start), ...front.slice(0, start), ...back]
+  const start = turn % ties
+  return [...sorted.slice(start, ties), ...sorted.slice(0, start), ...sorted.slice(ties)]
 }
 
-/** A node answering slower than this many times the fastest tied one, plus slowAnswerMarginMs, is slow. */
+/** A node answering slower than this many times the fastest one, plus slowAnswerMarginMs, is slow. */
 export const slowAnswerFactor = 2
 export const slowAnswerMarginMs = 1
 
 /**
- * Fewest requests in flight first; ties take turns, except that a tied node answering far
- * slower than the fastest tied one goes after the others. Requests in flight show a slow node
- * only while other requests keep coming: when a caller's requests leave and return together
- * (a turn's requests share one frame per node, and a quorum read waits for its slowest
- * replica), every node has none in flight at the start of each turn, and only answer times
- * tell them apart.
+ * Fewest requests in flight first, ties taking turns; but a node answering far slower than the
+ * fastest (slowAnswerers) goes after every node that answers normally, whatever their requests
+ * in flight. Requests in flight show a slow node only while other requests keep coming: when
+ * a caller's requests leave and return together (a turn's requests share one frame per node,
+ * and a quorum read waits for its slowest replica), every node has none in flight at the start
+ * of each turn, and only answer times tell them apart. Once the turns drift apart, a fast node
+ * often still has a few in flight when the next turn starts; ranking the slow node by requests
+ * in flight then put it ahead of that node, gave it a third of the reads (as many as round-robin
+ * does) and kept the turns apart. Answer times include the waiting, so a fast node that takes on
+ * too much slows until the slow one counts as normal again and shares the work.
  */
 export class LeastConnectionsPicker implements ReplicaPicker {
   private turn = 0
   order(candidates: readonly string[], stats: ReplicaStats): string[] {
     this.turn = (this.turn + 1) & 0x3fffffff
-    const heldBack = stats.answerMs === undefined ? undefined : (tied: string[]) => slowAnswerers(tied, (id) => stats.answerMs!(id))
-    return byScore(candidates, (id) => stats.inFlight(id), this.turn, heldBack)
+    const inFlight = (id: string): number => stats.inFlight(id)
+    const slow = stats.answerMs === undefined ? [] : slowAnswerers(candidates, (id) => stats.answerMs!(id))
+    if (slow.length === 0) return byScore(candidates, inFlight, this.turn)
+    return [...byScore(candidates.filter((id) => !slow.includes(id)), inFlight, this.turn), ...byScore(slow, inFlight, this.turn)]
   }
 }
 
-/** The nodes of `tied` answering slower than slowAnswerFactor x the fastest known, plus the margin. */
-function slowAnswerers(tied: string[], answerMs: (id: string) => number | undefined): string[] {
+/**
+ * The candidates answering slower than slowAnswerFactor x the fastest known, plus the margin.
+ * A node with no recent answer (AnswerTime forgets after a second) is not slow: it is tried
+ * again, so a slow node that recovered gets to show it. Never all of them: the fastest is not slow.
+ */
+function slowAnswerers(candidates: readonly string[], answerMs: (id: string) => number | undefined): string[] {
   let fastest = Infinity
-  for (const id of tied) fastest = Math.min(fastest, answerMs(id) ?? Infinity)
+  for (const id of candidates) fastest = Math.min(fastest, answerMs(id) ?? Infinity)
   if (fastest === Infinity) return []
   const limit = fastest * slowAnswerFactor + slowAnswerMarginMs
-  return tied.filter((id) => (answerMs(id) ?? 0) > limit)
+  return candidates.filter((id) => (answerMs(id) ?? 0) > limit)
 }
 
 /**

@@ -27,7 +27,12 @@ describe('load balancing across replicas (real processes)', () => {
       const reads = 3000
       await Promise.all(
         Array.from({ length: 32 }, async () => {
-          while (next < reads) await db.get(keys[next++ % keys.length]!)
+          while (next < reads) {
+            await db.get(keys[next++ % keys.length]!)
+            // Every third read waits a turn, so the readers drift apart rather than all leaving
+            // in one turn: a fast node then often still has reads in flight when a turn starts.
+            if (next % 3 === 0) await new Promise((resolve) => setImmediate(resolve))
+          }
         }),
       )
       const stats = db.requestStats()
@@ -40,7 +45,7 @@ describe('load balancing across replicas (real processes)', () => {
     const leastLoad = await shareOfSlowNode('least-load')
     console.log(`slow node share: round-robin ${roundRobin.toFixed(3)}, least-connections ${leastConnections.toFixed(3)}, least-load ${leastLoad.toFixed(3)}`)
     expect(roundRobin).toBeGreaterThan(0.28)
-    expect(leastConnections).toBeLessThan(roundRobin * 0.75)
+    expect(leastConnections).toBeLessThan(roundRobin * 0.5)
     expect(leastLoad).toBeLessThan(roundRobin * 0.5)
   })
 })

@@ -382,7 +382,7 @@ describe('replica selection policies', () => {
     expect(stickyOrder(turn, 'round-robin', picker, s)).toBe(turn)
   })
 
-  it('least-connections puts a tied node that answers far slower than the fastest after the others', () => {
+  it('least-connections puts a node that answers far slower than the fastest after the others', () => {
     const picker = new LeastConnectionsPicker()
     const answer: Record<string, number | undefined> = { a: 0.5, b: 0.6, c: 9 }
     const s = stats({ answerMs: (id) => answer[id] })
@@ -397,8 +397,14 @@ describe('replica selection policies', () => {
     // A node with unknown answer times is not held back, and fewer in flight still comes first.
     answer.c = undefined
     expect(firstPicks(new LeastConnectionsPicker(), ['a', 'b', 'c'], s, 3000).get('c')).toBe(1000)
+    // A slow node goes after the others even when it has fewer in flight: at the start of a turn
+    // a fast node often still waits for a few answers while the slow one, held back, has none.
     answer.c = 9
-    expect(picker.order(['a', 'b', 'c'], stats({ answerMs: (id) => answer[id], inFlight: (id) => (id === 'c' ? 0 : 2) }))[0]).toBe('c')
+    expect(picker.order(['a', 'b', 'c'], stats({ answerMs: (id) => answer[id], inFlight: (id) => ({ a: 33, b: 0, c: 0 })[id]! }))).toEqual(['b', 'a', 'c'])
+    expect(picker.order(['a', 'b', 'c'], stats({ answerMs: (id) => answer[id], inFlight: (id) => (id === 'c' ? 0 : 2) }))[2]).toBe('c')
+    // Among the slow, fewer in flight first.
+    answer.b = 9
+    expect(picker.order(['a', 'b', 'c'], stats({ answerMs: (id) => answer[id], inFlight: (id) => ({ a: 5, b: 3, c: 1 })[id]! }))).toEqual(['a', 'c', 'b'])
   })
 
   it('answer times average recent answers and are forgotten when none come', () => {
