@@ -39,11 +39,30 @@ export function defaultCacheSizes(memoryBytes: number): CacheSizes {
 }
 
 /**
- * Memory LevelDB holds for each table file it keeps open, about: the file's index block and its
- * Bloom filters (10 bits a key), which together come to roughly 1% of the file; 32 KiB for its
- * 2 MiB files, more for records of a few bytes.
+ * The size LevelDB cuts its table files at (max_file_size), by default: 8 MiB rather than
+ * LevelDB's 2 MiB. LevelDB maps at most 1,000 table files into the process at a time and reads
+ * any other with pread, which copies each block it reads into the block cache. A file opened
+ * while the mappings are all taken is read that way for as long as its table stays open, and a
+ * load or a compaction opens its new files while the old ones still hold the mappings: after
+ * loading 2 GB a node in 2 MiB files (1,030-1,450 files), 17-45% of a node's files were read
+ * with pread, and uniform reads ran at half the rate of 8 MiB files (280-355 files, every one
+ * mapped). At 8 MiB, 1,000 files hold 8 GB a node; the price is compactions in larger pieces
+ * (bench/RESULTS.md, issue #18).
  */
-export const openTableBytes = 32 * 1024
+export const defaultTableFileBytes = 8 * mebibyte
+
+/** LevelDB takes table files of 1 MiB to 1 GiB (SanitizeOptions clips max_file_size to that). */
+export const tableFileBytesMin = mebibyte
+export const tableFileBytesMax = 1024 * mebibyte
+
+/**
+ * Memory LevelDB holds for each table file it keeps open, about: the file's index block and its
+ * Bloom filters (10 bits a key), which together come to roughly 1% of the file; 128 KiB for an
+ * 8 MiB file, more for records of a few bytes.
+ */
+export function openTableBytes(tableFileBytes: number): number {
+  return tableFileBytes / 64
+}
 /** LevelDB's own default for the table files it keeps open (max_open_files)... */
 export const defaultOpenTablesMin = 1000
 /** ...and the most it takes: LevelDB clips max_open_files to 50,000 (SanitizeOptions). */
@@ -51,16 +70,18 @@ export const openTablesLimit = 50_000
 
 /**
  * Table files a node's LevelDB keeps open by default (its table cache, max_open_files), from the
- * machine's memory (openTablesMemoryShare): as many as one sixty-fourth of it holds at openTableBytes
- * each, within 1,000 and 50,000. 12,288 on 24 GiB, room for 24 GiB of tables a node.
+ * machine's memory (openTablesMemoryShare): as many as one sixty-fourth of it holds at
+ * openTableBytes each, within 1,000 and 50,000. 3,072 of 8 MiB on 24 GiB: room for 24 GiB of
+ * tables a node.
  *
  * Why it matters: a read of a table that is not open opens it, which means reading its footer,
  * index block and filters: on 2,000,000 records of 1 KB a node (1,380 table files) against
  * LevelDB's 1,000, uniform reads cost more than twice the CPU (bench/RESULTS.md, issue #18).
  */
-export function defaultOpenTables(memoryBytes: number): number {
+export function defaultOpenTables(memoryBytes: number, tableFileBytes = defaultTableFileBytes): number {
   assert.ok(Number.isFinite(memoryBytes) && memoryBytes > 0, 'memory must be a positive number of bytes')
-  return Math.min(openTablesLimit, Math.max(defaultOpenTablesMin, Math.floor((memoryBytes * openTablesMemoryShare) / openTableBytes)))
+  assert.ok(Number.isFinite(tableFileBytes) && tableFileBytes > 0, 'the table file size must be a positive number of bytes')
+  return Math.min(openTablesLimit, Math.max(defaultOpenTablesMin, Math.floor((memoryBytes * openTablesMemoryShare) / openTableBytes(tableFileBytes))))
 }
 
 /** The share of the machine's memory a node's table files may take and still be mapped in at start (defaultPrewarmBytes). */

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import os from 'node:os'
-import { defaultCacheSizes, defaultOpenTables, defaultPrewarmBytes, openTablesLimit, type CacheSizes } from '../core/cache-sizes.js'
+import { defaultCacheSizes, defaultOpenTables, defaultPrewarmBytes, defaultTableFileBytes, openTablesLimit, tableFileBytesMax, tableFileBytesMin, type CacheSizes } from '../core/cache-sizes.js'
 import { performance } from 'node:perf_hooks'
 import * as grpc from '@grpc/grpc-js'
 import { HealthImplementation } from 'grpc-health-check'
@@ -75,17 +75,18 @@ export function nodePrewarmBytes(): number {
 }
 
 /** The table files a node's LevelDB keeps open unless told otherwise (defaultOpenTables of machineMemoryBytes()). */
-export function nodeOpenTables(): number {
-  return defaultOpenTables(machineMemoryBytes())
+export function nodeOpenTables(tableFileBytes = defaultTableFileBytes): number {
+  return defaultOpenTables(machineMemoryBytes(), tableFileBytes)
 }
 
 /** The engine's cache settings: those given, the machine's defaults for the rest (memory read only when one is missing). */
-function cacheSizesOf(options: Pick<NodeOptions, 'rowCacheBytes' | 'blockCacheBytes' | 'openTables'>): { rowCacheBytes: number; cacheBytes: number; openTablesMax: number } {
+function cacheSizesOf(options: Pick<NodeOptions, 'rowCacheBytes' | 'blockCacheBytes' | 'openTables' | 'tableFileBytes'>): { rowCacheBytes: number; cacheBytes: number; openTablesMax: number; tableFileBytes: number } {
   const defaults = options.rowCacheBytes === undefined || options.blockCacheBytes === undefined ? nodeCacheSizes() : undefined
   return {
     rowCacheBytes: options.rowCacheBytes ?? defaults!.rowCacheBytes,
     cacheBytes: options.blockCacheBytes ?? defaults!.blockCacheBytes,
-    openTablesMax: options.openTables ?? nodeOpenTables(),
+    openTablesMax: options.openTables ?? nodeOpenTables(options.tableFileBytes),
+    tableFileBytes: options.tableFileBytes ?? defaultTableFileBytes,
   }
 }
 
@@ -119,6 +120,8 @@ export interface NodeOptions {
   blockCacheBytes?: number
   /** Table files LevelDB keeps open at most (default: see nodeOpenTables). */
   openTables?: number
+  /** The size LevelDB cuts its table files at (default: defaultTableFileBytes, 8 MiB). */
+  tableFileBytes?: number
   /**
    * Map the store's table files in at start and after a full compaction when they hold at most
    * this many bytes (storage/prewarm.ts; 0: never; default: see nodePrewarmBytes).
@@ -236,6 +239,7 @@ function checkOptions(o: NodeOptions): void {
   if (o.tombstoneGraceMs !== undefined && !(o.tombstoneGraceMs >= 0)) bad('tombstone grace must be 0 or more')
   if (o.blockCacheBytes !== undefined && !(Number.isSafeInteger(o.blockCacheBytes) && o.blockCacheBytes >= 1024 * 1024)) bad('block cache size must be a whole number of bytes, 1 MiB or more')
   if (o.openTables !== undefined && !(Number.isSafeInteger(o.openTables) && o.openTables >= 100 && o.openTables <= openTablesLimit)) bad(`open tables must be a whole number from 100 to ${openTablesLimit} (LevelDB keeps no more open)`)
+  if (o.tableFileBytes !== undefined && !(Number.isSafeInteger(o.tableFileBytes) && o.tableFileBytes >= tableFileBytesMin && o.tableFileBytes <= tableFileBytesMax)) bad('the table file size must be a whole number of bytes from 1 MiB to 1 GiB (what LevelDB takes)')
   if (o.rowCacheBytes !== undefined && !(Number.isSafeInteger(o.rowCacheBytes) && o.rowCacheBytes >= 0)) bad('row cache size must be a whole number of bytes, 0 or more')
   if (o.prewarmBytesMax !== undefined && !(Number.isSafeInteger(o.prewarmBytesMax) && o.prewarmBytesMax >= 0)) bad('the prewarm bound must be a whole number of bytes, 0 or more')
   if (o.purgeIntervalMs !== undefined && !(o.purgeIntervalMs >= 0)) bad('purge interval must be 0 or more')

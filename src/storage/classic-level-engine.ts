@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { ClassicLevel } from 'classic-level'
 import { KumoError } from '../core/errors.js'
-import { defaultOpenTablesMin } from '../core/cache-sizes.js'
+import { defaultOpenTablesMin, defaultTableFileBytes } from '../core/cache-sizes.js'
 import { recordHeaderBytes, recordVersion } from '../core/record.js'
 import { compactFully } from './full-compaction.js'
 import { prewarmTables } from './prewarm.js'
@@ -54,6 +54,11 @@ export interface ClassicLevelEngineConfig {
    * from a table that is not open reopens it; see defaultOpenTables in core/cache-sizes.ts.
    */
   openTablesMax: number
+  /**
+   * The size LevelDB cuts the table files it writes at (max_file_size; its own default is 2 MiB);
+   * see defaultTableFileBytes in core/cache-sizes.ts.
+   */
+  tableFileBytes: number
   /** Told of every failed write (a full disk, an I/O error): the node goes read-only on it. */
   onWriteFailure?: (err: KumoError) => void
   /**
@@ -95,7 +100,7 @@ export const defaultRowCacheBytes = 32 * 1024 * 1024
  * LevelDB settings Kumo opens its storage with. The benchmark opens its embedded baseline with
  * the same ones, so the comparison is of the same storage.
  */
-export const levelOptions = { cacheSize: 64 * 1024 * 1024, writeBufferSize: 16 * 1024 * 1024 } as const
+export const levelOptions = { cacheSize: 64 * 1024 * 1024, writeBufferSize: 16 * 1024 * 1024, maxFileSize: defaultTableFileBytes } as const
 
 interface PendingWrite {
   writes: readonly RecordWrite[]
@@ -178,6 +183,7 @@ export class ClassicLevelEngine implements StorageEngine {
       writeBufferBytes: levelOptions.writeBufferSize,
       rowCacheBytes: defaultRowCacheBytes,
       openTablesMax: defaultOpenTablesMin,
+      tableFileBytes: levelOptions.maxFileSize,
       iteratorsMax: 16,
       keyIndex: true,
       prewarmBytesMax: 0,
@@ -191,6 +197,7 @@ export class ClassicLevelEngine implements StorageEngine {
       cacheSize: this.config.cacheBytes,
       writeBufferSize: this.config.writeBufferBytes,
       maxOpenFiles: this.config.openTablesMax,
+      maxFileSize: this.config.tableFileBytes,
     })
   }
 

@@ -136,31 +136,31 @@ describe('classic-level key index', () => {
   })
 })
 
-describe('classic-level prewarm (mapping the table files in)', () => {
-  // Random values: LevelDB's Snappy compression would shrink repeated bytes to nothing.
-  const written = new Map<string, Buffer>()
-  /** An engine over a store of `count` records of 1 KB, compacted into table files. */
-  const storeOf = async (count: number, config: Partial<ClassicLevelEngineConfig>): Promise<ClassicLevelEngine> => {
-    const dir = await tempDir('kumo-engine-')
-    const engine = new ClassicLevelEngine(dir, { writeBufferBytes: 256 * 1024, ...config })
-    await engine.open()
-    for (let at = 0; at < count; at += 1000) {
-      const keys = Array.from({ length: Math.min(1000, count - at) }, (_, i) => `key-${at + i}`)
-      const records = keys.map((key) => {
-        const record = encodeRecord(encodeVersion({ ms: 5, counter: 0 }, 'n1'), randomBytes(1000))
-        written.set(key, record)
-        return record
-      })
-      await engine.applyRecords(keys.map((key, i) => ({ partition: (at + i) % 16, key: Buffer.from(key), record: records[i]! })))
-    }
-    await engine.compact()
-    return engine
+// Random values: LevelDB's Snappy compression would shrink repeated bytes to nothing.
+const written = new Map<string, Buffer>()
+/** An engine over a store of `count` records of 1 KB, compacted into table files. */
+const storeOf = async (count: number, config: Partial<ClassicLevelEngineConfig>): Promise<ClassicLevelEngine> => {
+  const dir = await tempDir('kumo-engine-')
+  const engine = new ClassicLevelEngine(dir, { writeBufferBytes: 256 * 1024, ...config })
+  await engine.open()
+  for (let at = 0; at < count; at += 1000) {
+    const keys = Array.from({ length: Math.min(1000, count - at) }, (_, i) => `key-${at + i}`)
+    const records = keys.map((key) => {
+      const record = encodeRecord(encodeVersion({ ms: 5, counter: 0 }, 'n1'), randomBytes(1000))
+      written.set(key, record)
+      return record
+    })
+    await engine.applyRecords(keys.map((key, i) => ({ partition: (at + i) % 16, key: Buffer.from(key), record: records[i]! })))
   }
-  const closeAndRemove = async (engine: ClassicLevelEngine): Promise<void> => {
-    await engine.close()
-    await rm(engine.location, { recursive: true, force: true })
-  }
+  await engine.compact()
+  return engine
+}
+const closeAndRemove = async (engine: ClassicLevelEngine): Promise<void> => {
+  await engine.close()
+  await rm(engine.location, { recursive: true, force: true })
+}
 
+describe('classic-level prewarm (mapping the table files in)', () => {
   it('walks a store within its bound and says how large its table files are; reads are unchanged; two passes asked for at once both walk it', async () => {
     const engine = await storeOf(3000, { prewarmBytesMax: 64 * 1024 * 1024 })
     try {
@@ -222,6 +222,21 @@ describe('classic-level prewarm (mapping the table files in)', () => {
       // A close with an iterator left open would wait for it.
       await db.close()
       await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('classic-level table files', () => {
+  it('are cut at the size asked for (8 MiB by default, LevelDB keeps at most 1,000 of them mapped)', async () => {
+    const small = await storeOf(6000, { tableFileBytes: 1024 * 1024 })
+    const large = await storeOf(6000, {})
+    try {
+      // 6 MB of records (and the key index) in one level: several 1 MiB files, one 8 MiB file.
+      expect(small.cacheStats().tableFiles).toBeGreaterThanOrEqual(5)
+      expect(large.cacheStats().tableFiles).toBe(1)
+    } finally {
+      await closeAndRemove(small)
+      await closeAndRemove(large)
     }
   })
 })

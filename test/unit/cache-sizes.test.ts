@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { formatCaches } from '../../src/cli/status.js'
-import { cacheBytesMax, cacheBytesMin, defaultCacheSizes, defaultOpenTables, defaultOpenTablesMin, defaultPrewarmBytes, openTablesLimit } from '../../src/core/cache-sizes.js'
+import { cacheBytesMax, cacheBytesMin, defaultCacheSizes, defaultOpenTables, defaultOpenTablesMin, defaultPrewarmBytes, defaultTableFileBytes, openTablesLimit } from '../../src/core/cache-sizes.js'
 import { settledInOneLevel } from '../../src/storage/full-compaction.js'
 import { levelFilesOf, tableFilesOf } from '../../src/storage/leveldb-stats.js'
 
@@ -33,9 +33,13 @@ describe('default cache sizes from the machine', () => {
 })
 
 describe('table files kept open', () => {
-  it('are as many as one sixty-fourth of memory holds at 32 KiB each, within 1,000 and 50,000', () => {
-    expect(defaultOpenTables(24 * GiB)).toBe(12_288)
-    expect(defaultOpenTables(8 * GiB)).toBe(4096)
+  it('are as many as one sixty-fourth of memory holds at a sixty-fourth of a file each, within 1,000 and 50,000', () => {
+    expect(defaultTableFileBytes).toBe(8 * MiB)
+    expect(defaultOpenTables(24 * GiB)).toBe(3072)
+    expect(defaultOpenTables(8 * GiB)).toBe(1024)
+    expect(defaultOpenTables(4 * GiB)).toBe(defaultOpenTablesMin)
+    expect(defaultOpenTables(24 * GiB, 2 * MiB)).toBe(12_288)
+    expect(defaultOpenTables(24 * GiB, 64 * MiB)).toBe(defaultOpenTablesMin)
     expect(defaultOpenTables(1 * GiB)).toBe(defaultOpenTablesMin)
     expect(defaultOpenTables(1024 * GiB)).toBe(openTablesLimit)
     for (let bytes = 1; bytes < 4096 * GiB; bytes = Math.ceil(bytes * 1.7)) {
@@ -43,6 +47,7 @@ describe('table files kept open', () => {
       expect(Number.isSafeInteger(n) && n >= defaultOpenTablesMin && n <= openTablesLimit).toBe(true)
     }
     expect(() => defaultOpenTables(-1)).toThrow()
+    expect(() => defaultOpenTables(GiB, 0)).toThrow()
   })
 
   it("are counted from LevelDB's stats, level by level", () => {
