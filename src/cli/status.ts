@@ -1,3 +1,4 @@
+import { mappedTablesMax } from '../core/cache-sizes.js'
 import { primaryCounts, replicaCounts } from '../core/partition-map.js'
 import { changeInWords, connect, type RepairState } from '../client/client.js'
 import { NodeConnection } from '../client/node-connection.js'
@@ -167,17 +168,18 @@ export function formatStatus(status: ClusterStatus): string {
 }
 
 /**
- * A node's caches: 'block 192M row 64M hit 41% tables 1380/12288' (the row cache's hit rate
+ * A node's caches: 'block 192M row 64M hit 41% tables 280/3072' (the row cache's hit rate
  * since the node started, LevelDB does not count its block cache's hits; its table files and
- * those it keeps open, with a '!' when there are more files: reads then reopen them, see
- * --open-tables). '-' when unknown.
+ * those it keeps open, with a '!' when there are more files than it keeps open or maps: reads
+ * then reopen files or copy their blocks, see --open-tables and --table-file-size). '-' when
+ * unknown.
  */
 export function formatCaches(c: CacheFigures | undefined): string {
   if (c === undefined || !Number.isFinite(c.blockCacheBytes)) return '-'
   const mib = (bytes: number): string => `${Math.round(bytes / (1024 * 1024))}M`
   const lookups = c.rowCacheHits + c.rowCacheMisses
   const hit = c.rowCacheBytes === 0 ? 'off' : lookups === 0 ? 'hit -' : `hit ${Math.round((100 * c.rowCacheHits) / lookups)}%`
-  const tables = c.openTablesMax > 0 ? ` tables ${c.tableFiles}/${c.openTablesMax}${c.tableFiles > c.openTablesMax ? '!' : ''}` : ''
+  const tables = c.openTablesMax > 0 ? ` tables ${c.tableFiles}/${c.openTablesMax}${c.tableFiles > Math.min(c.openTablesMax, mappedTablesMax) ? '!' : ''}` : ''
   return `block ${mib(c.blockCacheBytes)} row ${mib(c.rowCacheBytes)} ${hit}${tables}`
 }
 

@@ -51,6 +51,9 @@ export function defaultCacheSizes(memoryBytes: number): CacheSizes {
  */
 export const defaultTableFileBytes = 8 * mebibyte
 
+/** The table files LevelDB maps into the process at most (env_posix's mmap limit); it reads the others with pread. */
+export const mappedTablesMax = 1000
+
 /** LevelDB takes table files of 1 MiB to 1 GiB (SanitizeOptions clips max_file_size to that). */
 export const tableFileBytesMin = mebibyte
 export const tableFileBytesMax = 1024 * mebibyte

@@ -71,7 +71,7 @@ export class NodeMetrics {
     this.rowCacheMisses = new Counter({ name: 'kumo_row_cache_misses_total', help: 'Record lookups the row cache could not answer (read from LevelDB)', registers })
     this.rowCacheBytes = new Gauge({ name: 'kumo_row_cache_bytes', help: 'Bytes of records (with per-entry overhead) held by the row cache', registers })
     this.rowCacheEntries = new Gauge({ name: 'kumo_row_cache_entries', help: 'Records held by the row cache', registers })
-    this.tableFiles = new Gauge({ name: 'kumo_storage_table_files', help: "LevelDB's table files on this node (reads reopen files while there are more than kumo_storage_open_tables_max)", registers })
+    this.tableFiles = new Gauge({ name: 'kumo_storage_table_files', help: "LevelDB's table files on this node (reads reopen files while there are more than kumo_storage_open_tables_max; LevelDB maps 1,000 and reads the others with pread, see --table-file-size)", registers })
     this.openTablesMax = new Gauge({ name: 'kumo_storage_open_tables_max', help: 'Table files LevelDB keeps open at most (--open-tables)', registers })
     this.prewarming = new Gauge({ name: 'kumo_storage_prewarming', help: '1 while this node maps its table files in (at start and after kumo compact): until then its reads fault pages in', registers })
     this.storageFailing = new Gauge({ name: 'kumo_storage_failing', help: '1 while this node\'s storage fails writes (it is read-only until a probe write succeeds)', registers })

@@ -63,10 +63,13 @@ describe('table files kept open', () => {
     expect(settledInOneLevel([])).toBe(true)
   })
 
-  it('show in kumo status beside the caches, marked when reads reopen files', () => {
+  it('show in kumo status beside the caches, marked when reads reopen files or copy their blocks', () => {
     const figures = { blockCacheBytes: 192 * MiB, rowCacheBytes: 64 * MiB, rowCacheHits: 41, rowCacheMisses: 59, storageMemoryBytes: 0, tableFiles: 1380, openTablesMax: 1000 }
     expect(formatCaches(figures)).toBe('block 192M row 64M hit 41% tables 1380/1000!')
-    expect(formatCaches({ ...figures, openTablesMax: 12_288 })).toBe('block 192M row 64M hit 41% tables 1380/12288')
+    // All open, but more than LevelDB maps: it reads the rest with pread.
+    expect(formatCaches({ ...figures, openTablesMax: 12_288 })).toBe('block 192M row 64M hit 41% tables 1380/12288!')
+    expect(formatCaches({ ...figures, tableFiles: 1000, openTablesMax: 3072 })).toBe('block 192M row 64M hit 41% tables 1000/3072')
+    expect(formatCaches({ ...figures, tableFiles: 1001, openTablesMax: 3072 })).toBe('block 192M row 64M hit 41% tables 1001/3072!')
     // A node from before the figure was reported.
     expect(formatCaches({ ...figures, tableFiles: 0, openTablesMax: 0 })).toBe('block 192M row 64M hit 41%')
   })
