@@ -6,6 +6,7 @@ import { loadBalancingPolicies, type LoadBalancing } from '../core/balancing.js'
 import { consistencyLevels, type Consistency } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
 import { nodeCacheSizes, nodeOpenTables, nodePrewarmBytes, startNode } from '../node/node.js'
+import { defaultTableFileBytes, tableFileBytesMax } from '../core/cache-sizes.js'
 import { clusterStatus, formatPartitions, formatStatus } from './status.js'
 import { profileOnSignal } from './cpu-profile-signal.js'
 import { planInWords } from './plan.js'
@@ -86,8 +87,8 @@ program
   .option('--no-key-index', 'keep no key index: writes of small records cost less, and every scan reads every partition')
   .option('--block-cache <MiB>', `LevelDB's block cache (default: 3/4 of 1/96 of memory, ${defaultCaches.blockCacheBytes / mebibyte} MiB here)`, wholeNumber)
   .option('--row-cache <MiB>', `memory for recently used records in front of LevelDB, 0: none (default: 1/4 of 1/96 of memory, ${defaultCaches.rowCacheBytes / mebibyte} MiB here)`, wholeNumber)
-  .option('--open-tables <n>', `table files LevelDB keeps open (its index and filters in memory, ~1/64 of a file each); reads of others reopen them (default: as many as 1/64 of memory holds, ${defaultOpenTablesHere} of 8 MiB here)`, wholeNumber)
-  .option('--table-file-size <MiB>', 'the size LevelDB cuts its table files at, 1 to 1024 (default 8): LevelDB maps 1,000 files at most and reads the others with slower copies, so a node whose store is larger than 1,000 files of this size reads part of it slower; files written before keep their size until compacted', wholeNumber)
+  .option('--open-tables <n>', `table files LevelDB keeps open (its index and filters in memory, ~1/64 of a file each); reads of others reopen them (default: as many as 1/64 of memory holds, ${defaultOpenTablesHere} of ${defaultTableFileBytes / mebibyte} MiB here)`, wholeNumber)
+  .option('--table-file-size <MiB>', `the size LevelDB cuts its table files at, 1 to ${tableFileBytesMax / mebibyte}: LevelDB maps 1,000 files at most and reads the others with slower copies, so a node whose store is larger than 1,000 files of this size reads part of it slower; files written before keep their size until compacted (default: ${defaultTableFileBytes / mebibyte})`, wholeNumber)
   .option('--prewarm-max <MiB>', `map the table files in at start and after kumo compact when they hold at most this much, so reads do not fault them in one page at a time; 0: never (default: 1/4 of memory, ${defaultPrewarmHere / mebibyte} MiB here)`, wholeNumber)
   .addOption(new Option('--quorum <mode>', 'sloppy: hints on fallback nodes count toward W; strict: only replicas').choices(['sloppy', 'strict']).default('sloppy'))
   .option('--hint-window <ms>', 'drop hints older than this', wholeNumber, 3 * 60 * 60 * 1000)

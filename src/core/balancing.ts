@@ -82,25 +82,26 @@ export const slowAnswerFactor = 2
 export const slowAnswerMarginMs = 1
 
 /**
- * Fewest requests in flight first, ties taking turns; but a node answering far slower than the
- * fastest (slowAnswerers) goes after every node that answers normally, whatever their requests
- * in flight. Requests in flight show a slow node only while other requests keep coming: when
- * a caller's requests leave and return together (a turn's requests share one frame per node,
- * and a quorum read waits for its slowest replica), every node has none in flight at the start
- * of each turn, and only answer times tell them apart. Once the turns drift apart, a fast node
- * often still has a few in flight when the next turn starts; ranking the slow node by requests
- * in flight then put it ahead of that node, gave it a third of the reads (as many as round-robin
- * does) and kept the turns apart. Answer times include the waiting, so a fast node that takes on
- * too much slows until the slow one counts as normal again and shares the work.
+ * Fewest requests in flight first, ties taking turns; a node answering far slower than the
+ * fastest (slowAnswerers) counts slowInFlightPenalty more requests in flight than it has.
+ *
+ * Requests in flight show a slow node only while other requests keep coming: when a caller's
+ * requests leave and return together (a turn's requests share one frame per node, and a quorum
+ * read waits for its slowest replica), every node has none in flight at the start of each
+ * turn, and only answer times tell them apart. Once the turns drift apart, a fast node often
+ * still has a few in flight when the next turn starts, while the slow one, avoided, has none:
+ * ranked only after the nodes tied with it, the slow node then came before that fast node and
+ * took a third of the quorum reads, as many as round-robin gives it. With the penalty it goes
+ * after the others until they run slowInFlightPenalty requests ahead of it: then they are the
+ * overloaded ones, and it shares the work again (stickyOrder reorders at the same distance).
  */
 export class LeastConnectionsPicker implements ReplicaPicker {
   private turn = 0
   order(candidates: readonly string[], stats: ReplicaStats): string[] {
     this.turn = (this.turn + 1) & 0x3fffffff
-    const inFlight = (id: string): number => stats.inFlight(id)
     const slow = stats.answerMs === undefined ? [] : slowAnswerers(candidates, (id) => stats.answerMs!(id))
-    if (slow.length === 0) return byScore(candidates, inFlight, this.turn)
-    return [...byScore(candidates.filter((id) => !slow.includes(id)), inFlight, this.turn), ...byScore(slow, inFlight, this.turn)]
+    if (slow.length === 0) return byScore(candidates, (id) => stats.inFlight(id), this.turn)
+    return byScore(candidates, (id) => stats.inFlight(id) + (slow.includes(id) ? slowInFlightPenalty : 0), this.turn)
   }
 }
 
@@ -159,6 +160,14 @@ export const defaultLoadBalancing: LoadBalancing = 'least-connections'
  * each turn's order puts the fewest in flight first.
  */
 export const stickyInFlightMax = 64
+
+/**
+ * Requests in flight a slow answerer counts on top of its own under least-connections: the
+ * others must run this far ahead before it is asked first again. The same distance at which
+ * stickyOrder stops keeping a turn's order, so a request reordered for a busy first node goes
+ * to the slow one rather than back to the busy one.
+ */
+export const slowInFlightPenalty = stickyInFlightMax
 
 /**
  * The order for one request: `turnOrder` (this turn's order of the request's replicas), unless

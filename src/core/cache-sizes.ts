@@ -46,22 +46,29 @@ export function defaultCacheSizes(memoryBytes: number): CacheSizes {
  * load or a compaction opens its new files while the old ones still hold the mappings: after
  * loading 2 GB a node in 2 MiB files (1,030-1,450 files), 17-45% of a node's files were read
  * with pread, and uniform reads ran at half the rate of 8 MiB files (280-355 files, every one
- * mapped). At 8 MiB, 1,000 files hold 8 GB a node; the price is compactions in larger pieces
- * (bench/RESULTS.md, issue #18).
+ * mapped). At 8 MiB, 1,000 files hold about 6 GB a node (files average a little under the
+ * size); the price is compactions in larger pieces (bench/RESULTS.md, 2026-12-02, second).
  */
 export const defaultTableFileBytes = 8 * mebibyte
 
-/** The table files LevelDB maps into the process at most (env_posix's mmap limit); it reads the others with pread. */
+/**
+ * The table files LevelDB maps into the process at most (env_posix's mmap limit, one for the
+ * whole process, not a store: a node opens one store); it reads the others with pread.
+ */
 export const mappedTablesMax = 1000
 
-/** LevelDB takes table files of 1 MiB to 1 GiB (SanitizeOptions clips max_file_size to that). */
+/**
+ * Table file sizes a node takes. LevelDB clips max_file_size to 1 MiB-1 GiB, but 1.20 computes
+ * 10x and 25x of it in an int (version_set.cc): from 82 MiB one limit overflows, from 205 MiB
+ * another wraps and a compaction can cut a file at every key. 64 MiB is RocksDB's default.
+ */
 export const tableFileBytesMin = mebibyte
-export const tableFileBytesMax = 1024 * mebibyte
+export const tableFileBytesMax = 64 * mebibyte
 
 /**
  * Memory LevelDB holds for each table file it keeps open, about: the file's index block and its
- * Bloom filters (10 bits a key), which together come to roughly 1% of the file; 128 KiB for an
- * 8 MiB file, more for records of a few bytes.
+ * Bloom filters (10 bits a key), which together come to 1-1.5% of the file: counted as a
+ * sixty-fourth, 128 KiB for an 8 MiB file; more for records of a few bytes.
  */
 export function openTableBytes(tableFileBytes: number): number {
   return tableFileBytes / 64

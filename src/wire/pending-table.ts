@@ -21,7 +21,7 @@ export interface ReplyObserver {
 /**
  * Requests awaiting a reply, by id. One sweep timer per table instead of one timer per request:
  * a deadline fires within `sweepMs` of its time. It also times the replies (AnswerTime): how
- * long the other end takes is least-connections' tie-break (LeastConnectionsPicker).
+ * long the other end takes is how least-connections tells a slow node (LeastConnectionsPicker).
  */
 export class PendingTable<T> {
   private readonly pending = new Map<number, Pending<T>>()

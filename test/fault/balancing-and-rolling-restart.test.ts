@@ -19,7 +19,7 @@ describe('load balancing across replicas (real processes)', () => {
     await loader.batch(keys.map((key) => ({ type: 'put' as const, key, value: 'v' })))
     await loader.close()
 
-    const shareOfSlowNode = async (policy: LoadBalancing): Promise<number> => {
+    const shareOfSlowNode = async (policy: LoadBalancing, drift = true): Promise<number> => {
       const db = await cluster!.client({ loadBalancing: policy, timeoutMs: 10_000 })
       // Least-load needs the loads gossiped since the burn started.
       await waitFor('loads to be reported', async () => (await db.topology()).nodes.find((n) => n.id === 'n3')!.load > 0.5, 15_000, 100)
@@ -29,9 +29,10 @@ describe('load balancing across replicas (real processes)', () => {
         Array.from({ length: 32 }, async () => {
           while (next < reads) {
             await db.get(keys[next++ % keys.length]!)
-            // Every third read waits a turn, so the readers drift apart rather than all leaving
-            // in one turn: a fast node then often still has reads in flight when a turn starts.
-            if (next % 3 === 0) await new Promise((resolve) => setImmediate(resolve))
+            // With drift, one read in three waits a turn before the next, so the readers drift
+            // apart rather than all leaving in one turn: a fast node then often still has reads
+            // in flight when a turn starts. Without it they leave and return together.
+            if (drift && next % 3 === 0) await new Promise((resolve) => setImmediate(resolve))
           }
         }),
       )
@@ -42,10 +43,12 @@ describe('load balancing across replicas (real processes)', () => {
     }
     const roundRobin = await shareOfSlowNode('round-robin')
     const leastConnections = await shareOfSlowNode('least-connections')
+    const leastConnectionsTogether = await shareOfSlowNode('least-connections', false)
     const leastLoad = await shareOfSlowNode('least-load')
-    console.log(`slow node share: round-robin ${roundRobin.toFixed(3)}, least-connections ${leastConnections.toFixed(3)}, least-load ${leastLoad.toFixed(3)}`)
+    console.log(`slow node share: round-robin ${roundRobin.toFixed(3)}, least-connections ${leastConnections.toFixed(3)} (readers together: ${leastConnectionsTogether.toFixed(3)}), least-load ${leastLoad.toFixed(3)}`)
     expect(roundRobin).toBeGreaterThan(0.28)
     expect(leastConnections).toBeLessThan(roundRobin * 0.5)
+    expect(leastConnectionsTogether).toBeLessThan(roundRobin * 0.5)
     expect(leastLoad).toBeLessThan(roundRobin * 0.5)
   })
 })

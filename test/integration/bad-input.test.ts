@@ -148,7 +148,7 @@ describe('bad startup', () => {
       { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', openTables: 99 },
       { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', openTables: 50_001 },
       { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', tableFileBytes: 1024 * 1024 - 1 },
-      { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', tableFileBytes: 1024 * 1024 * 1024 + 1 },
+      { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', tableFileBytes: 64 * 1024 * 1024 + 1 },
       { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', tableFileBytes: 1.5 * 1024 * 1024 + 0.5 },
       { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', prewarmBytesMax: -1 },
       { id: 'a', listen: '127.0.0.1:0', dataDir: 'x', prewarmBytesMax: 0.5 },

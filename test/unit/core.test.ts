@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { AnswerTime } from '../../src/core/answer-time.js'
-import { createPicker, LeastConnectionsPicker, LeastLoadPicker, RoundRobinPicker, slowAnswerFactor, slowAnswerMarginMs, stickyInFlightMax, stickyOrder, WeightedRoundRobinPicker, type ReplicaStats } from '../../src/core/balancing.js'
+import { createPicker, LeastConnectionsPicker, LeastLoadPicker, RoundRobinPicker, slowAnswerFactor, slowAnswerMarginMs, slowInFlightPenalty, stickyInFlightMax, stickyOrder, WeightedRoundRobinPicker, type ReplicaStats } from '../../src/core/balancing.js'
 import { parseConsistency, requiredAcks } from '../../src/core/consistency.js'
 import { errorFromWire, ErrorCodes, KumoError, toKumoError } from '../../src/core/errors.js'
 import { PhiAccrualDetector } from '../../src/core/failure-detector.js'
@@ -402,6 +402,14 @@ describe('replica selection policies', () => {
     answer.c = 9
     expect(picker.order(['a', 'b', 'c'], stats({ answerMs: (id) => answer[id], inFlight: (id) => ({ a: 33, b: 0, c: 0 })[id]! }))).toEqual(['b', 'a', 'c'])
     expect(picker.order(['a', 'b', 'c'], stats({ answerMs: (id) => answer[id], inFlight: (id) => (id === 'c' ? 0 : 2) }))[2]).toBe('c')
+    // ...until the others run slowInFlightPenalty ahead of it: then they are the overloaded ones.
+    const ahead = (n: number) => stats({ answerMs: (id) => answer[id], inFlight: (id) => (id === 'c' ? 0 : n) })
+    expect(picker.order(['a', 'b', 'c'], ahead(slowInFlightPenalty - 1))[2]).toBe('c')
+    expect(picker.order(['a', 'b', 'c'], ahead(slowInFlightPenalty + 1))[0]).toBe('c')
+    // stickyOrder leaves a turn's order at the same distance, and the request goes to the slow node.
+    const turn = ['a', 'b', 'c']
+    expect(stickyOrder(turn, 'least-connections', picker, ahead(stickyInFlightMax))).toBe(turn)
+    expect(stickyOrder(turn, 'least-connections', picker, ahead(stickyInFlightMax + 1))[0]).toBe('c')
     // Among the slow, fewer in flight first.
     answer.b = 9
     expect(picker.order(['a', 'b', 'c'], stats({ answerMs: (id) => answer[id], inFlight: (id) => ({ a: 5, b: 3, c: 1 })[id]! }))).toEqual(['a', 'c', 'b'])
