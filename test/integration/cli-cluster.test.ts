@@ -116,3 +116,35 @@ async function freeRunAt(base: number, count: number): Promise<boolean> {
   )
   return ok.every(Boolean)
 }
+
+it('kumo start takes --table-file-size in MiB, from 1 to 64', async () => {
+  const data = await tempDir('kumo-table-size-')
+  cleanup.push(() => rm(data, { recursive: true, force: true }))
+  const start = (size: string) => spawn(process.execPath, [cliPath, 'start', '--id', 'a', '--listen', '127.0.0.1:0', '--data', data, '--table-file-size', size], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const outputOf = (child: ReturnType<typeof start>): { text: string } => {
+    const out = { text: '' }
+    child.stdout.on('data', (d) => (out.text += d))
+    child.stderr.on('data', (d) => (out.text += d))
+    return out
+  }
+  // 'close': the process has exited and its output has all been read.
+  const closed = (child: ReturnType<typeof start>): Promise<number | null> => new Promise((resolve) => child.once('close', (code) => resolve(code)))
+  // 1 MiB is taken (1 byte would not be).
+  const small = start('1')
+  cleanup.push(async () => {
+    if (small.exitCode === null) small.kill('SIGKILL')
+  })
+  const smallOut = outputOf(small)
+  const smallClosed = closed(small)
+  await waitFor('the node to listen', () => smallOut.text.includes('listening on'), 20_000, 50)
+  small.kill('SIGTERM')
+  expect(await smallClosed).toBe(0)
+  // Past 64 MiB LevelDB 1.20's compaction limits overflow: refused.
+  const large = start('65')
+  cleanup.push(async () => {
+    if (large.exitCode === null) large.kill('SIGKILL')
+  })
+  const largeOut = outputOf(large)
+  expect(await closed(large)).not.toBe(0)
+  expect(largeOut.text).toMatch(/INVALID_ARGUMENT: the table file size must be a whole number of bytes from 1 MiB to 64 MiB/)
+}, 40_000)
