@@ -100,7 +100,6 @@ export class LeastConnectionsPicker implements ReplicaPicker {
   order(candidates: readonly string[], stats: ReplicaStats): string[] {
     this.turn = (this.turn + 1) & 0x3fffffff
     const slow = stats.answerMs === undefined ? [] : slowAnswerers(candidates, (id) => stats.answerMs!(id))
-    if (slow.length === 0) return byScore(candidates, (id) => stats.inFlight(id), this.turn)
     return byScore(candidates, (id) => stats.inFlight(id) + (slow.includes(id) ? slowInFlightPenalty : 0), this.turn)
   }
 }

@@ -239,7 +239,7 @@ function checkOptions(o: NodeOptions): void {
   if (o.tombstoneGraceMs !== undefined && !(o.tombstoneGraceMs >= 0)) bad('tombstone grace must be 0 or more')
   if (o.blockCacheBytes !== undefined && !(Number.isSafeInteger(o.blockCacheBytes) && o.blockCacheBytes >= 1024 * 1024)) bad('block cache size must be a whole number of bytes, 1 MiB or more')
   if (o.openTables !== undefined && !(Number.isSafeInteger(o.openTables) && o.openTables >= 100 && o.openTables <= openTablesLimit)) bad(`open tables must be a whole number from 100 to ${openTablesLimit} (LevelDB keeps no more open)`)
-  if (o.tableFileBytes !== undefined && !(Number.isSafeInteger(o.tableFileBytes) && o.tableFileBytes >= tableFileBytesMin && o.tableFileBytes <= tableFileBytesMax)) bad('the table file size must be a whole number of bytes from 1 MiB to 64 MiB')
+  if (o.tableFileBytes !== undefined && !(Number.isSafeInteger(o.tableFileBytes) && o.tableFileBytes >= tableFileBytesMin && o.tableFileBytes <= tableFileBytesMax)) bad(`the table file size must be a whole number of bytes from ${tableFileBytesMin / 2 ** 20} MiB to ${tableFileBytesMax / 2 ** 20} MiB`)
   if (o.rowCacheBytes !== undefined && !(Number.isSafeInteger(o.rowCacheBytes) && o.rowCacheBytes >= 0)) bad('row cache size must be a whole number of bytes, 0 or more')
   if (o.prewarmBytesMax !== undefined && !(Number.isSafeInteger(o.prewarmBytesMax) && o.prewarmBytesMax >= 0)) bad('the prewarm bound must be a whole number of bytes, 0 or more')
   if (o.purgeIntervalMs !== undefined && !(o.purgeIntervalMs >= 0)) bad('purge interval must be 0 or more')

@@ -310,7 +310,7 @@ export class ClassicLevelEngine implements StorageEngine {
       ms: Date.now() - started,
       ...(reason === undefined ? {} : { reason }),
     })
-    if (this.closing || this.reopening) return outcome('stopped', 0)
+    if (this.stopping) return outcome('stopped', 0)
     const max = this.config.prewarmBytesMax
     if (max <= 0) return outcome('skipped', 0, 'turned off')
     let tableBytes = 0
@@ -325,7 +325,7 @@ export class ClassicLevelEngine implements StorageEngine {
       try {
         // Checked again once a permit is held: close() or recover() may have begun meanwhile,
         // before there was a pass to abort.
-        const pass = await this.iterators.run(() => (this.closing || this.reopening ? Promise.resolve({ ms: 0, stopped: true }) : prewarmTables(this.db, stop.signal)))
+        const pass = await this.iterators.run(() => (this.stopping ? Promise.resolve({ ms: 0, stopped: true }) : prewarmTables(this.db, stop.signal)))
         return outcome(pass.stopped ? 'stopped' : 'done', tableBytes)
       } finally {
         if (this.prewarmStop === stop) this.prewarmStop = undefined
@@ -333,7 +333,7 @@ export class ClassicLevelEngine implements StorageEngine {
     } catch (err) {
       // The store closed under the pass (its iterator closed with it), or a read failed: reads
       // fault the pages in themselves, as without a pass.
-      return this.closing || this.reopening ? outcome('stopped', tableBytes) : outcome('failed', tableBytes, (err as Error).message)
+      return this.stopping ? outcome('stopped', tableBytes) : outcome('failed', tableBytes, (err as Error).message)
     }
   }
 
@@ -341,6 +341,11 @@ export class ClassicLevelEngine implements StorageEngine {
   private tableBytes(): number {
     const levels = levelFilesOf(this.db.getProperty('leveldb.stats')) ?? []
     return levels.reduce((sum, level) => sum + level.megabytes, 0) * 2 ** 20
+  }
+
+  /** close() or recover() has begun: a prewarm pass stops, and none starts. */
+  private get stopping(): boolean {
+    return this.closing || this.reopening
   }
 
   /** Whether a prewarm pass runs or waits to (for the metrics). */
