@@ -91,13 +91,13 @@ export function keyName(i: number, order: InsertOrder): Buffer {
 }
 
 /**
- * Keys of the loaded records, made once by `load`: they are read over and over. Keys inserted
- * during runs are named afresh each time they are used, so a write run does not keep a million
- * keys alive (which the client's garbage collector would then be charged for).
+ * A record's key, named afresh each time (~0.25 µs). Keys are not kept: the process that loaded
+ * 2,000,000 records would hold 2,000,000 small Buffers (~200 MB of heap), and every full
+ * collection of the runs after the load would trace them, charging the client's garbage
+ * collector for the benchmark's own bookkeeping. A benchmark process started with --no-load
+ * kept none; the loading process then read up to half as fast (2026-12-02, third entry).
  */
-const loadedKeys: Record<InsertOrder, Buffer[]> = { hashed: [], ordered: [] }
-export const keyOf = (i: number, order: InsertOrder): Buffer => loadedKeys[order][i] ?? keyName(i, order)
-const loadedKeyOf = (i: number, order: InsertOrder): Buffer => (loadedKeys[order][i] ??= keyName(i, order))
+export const keyOf = keyName
 
 export function valuePool(bytes: number, count = 64): Buffer[] {
   return Array.from({ length: count }, () => randomBytes(bytes))
@@ -119,7 +119,7 @@ export async function load(target: BenchTarget, records: number, values: Buffer[
   let retried = 0
   if (target.load !== undefined) {
     function* entries(): Generator<[Buffer, Buffer]> {
-      for (let i = 0; i < records; i++) yield [loadedKeyOf(i, order), values[i % values.length]!]
+      for (let i = 0; i < records; i++) yield [keyOf(i, order), values[i % values.length]!]
     }
     retried = (await target.load(entries(), (loaded) => bar?.update(loaded))).retried
   } else {
@@ -129,7 +129,7 @@ export async function load(target: BenchTarget, records: number, values: Buffer[
         const from = next
         next = Math.min(records, next + 100)
         const entries: [Buffer, Buffer][] = []
-        for (let i = from; i < next; i++) entries.push([loadedKeyOf(i, order), values[i % values.length]!])
+        for (let i = from; i < next; i++) entries.push([keyOf(i, order), values[i % values.length]!])
         // A slow moment (a replica not answering in time, a node overloaded) must not abort a
         // load of millions of records: what is retryable is retried, for a minute at most.
         await withRetry(() => target.putMany(entries), { onRetry: () => retried++ })

@@ -3,7 +3,8 @@ import { requiredAcks, type Consistency } from '../core/consistency.js'
 import { KumoError, toKumoError } from '../core/errors.js'
 import { HybridClock } from '../core/hlc.js'
 import { QuorumTracker } from '../core/quorum.js'
-import { encodeRecord, liveValue, quorumResult, recordHlcCounter, recordHlcMs } from '../core/record.js'
+import { digestOutcome, type DigestOutcome, type ReplicaRecords } from '../core/digest-read.js'
+import { encodeRecord, liveValue, recordHlcCounter, recordHlcMs } from '../core/record.js'
 import { transferAllowanceMs } from '../core/responsiveness.js'
 import { encodeVersion } from '../core/version.js'
 import { requestMsg, type RequestMsg, type ResponseMsg } from '../wire/messages.js'
@@ -47,6 +48,11 @@ function unresponsiveOf(failed: readonly NodeConnection[]): string[] {
   const out: string[] = []
   for (const conn of failed) if (!conn.usable && !out.includes(conn.nodeId)) out.push(conn.nodeId)
   return out
+}
+
+/** A record that does not decode fails its read alone, not the others answered with it. */
+function undecodable(err: unknown): KumoError {
+  return new KumoError('INTERNAL', `a replica answered with a record that does not decode: ${(err as Error).message}`)
 }
 
 /** The error a replica's answer (or its absence) amounts to. */
@@ -191,7 +197,12 @@ export class DirectPath {
     })
   }
 
-  /** Live values of keys sharing one replica set: the newest of R replicas' records. */
+  /**
+   * Live values of keys sharing one replica set: the newest of R replicas' records. One
+   * replica (the first in the policy's order) is asked for the records and the others for
+   * their headers only (digest reads): where a header names a newer version, that replica's
+   * record is fetched before answering, and replicas found older are repaired.
+   */
   read(replicas: readonly string[], keys: Buffer[], consistency: Consistency, timeoutMs: number): Promise<(Buffer | undefined)[]> {
     const deadline = Date.now() + timeoutMs
     const failedConns: NodeConnection[] = []
@@ -208,13 +219,14 @@ export class DirectPath {
     if (order.length < required) return viaNode()
     return new Promise((resolve, reject) => {
       const asked: NodeConnection[] = []
-      const answers: Buffer[][] = []
+      const answers: (ReplicaRecords | undefined)[] = []
       let answered = 0
       let next = 0
       let done = false
       // Asks the next replica in the policy's order that is still usable (another one may have
-      // been found unresponsive meanwhile); when none is left, a node reads instead.
-      const ask = (): void => {
+      // been found unresponsive meanwhile) for records (`whole`) or headers; when none is
+      // left, a node reads instead.
+      const ask = (whole: boolean): void => {
         while (next < order.length && !order[next]!.usable) failedConns.push(order[next++]!)
         if (next >= order.length) {
           done = true
@@ -225,36 +237,82 @@ export class DirectPath {
         const slot = asked.length
         asked.push(conn)
         this.host.sending(conn.nodeId)
-        conn.replica.read(keys, this.timeoutFor(conn, deadline - Date.now()), (err, res) => {
-          if (done) return
-          if (res === undefined || res.errorCode !== '') {
-            const error = replicaError(err, res)
-            if (res !== undefined) this.host.replicaFailed(conn.nodeId, error)
-            failedConns.push(conn)
-            // Its place goes to the next replica: a failed replica fails no read.
-            ask()
-            return
-          }
-          answers[slot] = res.records
-          if (++answered < required) return
-          done = true
-          // A record that does not decode fails this read alone, not the others answered with it.
-          try {
+        conn.replica.read(
+          keys,
+          this.timeoutFor(conn, deadline - Date.now()),
+          (err, res) => {
+            if (done) return
+            if (res === undefined || res.errorCode !== '' || res.records.length !== keys.length) {
+              const error = res !== undefined && res.errorCode === '' ? new KumoError('INTERNAL', `replica ${conn.nodeId} answered ${res.records.length} records for ${keys.length} keys`) : replicaError(err, res)
+              if (res !== undefined) this.host.replicaFailed(conn.nodeId, error)
+              failedConns.push(conn)
+              // Its place goes to the next replica, asked for the same: a failed replica fails no read.
+              ask(whole)
+              return
+            }
+            answers[slot] = { records: res.records, whole }
+            if (++answered < required) return
+            done = true
             const replied = asked.filter((_, a) => answers[a] !== undefined)
-            resolve(this.newest(replied, keys, answers.filter((a) => a !== undefined)))
-          } catch (err) {
-            reject(new KumoError('INTERNAL', `a replica answered with a record that does not decode: ${(err as Error).message}`))
-          }
-        })
+            const given = answers.filter((a): a is ReplicaRecords => a !== undefined)
+            let outcome: DigestOutcome
+            try {
+              outcome = digestOutcome(given, keys.length)
+              if (outcome.fetch === undefined) return resolve(this.newest(replied, keys, outcome))
+            } catch (err) {
+              return reject(undecodable(err))
+            }
+            this.fetchNewer(replied, given, keys, outcome.fetch, deadline).then((values) => (values === undefined ? viaNode() : values)).then(resolve, reject)
+          },
+          !whole,
+        )
       }
-      for (let i = 0; i < required; i++) ask()
+      ask(true)
+      for (let i = 1; i < required; i++) ask(false)
     })
   }
 
-  /** The newest record per key across the answers; stale replicas are repaired in the background. */
-  private newest(asked: NodeConnection[], keys: Buffer[], answers: Buffer[][]): (Buffer | undefined)[] {
+  /**
+   * Where only a header names a key's newest version: fetches those records from the replicas
+   * that hold them, then answers. Resolves undefined when a node should read the keys instead
+   * (a fetch failed, or the replica no longer held what its header named: a purge between).
+   */
+  private async fetchNewer(
+    asked: NodeConnection[],
+    answers: ReplicaRecords[],
+    keys: Buffer[],
+    fetch: Map<number, number[]>,
+    deadline: number,
+  ): Promise<(Buffer | undefined)[] | undefined> {
+    const fetches: Promise<boolean>[] = []
+    for (const [a, indexes] of fetch) {
+      const conn = asked[a]!
+      const records = [...answers[a]!.records]
+      fetches.push(
+        new Promise<boolean>((resolve) => {
+          conn.replica.read(indexes.map((i) => keys[i]!), this.timeoutFor(conn, deadline - Date.now()), (_err, res) => {
+            if (res === undefined || res.errorCode !== '' || res.records.length !== indexes.length) return resolve(false)
+            indexes.forEach((i, at) => (records[i] = res.records[at]!))
+            answers[a] = { records, whole: false, fetched: new Set(indexes) }
+            resolve(true)
+          })
+        }),
+      )
+    }
+    if (!(await Promise.all(fetches)).every(Boolean)) return undefined
+    let outcome: DigestOutcome
+    try {
+      outcome = digestOutcome(answers, keys.length)
+    } catch (err) {
+      throw undecodable(err)
+    }
+    return outcome.fetch === undefined ? this.newest(asked, keys, outcome) : undefined
+  }
+
+  /** The live values of the newest records; stale replicas are repaired in the background. */
+  private newest(asked: NodeConnection[], keys: Buffer[], outcome: DigestOutcome): (Buffer | undefined)[] {
     const now = Date.now()
-    const { newest, stale } = quorumResult(answers, keys.length)
+    const { newest, stale } = outcome
     stale?.forEach((indexes, a) => {
       if (indexes.length === 0) return
       // Read repair, best effort: anti-entropy catches what it misses.

@@ -10,7 +10,7 @@ export interface RequestSender {
 export interface ReplicaAnswer {
   errorCode: string
   errorMessage: string
-  /** REPLICA_READ: one record per key of this caller (empty where none). */
+  /** REPLICA_READ: one record (or header, when versions were asked) per key of this caller (empty where none). */
   records: Buffer[]
 }
 
@@ -24,11 +24,15 @@ export type ReplicaCallback = (err: unknown, answer?: ReplicaAnswer) => void
 interface Waiter {
   from: number
   count: number
+  /** Asked for record headers (versionKeys), not records. */
+  versions: boolean
   done: ReplicaCallback
 }
 
 interface Merged {
   keys: Buffer[]
+  /** REPLICA_READ: keys whose record headers only are asked. */
+  versionKeys: Buffer[]
   records: Buffer[]
   bytes: number
   timeoutMs: number
@@ -43,7 +47,8 @@ const coalesceKeysMax = 32
  * Merges the direct replica requests made for one node in one event-loop turn: all of a turn's
  * REPLICA_WRITEs become one request (one atomic LevelDB batch on the node, one answer), all its
  * REPLICA_READs one read. Per operation, that saves a request and a response to encode, decode,
- * track and answer on both sides, which is most of what a small operation costs. Merged
+ * track and answer on both sides, which is most of what a small operation costs. A turn's
+ * reads of records and of record headers only (digest reads) share one request. Merged
  * writes are atomic together on the replica, which is stronger than each alone.
  */
 export class ReplicaCoalescer {
@@ -69,7 +74,7 @@ export class ReplicaCoalescer {
       this.send('REPLICA_WRITE', this.writes)
       this.writes = undefined
     }
-    this.writes ??= { keys: [], records: [], bytes: 0, timeoutMs: 0, waiters: [] }
+    this.writes ??= { keys: [], versionKeys: [], records: [], bytes: 0, timeoutMs: 0, waiters: [] }
     this.add(this.writes, keys, records, bytes, timeoutMs, done)
   }
 
@@ -86,30 +91,35 @@ export class ReplicaCoalescer {
       this.send('STORE_HINTS', merged, target)
       merged = undefined
     }
-    if (merged === undefined) this.hints.set(target, (merged = { keys: [], records: [], bytes: 0, timeoutMs: 0, waiters: [] }))
+    if (merged === undefined) this.hints.set(target, (merged = { keys: [], versionKeys: [], records: [], bytes: 0, timeoutMs: 0, waiters: [] }))
     this.add(merged, keys, records, bytes, timeoutMs, done)
   }
 
-  read(keys: Buffer[], timeoutMs: number, done: ReplicaCallback): void {
-    if (keys.length >= coalesceKeysMax) return this.alone('REPLICA_READ', keys, [], timeoutMs, done)
-    if (this.reads !== undefined && this.reads.keys.length + keys.length > batchOpsMax) {
+  /**
+   * Reads the records of `keys` from this replica; with `versions`, only their headers
+   * (version, flags, expiry): the other replicas of a digest read.
+   */
+  read(keys: Buffer[], timeoutMs: number, done: ReplicaCallback, versions = false): void {
+    if (keys.length >= coalesceKeysMax) return this.alone('REPLICA_READ', keys, [], timeoutMs, done, versions)
+    if (this.reads !== undefined && this.reads.keys.length + this.reads.versionKeys.length + keys.length > batchOpsMax) {
       this.send('REPLICA_READ', this.reads)
       this.reads = undefined
     }
-    this.reads ??= { keys: [], records: [], bytes: 0, timeoutMs: 0, waiters: [] }
-    this.add(this.reads, keys, [], 0, timeoutMs, done)
+    this.reads ??= { keys: [], versionKeys: [], records: [], bytes: 0, timeoutMs: 0, waiters: [] }
+    this.add(this.reads, keys, [], 0, timeoutMs, done, versions)
   }
 
   /**
    * A request already large enough goes on its own (still in the turn's frame): merging it
    * would only make callers wait for each other, and the node answers each as it finishes.
    */
-  private alone(op: 'REPLICA_WRITE' | 'REPLICA_READ', keys: Buffer[], records: Buffer[], timeoutMs: number, done: ReplicaCallback): void {
+  private alone(op: 'REPLICA_WRITE' | 'REPLICA_READ', keys: Buffer[], records: Buffer[], timeoutMs: number, done: ReplicaCallback, versions = false): void {
     this.waiting++
-    this.conn.request(requestMsg({ op, keys, records, timeoutMs }), timeoutMs, false).then(
+    const req = versions ? requestMsg({ op, versionKeys: keys, timeoutMs }) : requestMsg({ op, keys, records, timeoutMs })
+    this.conn.request(req, timeoutMs, false).then(
       (res) => {
         this.waiting--
-        done(undefined, { errorCode: res.errorCode, errorMessage: res.errorMessage, records: res.records ?? [] })
+        done(undefined, { errorCode: res.errorCode, errorMessage: res.errorMessage, records: (versions ? res.versions : res.records) ?? [] })
       },
       (err) => {
         this.waiting--
@@ -118,10 +128,11 @@ export class ReplicaCoalescer {
     )
   }
 
-  private add(merged: Merged, keys: Buffer[], records: Buffer[], bytes: number, timeoutMs: number, done: ReplicaCallback): void {
+  private add(merged: Merged, keys: Buffer[], records: Buffer[], bytes: number, timeoutMs: number, done: ReplicaCallback, versions = false): void {
     this.waiting++
-    merged.waiters.push({ from: merged.keys.length, count: keys.length, done })
-    for (let i = 0; i < keys.length; i++) merged.keys.push(keys[i]!)
+    const into = versions ? merged.versionKeys : merged.keys
+    merged.waiters.push({ from: into.length, count: keys.length, versions, done })
+    for (let i = 0; i < keys.length; i++) into.push(keys[i]!)
     for (let i = 0; i < records.length; i++) merged.records.push(records[i]!)
     merged.bytes += bytes
     if (timeoutMs > merged.timeoutMs) merged.timeoutMs = timeoutMs
@@ -143,13 +154,16 @@ export class ReplicaCoalescer {
 
   private send(op: 'REPLICA_WRITE' | 'REPLICA_READ' | 'STORE_HINTS', merged: Merged, hintTarget = ''): void {
     // Already gathered for this turn: onto the wire now rather than a turn later.
-    this.conn.request(requestMsg({ op, keys: merged.keys, records: merged.records, timeoutMs: merged.timeoutMs, hintTarget }), merged.timeoutMs, true).then(
+    const req = requestMsg({ op, keys: merged.keys, versionKeys: merged.versionKeys, records: merged.records, timeoutMs: merged.timeoutMs, hintTarget })
+    this.conn.request(req, merged.timeoutMs, true).then(
       (res) => {
         const records = res.records ?? []
+        const versions = res.versions ?? []
         const reading = op === 'REPLICA_READ' && res.errorCode === ''
         this.waiting -= merged.waiters.length
         for (const w of merged.waiters) {
-          w.done(undefined, { errorCode: res.errorCode, errorMessage: res.errorMessage, records: reading ? records.slice(w.from, w.from + w.count) : none })
+          const answered = !reading ? none : (w.versions ? versions : records).slice(w.from, w.from + w.count)
+          w.done(undefined, { errorCode: res.errorCode, errorMessage: res.errorMessage, records: answered })
         }
       },
       (err) => {

@@ -7,6 +7,7 @@ import { removedOf, replicaSetIds } from '../core/partition-map.js'
 import { partitionOf } from '../core/partitioner.js'
 import { QuorumTracker } from '../core/quorum.js'
 import { transferAllowanceMs } from '../core/responsiveness.js'
+import { recordHeader } from '../core/digest-read.js'
 import { encodeRecord, liveValue, quorumResult } from '../core/record.js'
 import { checkBatch, checkGetMany, checkKey, checkRecords, checkTtl, checkValue } from '../core/validate.js'
 import { encodeVersion, hlcBytes, versionTimestamp } from '../core/version.js'
@@ -133,12 +134,22 @@ export class Coordinator {
           return reply(req.id, undefined)
         }
         case 'REPLICA_READ': {
-          checkGetMany(req.keys.length)
-          for (const key of req.keys) checkKey(key)
-          const partitions = this.heldPartitions(req.keys, false)
-          const records = await this.deps.readRecords(partitions, req.keys)
+          // Records for `keys`, and only their headers for `versionKeys` (the other replicas
+          // of a digest read): one storage read for both.
+          const versionKeys = req.versionKeys
+          const keys = versionKeys.length === 0 ? req.keys : [...req.keys, ...versionKeys]
+          checkGetMany(keys.length)
+          for (const key of keys) checkKey(key)
+          const partitions = this.heldPartitions(keys, false)
+          const records = await this.deps.readRecords(partitions, keys)
           const res = reply(req.id, undefined)
-          res.records = records.map((r) => r ?? emptyBuffer)
+          const whole = req.keys.length
+          res.records = new Array(whole)
+          for (let i = 0; i < whole; i++) res.records[i] = records[i] ?? emptyBuffer
+          if (versionKeys.length > 0) {
+            res.versions = new Array(versionKeys.length)
+            for (let i = 0; i < versionKeys.length; i++) res.versions[i] = recordHeader(records[whole + i] ?? emptyBuffer)
+          }
           return res
         }
         case 'REPLICA_WRITE': {

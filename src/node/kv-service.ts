@@ -76,7 +76,8 @@ function actionOf(req: RequestMsg): { action: Action; keys: Buffer[] } {
     case 'BATCH':
       return { action: 'write', keys: req.ops.map((op) => op.key) }
     case 'REPLICA_READ':
-      return { action: 'replica-read', keys: req.keys }
+      // Headers are read access too: a version says when a key was written.
+      return { action: 'replica-read', keys: req.versionKeys.length === 0 ? req.keys : [...req.keys, ...req.versionKeys] }
     default:
       // REPLICA_WRITE, REPLICATE, STORE_HINTS: records under versions the client stamped.
       return { action: 'replica-write', keys: req.keys }

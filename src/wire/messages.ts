@@ -21,6 +21,8 @@ export interface RequestMsg {
   records: Buffer[]
   hintTarget: string
   unresponsive: string[]
+  /** REPLICA_READ: keys whose record headers only are asked (digest reads). */
+  versionKeys: Buffer[]
 }
 
 export interface ResponseMsg {
@@ -31,13 +33,15 @@ export interface ResponseMsg {
   value: Buffer
   values?: { found: boolean; value: Buffer }[]
   records?: Buffer[]
+  /** REPLICA_READ: one record header per key of versionKeys (empty where none). */
+  versions?: Buffer[]
 }
 
 const noBytes = Buffer.alloc(0)
 
 /** A request with every field not given at its proto3 default (the id is set when sent). */
 export function requestMsg(fields: Partial<RequestMsg> & { op: OpName }): RequestMsg {
-  return { id: 0, key: noBytes, value: noBytes, consistency: '', ttlMs: 0, timeoutMs: 0, ops: [], keys: [], records: [], hintTarget: '', unresponsive: [], ...fields }
+  return { id: 0, key: noBytes, value: noBytes, consistency: '', ttlMs: 0, timeoutMs: 0, ops: [], keys: [], records: [], hintTarget: '', unresponsive: [], versionKeys: [], ...fields }
 }
 
 /** About the bytes a request takes on the wire and in memory (frame cutting, in-flight bounds). */
@@ -45,6 +49,7 @@ export function requestMsgBytes(req: RequestMsg): number {
   let bytes = 24 + req.key.length + req.value.length
   for (const op of req.ops) bytes += 8 + op.key.length + op.value.length
   for (const key of req.keys) bytes += 4 + key.length
+  for (const key of req.versionKeys) bytes += 4 + key.length
   for (const record of req.records) bytes += 4 + record.length
   return bytes
 }

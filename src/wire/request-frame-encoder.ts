@@ -74,8 +74,9 @@ export function requestFrameEncoder(encodeBody: (req: Omit<RequestMsg, 'id'>) =>
 function sameBody(a: RequestMsg, b: RequestMsg): boolean {
   if (a.op !== b.op || a.key !== b.key || a.value !== b.value || a.consistency !== b.consistency) return false
   if (a.ttlMs !== b.ttlMs || a.timeoutMs !== b.timeoutMs || a.hintTarget !== b.hintTarget || a.unresponsive.length !== 0 || b.unresponsive.length !== 0 || a.ops.length !== 0 || b.ops.length !== 0) return false
-  if (a.keys.length !== b.keys.length || a.records.length !== b.records.length) return false
+  if (a.keys.length !== b.keys.length || a.records.length !== b.records.length || a.versionKeys.length !== b.versionKeys.length) return false
   for (let i = 0; i < a.keys.length; i++) if (a.keys[i] !== b.keys[i]) return false
+  for (let i = 0; i < a.versionKeys.length; i++) if (a.versionKeys[i] !== b.versionKeys[i]) return false
   for (let i = 0; i < a.records.length; i++) if (a.records[i] !== b.records[i]) return false
   return true
 }

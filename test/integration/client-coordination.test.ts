@@ -4,7 +4,7 @@ import { partitionOf } from '../../src/core/partitioner.js'
 import { decodeRecord, encodeRecord } from '../../src/core/record.js'
 import { decodeVersion, encodeVersion } from '../../src/core/version.js'
 import { connect, type KumoClient } from '../../src/index.js'
-import type { RequestMsg } from '../../src/wire/messages.js'
+import { requestMsg, type RequestMsg } from '../../src/wire/messages.js'
 import { startCluster, waitFor, type TestCluster } from '../helpers/cluster.js'
 
 // N = 2 on three nodes, so every key has a node that holds no replica of it.
@@ -24,7 +24,7 @@ afterAll(async () => {
 
 const empty = Buffer.alloc(0)
 function req(op: RequestMsg['op'], keys: Buffer[], records: Buffer[] = []): Omit<RequestMsg, 'id'> {
-  return { op, key: empty, value: empty, consistency: '', ttlMs: 0, timeoutMs: 5000, ops: [], keys, records }
+  return requestMsg({ op, keys, records, timeoutMs: 5000 })
 }
 
 function replicasOf(key: Buffer): { partition: number; replicas: string[]; outsider: number } {
@@ -122,6 +122,47 @@ describe('client-coordinated requests', () => {
     expect(decodeRecord((await stored(second, key))!).value.toString()).toBe('old')
     expect((await db.get(key, { consistency: 'all' }))?.toString()).toBe('new')
     await waitFor('read repair of the stale replica', async () => (await stored(second, key))?.equals(newer))
+  })
+
+  it('read the newest version whichever replica is asked for the record and which for its header only', async () => {
+    const key = Buffer.from('digest-me')
+    await db.put(key, 'v0', { consistency: 'all' })
+    const { replicas } = replicasOf(key)
+    const at = replicas.map((id) => cluster.nodes.findIndex((n) => n!.id === id))
+    // The newer record on each replica in turn: one of the two reads asks the replica that
+    // holds it for the record (the other is repaired), the other asks it for the header (the
+    // record is fetched from it before the read answers).
+    for (const [round, holder] of at.entries()) {
+      const newer = encodeRecord(encodeVersion({ ms: Date.now() + 1000 * (round + 1), counter: 0 }, 'test'), Buffer.from(`v${round + 1}`))
+      expect((await conns[holder]!.request(req('REPLICA_WRITE', [key], [newer]), 5000)).errorCode).toBe('')
+      expect((await db.get(key, { consistency: 'all' }))?.toString()).toBe(`v${round + 1}`)
+      for (const node of at) await waitFor(`read repair of replica ${node}`, async () => (await stored(node, key))?.equals(newer))
+    }
+  })
+
+  it('answer a replica read with the records of some keys and only the headers of others', async () => {
+    // Keys that node 0 holds replicas of (with N = 2 of 3, not every key).
+    const node = 0
+    const held = (prefix: string): Buffer => {
+      for (let i = 0; ; i++) {
+        const key = Buffer.from(`${prefix}-${i}`)
+        if (replicasOf(key).replicas.includes(cluster.nodes[node]!.id)) return key
+      }
+    }
+    const a = held('header-a')
+    await db.put(a, 'a value', { consistency: 'all' })
+    const b = held('header-b')
+    await db.del(b, { consistency: 'all' })
+    const missing = held('header-missing')
+    const res = await conns[node]!.request({ ...req('REPLICA_READ', [a]), versionKeys: [a, b, missing] }, 5000)
+    expect(res.errorCode).toBe('')
+    const record = (await stored(node, a))!
+    expect(res.records).toEqual([record])
+    expect(res.versions).toHaveLength(3)
+    expect(decodeRecord(res.versions![0]!).version).toEqual(decodeRecord(record).version)
+    expect(decodeRecord(res.versions![0]!).value.length).toBe(0)
+    expect(decodeRecord(res.versions![1]!).tombstone).toBe(true)
+    expect(res.versions![2]!.length).toBe(0)
   })
 
   it('fail a read alone with INTERNAL when a replica answers with a record that does not decode', async () => {

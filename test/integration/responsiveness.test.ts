@@ -16,7 +16,7 @@ describe('an avoided node (real gRPC)', () => {
     const responsiveness = new Responsiveness({ timeoutFloorMs: 50, timeoutCapMs: 200, avoidMs: 50, avoidMsMax: 200 })
     const conn = new NodeConnection('n1', cluster.addresses[0]!, () => undefined, responsiveness)
     try {
-      await conn.request({ id: 0, op: 'REPLICA_READ', key: Buffer.alloc(0), value: Buffer.alloc(0), consistency: '', ttlMs: 0, timeoutMs: 0, ops: [], keys: [], records: [], hintTarget: '', unresponsive: [] }, 1000)
+      await conn.request({ id: 0, op: 'REPLICA_READ', key: Buffer.alloc(0), value: Buffer.alloc(0), consistency: '', ttlMs: 0, timeoutMs: 0, ops: [], keys: [], records: [], hintTarget: '', unresponsive: [], versionKeys: [] }, 1000)
       expect(conn.usable).toBe(true)
       // As if a request had gone unanswered for 500 ms with nothing heard since.
       responsiveness.timedOut(500, performance.now() + 1000)

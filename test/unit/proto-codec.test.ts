@@ -60,6 +60,9 @@ describe('client request frame encoding', () => {
       // The client's map epoch rides on the frame.
       { requests: [write(11), read(12)], epoch: 1 },
       { requests: [write(13)], epoch: 2 ** 40 + 7 },
+      // A digest read: records for some keys, headers for others, in one request.
+      { requests: [{ ...requestMsg({ op: 'REPLICA_READ', keys: keys.slice(0, 8), versionKeys: keys.slice(8, 20), timeoutMs: 1000 }), id: 14 }] },
+      { requests: [{ ...requestMsg({ op: 'REPLICA_READ', versionKeys: keys.slice(0, 32), timeoutMs: 1000 }), id: 15 }, read(16)] },
     ]
     for (const frame of frames) expect(encode(frame)).toEqual(reference(frame))
   })
