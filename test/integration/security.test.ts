@@ -15,6 +15,7 @@ import { clientChannels, passwordMetadataKey, userCallCredentials, userMetadataK
 import { NodeConnection } from '../../src/client/node-connection.js'
 import { freePort, rejectionOf, startCluster, tempDir, waitFor, type TestCluster } from '../helpers/cluster.js'
 import { RawKv } from '../helpers/raw.js'
+import { requestMsg } from '../../src/wire/messages.js'
 import { makeSecurityFiles, type SecurityFiles } from '../helpers/security.js'
 import { writeLoad } from '../helpers/processes.js'
 
@@ -206,6 +207,13 @@ describe('authentication and roles', () => {
     })())
     expect(error.code).toBe('PERMISSION_DENIED')
     await app.close()
+    // The direct path's record headers (digest reads) are reads too: a version says when a key was written.
+    const raw = new RawKv(cluster.addresses[0]!, tlsCredentials(undefined, 'app'), { 'grpc.ssl_target_name_override': 'kumo-node' })
+    const headers = await oneFrame(raw.client, 'pipeline', { requests: [{ ...requestMsg({ op: 'REPLICA_READ', versionKeys: [Buffer.from('other/1')] }), id: 1 }] })
+    expect(headers.errorCode).toBe('PERMISSION_DENIED')
+    const own = await oneFrame(raw.client, 'pipeline', { requests: [{ ...requestMsg({ op: 'REPLICA_READ', keys: [Buffer.from('app/1')], versionKeys: [Buffer.from('other/1')] }), id: 2 }] })
+    expect(own.errorCode).toBe('PERMISSION_DENIED')
+    raw.close()
   })
 
   it('a client certificate naming a user of the auth file authenticates as that user', async () => {
