@@ -4,7 +4,7 @@ import { KumoError, toKumoError } from '../core/errors.js'
 import { HybridClock } from '../core/hlc.js'
 import { QuorumTracker } from '../core/quorum.js'
 import { digestOutcome, type DigestOutcome, type ReplicaRecords } from '../core/digest-read.js'
-import { encodeRecord, liveValue, recordHlcCounter, recordHlcMs } from '../core/record.js'
+import { compareRecordVersions, encodeRecord, liveValue, recordHlcCounter, recordHlcMs } from '../core/record.js'
 import { transferAllowanceMs } from '../core/responsiveness.js'
 import { encodeVersion } from '../core/version.js'
 import { requestMsg, type RequestMsg, type ResponseMsg } from '../wire/messages.js'
@@ -227,6 +227,7 @@ export class DirectPath {
       // been found unresponsive meanwhile) for records (`whole`) or headers; when none is
       // left, a node reads instead.
       const ask = (whole: boolean): void => {
+        if (done) return
         while (next < order.length && !order[next]!.usable) failedConns.push(order[next++]!)
         if (next >= order.length) {
           done = true
@@ -262,7 +263,7 @@ export class DirectPath {
             } catch (err) {
               return reject(undecodable(err))
             }
-            this.fetchNewer(replied, given, keys, outcome.fetch, deadline).then((values) => (values === undefined ? viaNode() : values)).then(resolve, reject)
+            this.fetchNewer(replied, given, keys, outcome.fetch, deadline, failedConns).then((values) => (values === undefined ? viaNode() : values)).then(resolve, reject)
           },
           !whole,
         )
@@ -283,16 +284,30 @@ export class DirectPath {
     keys: Buffer[],
     fetch: Map<number, number[]>,
     deadline: number,
+    failedConns: NodeConnection[],
   ): Promise<(Buffer | undefined)[] | undefined> {
     const fetches: Promise<boolean>[] = []
     for (const [a, indexes] of fetch) {
       const conn = asked[a]!
-      const records = [...answers[a]!.records]
+      const headers = answers[a]!.records
+      const records = [...headers]
+      this.host.sending(conn.nodeId)
       fetches.push(
         new Promise<boolean>((resolve) => {
-          conn.replica.read(indexes.map((i) => keys[i]!), this.timeoutFor(conn, deadline - Date.now()), (_err, res) => {
-            if (res === undefined || res.errorCode !== '' || res.records.length !== indexes.length) return resolve(false)
-            indexes.forEach((i, at) => (records[i] = res.records[at]!))
+          conn.replica.read(indexes.map((i) => keys[i]!), this.timeoutFor(conn, deadline - Date.now()), (err, res) => {
+            if (res === undefined || res.errorCode !== '' || res.records.length !== indexes.length) {
+              // As in the first round: the node the read goes to need not wait on this replica again.
+              if (res !== undefined) this.host.replicaFailed(conn.nodeId, replicaError(err, res))
+              failedConns.push(conn)
+              return resolve(false)
+            }
+            for (let at = 0; at < indexes.length; at++) {
+              const record = res.records[at]!
+              // Older than the header it answered before (a purge between the two): the
+              // version the header named is gone from this replica, so a node reads instead.
+              if (record.length === 0 || compareRecordVersions(record, headers[indexes[at]!]!) < 0) return resolve(false)
+              records[indexes[at]!] = record
+            }
             answers[a] = { records, whole: false, fetched: new Set(indexes) }
             resolve(true)
           })
@@ -300,13 +315,12 @@ export class DirectPath {
       )
     }
     if (!(await Promise.all(fetches)).every(Boolean)) return undefined
-    let outcome: DigestOutcome
     try {
-      outcome = digestOutcome(answers, keys.length)
+      const outcome = digestOutcome(answers, keys.length)
+      return outcome.fetch === undefined ? this.newest(asked, keys, outcome) : undefined
     } catch (err) {
       throw undecodable(err)
     }
-    return outcome.fetch === undefined ? this.newest(asked, keys, outcome) : undefined
   }
 
   /** The live values of the newest records; stale replicas are repaired in the background. */
