@@ -92,10 +92,10 @@ export function keyName(i: number, order: InsertOrder): Buffer {
 
 /**
  * A record's key, named afresh each time (~0.25 µs). Keys are not kept: the process that loaded
- * 2,000,000 records would hold 2,000,000 small Buffers (~200 MB of heap), and every full
+ * 2,000,000 records would hold 2,000,000 small Buffers (~180 MB of heap: 45.8 MB measured at 500,000), and every full
  * collection of the runs after the load would trace them, charging the client's garbage
  * collector for the benchmark's own bookkeeping. A benchmark process started with --no-load
- * kept none; the loading process then read up to half as fast (2026-12-02, third entry).
+ * kept none (bench/RESULTS.md, 2026-12-02 (third)).
  */
 export const keyOf = keyName
 
