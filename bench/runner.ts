@@ -73,6 +73,13 @@ export type InsertOrder = 'hashed' | 'ordered'
 const hexDigits = Buffer.from('0123456789abcdef')
 const keyLimbs = new Uint16Array(4)
 
+/**
+ * A record's key, named afresh each time it is used (~0.25 µs). Keys are not kept: the process
+ * that loaded 2,000,000 records would hold 2,000,000 small Buffers (~180 MB of heap: 45.8 MB
+ * measured at 500,000), and every full collection of the runs after the load would trace them,
+ * charging the client's garbage collector for the benchmark's own bookkeeping. A benchmark
+ * process started with --no-load kept none (bench/RESULTS.md, 2026-12-02 (third)).
+ */
 export function keyName(i: number, order: InsertOrder): Buffer {
   if (order === 'ordered') return Buffer.from(`user${String(i).padStart(10, '0')}`)
   // 'user' and 16 hex digits, highest limb first, written straight into the key.
@@ -90,14 +97,6 @@ export function keyName(i: number, order: InsertOrder): Buffer {
   return key
 }
 
-/**
- * A record's key, named afresh each time (~0.25 µs). Keys are not kept: the process that loaded
- * 2,000,000 records would hold 2,000,000 small Buffers (~180 MB of heap: 45.8 MB measured at 500,000), and every full
- * collection of the runs after the load would trace them, charging the client's garbage
- * collector for the benchmark's own bookkeeping. A benchmark process started with --no-load
- * kept none (bench/RESULTS.md, 2026-12-02 (third)).
- */
-export const keyOf = keyName
 
 export function valuePool(bytes: number, count = 64): Buffer[] {
   return Array.from({ length: count }, () => randomBytes(bytes))
@@ -119,7 +118,7 @@ export async function load(target: BenchTarget, records: number, values: Buffer[
   let retried = 0
   if (target.load !== undefined) {
     function* entries(): Generator<[Buffer, Buffer]> {
-      for (let i = 0; i < records; i++) yield [keyOf(i, order), values[i % values.length]!]
+      for (let i = 0; i < records; i++) yield [keyName(i, order), values[i % values.length]!]
     }
     retried = (await target.load(entries(), (loaded) => bar?.update(loaded))).retried
   } else {
@@ -129,7 +128,7 @@ export async function load(target: BenchTarget, records: number, values: Buffer[
         const from = next
         next = Math.min(records, next + 100)
         const entries: [Buffer, Buffer][] = []
-        for (let i = from; i < next; i++) entries.push([keyOf(i, order), values[i % values.length]!])
+        for (let i = from; i < next; i++) entries.push([keyName(i, order), values[i % values.length]!])
         // A slow moment (a replica not answering in time, a node overloaded) must not abort a
         // load of millions of records: what is retryable is retried, for a minute at most.
         await withRetry(() => target.putMany(entries), { onRetry: () => retried++ })
@@ -193,7 +192,7 @@ export async function run(target: BenchTarget, workload: Workload, config: RunCo
   // As in YCSB: reads and updates choose among the loaded records, so every target reads the
   // same key space whatever earlier runs inserted; only D ("latest") follows the inserts.
   const order = config.insertOrder
-  const pick = (): Buffer => keyOf(chooser.next(workload.latest ? inserted.count : config.records), order)
+  const pick = (): Buffer => keyName(chooser.next(workload.latest ? inserted.count : config.records), order)
   const value = (): Buffer => values[(calls + ops) % values.length]!
   const one = async (): Promise<number> => {
     const r = random()
@@ -207,7 +206,7 @@ export async function run(target: BenchTarget, workload: Workload, config: RunCo
       return 1
     }
     if (r < (at += workload.insert)) {
-      await target.put(keyOf(inserted.count++, order), value())
+      await target.put(keyName(inserted.count++, order), value())
       return 1
     }
     if (r < (at += workload.scan)) {
@@ -222,7 +221,7 @@ export async function run(target: BenchTarget, workload: Workload, config: RunCo
   const many = async (): Promise<number> => {
     if (workload.insert > 0) {
       const entries: [Buffer, Buffer][] = []
-      for (let i = 0; i < workload.batch; i++) entries.push([keyOf(inserted.count++, order), value()])
+      for (let i = 0; i < workload.batch; i++) entries.push([keyName(inserted.count++, order), value()])
       await target.putMany(entries)
     } else {
       const keys: Buffer[] = []

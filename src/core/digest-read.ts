@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { compareRecordVersions, recordHeaderBytes, RecordFlags } from './record.js'
+import { compareRecordVersions, isTombstone } from './record.js'
 
 /**
  * Digest reads (as in Cassandra): a quorum read asks one replica for its records and the
@@ -37,9 +37,7 @@ export interface DigestOutcome {
  * (a tombstone has no value: its header is the whole record).
  */
 function isWhole(answer: ReplicaRecords, i: number): boolean {
-  if (answer.whole || answer.fetched?.has(i) === true) return true
-  const header = answer.records[i]!
-  return header.length > 0 && (header[1 + header[0]!]! & RecordFlags.TOMBSTONE) !== 0
+  return answer.whole || answer.fetched?.has(i) === true || isTombstone(answer.records[i]!)
 }
 
 /**
@@ -108,7 +106,3 @@ function agreeing(answers: readonly ReplicaRecords[], keyCount: number): boolean
   return true
 }
 
-/** A record's header: its version, flags and expiry, without the value (a view, no copy). */
-export function recordHeader(record: Buffer): Buffer {
-  return record.length === 0 ? record : record.subarray(0, Math.min(record.length, recordHeaderBytes(record)))
-}

@@ -48,6 +48,16 @@ export function recordHeaderBytes(record: Buffer): number {
   return 2 + versionBytes + (flags & RecordFlags.EXPIRES ? 6 : 0)
 }
 
+/** A record's header: its version, flags and expiry, without the value (a view, no copy). */
+export function recordHeader(record: Buffer): Buffer {
+  return record.length === 0 ? record : record.subarray(0, Math.min(record.length, recordHeaderBytes(record)))
+}
+
+/** Whether an encoded record (or its header) is a tombstone. */
+export function isTombstone(record: Buffer): boolean {
+  return record.length > 0 && ((record[1 + record[0]!] ?? 0) & RecordFlags.TOMBSTONE) !== 0
+}
+
 /** The version bytes of an encoded record, as a view (no copy). */
 export function recordVersion(record: Buffer): Buffer {
   return record.subarray(1, 1 + record[0]!)

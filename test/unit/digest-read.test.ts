@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { digestOutcome, recordHeader, type ReplicaRecords } from '../../src/core/digest-read.js'
-import { decodeRecord, encodeRecord, newestRecords, staleIndexes } from '../../src/core/record.js'
+import { digestOutcome, type ReplicaRecords } from '../../src/core/digest-read.js'
+import { decodeRecord, encodeRecord, newestRecords, recordHeader, staleIndexes } from '../../src/core/record.js'
 import { seededRandom } from '../../src/core/random.js'
 import { encodeVersion } from '../../src/core/version.js'
 
