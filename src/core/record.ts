@@ -123,7 +123,9 @@ export function newerRecord(a: Buffer, b: Buffer): Buffer {
 
 /**
  * A quorum read's result: per key, the newest of the records the replicas answered with (each
- * answer has one entry per key; undefined or empty where the replica holds none).
+ * answer has one entry per key; undefined or empty where the replica holds none). Reads decide
+ * with digestOutcome (core/digest-read.ts), which asks for fewer values; this and staleIndexes
+ * are the plain definition it is tested against.
  */
 export function newestRecords(answers: Iterable<readonly (Buffer | undefined)[]>, keyCount: number): (Buffer | undefined)[] {
   const newest: (Buffer | undefined)[] = new Array(keyCount)
@@ -136,41 +138,6 @@ export function newestRecords(answers: Iterable<readonly (Buffer | undefined)[]>
     }
   }
   return newest
-}
-
-/**
- * A quorum read's result: per key, the newest record the replicas answered with (undefined
- * where none), and per answer the keys (by index) that replica must be repaired at. When every
- * answer holds the same bytes, nearly always, no version is compared and nothing is stale.
- */
-export function quorumResult(
-  answers: readonly (readonly (Buffer | undefined)[])[],
-  keyCount: number,
-): { newest: (Buffer | undefined)[]; stale: number[][] | undefined } {
-  if (agreeing(answers, keyCount)) {
-    const newest: (Buffer | undefined)[] = new Array(keyCount)
-    const first = answers[0] ?? []
-    for (let i = 0; i < keyCount; i++) newest[i] = first[i]!.length === 0 ? undefined : first[i]
-    return { newest, stale: undefined }
-  }
-  const newest = newestRecords(answers, keyCount)
-  return { newest, stale: answers.map((records) => staleIndexes(records, newest)) }
-}
-
-/** Whether every answer holds a record (empty: none) for every key, the same bytes in each. */
-function agreeing(answers: readonly (readonly (Buffer | undefined)[])[], keyCount: number): boolean {
-  if (answers.length === 0) return false
-  const first = answers[0]!
-  for (let i = 0; i < keyCount; i++) if (first[i] === undefined) return false
-  for (let a = 1; a < answers.length; a++) {
-    const other = answers[a]!
-    for (let i = 0; i < keyCount; i++) {
-      const x = first[i]!
-      const y = other[i]
-      if (y === undefined || x.length !== y.length || !x.equals(y)) return false
-    }
-  }
-  return true
 }
 
 /** The keys (by index) for which a replica's answer is not the newest record: read repair's work. */

@@ -7,7 +7,8 @@ import { removedOf, replicaSetIds } from '../core/partition-map.js'
 import { partitionOf } from '../core/partitioner.js'
 import { QuorumTracker } from '../core/quorum.js'
 import { transferAllowanceMs } from '../core/responsiveness.js'
-import { encodeRecord, liveValue, quorumResult, recordHeader } from '../core/record.js'
+import { digestOutcome, type DigestOutcome, type ReplicaRecords } from '../core/digest-read.js'
+import { compareRecordVersions, encodeRecord, liveValue, recordHeader } from '../core/record.js'
 import { checkBatch, checkGetMany, checkKey, checkRecords, checkTtl, checkValue } from '../core/validate.js'
 import { encodeVersion, hlcBytes, versionTimestamp } from '../core/version.js'
 import type { Membership } from '../cluster/membership.js'
@@ -407,8 +408,15 @@ export class Coordinator {
     return out
   }
 
-  /** The newest record per key among R replicas of one preference list (read repair after). */
-  private readGroup(group: Group<{ key: Buffer }>, consistency: Consistency, deadlineMs: number, skip: ReadonlySet<string>): Promise<(Buffer | undefined)[]> {
+  /**
+   * The newest record per key among R replicas of one preference list (read repair after).
+   * A digest read (`digest`): the first replica asked (this node's own copy when it holds one)
+   * sends the records, the others only their headers; a key whose newest version only a header
+   * names is fetched from that replica before the read answers (see digest-read.ts). Where a
+   * fetch fails, or finds the version gone, the group is read again with whole records from
+   * every replica asked.
+   */
+  private readGroup(group: Group<{ key: Buffer }>, consistency: Consistency, deadlineMs: number, skip: ReadonlySet<string>, digest = true): Promise<(Buffer | undefined)[]> {
     const replicas = group.replicas
     const keys = group.items.map((i) => i.key)
     const required = requiredAcks(consistency, replicas.length)
@@ -430,27 +438,33 @@ export class Coordinator {
       )
     }
     return new Promise((resolve, reject) => {
-      const answers = new Map<string, (Buffer | undefined)[]>()
+      const answers = new Map<string, ReplicaRecords>()
       let next = 0
       let outstanding = 0
+      // Whether a replica asked for whole records is outstanding or answered: every other ask
+      // is for headers. A failed whole ask hands that role to the next replica asked.
+      let wholeAsked = !digest
       let settled = false
       let lastError: KumoError | undefined
       const finish = (): void => {
         settled = true
         const ids = [...answers.keys()]
-        const { newest, stale } = quorumResult([...answers.values()], keys.length)
-        resolve(newest)
-        stale?.forEach((indexes, a) => {
-          if (indexes.length === 0) return
-          // Read repair: best effort; anti-entropy catches what it misses.
-          void this.writeReplica(
-            ids[a]!,
-            indexes.map((i) => group.partitions[i]!),
-            indexes.map((i) => keys[i]!),
-            indexes.map((i) => newest[i]!),
-            this.config.replicaTimeoutMs,
-          ).catch(() => undefined)
-        })
+        const given = [...answers.values()]
+        let outcome: DigestOutcome
+        try {
+          outcome = digestOutcome(given, keys.length)
+        } catch (err) {
+          reject(new KumoError('INTERNAL', `replica answers could not be compared: ${(err as Error).message}`))
+          return
+        }
+        if (outcome.fetch === undefined) {
+          resolve(outcome.newest)
+          this.repair(ids, group.partitions, keys, outcome)
+          return
+        }
+        this.fetchNewer(ids, given, group.partitions, keys, outcome.fetch, deadlineMs)
+          .then((newest) => newest ?? this.readGroup(group, consistency, deadlineMs, skip, false))
+          .then(resolve, reject)
       }
       // Called after every answer or failure: finish, ask another replica, or give up.
       const step = (): void => {
@@ -463,15 +477,18 @@ export class Coordinator {
           const id = candidates[next++]!
           // Found unresponsive since the read began: not worth waiting on.
           if (!this.askable(id)) continue
+          const whole = !wholeAsked
+          wholeAsked = true
           outstanding++
-          this.readReplica(id, group.partitions, keys, deadlineMs).then(
+          this.readReplica(id, group.partitions, keys, deadlineMs, !whole).then(
             (records) => {
               outstanding--
-              answers.set(id, records)
+              answers.set(id, { records, whole })
               step()
             },
             (err) => {
               outstanding--
+              if (whole) wholeAsked = false
               lastError = toKumoError(err)
               // A replica the client found unresponsive did not answer this node either: it is
               // unreachable, not slow (the client is told so, not to wait longer).
@@ -495,12 +512,67 @@ export class Coordinator {
     })
   }
 
-  private async readReplica(id: string, partitions: number[], keys: Buffer[], deadlineMs: number): Promise<(Buffer | undefined)[]> {
-    if (id === this.deps.selfId) return this.deps.readRecords(partitions, keys)
+  /**
+   * Where only a header names a key's newest version: fetches those records from the replicas
+   * that answered the headers. Resolves undefined when the group should be read again whole (a
+   * fetch failed, or the replica no longer held what its header named: a purge between).
+   */
+  private async fetchNewer(
+    ids: string[],
+    answers: ReplicaRecords[],
+    partitions: number[],
+    keys: Buffer[],
+    fetch: Map<number, number[]>,
+    deadlineMs: number,
+  ): Promise<(Buffer | undefined)[] | undefined> {
+    const fetched = await Promise.all(
+      [...fetch].map(async ([a, indexes]) => {
+        const headers = answers[a]!.records
+        const records = await this.readReplica(ids[a]!, indexes.map((i) => partitions[i]!), indexes.map((i) => keys[i]!), deadlineMs, false).catch(() => undefined)
+        if (records === undefined) return false
+        const merged = [...headers]
+        for (let at = 0; at < indexes.length; at++) {
+          const record = records[at]!
+          if (record.length === 0 || compareRecordVersions(record, headers[indexes[at]!]!) < 0) return false
+          merged[indexes[at]!] = record
+        }
+        answers[a] = { records: merged, whole: false, fetched: new Set(indexes) }
+        return true
+      }),
+    )
+    if (!fetched.every(Boolean)) return undefined
+    const outcome = digestOutcome(answers, keys.length)
+    if (outcome.fetch !== undefined) return undefined
+    this.repair(ids, partitions, keys, outcome)
+    return outcome.newest
+  }
+
+  /** Read repair of the replicas an outcome found stale: best effort; anti-entropy catches what it misses. */
+  private repair(ids: string[], partitions: number[], keys: Buffer[], outcome: DigestOutcome): void {
+    const { newest, stale } = outcome
+    stale?.forEach((indexes, a) => {
+      if (indexes.length === 0) return
+      void this.writeReplica(
+        ids[a]!,
+        indexes.map((i) => partitions[i]!),
+        indexes.map((i) => keys[i]!),
+        indexes.map((i) => newest[i]!),
+        this.config.replicaTimeoutMs,
+      ).catch(() => undefined)
+    })
+  }
+
+  /** One replica's records for `keys` (an empty Buffer where it holds none), or their headers only. */
+  private async readReplica(id: string, partitions: number[], keys: Buffer[], deadlineMs: number, headersOnly: boolean): Promise<Buffer[]> {
+    if (id === this.deps.selfId) {
+      const records = await this.deps.readRecords(partitions, keys)
+      return records.map((r) => (r === undefined ? emptyBuffer : headersOnly ? recordHeader(r) : r))
+    }
     const address = this.deps.membership.address(id)
     if (address === undefined) throw new KumoError('UNAVAILABLE', `no address known for node ${id}`)
-    const res = await this.deps.peers.get(id, address).request({ ...noPeerFields, op: 'READ', ...partitionFields(partitions), keys }, this.timeoutFor(id, deadlineMs))
-    return res.records.map((r) => (r.length === 0 ? undefined : r))
+    const res = await this.deps.peers.get(id, address).request({ ...noPeerFields, op: 'READ', ...partitionFields(partitions), keys, headersOnly }, this.timeoutFor(id, deadlineMs))
+    if (res.records.length !== keys.length) throw new KumoError('INTERNAL', `replica ${id} answered ${res.records.length} records for ${keys.length} keys`)
+    return res.records
   }
 
   private async writeReplica(id: string, partitions: number[], keys: Buffer[], records: Buffer[], timeoutMs: number): Promise<void> {

@@ -1,5 +1,5 @@
 import { KumoError, toKumoError } from '../core/errors.js'
-import { recordVersion } from '../core/record.js'
+import { recordHeader, recordVersion } from '../core/record.js'
 import type { StorageEngine } from '../storage/engine.js'
 import { partitionCountMax } from '../storage/keys.js'
 import type { PeerRequestMsg, PeerResponseMsg, ResponseMsg } from '../wire/messages.js'
@@ -65,6 +65,8 @@ export class ReplicaService {
         const partitions = req.partitions.length > 0 ? checkPartitions(req) : req.keys.map(() => req.partition)
         if (req.op === 'READ_LOCAL' && req.bytesMax > 0) return this.readBounded(partitions, req.keys, req.bytesMax)
         const records = await (req.op === 'READ' ? this.deps.readRecords(partitions, req.keys) : this.deps.storage.getRecordsAt(partitions, req.keys))
+        // A digest read's other replicas send headers only (see digest-read.ts).
+        if (req.op === 'READ' && req.headersOnly) return { records: records.map((r) => (r === undefined ? empty : recordHeader(r))) }
         return { records: records.map((r) => r ?? empty) }
       }
       case 'WRITE': {

@@ -90,6 +90,8 @@ export interface PeerRequestMsg {
   partitions: number[]
   bytesMax: number
   valueBytesMax: number
+  /** READ: headers only (version, flags, expiry), for a digest read. */
+  headersOnly: boolean
 }
 
 export interface PeerResponseMsg {

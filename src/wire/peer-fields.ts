@@ -12,4 +12,5 @@ export const noPeerFields = {
   partitions: [] as number[],
   bytesMax: 0,
   valueBytesMax: 0,
+  headersOnly: false,
 }

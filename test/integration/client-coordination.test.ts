@@ -256,6 +256,42 @@ describe('client-coordinated requests', () => {
     expect((await db.get(key))?.toString()).toBe('fine')
   })
 
+  it('coordinated by a node read the newest version whichever replica holds it: its own copy whole, the other replica\'s header only', async () => {
+    const key = Buffer.from('node-digest')
+    await db.put(key, 'v0', { consistency: 'all' })
+    const { replicas, outsider } = replicasOf(key)
+    const at = replicas.map((id) => cluster.nodes.findIndex((n) => n!.id === id))
+    // Versions above v0's: the client's clock may run ahead of this one (it observed the versions
+    // of earlier tests' records).
+    const base = Math.max(Date.now(), decodeVersion(decodeRecord((await stored(at[0]!, key))!).version).ts.ms)
+    let round = 0
+    // The newer record on each replica in turn, read through each node: a replica coordinating
+    // reads its own copy whole and asks the other for the header (the record is fetched from it
+    // when the header is newer); the outsider hands the read to a replica.
+    for (const holder of at) {
+      for (const coordinator of [...at, outsider]) {
+        round++
+        const newer = encodeRecord(encodeVersion({ ms: base + 1000 * round, counter: 0 }, 'test'), Buffer.from(`v${round}`))
+        expect((await conns[holder]!.request(req('REPLICA_WRITE', [key], [newer]), 5000)).errorCode).toBe('')
+        const res = await conns[coordinator]!.request(requestMsg({ op: 'GET', key, consistency: 'all', timeoutMs: 5000 }), 5000)
+        expect(res.errorCode).toBe('')
+        expect(res.found && res.value.toString()).toBe(`v${round}`)
+        for (const node of at) await waitFor(`read repair of replica ${node}`, async () => (await stored(node, key))?.equals(newer))
+      }
+    }
+    // A tombstone's header is the whole tombstone: a newer delete on either replica reads as none.
+    for (const holder of at) {
+      round++
+      const tombstone = encodeRecord(encodeVersion({ ms: base + 1000 * round, counter: 0 }, 'test'), undefined)
+      expect((await conns[holder]!.request(req('REPLICA_WRITE', [key], [tombstone]), 5000)).errorCode).toBe('')
+      for (const coordinator of at) {
+        const res = await conns[coordinator]!.request(requestMsg({ op: 'GET', key, consistency: 'all', timeoutMs: 5000 }), 5000)
+        expect(res.errorCode).toBe('')
+        expect(res.found).toBe(false)
+      }
+    }
+  })
+
   it('go through a node when a replica is down, and the stopped replica catches up from hints', async () => {
     const writer = await connect({ seeds: [cluster.addresses[0]!], coordination: 'client', refreshIntervalMs: 100 })
     try {

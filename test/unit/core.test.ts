@@ -7,7 +7,7 @@ import { PhiAccrualDetector } from '../../src/core/failure-detector.js'
 import { compareHlc, HybridClock } from '../../src/core/hlc.js'
 import { partitionOf } from '../../src/core/partitioner.js'
 import { QuorumTracker } from '../../src/core/quorum.js'
-import { compareRecordVersions, deadSinceMs, decodeRecord, encodeRecord, liveValue, newerRecord, newestRecords, quorumResult, recordHlcCounter, recordHlcMs, RecordFlags, recordVersion, staleIndexes } from '../../src/core/record.js'
+import { compareRecordVersions, deadSinceMs, decodeRecord, encodeRecord, liveValue, newerRecord, newestRecords, recordHlcCounter, recordHlcMs, RecordFlags, recordVersion, staleIndexes } from '../../src/core/record.js'
 import { checkBatch, checkKey, checkRecords, checkValue, versionAheadMsMax, toBuffer } from '../../src/core/validate.js'
 import { compareVersions, decodeVersion, encodeVersion } from '../../src/core/version.js'
 
@@ -166,14 +166,6 @@ describe('quorum read results', () => {
     // Whatever the order the answers arrive in.
     expect(newestRecords([c, b, a], 4)).toEqual(newest)
     expect(newestRecords([], 2)).toEqual([undefined, undefined])
-  })
-
-  it('agree without comparing versions when every answer holds the same bytes, and otherwise merge and name the stale', () => {
-    const same = [r(5), Buffer.alloc(0)]
-    expect(quorumResult([same, [r(5), Buffer.alloc(0)]], 2)).toEqual({ newest: [r(5), undefined], stale: undefined })
-    expect(quorumResult([same], 2)).toEqual({ newest: [r(5), undefined], stale: undefined })
-    expect(quorumResult([[r(5), undefined], [r(6), r(1)]], 2)).toEqual({ newest: [r(6), r(1)], stale: [[0, 1], []] })
-    expect(quorumResult([[undefined], [undefined]], 1)).toEqual({ newest: [undefined], stale: [[], []] })
   })
 })
 
