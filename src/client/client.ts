@@ -732,13 +732,18 @@ export class KumoClient {
     const timeoutMs = options.timeoutMs ?? Math.max(this.timeoutMs, 60_000)
     let emitted = 0
     let attempts = 0
-    // On a node failure the scan resumes on another node just after the last key it returned.
+    // The node that runs the scan, as the load-balancing policy orders the usable nodes (every
+    // node can run any scan: scans are spread like any other request); on a node failure the
+    // scan resumes on the next one just after the last key it returned.
+    const startedAt = Date.now()
+    const order = this.picker.order(this.topology_.nodes.map((n) => n.id).filter((id) => this.usable(id, startedAt)), this.stats)
     for (;;) {
       const now = Date.now()
-      const live = this.topology_.nodes.filter((n) => this.usable(n.id, now))
-      const node = live[attempts % Math.max(1, live.length)]
-      const conn = node === undefined ? undefined : this.connection(node.id)
+      const live = order.filter((id) => this.usable(id, now))
+      const id = live[attempts % Math.max(1, live.length)]
+      const conn = id === undefined ? undefined : this.connection(id)
       if (conn === undefined) throw new KumoError('UNAVAILABLE', 'no node of the cluster is reachable')
+      this.sent.set(id!, (this.sent.get(id!) ?? 0) + 1)
       const stream = conn.scan(
         { prefix, gte, lt, limit: limit === 0 ? 0 : limit - emitted, pageSize },
         Date.now() + timeoutMs,

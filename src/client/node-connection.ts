@@ -37,6 +37,9 @@ export class NodeConnection {
     })
   }
 
+  /** Scans whose stream has not ended. */
+  private scans = 0
+
   private get client(): grpc.Client & Record<string, Function> {
     return this.stream.client
   }
@@ -45,8 +48,9 @@ export class NodeConnection {
     return this.stream.createdAtMs
   }
 
+  /** Requests in flight to this node: a scan counts as one until its stream ends. */
   get inFlight(): number {
-    return this.stream.inFlight + this.replica.inFlight
+    return this.stream.inFlight + this.replica.inFlight + this.scans
   }
 
   /** False while the transport is known to be broken, so the client skips it at once. */
@@ -134,7 +138,18 @@ export class NodeConnection {
   }
 
   scan(req: ScanRequestMsg, deadlineMs: number): grpc.ClientReadableStream<{ entries: { key: Buffer; value: Buffer }[] }> {
-    return this.client.scan(req, { deadline: deadlineMs })
+    const stream: grpc.ClientReadableStream<{ entries: { key: Buffer; value: Buffer }[] }> = this.client.scan(req, { deadline: deadlineMs })
+    this.scans++
+    let ended = false
+    const end = (): void => {
+      if (ended) return
+      ended = true
+      this.scans--
+    }
+    // Every call ends with its status (after its last page, an error or a cancel).
+    stream.once('status', end)
+    stream.once('close', end)
+    return stream
   }
 
   close(): void {

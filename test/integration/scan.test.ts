@@ -77,4 +77,31 @@ describe('scans across nodes', () => {
       await db.close()
     }
   })
+
+  it('from one client are spread over the nodes by its load-balancing policy, sequential or concurrent', { timeout: 30_000 }, async () => {
+    cluster = await startCluster(3)
+    const db = await connect({ seeds: [cluster.addresses[0]!] })
+    try {
+      const keys = Array.from({ length: 50 }, (_, i) => `spread/${String(i).padStart(3, '0')}`)
+      await db.batch(keys.map((key) => ({ type: 'put' as const, key, value: key })))
+      const scan = async (): Promise<string[]> => {
+        const out: string[] = []
+        for await (const { key } of db.scan({ prefix: 'spread/', limit: 20 })) out.push(key.toString())
+        return out
+      }
+      const sentBefore = Object.fromEntries(Object.entries(db.requestStats()).map(([id, s]) => [id, s.sent]))
+      for (let i = 0; i < 9; i++) expect(await scan()).toEqual(keys.slice(0, 20))
+      const results = await Promise.all(Array.from({ length: 9 }, () => scan()))
+      for (const result of results) expect(result).toEqual(keys.slice(0, 20))
+      const stats = db.requestStats()
+      const scans = Object.entries(stats).map(([id, s]) => s.sent - (sentBefore[id] ?? 0))
+      // 18 scans over three equal nodes: every node runs some (before, every scan went to the first).
+      expect(scans).toHaveLength(3)
+      for (const count of scans) expect(count).toBeGreaterThanOrEqual(3)
+      // A scan in flight counts as one: none is left once their streams ended.
+      for (const s of Object.values(stats)) expect(s.inFlight).toBe(0)
+    } finally {
+      await db.close()
+    }
+  })
 })
