@@ -5,6 +5,7 @@ import { differingLeaves, LeafHasher, leafOf, planExchange, leafCountDefault, ty
 import { requiredAcks } from '../core/consistency.js'
 import { KumoError } from '../core/errors.js'
 import { TokenBucket } from '../core/token-bucket.js'
+import { dutyCyclePauseMs } from '../core/duty-cycle.js'
 import { loopDelayTargetMsDefault, moveBytesPerSecondDefault, MovePace, movePaceConfig, moveRecordsPerSecondDefault } from '../core/move-pace.js'
 import { recordVersion } from '../core/record.js'
 import { isLastPage, type StorageEngine } from '../storage/engine.js'
@@ -27,6 +28,14 @@ export interface AntiEntropyConfig {
   loopDelayTargetMs: number
   leafCount: number
   timeoutMs: number
+  /**
+   * The share of this node's time its periodic repair may take, past its first
+   * backgroundBurstMs (core/duty-cycle): a pass pauses between partitions to keep to it. A pass
+   * reads every record of the partitions it compares on each of their replicas; on a store of
+   * gigabytes that is a minute of a core or more, which unpaced took the clients' share in bursts.
+   */
+  backgroundShare: number
+  backgroundBurstMs: number
 }
 
 export const defaultAntiEntropyConfig: AntiEntropyConfig = {
@@ -36,6 +45,8 @@ export const defaultAntiEntropyConfig: AntiEntropyConfig = {
   loopDelayTargetMs: loopDelayTargetMsDefault,
   leafCount: leafCountDefault,
   timeoutMs: 10_000,
+  backgroundShare: 0.1,
+  backgroundBurstMs: 2000,
 }
 
 export interface RepairResult {
@@ -168,10 +179,48 @@ export class AntiEntropy {
     if (this.config.intervalMs <= 0) return
     this.timer = setInterval(() => {
       const map = this.deps.membership.map
-      if (map === undefined || this.active > 0) return
-      void this.repair(this.primaryPartitions(map)).catch((err) => this.deps.logger.warn({ err }, 'background repair failed'))
+      if (map === undefined || this.active > 0 || this.backgroundPassing) return
+      this.backgroundPassing = true
+      void this.backgroundPass(this.primaryPartitions(map))
+        .catch((err) => this.deps.logger.warn({ err }, 'background repair failed'))
+        .finally(() => (this.backgroundPassing = false))
     }, this.config.intervalMs)
     this.timer.unref()
+  }
+
+  private backgroundPassing = false
+  private backgroundPause: { timer: NodeJS.Timeout; resolve: () => void } | undefined
+
+  /**
+   * The periodic repair: one partition at a time, each queued like any repair (an operator's
+   * repair or a membership change's copies go between two of them, not after the whole pass),
+   * with pauses between them that hold the pass to its share of the time (core/duty-cycle).
+   */
+  private async backgroundPass(partitions: number[]): Promise<void> {
+    const started = Date.now()
+    let busyMs = 0
+    const total = { partitions: 0, pulled: 0, pushed: 0, skipped: 0, paused: 0 }
+    for (const partition of partitions) {
+      if (this.stopped) return
+      const result = await this.repair([partition])
+      busyMs += result.durationMs
+      total.partitions += result.partitions
+      total.pulled += result.pulled
+      total.pushed += result.pushed
+      total.skipped += result.skipped
+      const pauseMs = dutyCyclePauseMs(busyMs, Date.now() - started, this.config.backgroundShare, this.config.backgroundBurstMs)
+      if (pauseMs > 0 && !this.stopped) {
+        total.paused += pauseMs
+        await new Promise<void>((resolve) => {
+          this.backgroundPause = { timer: setTimeout(resolve, pauseMs), resolve }
+          this.backgroundPause.timer.unref()
+        })
+        this.backgroundPause = undefined
+      }
+    }
+    if (total.pulled + total.pushed > 0 || busyMs > this.config.backgroundBurstMs) {
+      this.deps.logger.info({ ...total, busyMs, ms: Date.now() - started }, 'background repair pass done')
+    }
   }
 
   /**
@@ -510,6 +559,10 @@ export class AntiEntropy {
     this.afterRemoveTimer = undefined
     if (this.paceTimer !== undefined) clearInterval(this.paceTimer)
     this.paceTimer = undefined
+    if (this.backgroundPause !== undefined) {
+      clearTimeout(this.backgroundPause.timer)
+      this.backgroundPause.resolve()
+    }
   }
 
   state(): { inProgress: boolean; partitionsRepaired: number; partitionsHeld: number; oldestRepairMs: number; lastRepairMs: number } {

@@ -137,6 +137,11 @@ export interface NodeOptions {
   hintWindowMs?: number
   /** Background anti-entropy period (default 10 minutes; 0 turns it off). */
   repairIntervalMs?: number
+  /**
+   * The share of this node's time a background anti-entropy pass may take past its first 2 s
+   * of work (default 0.1): it pauses between partitions to keep to it (core/duty-cycle).
+   */
+  repairShare?: number
   /** Records per second anti-entropy and the copies of a membership change move at most (default 2,500: core/move-pace). */
   repairRecordsPerSecond?: number
   /** Bytes a second anti-entropy and the copies of a membership change exchange at most (default 32 MiB). */
@@ -234,6 +239,7 @@ function checkOptions(o: NodeOptions): void {
   if (o.quorum !== undefined && o.quorum !== 'sloppy' && o.quorum !== 'strict') bad(`quorum must be sloppy or strict, got ${JSON.stringify(o.quorum)}`)
   if (o.hintWindowMs !== undefined && !(o.hintWindowMs > 0)) bad('hint window must be positive')
   if (o.repairIntervalMs !== undefined && !(o.repairIntervalMs >= 0)) bad('repair interval must be 0 or more')
+  if (o.repairShare !== undefined && !(o.repairShare > 0 && o.repairShare <= 1)) bad('repair share must be above 0 and at most 1')
   if (o.requestsInFlightMax !== undefined && !(Number.isInteger(o.requestsInFlightMax) && o.requestsInFlightMax >= 1)) bad('requestsInFlightMax must be a whole number of at least 1')
   if (o.hintsPerTargetMax !== undefined && !(Number.isInteger(o.hintsPerTargetMax) && o.hintsPerTargetMax >= 0)) bad('hintsPerTargetMax must be a whole number of at least 0')
   if (o.tombstoneGraceMs !== undefined && !(o.tombstoneGraceMs >= 0)) bad('tombstone grace must be 0 or more')
@@ -558,6 +564,7 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
       ...defaultAntiEntropyConfig,
       loopDelayTargetMs: options.moveLoopDelayTargetMs ?? defaultAntiEntropyConfig.loopDelayTargetMs,
       intervalMs: options.repairIntervalMs ?? defaultAntiEntropyConfig.intervalMs,
+      backgroundShare: options.repairShare ?? defaultAntiEntropyConfig.backgroundShare,
       recordsPerSecondMax: options.repairRecordsPerSecond ?? defaultAntiEntropyConfig.recordsPerSecondMax,
       bytesPerSecondMax: options.repairBytesPerSecond ?? defaultAntiEntropyConfig.bytesPerSecondMax,
     },
