@@ -441,9 +441,10 @@ export class Coordinator {
       const answers = new Map<string, ReplicaRecords>()
       let next = 0
       let outstanding = 0
-      // Whether a replica asked for whole records is outstanding or answered: every other ask
-      // is for headers. A failed whole ask hands that role to the next replica asked.
-      let wholeAsked = !digest
+      // Whether a replica asked for whole records is outstanding or answered: in a digest read
+      // every other ask is for headers, and a failed whole ask hands that role to the next
+      // replica asked. Otherwise every ask is for whole records.
+      let wholeAsked = false
       let settled = false
       let lastError: KumoError | undefined
       const finish = (): void => {
@@ -477,7 +478,7 @@ export class Coordinator {
           const id = candidates[next++]!
           // Found unresponsive since the read began: not worth waiting on.
           if (!this.askable(id)) continue
-          const whole = !wholeAsked
+          const whole = !digest || !wholeAsked
           wholeAsked = true
           outstanding++
           this.readReplica(id, group.partitions, keys, deadlineMs, !whole).then(
@@ -488,7 +489,7 @@ export class Coordinator {
             },
             (err) => {
               outstanding--
-              if (whole) wholeAsked = false
+              if (digest && whole) wholeAsked = false
               lastError = toKumoError(err)
               // A replica the client found unresponsive did not answer this node either: it is
               // unreachable, not slow (the client is told so, not to wait longer).
