@@ -732,15 +732,16 @@ export class KumoClient {
     const timeoutMs = options.timeoutMs ?? Math.max(this.timeoutMs, 60_000)
     let emitted = 0
     let attempts = 0
-    // The node that runs the scan, as the load-balancing policy orders the usable nodes (every
-    // node can run any scan: scans are spread like any other request); on a node failure the
-    // scan resumes on the next one just after the last key it returned.
-    const startedAt = Date.now()
-    const order = this.picker.order(this.topology_.nodes.map((n) => n.id).filter((id) => this.usable(id, startedAt)), this.stats)
+    // The node that runs the scan: the first the load-balancing policy orders among the usable
+    // ones (every node can run any scan: scans are spread like any other request). On a node
+    // failure the scan resumes on another just after the last key it returned; the nodes that
+    // failed it go last.
+    const failed: string[] = []
     for (;;) {
       const now = Date.now()
-      const live = order.filter((id) => this.usable(id, now))
-      const id = live[attempts % Math.max(1, live.length)]
+      const order = this.picker.order(this.topology_.nodes.map((n) => n.id).filter((id) => this.usable(id, now)), this.stats)
+      const untried = order.filter((id) => !failed.includes(id))
+      const id = untried[0] ?? order[attempts % Math.max(1, order.length)]
       const conn = id === undefined ? undefined : this.connection(id)
       if (conn === undefined) throw new KumoError('UNAVAILABLE', 'no node of the cluster is reachable')
       this.sent.set(id!, (this.sent.get(id!) ?? 0) + 1)
@@ -758,9 +759,13 @@ export class KumoClient {
         }
         return
       } catch (err) {
-        stream.cancel()
         const mapped = fromServiceError(err)
-        if (!mapped.retryable || ++attempts > live.length + 1) throw mapped
+        failed.push(id!)
+        if (!mapped.retryable || ++attempts > order.length + 1) throw mapped
+      } finally {
+        // A caller that stops early (break) ends the call too, so the node frees its scan slot
+        // now rather than at the deadline. Nothing once the call has ended.
+        stream.cancel()
       }
     }
   }

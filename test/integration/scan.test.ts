@@ -104,4 +104,26 @@ describe('scans across nodes', () => {
       await db.close()
     }
   })
+
+  it('that the caller stops early end on the node too: the next scans get its slot at once', { timeout: 30_000 }, async () => {
+    // One scan at a time on the node: an abandoned scan that held its slot would make the next wait and be refused.
+    cluster = await startCluster(1, { replicationFactor: 1, scansInFlightMax: 1 })
+    const db = await connect({ seeds: cluster.addresses })
+    try {
+      const keys = Array.from({ length: 3000 }, (_, i) => `early/${String(i).padStart(4, '0')}`)
+      for (let i = 0; i < keys.length; i += 500) await db.batch(keys.slice(i, i + 500).map((key) => ({ type: 'put' as const, key, value: 'v'.repeat(1000) })))
+      for (let round = 0; round < 3; round++) {
+        for await (const { key } of db.scan({ prefix: 'early/', pageSize: 10 })) {
+          expect(key.toString()).toBe(keys[0])
+          break
+        }
+      }
+      const all: string[] = []
+      for await (const { key } of db.scan({ prefix: 'early/', timeoutMs: 5000 })) all.push(key.toString())
+      expect(all).toEqual(keys)
+      expect(Object.values(db.requestStats()).every((s) => s.inFlight === 0)).toBe(true)
+    } finally {
+      await db.close()
+    }
+  })
 })
