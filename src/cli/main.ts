@@ -99,7 +99,7 @@ program
   .addOption(new Option('--quorum <mode>', 'sloppy: hints on fallback nodes count toward W; strict: only replicas').choices(['sloppy', 'strict']).default('sloppy'))
   .option('--hint-window <ms>', 'drop hints older than this', wholeNumber, 3 * 60 * 60 * 1000)
   .option('--repair-interval <ms>', 'background anti-entropy period (0: off)', wholeNumber, 10 * 60 * 1000)
-  .option('--repair-share <fraction>', "the share of this node's time a background anti-entropy pass takes at most, past its first 2 s of work (it pauses between partitions)", share, 0.1)
+  .option('--repair-share <fraction>', "the share of its time a background anti-entropy pass spends repairing at most, past its first 2 s of work (it pauses between partitions)", share, 0.1)
   .option('--move-rate <records/s>', 'records a second this node repairs at most; a membership change\'s copies share it: each of the nodes that copy in it takes its part', wholeNumber, moveRecordsPerSecondDefault)
   .option('--move-bytes <MiB/s>', 'MiB a second this node copies at most while it takes over partitions or repairs them', wholeNumber, moveBytesPerSecondDefault / mebibyte)
   .option('--moves-at-once <partitions>', 'partitions a membership change moves at once when this node is the claimant (a wave: queued ones are staged as others finish)', wholeNumber, 64)

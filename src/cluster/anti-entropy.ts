@@ -29,7 +29,8 @@ export interface AntiEntropyConfig {
   leafCount: number
   timeoutMs: number
   /**
-   * The share of this node's time its periodic repair may take, past its first
+   * The share of a periodic repair pass's own time (its repairs and its pauses, not the time it
+   * waits in line behind other repairs) that it spends repairing, past its first
    * backgroundBurstMs (core/duty-cycle): a pass pauses between partitions to keep to it. A pass
    * reads every record of the partitions it compares on each of their replicas; on a store of
    * gigabytes that is a minute of a core or more, which unpaced took the clients' share in bursts.
@@ -198,6 +199,9 @@ export class AntiEntropy {
    */
   private async backgroundPass(partitions: number[]): Promise<void> {
     const started = Date.now()
+    // The pass's own time: its partitions' repairs and its pauses, not the time it waited in
+    // line behind other repairs or copies (which would otherwise count as pauses it took, and
+    // let it run unpaced right after them).
     let busyMs = 0
     const total = { partitions: 0, pulled: 0, pushed: 0, skipped: 0, paused: 0 }
     for (const partition of partitions) {
@@ -208,7 +212,7 @@ export class AntiEntropy {
       total.pulled += result.pulled
       total.pushed += result.pushed
       total.skipped += result.skipped
-      const pauseMs = dutyCyclePauseMs(busyMs, Date.now() - started, this.config.backgroundShare, this.config.backgroundBurstMs)
+      const pauseMs = dutyCyclePauseMs(busyMs, busyMs + total.paused, this.config.backgroundShare, this.config.backgroundBurstMs)
       if (pauseMs > 0 && !this.stopped) {
         total.paused += pauseMs
         await new Promise<void>((resolve) => {
@@ -570,7 +574,7 @@ export class AntiEntropy {
     const held = map === undefined ? [] : map.replicas.flatMap((list, p) => (list.includes(this.deps.selfId) ? [p] : []))
     const times = held.map((p) => this.lastRepairMs.get(p)).filter((t): t is number => t !== undefined)
     return {
-      inProgress: this.active > 0,
+      inProgress: this.active > 0 || this.backgroundPassing,
       partitionsRepaired: times.length,
       partitionsHeld: held.length,
       oldestRepairMs: times.length === held.length && times.length > 0 ? Math.min(...times) : 0,

@@ -138,7 +138,7 @@ export interface NodeOptions {
   /** Background anti-entropy period (default 10 minutes; 0 turns it off). */
   repairIntervalMs?: number
   /**
-   * The share of this node's time a background anti-entropy pass may take past its first 2 s
+   * The share of its time a background anti-entropy pass spends repairing, past its first 2 s
    * of work (default 0.1): it pauses between partitions to keep to it (core/duty-cycle).
    */
   repairShare?: number
