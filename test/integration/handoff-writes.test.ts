@@ -278,12 +278,13 @@ describe('copies that resume', () => {
     for (let i = 0; keys.length < 5000; i++) if (partitionOf(Buffer.from(`src-${i}`), before.partitionCount) === partition) keys.push(`src-${i}`)
     const db = await connect({ seeds: [first.address] })
     for (let i = 0; i < keys.length; i += 500) await db.batch(keys.slice(i, i + 500).map((key) => ({ type: 'put' as const, key, value: 'v'.repeat(100) })))
-    await db.close()
-    // A batch answers at W = 2 of 3: n1's copy of the last one may land just after.
+    // A batch answers at W = 2 of 3: n1's copy of the last one may land just after (the client
+    // stays open until it has).
     const total = await waitFor('n1 to hold every record of the partition', async () => {
       const { records } = await first.storage.partitionSize(partition)
       return records >= keys.length ? records : undefined
     })
+    await db.close()
 
     // n4 copies 1,000 records a second: seconds of copying to stop the source in.
     const joiner = await startNode({ ...(await nodeOptions('n4', [first.address])), repairRecordsPerSecond: 1000 })
