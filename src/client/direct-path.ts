@@ -3,8 +3,8 @@ import { requiredAcks, type Consistency } from '../core/consistency.js'
 import { KumoError, toKumoError } from '../core/errors.js'
 import { HybridClock } from '../core/hlc.js'
 import { QuorumTracker } from '../core/quorum.js'
-import { digestOutcome, type DigestOutcome, type ReplicaRecords } from '../core/digest-read.js'
-import { compareRecordVersions, encodeRecord, liveValue, recordHlcCounter, recordHlcMs } from '../core/record.js'
+import { digestOutcome, withFetched, type DigestOutcome, type ReplicaRecords } from '../core/digest-read.js'
+import { encodeRecord, liveValue, recordHlcCounter, recordHlcMs } from '../core/record.js'
 import { transferAllowanceMs } from '../core/responsiveness.js'
 import { encodeVersion } from '../core/version.js'
 import { requestMsg, type RequestMsg, type ResponseMsg } from '../wire/messages.js'
@@ -289,8 +289,6 @@ export class DirectPath {
     const fetches: Promise<boolean>[] = []
     for (const [a, indexes] of fetch) {
       const conn = asked[a]!
-      const headers = answers[a]!.records
-      const records = [...headers]
       this.host.sending(conn.nodeId)
       fetches.push(
         new Promise<boolean>((resolve) => {
@@ -301,14 +299,10 @@ export class DirectPath {
               failedConns.push(conn)
               return resolve(false)
             }
-            for (let at = 0; at < indexes.length; at++) {
-              const record = res.records[at]!
-              // Older than the header it answered before (a purge between the two): the
-              // version the header named is gone from this replica, so a node reads instead.
-              if (record.length === 0 || compareRecordVersions(record, headers[indexes[at]!]!) < 0) return resolve(false)
-              records[indexes[at]!] = record
-            }
-            answers[a] = { records, whole: false, fetched: new Set(indexes) }
+            // Gone or older than its header (a purge between the two): a node reads instead.
+            const merged = withFetched(answers[a]!, indexes, res.records)
+            if (merged === undefined) return resolve(false)
+            answers[a] = merged
             resolve(true)
           })
         }),

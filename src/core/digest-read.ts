@@ -106,3 +106,20 @@ function agreeing(answers: readonly ReplicaRecords[], keyCount: number): boolean
   return true
 }
 
+/**
+ * `answer` with the whole records fetched for `indexes` (in that order) in place of their
+ * headers; undefined when one is missing or older than the header it replaces (the version the
+ * header named is gone from that replica: a purge between the two reads), so the caller reads
+ * the keys another way.
+ */
+export function withFetched(answer: ReplicaRecords, indexes: readonly number[], fetched: readonly Buffer[]): ReplicaRecords | undefined {
+  assert.equal(fetched.length, indexes.length, 'one fetched record per index')
+  const records = [...answer.records]
+  for (let at = 0; at < indexes.length; at++) {
+    const i = indexes[at]!
+    const record = fetched[at]!
+    if (record.length === 0 || compareRecordVersions(record, answer.records[i]!) < 0) return undefined
+    records[i] = record
+  }
+  return { records, whole: answer.whole, fetched: new Set([...(answer.fetched ?? []), ...indexes]) }
+}

@@ -7,8 +7,8 @@ import { removedOf, replicaSetIds } from '../core/partition-map.js'
 import { partitionOf } from '../core/partitioner.js'
 import { QuorumTracker } from '../core/quorum.js'
 import { transferAllowanceMs } from '../core/responsiveness.js'
-import { digestOutcome, type DigestOutcome, type ReplicaRecords } from '../core/digest-read.js'
-import { compareRecordVersions, encodeRecord, liveValue, recordHeader } from '../core/record.js'
+import { digestOutcome, withFetched, type DigestOutcome, type ReplicaRecords } from '../core/digest-read.js'
+import { encodeRecord, liveValue, recordHeader } from '../core/record.js'
 import { checkBatch, checkGetMany, checkKey, checkRecords, checkTtl, checkValue } from '../core/validate.js'
 import { encodeVersion, hlcBytes, versionTimestamp } from '../core/version.js'
 import type { Membership } from '../cluster/membership.js'
@@ -528,16 +528,10 @@ export class Coordinator {
   ): Promise<(Buffer | undefined)[] | undefined> {
     const fetched = await Promise.all(
       [...fetch].map(async ([a, indexes]) => {
-        const headers = answers[a]!.records
         const records = await this.readReplica(ids[a]!, indexes.map((i) => partitions[i]!), indexes.map((i) => keys[i]!), deadlineMs, false).catch(() => undefined)
-        if (records === undefined) return false
-        const merged = [...headers]
-        for (let at = 0; at < indexes.length; at++) {
-          const record = records[at]!
-          if (record.length === 0 || compareRecordVersions(record, headers[indexes[at]!]!) < 0) return false
-          merged[indexes[at]!] = record
-        }
-        answers[a] = { records: merged, whole: false, fetched: new Set(indexes) }
+        const merged = records === undefined ? undefined : withFetched(answers[a]!, indexes, records)
+        if (merged === undefined) return false
+        answers[a] = merged
         return true
       }),
     )

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { digestOutcome, type ReplicaRecords } from '../../src/core/digest-read.js'
+import { digestOutcome, withFetched, type ReplicaRecords } from '../../src/core/digest-read.js'
 import { decodeRecord, encodeRecord, newestRecords, recordHeader, staleIndexes } from '../../src/core/record.js'
 import { seededRandom } from '../../src/core/random.js'
 import { encodeVersion } from '../../src/core/version.js'
@@ -104,9 +104,9 @@ describe('digest reads (digestOutcome)', () => {
       if (out.fetch !== undefined) {
         for (const [a, indexes] of out.fetch) {
           expect(a).not.toBe(wholeAt)
-          const records = [...answers[a]!.records]
-          for (const i of indexes) records[i] = stored[a]![i]!
-          answers[a] = { records, whole: false, fetched: new Set(indexes) }
+          const merged = withFetched(answers[a]!, indexes, indexes.map((i) => stored[a]![i]!))
+          expect(merged).toBeDefined()
+          answers[a] = merged!
         }
         out = digestOutcome(answers, keyCount)
       }
@@ -118,3 +118,20 @@ describe('digest reads (digestOutcome)', () => {
     }
   })
 })
+
+describe('fetched records in place of headers (withFetched)', () => {
+  it('take the place of their headers, and are refused when gone or older than the header', () => {
+    const answer = headers([live(5), live(6), none])
+    const merged = withFetched(answer, [1], [live(6)])!
+    expect(merged.records).toEqual([recordHeader(live(5)), live(6), none])
+    expect([...merged.fetched!]).toEqual([1])
+    expect(merged.whole).toBe(false)
+    // A newer record than its header (a write between the two reads) is taken.
+    expect(withFetched(answer, [0], [live(7)])!.records[0]).toEqual(live(7))
+    // Gone, or older than the header named: the version is no longer there.
+    expect(withFetched(answer, [1], [none])).toBeUndefined()
+    expect(withFetched(answer, [1], [live(4)])).toBeUndefined()
+    expect(() => withFetched(answer, [0, 1], [live(5)])).toThrow(/one fetched record per index/)
+  })
+})
+
