@@ -77,9 +77,17 @@ function byScore(candidates: readonly string[], score: (id: string) => number, t
   return [...sorted.slice(start, ties), ...sorted.slice(0, start), ...sorted.slice(ties)]
 }
 
-/** A node answering slower than this many times the fastest one, plus slowAnswerMarginMs, is slow. */
-export const slowAnswerFactor = 2
-export const slowAnswerMarginMs = 1
+/**
+ * A node is slow when it answers later than the fastest one by more than slowAnswerMarginMs
+ * and by more than slowAnswerShare of the fastest's time. By a difference, not a multiple: a
+ * delay every answer shares (the caller's own busy event loop, the machine's CPU shared with
+ * other processes) lengthens the fastest answers as much as the slowest, and with a rule of
+ * "twice the fastest plus 1 ms" a node 4-8 ms slower than the others went unnoticed whenever
+ * every answer took 4 ms more. The share keeps answer times of tens of milliseconds, where a few
+ * milliseconds are noise, from being told apart.
+ */
+export const slowAnswerMarginMs = 2
+export const slowAnswerShare = 0.25
 
 /**
  * Fewest requests in flight first, ties taking turns; a node answering far slower than the
@@ -100,21 +108,28 @@ export class LeastConnectionsPicker implements ReplicaPicker {
   order(candidates: readonly string[], stats: ReplicaStats): string[] {
     this.turn = (this.turn + 1) & 0x3fffffff
     const slow = stats.answerMs === undefined ? [] : slowAnswerers(candidates, (id) => stats.answerMs!(id))
-    return byScore(candidates, (id) => stats.inFlight(id) + (slow.includes(id) ? slowInFlightPenalty : 0), this.turn)
+    // Among the slow, the least slow first (slowAnswerers lists them so): when a request needs
+    // more than the fast nodes (a quorum of two with one fast node), it goes to the one of them
+    // that answers soonest, and a node judged slow on old answers gets new ones to correct it.
+    return byScore(candidates, (id) => {
+      const rank = slow.indexOf(id)
+      return stats.inFlight(id) + (rank < 0 ? 0 : slowInFlightPenalty + rank)
+    }, this.turn)
   }
 }
 
 /**
- * The candidates answering slower than slowAnswerFactor x the fastest known, plus the margin.
- * A node with no recent answer (AnswerTime forgets after a second) is not slow: it is tried
- * again, so a slow node that recovered gets to show it. Never all of them: the fastest is not slow.
+ * The candidates answering later than the fastest known by more than slowAnswerMarginMs and
+ * slowAnswerShare of its time, the least slow first. A node with no recent answer (AnswerTime forgets after a second)
+ * is not slow: it is tried again, so a slow node that recovered gets to show it. Never all of
+ * them: the fastest is not slow.
  */
-function slowAnswerers(candidates: readonly string[], answerMs: (id: string) => number | undefined): string[] {
+export function slowAnswerers(candidates: readonly string[], answerMs: (id: string) => number | undefined): string[] {
   let fastest = Infinity
   for (const id of candidates) fastest = Math.min(fastest, answerMs(id) ?? Infinity)
   if (fastest === Infinity) return []
-  const limit = fastest * slowAnswerFactor + slowAnswerMarginMs
-  return candidates.filter((id) => (answerMs(id) ?? 0) > limit)
+  const limit = fastest + Math.max(slowAnswerMarginMs, fastest * slowAnswerShare)
+  return candidates.filter((id) => (answerMs(id) ?? 0) > limit).sort((a, b) => answerMs(a)! - answerMs(b)!)
 }
 
 /**

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { AnswerTime } from '../../src/core/answer-time.js'
-import { createPicker, LeastConnectionsPicker, LeastLoadPicker, RoundRobinPicker, slowAnswerFactor, slowAnswerMarginMs, slowInFlightPenalty, stickyInFlightMax, stickyOrder, WeightedRoundRobinPicker, type ReplicaStats } from '../../src/core/balancing.js'
+import { createPicker, LeastConnectionsPicker, LeastLoadPicker, RoundRobinPicker, slowAnswerers, slowAnswerMarginMs, slowAnswerShare, slowInFlightPenalty, stickyInFlightMax, stickyOrder, WeightedRoundRobinPicker, type ReplicaStats } from '../../src/core/balancing.js'
 import { parseConsistency, requiredAcks } from '../../src/core/consistency.js'
 import { errorFromWire, ErrorCodes, KumoError, toKumoError } from '../../src/core/errors.js'
 import { PhiAccrualDetector } from '../../src/core/failure-detector.js'
@@ -383,8 +383,8 @@ describe('replica selection policies', () => {
     expect(counts.get('c') ?? 0).toBe(0)
     expect(counts.get('a')).toBe(1500)
     expect(picker.order(['a', 'b', 'c'], s)[2]).toBe('c')
-    // Within slowAnswerFactor x the fastest plus slowAnswerMarginMs, nodes count as equal.
-    answer.c = 0.5 * slowAnswerFactor + slowAnswerMarginMs
+    // Within slowAnswerMarginMs of the fastest, nodes count as equal.
+    answer.c = 0.5 + slowAnswerMarginMs
     expect(firstPicks(new LeastConnectionsPicker(), ['a', 'b', 'c'], s, 3000).get('c')).toBe(1000)
     // A node with unknown answer times is not held back, and fewer in flight still comes first.
     answer.c = undefined
@@ -402,27 +402,71 @@ describe('replica selection policies', () => {
     const turn = ['a', 'b', 'c']
     expect(stickyOrder(turn, 'least-connections', picker, ahead(stickyInFlightMax))).toBe(turn)
     expect(stickyOrder(turn, 'least-connections', picker, ahead(stickyInFlightMax + 1))[0]).toBe('c')
-    // Among the slow, fewer in flight first.
+    // Among the slow, fewer in flight first; with as many in flight, the less slow first (a
+    // quorum of two that needs one of them asks the one that answers sooner).
     answer.b = 9
     expect(picker.order(['a', 'b', 'c'], stats({ answerMs: (id) => answer[id], inFlight: (id) => ({ a: 5, b: 3, c: 1 })[id]! }))).toEqual(['a', 'c', 'b'])
+    answer.b = 20
+    for (let i = 0; i < 3; i++) expect(new LeastConnectionsPicker().order(['b', 'c', 'a'], stats({ answerMs: (id) => answer[id] }))).toEqual(['a', 'c', 'b'])
   })
 
-  it('answer times average recent answers and are forgotten when none come', () => {
-    const time = new AnswerTime(0.5, 1000)
+  it('a node is slow by how much later than the fastest it answers, whatever delay all answers share', () => {
+    const slow = (times: Record<string, number | undefined>): string[] => slowAnswerers(Object.keys(times), (id) => times[id])
+    // 4 ms later than the others: slow whether answers take 1 ms or, on a busy caller, 5 more.
+    expect(slow({ a: 1, b: 1.2, c: 5 })).toEqual(['c'])
+    expect(slow({ a: 6, b: 6.2, c: 10 })).toEqual(['c'])
+    // Within the margin, or within a quarter of a slow fastest answer: not told apart.
+    expect(slow({ a: 1, b: 1 + slowAnswerMarginMs, c: 2 })).toEqual([])
+    expect(slow({ a: 20, b: 20 * (1 + slowAnswerShare), c: 24 })).toEqual([])
+    expect(slow({ a: 20, b: 26, c: 21 })).toEqual(['b'])
+    // Unknown answer times are not slow; with none known, nothing is.
+    expect(slow({ a: 1, b: undefined, c: 9 })).toEqual(['c'])
+    expect(slow({ a: undefined, b: undefined })).toEqual([])
+  })
+
+  it('answer times average recent answers by their age, and are forgotten when none come', () => {
+    const time = new AnswerTime(100, 1000, 0)
     expect(time.value(0)).toBeUndefined()
     time.observe(4, 10)
     expect(time.value(10)).toBe(4)
-    time.observe(2, 20)
-    expect(time.value(20)).toBe(3)
-    expect(time.value(1020)).toBe(3)
-    expect(time.value(1021)).toBeUndefined()
+    time.observe(2, 10)
+    expect(time.value(10)).toBe(3)
+    // A frame of many answers at one moment moves the average no further than that moment's
+    // own times: a half-life later, the old moment still counts half as much as each new answer.
+    time.observe(8, 110)
+    expect(time.value(110)).toBeCloseTo((4 * 0.5 + 2 * 0.5 + 8) / 2, 9)
+    for (let i = 0; i < 30; i++) time.observe(1, 120)
+    expect(time.value(120)).toBeGreaterThan(1)
+    expect(time.value(120)).toBeLessThan(1.5)
+    expect(time.value(1120)).toBeDefined()
+    expect(time.value(1121)).toBeUndefined()
     // After a silence the next answer starts a new average rather than moving the old one.
     time.observe(10, 2000)
     expect(time.value(2000)).toBe(10)
     time.observe(Number.NaN, 2001)
     expect(time.value(2001)).toBe(10)
+    // An answer timed before the last one (a frame read at an older time) still counts.
+    time.observe(20, 1990)
+    expect(time.value(2000)).toBe(15)
     expect(() => new AnswerTime(0, 1000)).toThrow(RangeError)
-    expect(() => new AnswerTime(0.5, 0)).toThrow(RangeError)
+    expect(() => new AnswerTime(100, 0)).toThrow(RangeError)
+    expect(() => new AnswerTime(100, 1000, 1000)).toThrow(RangeError)
+  })
+
+  it('an answer time is unknown until its answers span a while: one late moment judges no node', () => {
+    const time = new AnswerTime(100, 1000, 50)
+    // A batch's answers, all late at one moment: unknown, so the node is neither slow nor fastest.
+    for (let i = 0; i < 50; i++) time.observe(12, 100)
+    expect(time.value(100)).toBeUndefined()
+    time.observe(11, 149)
+    expect(time.value(149)).toBeUndefined()
+    time.observe(10, 150)
+    expect(time.value(150)).toBeGreaterThan(10)
+    // Forgotten after a silence; the span starts again with the next answer.
+    time.observe(3, 1200)
+    expect(time.value(1200)).toBeUndefined()
+    time.observe(3, 1260)
+    expect(time.value(1260)).toBeCloseTo(3, 9)
   })
 
   it('least-load avoids a loaded node and treats near-equal loads as equal', () => {
