@@ -49,8 +49,16 @@ async function main(): Promise<void> {
   })
 
   let exitedDuringStart = false
+  // A node converting a store written by an older Kumo says so, and again once it has
+  // compacted it; until then the start is not given up on.
+  const converting = new Set<string>()
+  const onLine = (id: string, line: string): void => {
+    if (line.includes('converting the store to storage layout')) converting.add(id)
+    if (line.includes('the converted store is compacted')) converting.delete(id)
+    process.stdout.write(`[${id}] ${line}\n`)
+  }
   for (const spec of specs) {
-    const child = spawnNode(spec, seeds, security?.nodeArgs(spec.id) ?? [], (line) => process.stdout.write(`[${spec.id}] ${line}\n`))
+    const child = spawnNode(spec, seeds, security?.nodeArgs(spec.id) ?? [], (line) => onLine(spec.id, line))
     children.set(spec.id, child)
     child.once('exit', (code, signal) => {
       if (stopping) return
@@ -60,7 +68,7 @@ async function main(): Promise<void> {
   }
   process.stdout.write(`cluster: starting ${specs.length} nodes (data in ${path.resolve(opts.data)})...\n`)
   try {
-    await waitHealthy(specs, 60_000, () => !exitedDuringStart, security)
+    await waitHealthy(specs, 60_000, () => !exitedDuringStart, security, () => converting.size > 0)
   } catch (err) {
     process.stderr.write(`cluster: ${(err as Error).message}\n`)
     await stopAll(1)

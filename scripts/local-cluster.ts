@@ -136,11 +136,15 @@ export function spawnNode(
   return child
 }
 
-/** Waits until every node answers SERVING and one of them reports a map with all of them. */
-export async function waitHealthy(specs: LocalNodeSpec[], timeoutMs: number, isAlive: () => boolean = () => true, security?: LocalSecurity): Promise<void> {
+/**
+ * Waits until every node answers SERVING and one of them reports a map with all of them. Past
+ * `timeoutMs` it goes on waiting while `working()` says a node still reports progress on a long
+ * start (a store converted at open).
+ */
+export async function waitHealthy(specs: LocalNodeSpec[], timeoutMs: number, isAlive: () => boolean = () => true, security?: LocalSecurity, working: () => boolean = () => false): Promise<void> {
   const deadline = Date.now() + timeoutMs
   const channels = security === undefined ? insecureChannels : clientChannels(security.client.tls, security.client.credentials)
-  while (Date.now() < deadline && isAlive()) {
+  while ((Date.now() < deadline || working()) && isAlive()) {
     const probes = await Promise.all(specs.map((s) => healthProbe(s.address, 1000, '', channels, s.id)))
     if (probes.every((p) => p.ok)) {
       try {

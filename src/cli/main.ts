@@ -90,7 +90,8 @@ program
   .option('--replicas <n>', 'replicas per partition (N)', wholeNumber, 3)
   .option('--weight <n>', 'weight for weighted-round-robin', wholeNumber, 1)
   .option('--sync', 'fsync every write batch', false)
-  .option('--no-key-index', 'keep no key index: writes of small records cost less, and every scan reads every partition')
+  // Kept so that scripts written for it still start a node: every store keeps its records in key order now.
+  .addOption(new Option('--no-key-index', 'ignored (records are stored in key order since storage layout 2)').hideHelp())
   .option('--block-cache <MiB>', `LevelDB's block cache (default: 3/4 of 1/96 of memory, ${defaultCaches.blockCacheBytes / mebibyte} MiB here)`, wholeNumber)
   .option('--row-cache <MiB>', `memory for recently used records in front of LevelDB, 0: none (default: 1/4 of 1/96 of memory, ${defaultCaches.rowCacheBytes / mebibyte} MiB here)`, wholeNumber)
   .option('--open-tables <n>', `table files LevelDB keeps open (its index and filters in memory, ~1/64 of a file each); reads of others reopen them (default: as many as 1/64 of memory holds, ${defaultOpenTablesHere} of ${defaultTableFileBytes / mebibyte} MiB here)`, wholeNumber)
@@ -125,6 +126,7 @@ program
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('warn'))
   .action(async (o, cmd: Command) => {
     const globals = cmd.parent!.opts<GlobalOptions>()
+    if (o.keyIndex === false) console.error('kumo start: --no-key-index is ignored: records are stored in key order since storage layout 2')
     const node = await startNode({
       id: o.id,
       listen: o.listen,
@@ -135,7 +137,6 @@ program
       replicationFactor: o.replicas,
       weight: o.weight,
       sync: o.sync,
-      keyIndex: o.keyIndex,
       ...(o.rowCache === undefined ? {} : { rowCacheBytes: o.rowCache * mebibyte }),
       ...(o.blockCache === undefined ? {} : { blockCacheBytes: o.blockCache * mebibyte }),
       ...(o.openTables === undefined ? {} : { openTables: o.openTables }),

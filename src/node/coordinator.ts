@@ -8,7 +8,7 @@ import { partitionOf } from '../core/partitioner.js'
 import { QuorumTracker } from '../core/quorum.js'
 import { transferAllowanceMs } from '../core/responsiveness.js'
 import { digestOutcome, withFetched, type DigestOutcome, type ReplicaRecords } from '../core/digest-read.js'
-import { encodeRecord, liveValue, recordHeader } from '../core/record.js'
+import { encodeRecord, liveValue } from '../core/record.js'
 import { checkBatch, checkGetMany, checkKey, checkRecords, checkTtl, checkValue } from '../core/validate.js'
 import { encodeVersion, hlcBytes, versionTimestamp } from '../core/version.js'
 import type { Membership } from '../cluster/membership.js'
@@ -135,20 +135,23 @@ export class Coordinator {
         }
         case 'REPLICA_READ': {
           // Records for `keys`, and only their headers for `versionKeys` (the other replicas
-          // of a digest read): one storage read for both.
+          // of a digest read).
           const versionKeys = req.versionKeys
-          const keys = versionKeys.length === 0 ? req.keys : [...req.keys, ...versionKeys]
-          checkGetMany(keys.length)
-          for (const key of keys) checkKey(key)
-          const partitions = this.heldPartitions(keys, false)
-          const records = await this.deps.readRecords(partitions, keys)
+          checkGetMany(req.keys.length + versionKeys.length)
+          for (const key of req.keys) checkKey(key)
+          for (const key of versionKeys) checkKey(key)
+          const partitions = this.heldPartitions(req.keys, false)
+          const versionPartitions = versionKeys.length === 0 ? [] : this.heldPartitions(versionKeys, false)
+          const [records, headers] = await Promise.all([
+            req.keys.length === 0 ? [] : this.deps.readRecords(partitions, req.keys),
+            versionKeys.length === 0 ? [] : this.deps.storage.getHeadersAt(versionPartitions, versionKeys),
+          ])
           const res = reply(req.id, undefined)
-          const whole = req.keys.length
-          res.records = new Array(whole)
-          for (let i = 0; i < whole; i++) res.records[i] = records[i] ?? emptyBuffer
+          res.records = new Array(records.length)
+          for (let i = 0; i < records.length; i++) res.records[i] = records[i] ?? emptyBuffer
           if (versionKeys.length > 0) {
-            res.versions = new Array(versionKeys.length)
-            for (let i = 0; i < versionKeys.length; i++) res.versions[i] = recordHeader(records[whole + i] ?? emptyBuffer)
+            res.versions = new Array(headers.length)
+            for (let i = 0; i < headers.length; i++) res.versions[i] = headers[i] ?? emptyBuffer
           }
           return res
         }
@@ -560,8 +563,8 @@ export class Coordinator {
   /** One replica's records for `keys` (an empty Buffer where it holds none), or their headers only. */
   private async readReplica(id: string, partitions: number[], keys: Buffer[], deadlineMs: number, headersOnly: boolean): Promise<Buffer[]> {
     if (id === this.deps.selfId) {
-      const records = await this.deps.readRecords(partitions, keys)
-      return records.map((r) => (r === undefined ? emptyBuffer : headersOnly ? recordHeader(r) : r))
+      const records = await (headersOnly ? this.deps.storage.getHeadersAt(partitions, keys) : this.deps.readRecords(partitions, keys))
+      return records.map((r) => r ?? emptyBuffer)
     }
     const address = this.deps.membership.address(id)
     if (address === undefined) throw new KumoError('UNAVAILABLE', `no address known for node ${id}`)

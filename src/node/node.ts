@@ -111,11 +111,6 @@ export interface NodeOptions {
   sync?: boolean
   /** Bytes of recently used records kept in memory in front of LevelDB (0: none; default: see nodeCacheSizes). */
   rowCacheBytes?: number
-  /**
-   * Keep the key index (default true): a scan then costs what it returns. Each record written
-   * costs one more LevelDB entry; without it a scan reads every partition.
-   */
-  keyIndex?: boolean
   /** LevelDB's block cache, in bytes (default: see nodeCacheSizes). */
   blockCacheBytes?: number
   /** Table files LevelDB keeps open at most (default: see nodeOpenTables). */
@@ -331,10 +326,11 @@ export async function startNode(options: NodeOptions): Promise<KumoNode> {
   let clusterOffsetMs = (): number => 0
   const engine = new ClassicLevelEngine(options.dataDir, {
     sync: options.sync ?? false,
-    keyIndex: options.keyIndex ?? true,
-    // Once, on a store written before the index was kept: it takes a pass over every record.
-    onKeyIndexBuild: (keys, done) =>
-      logger.warn({ keys }, done ? 'the key index is built' : keys === 0 ? 'building the key index of a store written without one (once; a pass over every record)' : 'building the key index'),
+    // Once, on a store written by a Kumo from before layout 2 (storage/keys.ts): a pass over every record.
+    onConvert: (records, done) =>
+      records < 0
+        ? logger.warn('the converted store is compacted')
+        : logger.warn({ records }, done ? 'the store is converted to storage layout 2; compacting it' : records === 0 ? 'converting the store to storage layout 2, records in key order (once; a pass over every record)' : 'converting the store to storage layout 2'),
     ...cacheSizesOf(options),
     prewarmBytesMax: options.prewarmBytesMax ?? nodePrewarmBytes(),
     onWriteFailure: (error) => storageFailed(error),

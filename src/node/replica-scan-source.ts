@@ -27,7 +27,7 @@ const empty = Buffer.alloc(0)
 /**
  * Where a node's scans read from. Each partition is read from this node if it holds it, else
  * from its first reachable replica: the partitions grouped by the node that serves them, each
- * group one key-ordered page at a time from that node's key index (SCAN_ACROSS). A node that
+ * group one key-ordered page at a time from that node's records in key order (SCAN_ACROSS). A node that
  * fails a page is left out, and its group is read from the other replicas (possibly several
  * nodes, merged). A node of an older version, without SCAN_ACROSS, is read a partition at a time.
  */

@@ -1,5 +1,5 @@
 import { KumoError, toKumoError } from '../core/errors.js'
-import { recordHeader, recordVersion } from '../core/record.js'
+import { recordVersion } from '../core/record.js'
 import type { StorageEngine } from '../storage/engine.js'
 import { partitionCountMax } from '../storage/keys.js'
 import type { PeerRequestMsg, PeerResponseMsg, ResponseMsg } from '../wire/messages.js'
@@ -64,9 +64,9 @@ export class ReplicaService {
       case 'READ_LOCAL': {
         const partitions = req.partitions.length > 0 ? checkPartitions(req) : req.keys.map(() => req.partition)
         if (req.op === 'READ_LOCAL' && req.bytesMax > 0) return this.readBounded(partitions, req.keys, req.bytesMax)
-        const records = await (req.op === 'READ' ? this.deps.readRecords(partitions, req.keys) : this.deps.storage.getRecordsAt(partitions, req.keys))
         // A digest read's other replicas send headers only (see digest-read.ts).
-        if (req.op === 'READ' && req.headersOnly) return { records: records.map((r) => (r === undefined ? empty : recordHeader(r))) }
+        const headersOnly = req.op === 'READ' && req.headersOnly
+        const records = await (headersOnly ? this.deps.storage.getHeadersAt(partitions, req.keys) : req.op === 'READ' ? this.deps.readRecords(partitions, req.keys) : this.deps.storage.getRecordsAt(partitions, req.keys))
         return { records: records.map((r) => r ?? empty) }
       }
       case 'WRITE': {

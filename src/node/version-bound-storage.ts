@@ -51,6 +51,10 @@ export class VersionBoundStorage implements StorageEngine {
     return this.inner.getRecordsAt(partitions, keys)
   }
 
+  getHeadersAt(partitions: readonly number[], keys: readonly Buffer[]): Promise<(Buffer | undefined)[]> {
+    return this.inner.getHeadersAt(partitions, keys)
+  }
+
   purgeRecords(entries: readonly RecordWrite[]): Promise<boolean[]> {
     return this.inner.purgeRecords(entries)
   }

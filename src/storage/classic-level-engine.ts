@@ -2,11 +2,11 @@ import assert from 'node:assert/strict'
 import { ClassicLevel } from 'classic-level'
 import { KumoError } from '../core/errors.js'
 import { defaultOpenTablesMin, defaultTableFileBytes } from '../core/cache-sizes.js'
-import { recordHeaderBytes, recordVersion } from '../core/record.js'
+import { recordHeader, recordHeaderBytes, recordVersion } from '../core/record.js'
 import { compactFully } from './full-compaction.js'
 import { prewarmTables } from './prewarm.js'
 import { levelFilesOf, tableFilesOf } from './leveldb-stats.js'
-import { mergePages, partitionPage, partitionShare } from './merge-pages.js'
+import { partitionPage } from './merge-pages.js'
 import {
   scanEntryBytes,
   type HintEntry,
@@ -18,19 +18,25 @@ import {
   type StoredRecord,
 } from './engine.js'
 import {
-  dataKey,
-  dataRangeEnd,
-  indexKey,
-  indexRange,
-  partitionBytes,
   decodeHintKey,
   hintKey,
   hintRange,
   hintTargetPrefix,
   metaKey,
+  layout1IndexRange,
+  partitionEntriesEnd,
+  partitionEntryKey,
+  partitionEntryValue,
+  partitionOfValue,
   partitionRange,
   partitionOfStoredKey,
   prefixUpperBound,
+  recordBytesOfEntry,
+  recordHeaderOfEntry,
+  recordKey,
+  recordOfValue,
+  recordRange,
+  recordValue,
   userKeyOf,
   storedKeyBounds,
   partitionCountMax,
@@ -68,14 +74,10 @@ export interface ClassicLevelEngineConfig {
    */
   iteratorsMax: number
   /**
-   * Keep the key index (keys.ts): scans then cost what they return. Each record written costs
-   * one more LevelDB entry (measured: about 3 µs of CPU a copy). Without it a scan across
-   * partitions reads every partition (its cost grows with the partition count); turned off,
-   * the index is deleted at open, and turned on again, rebuilt.
+   * Told while a store in layout 1 (keys.ts) is converted at open: records converted so far,
+   * and when they all are (done); then, once the store is compacted after it, (-1, true).
    */
-  keyIndex: boolean
-  /** Told while the key index of a store written without it is built at open: keys indexed so far, and when it is done. */
-  onKeyIndexBuild?: (keys: number, done: boolean) => void
+  onConvert?: (records: number, done: boolean) => void
   /**
    * prewarm() maps the table files in only when they hold at most this many bytes (0: never).
    * A larger store would not stay in the OS page cache, and the pass would read it from disk.
@@ -113,10 +115,15 @@ interface PendingWrite {
 type Db = ClassicLevel<Buffer, Buffer>
 
 const highWaterKey = metaKey('high-water-version')
-/** Present once the key index (keys.ts) lists every data key: written after it was built. */
-const keyIndexKey = metaKey('key-index')
-/** Index entries (or index entries to delete) per batch when the index is built or a partition dropped. */
-const indexChunkKeys = 1000
+/** The store's layout (keys.ts): '2'; absent in a store of layout 1, or a new one. */
+const layoutKey = metaKey('layout')
+const layout = Buffer.from('2')
+/** Layout 1 only: present once its key index listed every record. */
+const layout1IndexKey = metaKey('key-index')
+/** While a layout-1 store is converted: the last partition entry converted (see convert()). */
+const convertedKey = metaKey('layout-converted-through')
+/** Records converted, or partition entries dropped, per batch. */
+const chunkKeys = 1000
 /** Index entries a scanAcross page examines at most, by default. */
 const examineMaxDefault = 16_384
 /** An omitted record in a scan page (ScanRange.valueBytesMax). */
@@ -124,6 +131,8 @@ const omitted = Buffer.alloc(0)
 /** Records read from LevelDB in one step of a partition scan, at most, and about how many bytes. */
 const scanStepRecordsMax = 1000
 const scanStepBytes = 1024 * 1024
+/** What an iterator over partition entries (a few dozen bytes each) reads per step, at most. */
+const partitionEntriesStepBytes = 256 * 1024
 const probeKey = metaKey('write-probe')
 /** Above every real version: with it, every write is checked against storage. */
 const maxVersion = Buffer.alloc(8 + 65, 0xff)
@@ -131,6 +140,12 @@ const maxVersion = Buffer.alloc(8 + 65, 0xff)
 const syncReadKeysMax = 64
 /** Keys per getMany call of a larger read (see flushReads). */
 const readChunkKeys = 128
+
+/** Puts a record and its partition entry (keys.ts) into a batch. */
+function putRecord(batch: ReturnType<Db['batch']>, stored: Buffer, w: RecordWrite): void {
+  batch.put(stored, recordValue(w.partition, w.record))
+  batch.put(partitionEntryKey(w.partition, w.key), partitionEntryValue(w.record, recordHeaderBytes(w.record)))
+}
 
 /**
  * The classic-level engine. Small reads run synchronously, large ones as parallel getMany
@@ -185,7 +200,6 @@ export class ClassicLevelEngine implements StorageEngine {
       openTablesMax: defaultOpenTablesMin,
       tableFileBytes: levelOptions.maxFileSize,
       iteratorsMax: 16,
-      keyIndex: true,
       prewarmBytesMax: 0,
       ...config,
     }
@@ -217,54 +231,73 @@ export class ClassicLevelEngine implements StorageEngine {
         cause: err,
       })
     }
+    const stored = await this.db.get(layoutKey)
+    if (stored !== undefined && !stored.equals(layout)) {
+      await this.db.close()
+      throw new KumoError('INTERNAL', `data directory ${this.location} is in storage layout ${stored.toString()}, which this version of Kumo cannot read (it reads layout ${layout.toString()})`)
+    }
     const hasData = await this.hasData()
+    if (stored === undefined) {
+      // Layout 1 (or a new store): whatever records it holds are converted before any other write.
+      if (hasData) await this.convert()
+      await this.db.batch().put(layoutKey, layout).del(layout1IndexKey).del(convertedKey).write({ sync: true })
+      // Every record was written a second time: the old copies take as much room again, and
+      // lookups pass over them, until compacted; once, now, rather than slowly over months.
+      if (hasData) {
+        await this.compact()
+        this.config.onConvert?.(-1, true)
+      }
+    }
     this.highWater = (await this.db.get(highWaterKey)) ?? (hasData ? maxVersion : Buffer.alloc(0))
     this.openHighWater = this.highWater
-    const indexed = (await this.db.get(keyIndexKey)) !== undefined
-    if (this.config.keyIndex && !indexed) {
-      // Whatever a stopped clear left is cleared first: the index is built whole.
-      await this.db.clear(indexRange())
-      if (hasData) await this.buildKeyIndex()
-      await this.db.put(keyIndexKey, Buffer.from('1'), { sync: true })
-    } else if (!this.config.keyIndex && indexed) {
-      // Not kept from now on: deleted, so that an index turned on again is built whole.
-      await this.db.del(keyIndexKey, { sync: true })
-      await this.db.clear(indexRange())
-    }
     for await (const key of this.db.keys({ ...hintRange })) {
       const { target } = decodeHintKey(key)
       this.hintsByTarget.set(target, (this.hintsByTarget.get(target) ?? 0) + 1)
     }
   }
 
-  /** Whether any data record exists (a database written before high-water marks were kept). */
+  /** Whether any partition entry exists (in layout 1, a record). */
   private async hasData(): Promise<boolean> {
-    const first = await this.db.keys({ lt: dataRangeEnd, limit: 1 }).all()
+    const first = await this.db.keys({ lt: partitionEntriesEnd, limit: 1 }).all()
     return first.length > 0
   }
 
   /**
-   * Writes the key index of a database written before it was kept: an entry for every data
-   * key, a chunk at a time. Runs at open, before any other write.
+   * Converts a store of layout 1 to layout 2 (keys.ts), a chunk of records at a time in one
+   * atomic batch each: its record moves to its key-ordered place (over layout 1's index
+   * entry) and its partition entry takes the record's size and header. Each batch also notes
+   * the last entry it converted, so a conversion stopped midway (the process killed) goes on
+   * from there at the next open, never converting an entry twice. Layout 1's key index, which
+   * may list keys without records (or miss some, if a store ran without it), is cleared first.
    */
-  private async buildKeyIndex(): Promise<void> {
-    const it = this.db.keys({ lt: dataRangeEnd })
-    let indexed = 0
-    this.config.onKeyIndexBuild?.(0, false)
+  private async convert(): Promise<void> {
+    let from = await this.db.get(convertedKey)
+    if (from === undefined) {
+      await this.db.clear(layout1IndexRange)
+      from = Buffer.alloc(0)
+      await this.db.put(convertedKey, from, { sync: true })
+    }
+    const it = this.db.iterator(from.length === 0 ? { lt: partitionEntriesEnd } : { gt: from, lt: partitionEntriesEnd })
+    let converted = 0
+    this.config.onConvert?.(0, false)
     try {
       for (;;) {
-        const keys = await it.nextv(indexChunkKeys)
-        if (keys.length === 0) break
+        const entries = await it.nextv(chunkKeys)
+        if (entries.length === 0) break
         const batch = this.db.batch()
-        for (const key of keys) batch.put(indexKey(userKeyOf(key)), partitionBytes(partitionOfStoredKey(key)))
+        for (const [key, record] of entries) {
+          batch.put(recordKey(userKeyOf(key)), recordValue(partitionOfStoredKey(key), record))
+          batch.put(key, partitionEntryValue(record, recordHeaderBytes(record)))
+        }
+        batch.put(convertedKey, entries[entries.length - 1]![0])
         await batch.write()
-        indexed += keys.length
-        if (indexed % (100 * indexChunkKeys) === 0) this.config.onKeyIndexBuild?.(indexed, false)
+        converted += entries.length
+        if (converted % (100 * chunkKeys) === 0) this.config.onConvert?.(converted, false)
       }
     } finally {
       await it.close()
     }
-    this.config.onKeyIndexBuild?.(indexed, true)
+    this.config.onConvert?.(converted, true)
   }
 
   /**
@@ -363,22 +396,63 @@ export class ClassicLevelEngine implements StorageEngine {
   }
 
   getRecords(partition: number, keys: readonly Buffer[]): Promise<(Buffer | undefined)[]> {
-    return this.read(keys.map((key) => dataKey(partition, key)))
+    return this.read(keys.map(recordKey), (_, value) => (partitionOfValue(value) === partition ? recordOfValue(value) : undefined))
   }
 
   getRecordsAt(partitions: readonly number[], keys: readonly Buffer[]): Promise<(Buffer | undefined)[]> {
     assert.equal(partitions.length, keys.length, 'one partition per key')
-    return this.read(keys.map((key, i) => dataKey(partitions[i]!, key)))
+    return this.read(keys.map(recordKey), (i, value) => (partitionOfValue(value) === partitions[i] ? recordOfValue(value) : undefined))
   }
 
-  private read(stored: Buffer[]): Promise<(Buffer | undefined)[]> {
+  getHeadersAt(partitions: readonly number[], keys: readonly Buffer[]): Promise<(Buffer | undefined)[]> {
+    assert.equal(partitions.length, keys.length, 'one partition per key')
+    // From the row cache when a key's record is there (a hot key), else from its partition
+    // entry: a few dozen bytes in the blocks of partition entries, which the block cache holds
+    // far better than the blocks of whole records. Neither read fills the row cache.
+    const cache = this.cache.enabled ? this.cache : undefined
+    const headers: (Buffer | undefined)[] = new Array(keys.length)
+    const missing: number[] = []
+    for (let i = 0; i < keys.length; i++) {
+      const value = cache?.peek(recordKey(keys[i]!).toString('latin1'))
+      if (value === undefined || partitionOfValue(value) !== partitions[i]) missing.push(i)
+      else headers[i] = recordHeader(recordOfValue(value))
+    }
+    const entryOf = (i: number): Buffer => partitionEntryKey(partitions[i]!, keys[i]!)
+    const headerOf = (entry: Buffer | undefined | null): Buffer | undefined => (entry === undefined || entry === null ? undefined : recordHeaderOfEntry(entry))
+    try {
+      if (missing.length <= syncReadKeysMax) {
+        for (const i of missing) headers[i] = headerOf(this.db.getSync(entryOf(i)))
+        return Promise.resolve(headers)
+      }
+    } catch (err) {
+      return Promise.reject(new KumoError('INTERNAL', `storage read failed: ${(err as Error).message}`, { cause: err }))
+    }
+    return this.db.getMany(missing.map(entryOf)).then(
+      (found) => {
+        missing.forEach((i, j) => (headers[i] = headerOf(found[j])))
+        return headers
+      },
+      (err) => {
+        throw new KumoError('INTERNAL', `storage read failed: ${(err as Error).message}`, { cause: err })
+      },
+    )
+  }
+
+  /**
+   * The stored values of `stored` (record keys), each made a record by `recordOf` (its
+   * partition checked: a key is in one partition, the one asked for, or none).
+   */
+  private read(stored: Buffer[], recordOf: (i: number, value: Buffer) => Buffer | undefined): Promise<(Buffer | undefined)[]> {
     const cache = this.cache.enabled ? this.cache : undefined
     if (stored.length <= syncReadKeysMax) {
       // A few keys are read on this thread: from LevelDB's cache or the OS page cache that is
       // microseconds, less than the hand-off to libuv's thread pool and back would cost.
       try {
         const values: (Buffer | undefined)[] = new Array(stored.length)
-        for (let i = 0; i < stored.length; i++) values[i] = cache === undefined ? this.db.getSync(stored[i]!) : this.getCached(cache, stored[i]!)
+        for (let i = 0; i < stored.length; i++) {
+          const value = cache === undefined ? this.db.getSync(stored[i]!) : this.getCached(cache, stored[i]!)
+          values[i] = value === undefined ? undefined : recordOf(i, value)
+        }
         return Promise.resolve(values)
       } catch (err) {
         return Promise.reject(new KumoError('INTERNAL', `storage read failed: ${(err as Error).message}`, { cause: err }))
@@ -394,11 +468,11 @@ export class ClassicLevelEngine implements StorageEngine {
     const ids: string[] = []
     for (let i = 0; i < stored.length; i++) {
       const id = cache === undefined ? '' : stored[i]!.toString('latin1')
-      const record = cache?.get(id)
-      if (record === undefined) {
+      const value = cache?.get(id)
+      if (value === undefined) {
         missing.push(i)
         ids.push(id)
-      } else values[i] = record
+      } else values[i] = recordOf(i, value)
     }
     const commitsBefore = this.dataCommits
     const chunks: Promise<void>[] = []
@@ -408,9 +482,9 @@ export class ClassicLevelEngine implements StorageEngine {
         this.db.getMany(part.map((i) => stored[i]!)).then((found) => {
           const fill = cache !== undefined && this.dataCommits === commitsBefore
           for (let j = 0; j < part.length; j++) {
-            const record = found[j] ?? undefined
-            values[part[j]!] = record
-            if (fill && record !== undefined) cache.fill(ids[at + j]!, record)
+            const value = found[j] ?? undefined
+            values[part[j]!] = value === undefined ? undefined : recordOf(part[j]!, value)
+            if (fill && value !== undefined) cache.fill(ids[at + j]!, value)
           }
         }),
       )
@@ -423,17 +497,17 @@ export class ClassicLevelEngine implements StorageEngine {
     )
   }
 
-  /** A synchronous read through the row cache. */
+  /** A synchronous read of a stored value through the row cache. */
   private getCached(cache: RowCache, stored: Buffer): Buffer | undefined {
     const id = stored.toString('latin1')
-    let record = cache.get(id)
-    if (record === undefined) {
+    let value = cache.get(id)
+    if (value === undefined) {
       // Read now, on this thread: nothing can commit between the read and the fill, and every
       // commit after it drops the entry (see forget()).
-      record = this.db.getSync(stored)
-      if (record !== undefined) cache.fill(id, record)
+      value = this.db.getSync(stored)
+      if (value !== undefined) cache.fill(id, value)
     }
-    return record
+    return value
   }
 
   /**
@@ -520,13 +594,16 @@ export class ClassicLevelEngine implements StorageEngine {
     for (const group of groups) {
       for (const w of group.writes) {
         if (group.purge === true || Buffer.compare(recordVersion(w.record), this.highOf(w.partition)) <= 0) lookups.push(keys.length)
-        keys.push(dataKey(w.partition, w.key))
+        keys.push(recordKey(w.key))
       }
     }
     const held: (Buffer | undefined)[] = new Array(keys.length)
     if (lookups.length > 0) {
       const found = await this.db.getMany(lookups.map((at) => keys[at]!))
-      lookups.forEach((at, j) => (held[at] = found[j] ?? undefined))
+      lookups.forEach((at, j) => {
+        const value = found[j] ?? undefined
+        held[at] = value === undefined ? undefined : recordOfValue(value)
+      })
     }
     let high = this.highWater
     const written = new Map<number, Buffer>()
@@ -550,7 +627,7 @@ export class ClassicLevelEngine implements StorageEngine {
           const same = current !== undefined && current.equals(w.record)
           if (same) {
             batch.del(stored)
-            if (this.config.keyIndex) batch.del(indexKey(w.key))
+            batch.del(partitionEntryKey(w.partition, w.key))
             newest.set(id, null)
             changed.push(stored)
           }
@@ -562,10 +639,7 @@ export class ClassicLevelEngine implements StorageEngine {
           continue
         }
         newest.set(id, w.record)
-        batch.put(stored, w.record)
-        // Written whether or not the key was held: a partition drop between the version read
-        // and this commit may have deleted the record and its entry (the same bytes otherwise).
-        if (this.config.keyIndex) batch.put(indexKey(w.key), partitionBytes(w.partition))
+        putRecord(batch, stored, w)
         changed.push(stored)
         applied.push(true)
         const version = recordVersion(w.record)
@@ -621,14 +695,11 @@ export class ClassicLevelEngine implements StorageEngine {
     const batch = this.db.batch()
     const results: boolean[][] = []
     const stored: Buffer[] = []
-    const keyIndex = this.config.keyIndex
     for (const group of groups) {
       for (const w of group.writes) {
-        const key = dataKey(w.partition, w.key)
+        const key = recordKey(w.key)
         stored.push(key)
-        batch.put(key, w.record)
-        // Unread, the key may be new: its index entry is written again (the same bytes).
-        if (keyIndex) batch.put(indexKey(w.key), partitionBytes(w.partition))
+        putRecord(batch, key, w)
       }
       results.push(new Array<boolean>(group.writes.length).fill(true))
     }
@@ -654,22 +725,41 @@ export class ClassicLevelEngine implements StorageEngine {
     const valueBytesMax = range.valueBytesMax ?? Infinity
     const out: StoredRecord[] = []
     let bytes = 0
-    // Each step's records are held at once (values may be up to 1 MiB each): 16 first while a
-    // byte budget is the bound, then as many as about scanStepBytes of the sizes read so far, so
-    // a page of small records costs a few thread-pool trips rather than one per 16 records.
+    // The partition's entries are listed a step at a time and the records they name read with
+    // one getMany (on the thread pool); an entry's size says whether its value is omitted, so
+    // an omitted value is never read. Each step's records are held at once (values may be up
+    // to 1 MiB each): 16 first while a byte budget is the bound, then as many as about
+    // scanStepBytes of the sizes listed so far. No `limit` on the iterator: a record purged or
+    // dropped since its entry was listed is left out, and the page goes on to the next entry
+    // rather than end short (a short page is the range's last: isLastPage).
     let step = bytesMax === Infinity ? scanStepRecordsMax : 16
-    const it = this.db.iterator({ ...bounds, limit: range.limit })
+    const it = this.db.iterator({ ...bounds, highWaterMarkBytes: partitionEntriesStepBytes })
     try {
       while (out.length < range.limit && bytes < bytesMax) {
         const entries = await it.nextv(Math.min(step, range.limit - out.length))
         if (entries.length === 0) break
+        const reading: number[] = []
         let stepBytes = 0
-        for (const [key, record] of entries) {
-          stepBytes += key.length + record.length
-          const entry = { key: Buffer.from(userKeyOf(key)), record: record.length - recordHeaderBytes(record) > valueBytesMax ? omitted : record }
+        for (let i = 0; i < entries.length; i++) {
+          const [key, entry] = entries[i]!
+          const size = recordBytesOfEntry(entry)
+          stepBytes += key.length + size
+          if (size - recordHeaderBytes(recordHeaderOfEntry(entry)) <= valueBytesMax) reading.push(i)
+        }
+        const values = reading.length === 0 ? [] : await this.db.getMany(reading.map((i) => recordKey(userKeyOf(entries[i]![0]))))
+        let next = 0
+        for (let i = 0; i < entries.length && out.length < range.limit && bytes < bytesMax; i++) {
+          let record: Buffer = omitted
+          if (reading[next] === i) {
+            const value = values[next++]
+            if (value === undefined || value === null || partitionOfValue(value) !== partition) continue
+            record = recordOfValue(value)
+            // Written again since it was listed, and now too large to be in the page.
+            if (record.length - recordHeaderBytes(record) > valueBytesMax) record = omitted
+          }
+          const entry = { key: Buffer.from(userKeyOf(entries[i]![0])), record }
           out.push(entry)
           bytes += scanEntryBytes(entry)
-          if (bytes >= bytesMax) break
         }
         if (bytesMax !== Infinity) step = Math.max(16, Math.min(scanStepRecordsMax, Math.floor((scanStepBytes * entries.length) / Math.max(1, stepBytes))))
       }
@@ -687,13 +777,9 @@ export class ClassicLevelEngine implements StorageEngine {
       assert.ok(Number.isInteger(p) && p >= 0 && p < partitionCountMax, 'partition out of range')
       if (p > top) top = p
     }
-    // One partition is one range of data keys; without the index, every partition's range is
-    // read and the pages merged, each page a share of the byte bound.
-    if (partitions.length === 1 || !this.config.keyIndex) {
-      const share = partitionShare(range, partitions.length)
-      const pages = await Promise.all(partitions.map(async (p) => partitionPage(p, await this.scanPartition(p, share), share)))
-      return pages.length === 1 ? pages[0]! : mergePages(pages, range.limit, range.bytesMax)
-    }
+    // One partition: its own entries are listed, not every record's key. More: the records
+    // are read in key order, those of other partitions passed over.
+    if (partitions.length === 1) return partitionPage(partitions[0]!, await this.scanPartition(partitions[0]!, range), range)
     const wanted = new Uint8Array(top + 1)
     for (const p of partitions) wanted[p] = 1
     return this.iterators.run(() => this.scanAcrossNow(wanted, range))
@@ -703,43 +789,32 @@ export class ClassicLevelEngine implements StorageEngine {
     const bytesMax = range.bytesMax ?? Infinity
     const valueBytesMax = range.valueBytesMax ?? Infinity
     const examineMax = Math.max(1, range.examineMax ?? examineMaxDefault)
-    // Records are read a chunk at a time on the thread pool (getMany: the event loop goes on
-    // meanwhile), each chunk's records held at once: 16 first, then as many as about 1 MiB of
-    // records of the sizes read so far. They are read past the row cache: a scan would push out
-    // the hot keys it holds.
-    let readStep = 16
+    // Records are read in key order a step at a time (nextv runs on the thread pool: the event
+    // loop goes on meanwhile), each step's held at once: 16 first, then as many as about
+    // scanStepBytes of the sizes read so far. They are read past the row cache: a scan would
+    // push out the hot keys it holds.
+    let step = 16
     const out: ScanEntry[] = []
     let bytes = 0
     let examined = 0
-    const it = this.db.iterator(indexRange(range.gte, range.lt))
+    const it = this.db.iterator({ ...recordRange(range.gte, range.lt), highWaterMarkBytes: scanStepBytes })
     try {
       for (;;) {
-        const listed = await it.nextv(Math.min(256, examineMax - examined, Math.max(16, range.limit - out.length)))
+        const listed = await it.nextv(Math.min(step, examineMax - examined, Math.max(16, range.limit - out.length)))
         if (listed.length === 0) return { entries: out }
         examined += listed.length
-        const picked: { key: Buffer; partition: number }[] = []
+        let stepBytes = 0
         for (const [stored, value] of listed) {
-          const partition = value.readUInt16BE(0)
-          if (partition < wanted.length && wanted[partition] === 1) picked.push({ key: userKeyOf(stored), partition })
+          stepBytes += value.length
+          const partition = partitionOfValue(value)
+          if (partition >= wanted.length || wanted[partition] !== 1) continue
+          const record = recordOfValue(value)
+          const entry = { key: userKeyOf(stored), partition, record: record.length - recordHeaderBytes(record) > valueBytesMax ? omitted : record }
+          out.push(entry)
+          bytes += scanEntryBytes(entry)
+          if (out.length >= range.limit || bytes >= bytesMax) return { entries: out, resumeAfter: entry.key }
         }
-        for (let at = 0; at < picked.length && out.length < range.limit; ) {
-          // No more records read than the page still has room for.
-          const step = picked.slice(at, at + Math.min(readStep, range.limit - out.length))
-          at += step.length
-          const records = await this.db.getMany(step.map((p) => dataKey(p.partition, p.key)))
-          let stepBytes = 0
-          for (let i = 0; i < step.length; i++) {
-            const record = records[i]
-            // Gone since the index was read (a purge or a dropped partition): not part of the page.
-            if (record === undefined || record === null) continue
-            stepBytes += record.length
-            const entry = { key: step[i]!.key, partition: step[i]!.partition, record: record.length - recordHeaderBytes(record) > valueBytesMax ? omitted : record }
-            out.push(entry)
-            bytes += scanEntryBytes(entry)
-            if (out.length >= range.limit || bytes >= bytesMax) return { entries: out, resumeAfter: entry.key }
-          }
-          readStep = Math.max(16, Math.min(256, Math.floor((1024 * 1024 * step.length) / Math.max(1, stepBytes))))
-        }
+        step = Math.max(16, Math.min(scanStepRecordsMax, Math.floor((scanStepBytes * listed.length) / Math.max(1, stepBytes))))
         if (examined >= examineMax) return { entries: out, resumeAfter: Buffer.from(userKeyOf(listed[listed.length - 1]![0])) }
       }
     } catch (err) {
@@ -752,17 +827,18 @@ export class ClassicLevelEngine implements StorageEngine {
   async partitionSize(partition: number): Promise<{ records: number; bytes: number }> {
     return this.iterators.run(async () => {
       const bounds = partitionRange(partition)
-      // Stored keys carry the partition prefix; a user key is that much shorter.
+      // Stored keys carry the partition prefix; a user key is that much shorter. Each entry
+      // holds its record's size: no record is read.
       const prefixBytes = bounds.gte.length
       let records = 0
       let bytes = 0
-      const it = this.db.iterator(bounds)
+      const it = this.db.iterator({ ...bounds, highWaterMarkBytes: partitionEntriesStepBytes })
       try {
         for (;;) {
-          const entries = await it.nextv(1000)
+          const entries = await it.nextv(chunkKeys)
           if (entries.length === 0) break
           records += entries.length
-          for (const [key, record] of entries) bytes += key.length - prefixBytes + record.length
+          for (const [key, entry] of entries) bytes += key.length - prefixBytes + recordBytesOfEntry(entry)
         }
       } finally {
         await it.close()
@@ -777,18 +853,17 @@ export class ClassicLevelEngine implements StorageEngine {
 
   async dropPartition(partition: number): Promise<void> {
     const range = partitionRange(partition)
-    // Each chunk's data keys and their index entries go in one batch: the index never lists a
-    // key whose record is gone, nor misses one that is there, even if the process dies midway.
-    const it = this.db.keys(range)
+    // Each chunk's partition entries and their records go in one batch: an entry never names
+    // a record that is gone, nor is a record left without its entry, even if the process dies
+    // midway.
+    const it = this.db.keys({ ...range, highWaterMarkBytes: partitionEntriesStepBytes })
     try {
       for (;;) {
-        const keys = await it.nextv(indexChunkKeys)
-        if (keys.length === 0) break
+        const entries = await it.nextv(chunkKeys)
+        if (entries.length === 0) break
         const batch = this.db.batch()
-        for (const key of keys) {
-          batch.del(key)
-          if (this.config.keyIndex) batch.del(indexKey(userKeyOf(key)))
-        }
+        const keys = entries.map((entry) => recordKey(userKeyOf(entry)))
+        for (let i = 0; i < entries.length; i++) batch.del(entries[i]!).del(keys[i]!)
         await this.written(batch.write({ sync: this.config.sync }))
         // The row cache forgets what the chunk deleted, as after any commit: the keys it listed
         // (a key written after the listing stays, in LevelDB and the cache alike). Per key

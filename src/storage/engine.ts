@@ -3,6 +3,9 @@
  * compares their versions but never interprets values. Buffers returned are read-only to
  * the caller (an engine may share them, e.g. with a cache of records), and the engine copies
  * what it keeps of Buffers passed in. Every method may reject with a KumoError('INTERNAL') on a storage failure.
+ *
+ * A user key belongs to one partition (the partitioner's): callers always name that one, and
+ * an engine may keep one record a key (ClassicLevelEngine does: records in key order).
  */
 export interface StoredRecord {
   key: Buffer
@@ -82,6 +85,13 @@ export interface StorageEngine {
   getRecordsAt(partitions: readonly number[], keys: readonly Buffer[]): Promise<(Buffer | undefined)[]>
 
   /**
+   * The headers (core/record.ts recordHeader: version, flags, expiry) of the records held for
+   * `keys`, `partitions[i]` being the partition of `keys[i]`; undefined where none. What a
+   * digest read asks of the replicas it does not read whole.
+   */
+  getHeadersAt(partitions: readonly number[], keys: readonly Buffer[]): Promise<(Buffer | undefined)[]>
+
+  /**
    * Applies writes last-writer-wins: a record is stored only if its version is newer than the
    * one held (equal versions are a no-op, so replays are harmless). All writes of one call are
    * committed in one atomic LevelDB batch. Resolves, per write, whether it was stored.
@@ -103,7 +113,7 @@ export interface StorageEngine {
    * most `limit`, and see bytesMax and valueBytesMax. It examines at most `examineMax` keys
    * (default 16,384) of any partition, so a page of a few partitions among many ends with
    * `resumeAfter` rather than running on. Its cost grows with the keys it examines, not with
-   * the number of partitions. A user key is in one partition at most (the partitioner's).
+   * the number of partitions.
    */
   scanAcross(partitions: readonly number[], range: ScanRange & { examineMax?: number }): Promise<ScanPage>
 
@@ -113,7 +123,7 @@ export interface StorageEngine {
    */
   partitionSize(partition: number): Promise<{ records: number; bytes: number }>
 
-  /** Deletes all of a partition's records, and their key-index entries, a chunk at a time (used after handoff). */
+  /** Deletes all of a partition's records, a chunk at a time (used after handoff). */
   dropPartition(partition: number): Promise<void>
   /**
    * Compacts all of storage now (LevelDB: every level into the last). After a bulk load, reads

@@ -1,25 +1,65 @@
 import assert from 'node:assert/strict'
 
 /**
- * LevelDB key layout. A partition is one contiguous range, so handoff, repair and scans read
- * ranges, never the whole database:
+ * LevelDB key layout (layout 2). Records are stored in user-key order, so a range scan reads
+ * them one after another; each partition has an entry per key of its own, so handoff, repair
+ * and drops read one partition's keys as a range, never the whole database:
  *
- *   [u16 partition BE][user key]                 data (partition < 0x8000)
- *   [0xFF 0xFD][user key] -> [u16 partition BE]  key index: every data key, in user-key order
+ *   [0xFF 0xFD][user key] -> [u16 partition BE][record]            records, in user-key order
+ *   [u16 partition BE][user key] -> [u32 record bytes BE][header]  partition entries (partition < 0x8000)
  *   [0xFF 0xFE][u8 len][target id][u64 seq][u16 partition][user key]   hints
- *   [0xFF 0xFF][name]                            node metadata
+ *   [0xFF 0xFF][name]                                              node metadata
  *
- * Keys are placed in partitions by hash, so the data of a key range is spread over every
- * partition. The key index lists a node's keys across its partitions in key order: a scan
- * reads it from its first key on, and costs what it returns rather than a seek per partition.
- * An index entry is written and deleted in the same atomic batch as its data key.
+ * A record and its partition entry are written and deleted in the same atomic batch. The
+ * entry carries the record's header (version, flags, expiry) and size: a partition's versions
+ * and sizes are read from these small entries without reading values. A user key is in one
+ * partition at most (the partitioner's), so a key has one record slot.
+ *
+ * Layout 1 stored each record at its partition entry's key, with a key index
+ * ([0xFF 0xFD][user key] -> partition) beside them; a store in it is converted at open
+ * (ClassicLevelEngine).
  */
 export const partitionCountMax = 0x8000
-const indexPrefix = Buffer.from([0xff, 0xfd])
+const recordPrefix = Buffer.from([0xff, 0xfd])
 const hintPrefix = Buffer.from([0xff, 0xfe])
 const metaPrefix = Buffer.from([0xff, 0xff])
 
-export function dataKey(partition: number, key: Uint8Array): Buffer {
+/** Where a user key's record is stored (its value: recordValue). */
+export function recordKey(key: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(2 + key.length)
+  recordPrefix.copy(out, 0)
+  out.set(key, 2)
+  return out
+}
+
+/** A stored record's value: its partition, then the record. */
+export function recordValue(partition: number, record: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(2 + record.length)
+  out.writeUInt16BE(partition, 0)
+  out.set(record, 2)
+  return out
+}
+
+/** The partition in a stored record's value. */
+export function partitionOfValue(value: Buffer): number {
+  return value.readUInt16BE(0)
+}
+
+/** The record in a stored record's value (a view, no copy). */
+export function recordOfValue(value: Buffer): Buffer {
+  return value.subarray(2)
+}
+
+/** [lo, hi) bounds of the records, optionally narrowed to user keys [gte, lt). */
+export function recordRange(gte?: Uint8Array, lt?: Uint8Array): { gte: Buffer; lt: Buffer } {
+  return { gte: recordKey(gte ?? Buffer.alloc(0)), lt: lt !== undefined ? recordKey(lt) : hintPrefix }
+}
+
+/** Layout 1's key index ([0xFF 0xFD][user key] -> partition): where records are now. */
+export const layout1IndexRange = { gte: recordPrefix, lt: hintPrefix } as const
+
+/** A user key's entry in its partition (in layout 1, where its record was stored). */
+export function partitionEntryKey(partition: number, key: Uint8Array): Buffer {
   assert.ok(partition >= 0 && partition < partitionCountMax)
   const out = Buffer.allocUnsafe(2 + key.length)
   out.writeUInt16BE(partition, 0)
@@ -27,14 +67,33 @@ export function dataKey(partition: number, key: Uint8Array): Buffer {
   return out
 }
 
-/** [lo, hi) bounds of a partition's data range, optionally narrowed to user keys [gte, lt). */
+/** A partition entry's value: the record's size, then its first `headerBytes` (its header). */
+export function partitionEntryValue(record: Buffer, headerBytes: number): Buffer {
+  const header = Math.min(headerBytes, record.length)
+  const out = Buffer.allocUnsafe(4 + header)
+  out.writeUInt32BE(record.length, 0)
+  record.copy(out, 4, 0, header)
+  return out
+}
+
+/** The record's size in bytes, from its partition entry's value. */
+export function recordBytesOfEntry(value: Buffer): number {
+  return value.readUInt32BE(0)
+}
+
+/** The record's header, from its partition entry's value (a view, no copy). */
+export function recordHeaderOfEntry(value: Buffer): Buffer {
+  return value.subarray(4)
+}
+
+/** [lo, hi) bounds of a partition's entries, optionally narrowed to user keys [gte, lt). */
 export function partitionRange(
   partition: number,
   gte?: Uint8Array,
   lt?: Uint8Array,
 ): { gte: Buffer; lt: Buffer } {
-  const lo = dataKey(partition, gte ?? Buffer.alloc(0))
-  const hi = lt !== undefined ? dataKey(partition, lt) : partitionStart(partition + 1)
+  const lo = partitionEntryKey(partition, gte ?? Buffer.alloc(0))
+  const hi = lt !== undefined ? partitionEntryKey(partition, lt) : partitionStart(partition + 1)
   return { gte: lo, lt: hi }
 }
 
@@ -44,36 +103,10 @@ function partitionStart(partition: number): Buffer {
   return out
 }
 
-/** Every data key sorts below this (partitions are below partitionCountMax). */
-export const dataRangeEnd = Buffer.from([partitionCountMax >> 8])
+/** Every partition entry sorts below this (partitions are below partitionCountMax). */
+export const partitionEntriesEnd = Buffer.from([partitionCountMax >> 8])
 
-/** The key index's entry for a user key (its value is the partition, partitionBytes). */
-export function indexKey(key: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(2 + key.length)
-  indexPrefix.copy(out, 0)
-  out.set(key, 2)
-  return out
-}
-
-/** Each partition's index value, made once: LevelDB copies what a batch puts. */
-const partitionValues: Buffer[] = []
-
-/** An index entry's value: the key's partition (shared; callers must not modify it). */
-export function partitionBytes(partition: number): Buffer {
-  let out = partitionValues[partition]
-  if (out === undefined) {
-    out = Buffer.allocUnsafe(2)
-    out.writeUInt16BE(partition, 0)
-    partitionValues[partition] = out
-  }
-  return out
-}
-
-/** [lo, hi) bounds of the key index, optionally narrowed to user keys [gte, lt). */
-export function indexRange(gte?: Uint8Array, lt?: Uint8Array): { gte: Buffer; lt: Buffer } {
-  return { gte: indexKey(gte ?? Buffer.alloc(0)), lt: lt !== undefined ? indexKey(lt) : hintPrefix }
-}
-
+/** The user key of a record's or a partition entry's stored key (a view). */
 export function userKeyOf(storedKey: Buffer): Buffer {
   return storedKey.subarray(2)
 }
@@ -121,7 +154,7 @@ export function decodeHintKey(stored: Buffer): {
 
 export const hintRange = { gte: hintPrefix, lt: metaPrefix }
 
-/** Bounds every key Kumo stores sorts between (data, partition first; then hints; then meta): for compactRange. */
+/** Bounds every key Kumo stores sorts between (partition entries; then records, hints, meta): for compactRange. */
 export const storedKeyBounds = { start: Buffer.alloc(1, 0), end: Buffer.alloc(8, 0xff) } as const
 
 export { prefixUpperBound } from '../core/key-range.js'

@@ -108,6 +108,11 @@ export class RowCache {
     return aging
   }
 
+  /** The cached record, if any, without counting a hit or a miss or keeping it longer (a look for a record's header). */
+  peek(id: string): Buffer | undefined {
+    return this.young.get(id) ?? this.old.get(id)
+  }
+
   has(id: string): boolean {
     return this.young.has(id) || this.old.has(id)
   }

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { encodeRecord, recordVersion } from '../../src/core/record.js'
+import { encodeRecord, recordHeader, recordVersion } from '../../src/core/record.js'
 import { encodeVersion } from '../../src/core/version.js'
 import { seededRandom } from '../../src/core/random.js'
 import { isLastPage } from '../../src/storage/engine.js'
@@ -32,6 +32,31 @@ export function storageEngineConformance(name: string, factory: EngineFactory): 
 
     it('returns undefined for keys it does not hold', async () => {
       expect(await engine.getRecords(0, [k('a'), k('b')])).toEqual([undefined, undefined])
+    })
+
+    it('answers the headers of the records it holds, and nothing where it holds none', async () => {
+      const expiring = encodeRecord(encodeVersion({ ms: 9, counter: 2 }, 'n2'), Buffer.from('soon gone'), 5_000)
+      await engine.applyRecords([
+        { partition: 1, key: k('a'), record: rec(10, 'a value') },
+        { partition: 1, key: k('t'), record: rec(11, undefined) },
+        { partition: 2, key: k('x'), record: expiring },
+      ])
+      const headers = async (): Promise<(string | undefined)[]> =>
+        (await engine.getHeadersAt([1, 1, 2, 1, 3], [k('a'), k('t'), k('x'), k('none'), k('a')])).map((h) => h?.toString('hex'))
+      const hex = (record: Buffer): string => recordHeader(record).toString('hex')
+      // A key asked of another partition than its own is not held there.
+      expect(await headers()).toEqual([hex(rec(10, 'a value')), hex(rec(11, undefined)), hex(expiring), undefined, undefined])
+      // Read whole first (a cache may hold it now), then written again: the new header.
+      await engine.getRecords(1, [k('a')])
+      await engine.applyRecords([{ partition: 1, key: k('a'), record: rec(12, 'newer') }])
+      expect((await headers())[0]).toBe(hex(rec(12, 'newer')))
+      await engine.purgeRecords([{ partition: 1, key: k('t'), record: rec(11, undefined) }])
+      expect((await headers())[1]).toBeUndefined()
+      // Many keys at once (an engine may read them otherwise than a few).
+      const many = Array.from({ length: 300 }, (_, i) => ({ partition: 4, key: k(`m${i}`), record: rec(20 + i, `v${i}`) }))
+      await engine.applyRecords(many)
+      const got = await engine.getHeadersAt([...many.map(() => 4), 4], [...many.map((w) => w.key), k('m-none')])
+      expect(got.map((h) => h?.toString('hex'))).toEqual([...many.map((w) => hex(w.record)), undefined])
     })
 
     it('stores a record and returns it byte for byte', async () => {
@@ -111,8 +136,9 @@ export function storageEngineConformance(name: string, factory: EngineFactory): 
         const calls = Array.from({ length: 1 + pick(3) }, () => {
           const writer = pick(3)
           return Array.from({ length: 1 + pick(6) }, () => {
+            // A key is in one partition (the partitioner's): its name says which.
             const partition = pick(4)
-            const name = `k${pick(8)}`
+            const name = `p${partition}k${pick(8)}`
             clocks[writer] += pick(3)
             const ms = random() < 0.3 ? 900 + pick(clocks[writer]! - 900) : clocks[writer]!
             const record = rec(ms, random() < 0.1 ? undefined : `${writer}:${ms}`, `w${writer}`)
@@ -120,7 +146,7 @@ export function storageEngineConformance(name: string, factory: EngineFactory): 
           })
         })
         // Reads race the writes (an engine that caches records must not keep one a write replaced).
-        const racing = Array.from({ length: 4 }, (_, p) => engine.getRecords(p, Array.from({ length: 8 }, (_, n) => k(`k${n}`))))
+        const racing = Array.from({ length: 4 }, (_, p) => engine.getRecords(p, Array.from({ length: 8 }, (_, n) => k(`p${p}k${n}`))))
         await Promise.all([...calls.map((writes) => engine.applyRecords(writes)), ...racing])
         for (const writes of calls) {
           for (const w of writes) {
@@ -130,7 +156,7 @@ export function storageEngineConformance(name: string, factory: EngineFactory): 
           }
         }
         for (let p = 0; p < 4; p++) {
-          const names = Array.from({ length: 8 }, (_, n) => `k${n}`)
+          const names = Array.from({ length: 8 }, (_, n) => `p${p}k${n}`)
           expect(await engine.getRecords(p, names.map(k)), `round ${round}, partition ${p}`).toEqual(names.map((n) => model.get(key(p, n))))
         }
         if (round % 10 === 9) engine = await factory.reopen(engine)
@@ -367,12 +393,16 @@ export function storageEngineConformance(name: string, factory: EngineFactory): 
     it('drops a whole partition', async () => {
       await engine.applyRecords([
         { partition: 6, key: k('a'), record: rec(1, 'a') },
-        { partition: 7, key: k('a'), record: rec(1, 'a') },
+        { partition: 6, key: k('c'), record: rec(1, 'c') },
+        { partition: 7, key: k('b'), record: rec(1, 'b') },
       ])
       expect((await engine.getRecords(6, [k('a')]))[0]).toBeDefined()
       await engine.dropPartition(6)
-      expect(await engine.getRecords(6, [k('a')])).toEqual([undefined])
-      expect((await engine.getRecords(7, [k('a')]))[0]).toBeDefined()
+      expect(await engine.getRecords(6, [k('a'), k('c')])).toEqual([undefined, undefined])
+      expect((await engine.getRecords(7, [k('b')]))[0]).toBeDefined()
+      expect(await engine.scanPartition(6, { limit: 10 })).toEqual([])
+      expect(await engine.partitionSize(6)).toEqual({ records: 0, bytes: 0 })
+      expect((await engine.scanAcross([6, 7], { limit: 10 })).entries.map((e) => e.key.toString())).toEqual(['b'])
     })
 
     it('holds hints per target, oldest first, until deleted', async () => {

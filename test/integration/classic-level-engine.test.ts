@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto'
 import { rm } from 'node:fs/promises'
 import { ClassicLevel } from 'classic-level'
 import { describe, expect, it } from 'vitest'
-import { encodeRecord } from '../../src/core/record.js'
+import { encodeRecord, recordHeader } from '../../src/core/record.js'
 import { encodeVersion } from '../../src/core/version.js'
-import { dataKey } from '../../src/storage/keys.js'
+import { metaKey, partitionEntryKey } from '../../src/storage/keys.js'
 import { ClassicLevelEngine, type ClassicLevelEngineConfig } from '../../src/storage/classic-level-engine.js'
 import { prewarmTables } from '../../src/storage/prewarm.js'
 import type { StorageEngine } from '../../src/storage/engine.js'
@@ -14,12 +14,10 @@ import { tempDir } from '../helpers/cluster.js'
 const dirs: string[] = []
 // The row cache changes how reads are answered: the contract is checked with it off, with the
 // default size, and so small that entries are evicted all the time.
-// Without the key index, scans across partitions read each partition's range instead.
 for (const [label, config] of [
   ['no row cache', { rowCacheBytes: 0 }],
   ['default row cache', {}],
   ['2 KiB row cache', { rowCacheBytes: 2048 }],
-  ['no key index', { keyIndex: false }],
 ] as const) {
   storageEngineConformance(`classic-level, ${label}`, {
     async create(): Promise<StorageEngine> {
@@ -39,97 +37,156 @@ for (const [label, config] of [
   })
 }
 
-describe('classic-level key index', () => {
-  it('is built at open for a store written before it was kept, so scans across partitions see every record', async () => {
+type Raw = ClassicLevel<Buffer, Buffer>
+const rawStore = async <T>(dir: string, work: (raw: Raw) => Promise<T>): Promise<T> => {
+  const raw = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
+  await raw.open()
+  try {
+    return await work(raw)
+  } finally {
+    await raw.close()
+  }
+}
+const layout1Index = { gte: Buffer.from([0xff, 0xfd]), lt: Buffer.from([0xff, 0xfe]) }
+const indexEntry = (key: string): Buffer => Buffer.concat([layout1Index.gte, Buffer.from(key)])
+const partitionBytes = (partition: number): Buffer => Buffer.from([partition >> 8, partition & 0xff])
+
+/** Every record and partition entry of a closed store, checked against each other (keys.ts, layout 2). */
+async function layout2Contents(dir: string): Promise<{ records: string[]; entries: string[] }> {
+  return rawStore(dir, async (raw) => {
+    expect((await raw.get(metaKey('layout')))?.toString()).toBe('2')
+    const records = new Map<string, Buffer>()
+    for (const [key, value] of await raw.iterator(layout1Index).all()) records.set(`${value.readUInt16BE(0)}:${key.subarray(2).toString()}`, value.subarray(2))
+    const entries: string[] = []
+    for (const [key, value] of await raw.iterator({ lt: Buffer.from([0x80]) }).all()) {
+      const name = `${key.readUInt16BE(0)}:${key.subarray(2).toString()}`
+      const record = records.get(name)
+      expect(record, `the record of partition entry ${name}`).toBeDefined()
+      expect(value.readUInt32BE(0)).toBe(record!.length)
+      expect(value.subarray(4).equals(recordHeader(record!))).toBe(true)
+      entries.push(name)
+    }
+    return { records: [...records.keys()].sort(), entries: entries.sort() }
+  })
+}
+
+describe('classic-level storage layout', () => {
+  const rec = (ms: number, value = 'v'): Buffer => encodeRecord(encodeVersion({ ms, counter: 0 }, 'n1'), Buffer.from(value))
+
+  it('converts a store of layout 1 at open: every record read, scanned and sized as before', async () => {
     const dir = await tempDir('kumo-engine-')
     try {
-      // A store as an older Kumo left it: data keys and a high-water mark, no key index.
-      const old = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
-      await old.open()
-      const record = encodeRecord(encodeVersion({ ms: 5, counter: 0 }, 'n1'), Buffer.from('v'))
+      // A store as an older Kumo left it: records at their partition entries' keys, a key index
+      // that misses some keys and lists one without a record, and a high-water mark.
       const keys = Array.from({ length: 2500 }, (_, i) => `key-${String(i).padStart(5, '0')}`)
-      await old.batch(keys.map((key, i) => ({ type: 'put' as const, key: dataKey(i % 7, Buffer.from(key)), value: record })))
-      await old.close()
+      await rawStore(dir, async (raw) => {
+        await raw.batch(keys.map((key, i) => ({ type: 'put' as const, key: partitionEntryKey(i % 7, Buffer.from(key)), value: rec(5, `value of ${key}`) })))
+        await raw.batch(keys.slice(0, 2000).map((key, i) => ({ type: 'put' as const, key: indexEntry(key), value: partitionBytes(i % 7) })))
+        await raw.put(indexEntry('gone'), partitionBytes(3))
+        await raw.put(metaKey('key-index'), Buffer.from('1'))
+        await raw.put(metaKey('high-water-version'), encodeVersion({ ms: 5, counter: 0 }, 'n1'))
+      })
       const told: [number, boolean][] = []
-      const engine = new ClassicLevelEngine(dir, { onKeyIndexBuild: (keys, done) => told.push([keys, done]) })
+      const engine = new ClassicLevelEngine(dir, { onConvert: (records, done) => told.push([records, done]) })
       await engine.open()
       try {
-        expect(told).toEqual([[0, false], [2500, true]])
+        expect(told).toEqual([[0, false], [2500, true], [-1, true]])
         const page = await engine.scanAcross([0, 1, 2, 3, 4, 5, 6], { limit: 5000 })
         expect(page.entries.map((e) => e.key.toString())).toEqual(keys)
         expect(page.entries.map((e) => e.partition)).toEqual(keys.map((_, i) => i % 7))
+        expect(page.entries.every((e, i) => e.record.equals(rec(5, `value of ${keys[i]}`)))).toBe(true)
         expect(page.resumeAfter).toBeUndefined()
+        expect((await engine.getRecords(3, [Buffer.from(keys[3]!), Buffer.from('gone')])).map((r) => r?.equals(rec(5, `value of ${keys[3]}`)))).toEqual([true, undefined])
+        expect((await engine.scanPartition(2, { limit: 1000 })).map((e) => e.key.toString())).toEqual(keys.filter((_, i) => i % 7 === 2))
+        const size = await engine.partitionSize(2)
+        expect(size.records).toBe(keys.filter((_, i) => i % 7 === 2).length)
+        expect(size.bytes).toBe(keys.filter((_, i) => i % 7 === 2).reduce((sum, key) => sum + key.length + rec(5, `value of ${key}`).length, 0))
+        // Older than the mark (5): read and refused.
+        expect(await engine.applyRecords([{ partition: 0, key: Buffer.from(keys[0]!), record: rec(4) }])).toEqual([false])
+        expect(engine.highWaterVersion().equals(encodeVersion({ ms: 5, counter: 0 }, 'n1'))).toBe(true)
       } finally {
         await engine.close()
       }
+      const contents = await layout2Contents(dir)
+      expect(contents.entries).toEqual(keys.map((key, i) => `${i % 7}:${key}`).sort())
+      expect(contents.records).toEqual(contents.entries)
+      expect(await rawStore(dir, async (raw) => [await raw.get(metaKey('key-index')), await raw.get(metaKey('layout-converted-through'))])).toEqual([undefined, undefined])
+      // Opened again, nothing is converted twice.
+      const told2: [number, boolean][] = []
+      const again = new ClassicLevelEngine(dir, { onConvert: (records, done) => told2.push([records, done]) })
+      await again.open()
+      await again.close()
+      expect(told2).toEqual([])
     } finally {
       await rm(dir, { recursive: true, force: true })
     }
   })
-  it('lists exactly the data keys after writes, purges and a dropped partition', async () => {
+
+  it('goes on with a conversion stopped midway from the last chunk it wrote', async () => {
+    const dir = await tempDir('kumo-engine-')
+    try {
+      // The first three records converted (their chunk's note written with them), the rest not.
+      const keys = ['a', 'b', 'c', 'd', 'e', 'f']
+      await rawStore(dir, async (raw) => {
+        const batch = raw.batch()
+        keys.forEach((key, i) => {
+          const record = rec(7, `value ${key}`)
+          const entry = partitionEntryKey(1, Buffer.from(key))
+          if (i < 3) {
+            batch.put(indexEntry(key), Buffer.concat([partitionBytes(1), record]))
+            const value = Buffer.alloc(4 + recordHeader(record).length)
+            value.writeUInt32BE(record.length, 0)
+            recordHeader(record).copy(value, 4)
+            batch.put(entry, value)
+          } else batch.put(entry, record)
+        })
+        batch.put(metaKey('layout-converted-through'), partitionEntryKey(1, Buffer.from('c')))
+        await batch.write()
+      })
+      const told: [number, boolean][] = []
+      const engine = new ClassicLevelEngine(dir, { onConvert: (records, done) => told.push([records, done]) })
+      await engine.open()
+      try {
+        expect(told).toEqual([[0, false], [3, true], [-1, true]])
+        const page = await engine.scanAcross([0, 1], { limit: 10 })
+        expect(page.entries.map((e) => `${e.key.toString()}=${e.record.equals(rec(7, `value ${e.key.toString()}`))}`)).toEqual(keys.map((key) => `${key}=true`))
+      } finally {
+        await engine.close()
+      }
+      expect((await layout2Contents(dir)).entries).toEqual(keys.map((key) => `1:${key}`))
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('keeps a partition entry for exactly each record after writes, purges and a dropped partition', async () => {
     const dir = await tempDir('kumo-engine-')
     try {
       const engine = new ClassicLevelEngine(dir)
       await engine.open()
-      const rec = (ms: number): Buffer => encodeRecord(encodeVersion({ ms, counter: 0 }, 'n1'), Buffer.from('v'))
       const writes = Array.from({ length: 300 }, (_, i) => ({ partition: i % 5, key: Buffer.from(`k${i}`), record: rec(10) }))
       await engine.applyRecords(writes)
-      // Old versions (read and compared, not stored), then newer ones of the same keys.
+      // Old versions (read and compared, not stored), then newer and longer ones of the same keys.
       await engine.applyRecords(writes.slice(0, 50).map((w) => ({ ...w, record: rec(5) })))
-      await engine.applyRecords(writes.slice(0, 50).map((w) => ({ ...w, record: rec(20) })))
+      await engine.applyRecords(writes.slice(0, 50).map((w) => ({ ...w, record: rec(20, 'a longer value') })))
       await engine.purgeRecords(writes.slice(100, 150))
       await engine.dropPartition(3)
       await engine.close()
-      const raw = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
-      await raw.open()
-      try {
-        const data = (await raw.keys({ lt: Buffer.from([0x80]) }).all()).map((key) => `${key.readUInt16BE(0)}:${key.subarray(2).toString()}`)
-        const index = await raw.iterator({ gte: Buffer.from([0xff, 0xfd]), lt: Buffer.from([0xff, 0xfe]) }).all()
-        expect(index.map(([key, partition]) => `${partition.readUInt16BE(0)}:${key.subarray(2).toString()}`).sort()).toEqual(data.sort())
-        expect(data.length).toBe(300 - 50 - 50)
-      } finally {
-        await raw.close()
-      }
+      const contents = await layout2Contents(dir)
+      expect(contents.entries).toEqual(contents.records)
+      expect(contents.entries.length).toBe(300 - 50 - 50)
     } finally {
       await rm(dir, { recursive: true, force: true })
     }
   })
-  it('turned off, is deleted and no longer written; turned on again, is rebuilt whole', async () => {
+
+  it('refuses a store in a layout it cannot read, and leaves it as it was', async () => {
     const dir = await tempDir('kumo-engine-')
-    const rec = (ms: number): Buffer => encodeRecord(encodeVersion({ ms, counter: 0 }, 'n1'), Buffer.from('v'))
-    const indexEntries = async (): Promise<string[]> => {
-      const raw = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
-      await raw.open()
-      try {
-        return (await raw.keys({ gte: Buffer.from([0xff, 0xfd]), lt: Buffer.from([0xff, 0xfe]) }).all()).map((key) => key.subarray(2).toString())
-      } finally {
-        await raw.close()
-      }
-    }
-    const session = async (keyIndex: boolean, work: (engine: ClassicLevelEngine) => Promise<void>): Promise<void> => {
-      const engine = new ClassicLevelEngine(dir, { keyIndex })
-      await engine.open()
-      try {
-        await work(engine)
-      } finally {
-        await engine.close()
-      }
-    }
     try {
-      await session(true, (e) => e.applyRecords(['a', 'b', 'c'].map((key, i) => ({ partition: i, key: Buffer.from(key), record: rec(1) }))).then(() => undefined))
-      expect(await indexEntries()).toEqual(['a', 'b', 'c'])
-      await session(false, async (e) => {
-        await e.applyRecords([{ partition: 3, key: Buffer.from('d'), record: rec(1) }])
-        await e.purgeRecords([{ partition: 0, key: Buffer.from('a'), record: rec(1) }])
-        const page = await e.scanAcross([0, 1, 2, 3], { limit: 10 })
-        expect(page.entries.map((x) => x.key.toString())).toEqual(['b', 'c', 'd'])
-      })
-      expect(await indexEntries()).toEqual([])
-      await session(true, async (e) => {
-        const page = await e.scanAcross([0, 1, 2, 3], { limit: 10 })
-        expect(page.entries.map((x) => x.key.toString())).toEqual(['b', 'c', 'd'])
-      })
-      expect(await indexEntries()).toEqual(['b', 'c', 'd'])
+      await rawStore(dir, (raw) => raw.put(metaKey('layout'), Buffer.from('3')))
+      const engine = new ClassicLevelEngine(dir)
+      await expect(engine.open()).rejects.toThrow(/storage layout 3, which this version of Kumo cannot read/)
+      expect((await rawStore(dir, (raw) => raw.get(metaKey('layout'))))?.toString()).toBe('3')
     } finally {
       await rm(dir, { recursive: true, force: true })
     }

@@ -8,7 +8,7 @@ import type { ScanEntry, ScanPage } from '../../src/storage/engine.js'
 
 const record = (value: string | undefined): Buffer => encodeRecord(encodeVersion({ ms: 1, counter: 0 }, 'n1'), value === undefined ? undefined : Buffer.from(value))
 
-/** A page of `entries` (sorted) as a key-index scan would answer it: from gte, at most limit, or examineMax examined. */
+/** A page of `entries` (sorted) as a scan across partitions would answer it: from gte, at most limit, or examineMax examined. */
 function pageOf(entries: readonly ScanEntry[], partitions: readonly number[], gte: Buffer | undefined, lt: Buffer | undefined, limit: number, examineMax: number): ScanPage {
   const out: ScanEntry[] = []
   let examined = 0
