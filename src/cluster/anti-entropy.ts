@@ -703,10 +703,10 @@ export class AntiEntropy {
     }
   }
 
-  /** The stored version of one key (a record the scan left out for its size). */
+  /** The stored version of one key (a record the scan left out for its size): from its header, not its value. */
   private async versionOf(partition: number, key: Buffer): Promise<Buffer | undefined> {
-    const [record] = await this.deps.storage.getRecords(partition, [key])
-    return record === undefined ? undefined : Buffer.from(recordVersion(record))
+    const [header] = await this.deps.storage.getHeadersAt([partition], [key])
+    return header === undefined ? undefined : Buffer.from(recordVersion(header))
   }
 
   /**

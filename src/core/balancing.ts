@@ -125,11 +125,15 @@ export class LeastConnectionsPicker implements ReplicaPicker {
  * them: the fastest is not slow.
  */
 export function slowAnswerers(candidates: readonly string[], answerMs: (id: string) => number | undefined): string[] {
+  // Read once each: an answer time may turn unknown between two reads (it goes stale).
+  const times = candidates.map((id) => answerMs(id) ?? NaN)
   let fastest = Infinity
-  for (const id of candidates) fastest = Math.min(fastest, answerMs(id) ?? Infinity)
+  for (const time of times) if (time < fastest) fastest = time
   if (fastest === Infinity) return []
   const limit = fastest + Math.max(slowAnswerMarginMs, fastest * slowAnswerShare)
-  return candidates.filter((id) => (answerMs(id) ?? 0) > limit).sort((a, b) => answerMs(a)! - answerMs(b)!)
+  const slow: number[] = []
+  for (let i = 0; i < times.length; i++) if (times[i]! > limit) slow.push(i)
+  return slow.sort((a, b) => times[a]! - times[b]!).map((i) => candidates[i]!)
 }
 
 /**

@@ -24,6 +24,7 @@ import {
   hintTargetPrefix,
   metaKey,
   layout1IndexRange,
+  layoutGuardKey,
   partitionEntriesEnd,
   partitionEntryKey,
   partitionEntryValue,
@@ -122,10 +123,16 @@ const layout = Buffer.from('2')
 const layout1IndexKey = metaKey('key-index')
 /** While a layout-1 store is converted: the last partition entry converted (see convert()). */
 const convertedKey = metaKey('layout-converted-through')
-/** Records converted, or partition entries dropped, per batch. */
+/** Records converted, or partition entries dropped, per batch at most. */
 const chunkKeys = 1000
-/** Index entries a scanAcross page examines at most, by default. */
+/** Bytes of records converted per batch, about (the iterator's step). */
+const convertStepBytes = 1024 * 1024
+/** A conversion tells its progress every this many records (onConvert). */
+const convertReportRecords = 100_000
+/** Records a scanAcross page examines at most, by default. */
 const examineMaxDefault = 16_384
+/** Bytes of records a scanAcross page examines at most (those it returns and those it passes over). */
+const examineBytesMax = 16 * 1024 * 1024
 /** An omitted record in a scan page (ScanRange.valueBytesMax). */
 const omitted = Buffer.alloc(0)
 /** Records read from LevelDB in one step of a partition scan, at most, and about how many bytes. */
@@ -174,7 +181,7 @@ export class ClassicLevelEngine implements StorageEngine {
   private readonly cache: RowCache
   private readonly iterators: Semaphore
   /**
-   * Commits that changed data keys, counted once each has been applied and its keys forgotten
+   * Commits that changed records, counted once each has been applied and its keys forgotten
    * by the row cache: a thread-pool read fills the cache only if this did not move while it ran.
    */
   private dataCommits = 0
@@ -231,16 +238,27 @@ export class ClassicLevelEngine implements StorageEngine {
         cause: err,
       })
     }
+    try {
+      await this.opened()
+    } catch (err) {
+      await this.db.close().catch(() => undefined)
+      throw err instanceof KumoError ? err : new KumoError('INTERNAL', `cannot open data directory ${this.location}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
+  /** What open() does once LevelDB is open: the layout checked (and converted), the marks and hints read. */
+  private async opened(): Promise<void> {
     const stored = await this.db.get(layoutKey)
     if (stored !== undefined && !stored.equals(layout)) {
-      await this.db.close()
       throw new KumoError('INTERNAL', `data directory ${this.location} is in storage layout ${stored.toString()}, which this version of Kumo cannot read (it reads layout ${layout.toString()})`)
     }
     const hasData = await this.hasData()
     if (stored === undefined) {
-      // Layout 1 (or a new store): whatever records it holds are converted before any other write.
-      if (hasData) await this.convert()
-      await this.db.batch().put(layoutKey, layout).del(layout1IndexKey).del(convertedKey).write({ sync: true })
+      // Layout 1 (or a new store): whatever records it holds are converted before any other
+      // write. The guard and layout 1's key-index mark keep a Kumo of layout 1 off the store
+      // (keys.ts): with the mark it does not rebuild its index, and the guard stops it at open.
+      await this.convert(hasData)
+      await this.db.batch().put(layoutKey, layout).put(layout1IndexKey, Buffer.from('1')).put(layoutGuardKey, Buffer.alloc(0)).del(convertedKey).write({ sync: true })
       // Every record was written a second time: the old copies take as much room again, and
       // lookups pass over them, until compacted; once, now, rather than slowly over months.
       if (hasData) {
@@ -251,6 +269,7 @@ export class ClassicLevelEngine implements StorageEngine {
     this.highWater = (await this.db.get(highWaterKey)) ?? (hasData ? maxVersion : Buffer.alloc(0))
     this.openHighWater = this.highWater
     for await (const key of this.db.keys({ ...hintRange })) {
+      if (key.equals(layoutGuardKey)) continue
       const { target } = decodeHintKey(key)
       this.hintsByTarget.set(target, (this.hintsByTarget.get(target) ?? 0) + 1)
     }
@@ -268,17 +287,21 @@ export class ClassicLevelEngine implements StorageEngine {
    * entry) and its partition entry takes the record's size and header. Each batch also notes
    * the last entry it converted, so a conversion stopped midway (the process killed) goes on
    * from there at the next open, never converting an entry twice. Layout 1's key index, which
-   * may list keys without records (or miss some, if a store ran without it), is cleared first.
+   * may list keys without records (or miss some, if a store ran without it), is cleared first,
+   * also in a store without records.
    */
-  private async convert(): Promise<void> {
+  private async convert(hasData: boolean): Promise<void> {
     let from = await this.db.get(convertedKey)
     if (from === undefined) {
       await this.db.clear(layout1IndexRange)
       from = Buffer.alloc(0)
       await this.db.put(convertedKey, from, { sync: true })
     }
-    const it = this.db.iterator(from.length === 0 ? { lt: partitionEntriesEnd } : { gt: from, lt: partitionEntriesEnd })
+    if (!hasData) return
+    // Records up to 1 MiB each: a step (one batch) holds about convertStepBytes of them.
+    const it = this.db.iterator({ ...(from.length === 0 ? {} : { gt: from }), lt: partitionEntriesEnd, highWaterMarkBytes: convertStepBytes })
     let converted = 0
+    let reportAt = convertReportRecords
     this.config.onConvert?.(0, false)
     try {
       for (;;) {
@@ -292,7 +315,10 @@ export class ClassicLevelEngine implements StorageEngine {
         batch.put(convertedKey, entries[entries.length - 1]![0])
         await batch.write()
         converted += entries.length
-        if (converted % (100 * chunkKeys) === 0) this.config.onConvert?.(converted, false)
+        if (converted >= reportAt) {
+          this.config.onConvert?.(converted, false)
+          reportAt += convertReportRecords
+        }
       }
     } finally {
       await it.close()
@@ -590,19 +616,23 @@ export class ClassicLevelEngine implements StorageEngine {
     const fast = this.ascendingPerPartition(groups)
     if (fast !== undefined) return this.putAll(groups, fast)
     const keys: Buffer[] = []
+    const partitions: number[] = []
     const lookups: number[] = []
     for (const group of groups) {
       for (const w of group.writes) {
         if (group.purge === true || Buffer.compare(recordVersion(w.record), this.highOf(w.partition)) <= 0) lookups.push(keys.length)
         keys.push(recordKey(w.key))
+        partitions.push(w.partition)
       }
     }
     const held: (Buffer | undefined)[] = new Array(keys.length)
     if (lookups.length > 0) {
       const found = await this.db.getMany(lookups.map((at) => keys[at]!))
       lookups.forEach((at, j) => {
+        // A record in another partition than the write names is not this write's to compare
+        // with, nor a purge's to delete (a key is in one partition: engine.ts).
         const value = found[j] ?? undefined
-        held[at] = value === undefined ? undefined : recordOfValue(value)
+        held[at] = value === undefined || partitionOfValue(value) !== partitions[at] ? undefined : recordOfValue(value)
       })
     }
     let high = this.highWater
@@ -797,6 +827,10 @@ export class ClassicLevelEngine implements StorageEngine {
     const out: ScanEntry[] = []
     let bytes = 0
     let examined = 0
+    // Records of partitions not asked for, and values left out of the page, are read too: the
+    // bytes read are bounded as well as the records, so a page for a few of a node's
+    // partitions among large values ends (with resumeAfter) rather than read on.
+    let examinedBytes = 0
     const it = this.db.iterator({ ...recordRange(range.gte, range.lt), highWaterMarkBytes: scanStepBytes })
     try {
       for (;;) {
@@ -806,6 +840,7 @@ export class ClassicLevelEngine implements StorageEngine {
         let stepBytes = 0
         for (const [stored, value] of listed) {
           stepBytes += value.length
+          examinedBytes += stored.length + value.length
           const partition = partitionOfValue(value)
           if (partition >= wanted.length || wanted[partition] !== 1) continue
           const record = recordOfValue(value)
@@ -815,7 +850,7 @@ export class ClassicLevelEngine implements StorageEngine {
           if (out.length >= range.limit || bytes >= bytesMax) return { entries: out, resumeAfter: entry.key }
         }
         step = Math.max(16, Math.min(scanStepRecordsMax, Math.floor((scanStepBytes * listed.length) / Math.max(1, stepBytes))))
-        if (examined >= examineMax) return { entries: out, resumeAfter: Buffer.from(userKeyOf(listed[listed.length - 1]![0])) }
+        if (examined >= examineMax || examinedBytes >= examineBytesMax) return { entries: out, resumeAfter: Buffer.from(userKeyOf(listed[listed.length - 1]![0])) }
       }
     } catch (err) {
       throw new KumoError('INTERNAL', `storage scan failed: ${(err as Error).message}`, { cause: err })
@@ -863,7 +898,15 @@ export class ClassicLevelEngine implements StorageEngine {
         if (entries.length === 0) break
         const batch = this.db.batch()
         const keys = entries.map((entry) => recordKey(userKeyOf(entry)))
-        for (let i = 0; i < entries.length; i++) batch.del(entries[i]!).del(keys[i]!)
+        // Each record's partition is checked before it goes with its entry: a record of
+        // another partition under the same key is never deleted (a key is in one partition:
+        // engine.ts; the check costs a read of the chunk's records, once per drop).
+        const values = await this.db.getMany(keys)
+        for (let i = 0; i < entries.length; i++) {
+          batch.del(entries[i]!)
+          const value = values[i]
+          if (value !== undefined && value !== null && partitionOfValue(value) === partition) batch.del(keys[i]!)
+        }
         await this.written(batch.write({ sync: this.config.sync }))
         // The row cache forgets what the chunk deleted, as after any commit: the keys it listed
         // (a key written after the listing stays, in LevelDB and the cache alike). Per key

@@ -110,10 +110,10 @@ export interface StorageEngine {
 
   /**
    * Records of the given partitions in user-key order within the range, as one sequence: at
-   * most `limit`, and see bytesMax and valueBytesMax. It examines at most `examineMax` keys
-   * (default 16,384) of any partition, so a page of a few partitions among many ends with
-   * `resumeAfter` rather than running on. Its cost grows with the keys it examines, not with
-   * the number of partitions.
+   * most `limit`, and see bytesMax and valueBytesMax. It examines at most `examineMax` records
+   * (default 16,384) of any partition, and an engine may bound the bytes it examines too, so a
+   * page of a few partitions among many ends with `resumeAfter` rather than running on. Its
+   * cost grows with the records it examines, not with the number of partitions.
    */
   scanAcross(partitions: readonly number[], range: ScanRange & { examineMax?: number }): Promise<ScanPage>
 

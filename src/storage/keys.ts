@@ -5,9 +5,10 @@ import assert from 'node:assert/strict'
  * them one after another; each partition has an entry per key of its own, so handoff, repair
  * and drops read one partition's keys as a range, never the whole database:
  *
- *   [0xFF 0xFD][user key] -> [u16 partition BE][record]            records, in user-key order
  *   [u16 partition BE][user key] -> [u32 record bytes BE][header]  partition entries (partition < 0x8000)
+ *   [0xFF 0xFC][user key] -> [u16 partition BE][record]            records, in user-key order
  *   [0xFF 0xFE][u8 len][target id][u64 seq][u16 partition][user key]   hints
+ *   [0xFF 0xFE 0xFF]                                               layout guard (below)
  *   [0xFF 0xFF][name]                                              node metadata
  *
  * A record and its partition entry are written and deleted in the same atomic batch. The
@@ -17,10 +18,15 @@ import assert from 'node:assert/strict'
  *
  * Layout 1 stored each record at its partition entry's key, with a key index
  * ([0xFF 0xFD][user key] -> partition) beside them; a store in it is converted at open
- * (ClassicLevelEngine).
+ * (ClassicLevelEngine). Records go under a prefix layout 1 never used, and the layout guard is
+ * a hint key too short for a Kumo of layout 1 to decode: started on a store of layout 2, such a
+ * Kumo fails at open (its count of hints throws) before it reads or writes a record, rather
+ * than take partition entries for records or, run without its key index, clear the index's
+ * range.
  */
 export const partitionCountMax = 0x8000
-const recordPrefix = Buffer.from([0xff, 0xfd])
+const recordPrefix = Buffer.from([0xff, 0xfc])
+const layout1IndexPrefix = Buffer.from([0xff, 0xfd])
 const hintPrefix = Buffer.from([0xff, 0xfe])
 const metaPrefix = Buffer.from([0xff, 0xff])
 
@@ -52,11 +58,14 @@ export function recordOfValue(value: Buffer): Buffer {
 
 /** [lo, hi) bounds of the records, optionally narrowed to user keys [gte, lt). */
 export function recordRange(gte?: Uint8Array, lt?: Uint8Array): { gte: Buffer; lt: Buffer } {
-  return { gte: recordKey(gte ?? Buffer.alloc(0)), lt: lt !== undefined ? recordKey(lt) : hintPrefix }
+  return { gte: recordKey(gte ?? Buffer.alloc(0)), lt: lt !== undefined ? recordKey(lt) : layout1IndexPrefix }
 }
 
-/** Layout 1's key index ([0xFF 0xFD][user key] -> partition): where records are now. */
-export const layout1IndexRange = { gte: recordPrefix, lt: hintPrefix } as const
+/** Layout 1's key index ([0xFF 0xFD][user key] -> partition), cleared when a store is converted. */
+export const layout1IndexRange = { gte: layout1IndexPrefix, lt: hintPrefix } as const
+
+/** The layout guard (see above): in the hints' range, and no hint's key. */
+export const layoutGuardKey = Buffer.from([0xff, 0xfe, 0xff])
 
 /** A user key's entry in its partition (in layout 1, where its record was stored). */
 export function partitionEntryKey(partition: number, key: Uint8Array): Buffer {

@@ -4,7 +4,7 @@ import { ClassicLevel } from 'classic-level'
 import { describe, expect, it } from 'vitest'
 import { encodeRecord, recordHeader } from '../../src/core/record.js'
 import { encodeVersion } from '../../src/core/version.js'
-import { metaKey, partitionEntryKey } from '../../src/storage/keys.js'
+import { decodeHintKey, layoutGuardKey, metaKey, partitionEntryKey } from '../../src/storage/keys.js'
 import { ClassicLevelEngine, type ClassicLevelEngineConfig } from '../../src/storage/classic-level-engine.js'
 import { prewarmTables } from '../../src/storage/prewarm.js'
 import type { StorageEngine } from '../../src/storage/engine.js'
@@ -48,15 +48,22 @@ const rawStore = async <T>(dir: string, work: (raw: Raw) => Promise<T>): Promise
   }
 }
 const layout1Index = { gte: Buffer.from([0xff, 0xfd]), lt: Buffer.from([0xff, 0xfe]) }
+const layout2Records = { gte: Buffer.from([0xff, 0xfc]), lt: Buffer.from([0xff, 0xfd]) }
 const indexEntry = (key: string): Buffer => Buffer.concat([layout1Index.gte, Buffer.from(key)])
+const recordEntry = (key: string): Buffer => Buffer.concat([layout2Records.gte, Buffer.from(key)])
 const partitionBytes = (partition: number): Buffer => Buffer.from([partition >> 8, partition & 0xff])
 
 /** Every record and partition entry of a closed store, checked against each other (keys.ts, layout 2). */
 async function layout2Contents(dir: string): Promise<{ records: string[]; entries: string[] }> {
   return rawStore(dir, async (raw) => {
     expect((await raw.get(metaKey('layout')))?.toString()).toBe('2')
+    // What keeps a Kumo of layout 1 off the store: its index mark, and a hint key it cannot read.
+    expect((await raw.get(metaKey('key-index')))?.toString()).toBe('1')
+    expect(await raw.get(layoutGuardKey)).toBeDefined()
+    expect(() => decodeHintKey(layoutGuardKey)).toThrow(RangeError)
+    expect(await raw.keys(layout1Index).all()).toEqual([])
     const records = new Map<string, Buffer>()
-    for (const [key, value] of await raw.iterator(layout1Index).all()) records.set(`${value.readUInt16BE(0)}:${key.subarray(2).toString()}`, value.subarray(2))
+    for (const [key, value] of await raw.iterator(layout2Records).all()) records.set(`${value.readUInt16BE(0)}:${key.subarray(2).toString()}`, value.subarray(2))
     const entries: string[] = []
     for (const [key, value] of await raw.iterator({ lt: Buffer.from([0x80]) }).all()) {
       const name = `${key.readUInt16BE(0)}:${key.subarray(2).toString()}`
@@ -110,7 +117,7 @@ describe('classic-level storage layout', () => {
       const contents = await layout2Contents(dir)
       expect(contents.entries).toEqual(keys.map((key, i) => `${i % 7}:${key}`).sort())
       expect(contents.records).toEqual(contents.entries)
-      expect(await rawStore(dir, async (raw) => [await raw.get(metaKey('key-index')), await raw.get(metaKey('layout-converted-through'))])).toEqual([undefined, undefined])
+      expect(await rawStore(dir, (raw) => raw.get(metaKey('layout-converted-through')))).toBeUndefined()
       // Opened again, nothing is converted twice.
       const told2: [number, boolean][] = []
       const again = new ClassicLevelEngine(dir, { onConvert: (records, done) => told2.push([records, done]) })
@@ -133,7 +140,7 @@ describe('classic-level storage layout', () => {
           const record = rec(7, `value ${key}`)
           const entry = partitionEntryKey(1, Buffer.from(key))
           if (i < 3) {
-            batch.put(indexEntry(key), Buffer.concat([partitionBytes(1), record]))
+            batch.put(recordEntry(key), Buffer.concat([partitionBytes(1), record]))
             const value = Buffer.alloc(4 + recordHeader(record).length)
             value.writeUInt32BE(record.length, 0)
             recordHeader(record).copy(value, 4)
@@ -175,6 +182,26 @@ describe('classic-level storage layout', () => {
       const contents = await layout2Contents(dir)
       expect(contents.entries).toEqual(contents.records)
       expect(contents.entries.length).toBe(300 - 50 - 50)
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('clears layout 1\'s index from a store without records, and marks a new store', async () => {
+    const dir = await tempDir('kumo-engine-')
+    try {
+      // Entries left by a stopped clear of an index whose records are all gone.
+      await rawStore(dir, (raw) => raw.batch([{ type: 'put', key: indexEntry('ghost'), value: partitionBytes(2) }]))
+      const engine = new ClassicLevelEngine(dir)
+      await engine.open()
+      try {
+        expect((await engine.scanAcross([0, 1, 2, 3], { limit: 10 })).entries).toEqual([])
+        expect(await engine.getRecords(2, [Buffer.from('ghost')])).toEqual([undefined])
+        expect(engine.hintCounts()).toEqual(new Map())
+      } finally {
+        await engine.close()
+      }
+      expect(await layout2Contents(dir)).toEqual({ records: [], entries: [] })
     } finally {
       await rm(dir, { recursive: true, force: true })
     }
