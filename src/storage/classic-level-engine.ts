@@ -148,6 +148,9 @@ const syncReadKeysMax = 64
 /** Keys per getMany call of a larger read (see flushReads). */
 const readChunkKeys = 128
 
+/** recordKey's first two bytes as latin1: a record's row-cache id is this and its key as latin1. */
+const recordIdPrefix = recordKey(Buffer.alloc(0)).toString('latin1')
+
 /** Puts a record and its partition entry (keys.ts) into a batch. */
 function putRecord(batch: ReturnType<Db['batch']>, stored: Buffer, w: RecordWrite): void {
   batch.put(stored, recordValue(w.partition, w.record))
@@ -435,11 +438,13 @@ export class ClassicLevelEngine implements StorageEngine {
     // From the row cache when a key's record is there (a hot key), else from its partition
     // entry: a few dozen bytes in the blocks of partition entries, which the block cache holds
     // far better than the blocks of whole records. Neither read fills the row cache.
-    const cache = this.cache.enabled ? this.cache : undefined
+    // The row cache's id of a record is its stored key as latin1: the record prefix's two
+    // bytes, then the key, built without a Buffer for the stored key on this every-read path.
+    const cache = this.cache.size > 0 ? this.cache : undefined
     const headers: (Buffer | undefined)[] = new Array(keys.length)
     const missing: number[] = []
     for (let i = 0; i < keys.length; i++) {
-      const value = cache?.peek(recordKey(keys[i]!).toString('latin1'))
+      const value = cache?.peek(recordIdPrefix + keys[i]!.toString('latin1'))
       if (value === undefined || partitionOfValue(value) !== partitions[i]) missing.push(i)
       else headers[i] = recordHeader(recordOfValue(value))
     }
