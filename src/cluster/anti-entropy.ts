@@ -8,7 +8,7 @@ import { TokenBucket } from '../core/token-bucket.js'
 import { dutyCyclePauseMs } from '../core/duty-cycle.js'
 import { loopDelayTargetMsDefault, moveBytesPerSecondDefault, MovePace, movePaceConfig, moveRecordsPerSecondDefault } from '../core/move-pace.js'
 import { recordVersion } from '../core/record.js'
-import { isLastPage, type StorageEngine } from '../storage/engine.js'
+import type { StorageEngine } from '../storage/engine.js'
 import type { PeerChannel, PeerPool } from '../wire/peer-channel.js'
 import { noPeerFields } from '../wire/peer-fields.js'
 import type { Membership } from './membership.js'
@@ -58,14 +58,10 @@ export interface RepairResult {
   durationMs: number
 }
 
+/** Keys and headers a hashing pass lists at once (a few dozen bytes each). */
 const pageSize = 1000
 /** Records a copy asks for at once: each page is one write batch on this node, which the clients' writes queue behind. */
 const copyPageSize = 250
-/** A page of records held at once, at most: values may be up to 1 MiB each. */
-const pageBytesMax = 4 * 1024 * 1024
-/** Larger values are left out of a page and their versions read one key at a time. */
-const inlineValueBytesMax = 64 * 1024
-const emptyVersion = Buffer.alloc(0)
 const exchangeBatchMax = 500
 const exchangeBytesMax = 4 * 1024 * 1024
 /** A copy page's bytes at most (past its first record). */
@@ -691,22 +687,15 @@ export class AntiEntropy {
     return out
   }
 
-  /** Visits every record of a partition, a page at a time; large values are not read (only versions are needed). */
+  /** Visits every record of a partition, a page at a time: its key and version, from the partition's headers (no value is read). */
   private async forEachRecord(partition: number, visit: (key: Buffer, version: Buffer) => void): Promise<void> {
     let gte: Buffer | undefined
     for (;;) {
-      const range = { gte, limit: pageSize, bytesMax: pageBytesMax, valueBytesMax: inlineValueBytesMax }
-      const page = await this.deps.storage.scanPartition(partition, range)
-      for (const { key, record } of page) visit(key, record.length === 0 ? (await this.versionOf(partition, key)) ?? emptyVersion : recordVersion(record))
-      if (isLastPage(page, range)) return
+      const page = await this.deps.storage.scanPartitionHeaders(partition, { gte, limit: pageSize })
+      for (const { key, header } of page) visit(key, recordVersion(header))
+      if (page.length < pageSize) return
       gte = Buffer.concat([page[page.length - 1]!.key, Buffer.from([0])])
     }
-  }
-
-  /** The stored version of one key (a record the scan left out for its size): from its header, not its value. */
-  private async versionOf(partition: number, key: Buffer): Promise<Buffer | undefined> {
-    const [header] = await this.deps.storage.getHeadersAt([partition], [key])
-    return header === undefined ? undefined : Buffer.from(recordVersion(header))
   }
 
   /**

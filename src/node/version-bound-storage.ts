@@ -1,5 +1,5 @@
 import { checkVersionAhead } from '../core/validate.js'
-import type { HintEntry, RecordWrite, ScanPage, ScanRange, StorageEngine, StoredRecord } from '../storage/engine.js'
+import type { HintEntry, KeyHeader, RecordWrite, ScanPage, ScanRange, StorageEngine, StoredRecord } from '../storage/engine.js'
 
 /**
  * The node's storage as every component sees it: no record whose version is further than
@@ -61,6 +61,10 @@ export class VersionBoundStorage implements StorageEngine {
 
   scanPartition(partition: number, range: ScanRange): Promise<StoredRecord[]> {
     return this.inner.scanPartition(partition, range)
+  }
+
+  scanPartitionHeaders(partition: number, range: { gte?: Uint8Array; lt?: Uint8Array; limit: number }): Promise<KeyHeader[]> {
+    return this.inner.scanPartitionHeaders(partition, range)
   }
 
   scanAcross(partitions: readonly number[], range: ScanRange & { examineMax?: number }): Promise<ScanPage> {

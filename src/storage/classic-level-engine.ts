@@ -10,6 +10,7 @@ import { partitionPage } from './merge-pages.js'
 import {
   scanEntryBytes,
   type HintEntry,
+  type KeyHeader,
   type RecordWrite,
   type ScanEntry,
   type ScanPage,
@@ -802,6 +803,27 @@ export class ClassicLevelEngine implements StorageEngine {
       await it.close()
     }
     return out
+  }
+
+  async scanPartitionHeaders(partition: number, range: { gte?: Uint8Array; lt?: Uint8Array; limit: number }): Promise<KeyHeader[]> {
+    assert.ok(range.limit >= 0)
+    if (range.limit === 0) return []
+    return this.iterators.run(async () => {
+      // The partition's entries alone: each holds its record's header, written in the same
+      // batch as the record, so no record is read.
+      const out: KeyHeader[] = []
+      const it = this.db.iterator({ ...partitionRange(partition, range.gte, range.lt), highWaterMarkBytes: partitionEntriesStepBytes })
+      try {
+        while (out.length < range.limit) {
+          const entries = await it.nextv(Math.min(scanStepRecordsMax, range.limit - out.length))
+          if (entries.length === 0) break
+          for (const [key, entry] of entries) out.push({ key: Buffer.from(userKeyOf(key)), header: recordHeaderOfEntry(entry) })
+        }
+      } finally {
+        await it.close()
+      }
+      return out
+    })
   }
 
   async scanAcross(partitions: readonly number[], range: ScanRange & { examineMax?: number }): Promise<ScanPage> {

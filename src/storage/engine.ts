@@ -45,6 +45,12 @@ export interface ScanRange {
   valueBytesMax?: number
 }
 
+/** A key and its record's header (core/record.ts recordHeader), from StorageEngine.scanPartitionHeaders. */
+export interface KeyHeader {
+  key: Buffer
+  header: Buffer
+}
+
 /** An entry of a scan across partitions: a StoredRecord and the partition it is in. */
 export interface ScanEntry extends StoredRecord {
   partition: number
@@ -107,6 +113,13 @@ export interface StorageEngine {
 
   /** Records of one partition in user-key order within the range: at most `limit`, and see bytesMax and valueBytesMax. */
   scanPartition(partition: number, range: ScanRange): Promise<StoredRecord[]>
+
+  /**
+   * The keys of one partition in user-key order within the range, each with its record's header
+   * (as getHeadersAt): at most `limit`. No value is read: what a pass needing only versions
+   * (anti-entropy's hashing) reads.
+   */
+  scanPartitionHeaders(partition: number, range: { gte?: Uint8Array; lt?: Uint8Array; limit: number }): Promise<KeyHeader[]>
 
   /**
    * Records of the given partitions in user-key order within the range, as one sequence: at

@@ -59,6 +59,26 @@ export function storageEngineConformance(name: string, factory: EngineFactory): 
       expect(got.map((h) => h?.toString('hex'))).toEqual([...many.map((w) => hex(w.record)), undefined])
     })
 
+    it('lists the keys of one partition with their headers in key order, within [gte, lt) and up to a limit', async () => {
+      const big = 'x'.repeat(100_000)
+      const writes = ['d', 'a', 'c', 'b', 'e'].map((key, i) => ({ partition: 3, key: k(key), record: rec(30 + i, key === 'c' ? big : key === 'e' ? undefined : key) }))
+      await engine.applyRecords([...writes, { partition: 4, key: k('a0'), record: rec(1, 'other') }])
+      const listed = async (range: { gte?: Buffer; lt?: Buffer; limit: number }, partition = 3): Promise<[string, string][]> =>
+        (await engine.scanPartitionHeaders(partition, range)).map((e) => [e.key.toString(), e.header.toString('hex')])
+      const expected = (keys: string[]): [string, string][] => keys.map((key) => [key, recordHeader(writes.find((w) => w.key.toString() === key)!.record).toString('hex')])
+      expect(await listed({ limit: 100 })).toEqual(expected(['a', 'b', 'c', 'd', 'e']))
+      expect(await listed({ gte: k('b'), lt: k('d'), limit: 100 })).toEqual(expected(['b', 'c']))
+      expect(await listed({ gte: k('b'), limit: 2 })).toEqual(expected(['b', 'c']))
+      expect(await listed({ limit: 0 })).toEqual([])
+      expect(await listed({ limit: 10 }, 5)).toEqual([])
+      // Written again and purged: the listing follows.
+      await engine.applyRecords([{ partition: 3, key: k('a'), record: rec(50, 'newer') }])
+      await engine.purgeRecords([writes.find((w) => w.key.toString() === 'e')!])
+      const now = await engine.scanPartitionHeaders(3, { limit: 100 })
+      expect(now.map((e) => e.key.toString())).toEqual(['a', 'b', 'c', 'd'])
+      expect(recordVersion(now[0]!.header)).toEqual(recordVersion(rec(50, 'newer')))
+    })
+
     it('stores a record and returns it byte for byte', async () => {
       const r = rec(10, 'hello')
       expect(await engine.applyRecords([{ partition: 3, key: k('a'), record: r }])).toEqual([true])
