@@ -92,8 +92,8 @@ program
   .option('--sync', 'fsync every write batch', false)
   // Kept so that scripts written for it still start a node: every store keeps its records in key order now.
   .addOption(new Option('--no-key-index', 'ignored (records are stored in key order since storage layout 2)').hideHelp())
-  .option('--block-cache <MiB>', `LevelDB's block cache (default: 3/4 of 1/96 of memory, ${defaultCaches.blockCacheBytes / mebibyte} MiB here)`, wholeNumber)
-  .option('--row-cache <MiB>', `memory for recently used records in front of LevelDB, 0: none (default: 1/4 of 1/96 of memory, ${defaultCaches.rowCacheBytes / mebibyte} MiB here)`, wholeNumber)
+  .option('--block-cache <MiB>', `LevelDB's block cache (default: 3/4 of 1/128 of memory, ${defaultCaches.blockCacheBytes / mebibyte} MiB here)`, wholeNumber)
+  .option('--row-cache <MiB>', `memory for recently used records in front of LevelDB, 0: none (default: 1/4 of 1/128 of memory, ${defaultCaches.rowCacheBytes / mebibyte} MiB here)`, wholeNumber)
   .option('--open-tables <n>', `table files LevelDB keeps open (its index and filters in memory, ~1/64 of a file each); reads of others reopen them (default: as many as 1/64 of memory holds, ${defaultOpenTablesHere} of ${defaultTableFileBytes / mebibyte} MiB here)`, wholeNumber)
   .option('--table-file-size <MiB>', `the size LevelDB cuts its table files at, 1 to ${tableFileBytesMax / mebibyte}: LevelDB maps 1,000 files at most and reads the others with slower copies, so a node whose store is larger than 1,000 files of this size reads part of it slower; files written before keep their size until compacted (default: ${defaultTableFileBytes / mebibyte})`, wholeNumber)
   .option('--prewarm-max <MiB>', `map the table files in at start and after kumo compact when they hold at most this much, so reads do not fault them in one page at a time; 0: never (default: 1/4 of memory, ${defaultPrewarmHere / mebibyte} MiB here)`, wholeNumber)

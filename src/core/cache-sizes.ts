@@ -9,12 +9,14 @@ export interface CacheSizes {
 }
 
 /**
- * The share of the machine's memory a node's caches take by default: one ninety-sixth. It was
- * one sixty-fourth; on 2 GB of records a node (24 GiB), read right after a load and a compaction,
- * a node then peaked at 573-664 MiB of anonymous memory, and at 519-560 with a third less cache
- * (bench/RESULTS.md, 2026-12-01, fifth).
+ * The share of the machine's memory a node's caches take by default: one hundred-and-twenty-
+ * eighth. It was one sixty-fourth; on 2 GB of records a node (24 GiB), read right after a load
+ * and a compaction, a node then peaked at 573-664 MiB of anonymous memory, and at 519-560 with
+ * one ninety-sixth (bench/RESULTS.md, 2026-12-01, fifth). Once the partition entries (storage
+ * layout 2) filled the block cache with their decompressed blocks, one ninety-sixth peaked at
+ * 565-661 MiB, and one hundred-and-twenty-eighth at 492-526 beside 591-593 (2026-12-02, sixth).
  */
-export const cacheMemoryShare = 1 / 96
+export const cacheMemoryShare = 1 / 128
 /** The share of memory the index blocks and filters of the table files kept open may take (defaultOpenTables). */
 export const openTablesMemoryShare = 1 / 64
 /** At least this much (a small machine or container still caches the hot blocks)... */
@@ -24,12 +26,12 @@ export const cacheBytesMax = 8 * 1024 * mebibyte
 
 /**
  * Default cache sizes from the memory of the machine (or container) a node runs on. Pure: the
- * memory comes in. One ninety-sixth of it, within 64 MiB and 8 GiB, three quarters to LevelDB's
+ * memory comes in. One hundred-and-twenty-eighth of it, within 64 MiB and 8 GiB, three quarters to LevelDB's
  * block cache (it holds what every read and compaction touches, keys and values in compressed
  * blocks), one quarter to the row cache (whole records of the hottest keys, no block to parse).
  * A share this small leaves room for several nodes on one machine (a local cluster) and for the
- * page cache, which holds the table files LevelDB reads through: 256 MiB on 24 GiB, 85 MiB on
- * 8 GiB. Either size can be set instead.
+ * page cache, which holds the table files LevelDB reads through: 192 MiB on 24 GiB, 64 MiB (the
+ * floor) on 8 GiB. Either size can be set instead.
  */
 export function defaultCacheSizes(memoryBytes: number): CacheSizes {
   assert.ok(Number.isFinite(memoryBytes) && memoryBytes > 0, 'memory must be a positive number of bytes')

@@ -8,9 +8,10 @@ const MiB = 1024 * 1024
 const GiB = 1024 * MiB
 
 describe('default cache sizes from the machine', () => {
-  it('give one ninety-sixth of memory, three quarters to the block cache', () => {
-    expect(defaultCacheSizes(24 * GiB)).toEqual({ blockCacheBytes: 192 * MiB, rowCacheBytes: 64 * MiB })
-    expect(defaultCacheSizes(8 * GiB)).toEqual({ blockCacheBytes: 64 * MiB, rowCacheBytes: 21 * MiB })
+  it('give one hundred-and-twenty-eighth of memory, three quarters to the block cache', () => {
+    expect(defaultCacheSizes(24 * GiB)).toEqual({ blockCacheBytes: 144 * MiB, rowCacheBytes: 48 * MiB })
+    expect(defaultCacheSizes(64 * GiB)).toEqual({ blockCacheBytes: 384 * MiB, rowCacheBytes: 128 * MiB })
+    expect(defaultCacheSizes(8 * GiB)).toEqual({ blockCacheBytes: 48 * MiB, rowCacheBytes: 16 * MiB })
     expect(defaultCacheSizes(4 * GiB)).toEqual({ blockCacheBytes: 48 * MiB, rowCacheBytes: 16 * MiB })
   })
 
