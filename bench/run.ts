@@ -2,7 +2,8 @@ import { writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { load, medianRounds, run, settle, valuePool, type InsertOrder, type RunConfig, type RunResult } from './runner.js'
-import { embeddedTarget, kumoLocalTarget, kumoTarget, tempRoot, type BenchTarget } from './targets.js'
+import { coordinatedBy, embeddedTarget, kumoLocalTarget, kumoTarget, tempRoot, type BenchTarget } from './targets.js'
+import { coordinationModes, type Coordination } from '../src/client/client.js'
 import { fullSet, quickSet, workloads, type WorkloadName } from './workloads.js'
 import { rm } from 'node:fs/promises'
 import { formatTable } from './report.js'
@@ -55,6 +56,11 @@ const program = new Command()
   .addOption(new Option('--distribution <d>', 'key choice').choices(['zipfian', 'uniform']).default('zipfian'))
   .addOption(new Option('--insert-order <o>', "inserted keys' names: hashed (YCSB's default) or ordered (ascending)").choices(['hashed', 'ordered']).default('hashed'))
   .option('--seed <n>', 'random seed', wholeNumber, 42)
+  .addOption(
+    new Option('--coordination <mode>', "who coordinates the kumo targets' reads and writes: client (the client library's default: one hop to every replica) or node (each request to one node, which asks the replicas)")
+      .choices([...coordinationModes])
+      .default('client'),
+  )
   .addOption(new Option('--peer <system>', 'also run the same workloads against a system people know').choices(['redis']))
   .option('--no-load', 'with --seeds: the cluster already holds the records (an earlier run with the same --records, --value-size and --insert-order loaded them); measure without loading')
   .option('--no-compact', 'measure right after the load, without compacting each target\'s storage first (embedded: compactRange; Kumo: kumo compact on every node)')
@@ -85,6 +91,7 @@ interface Options {
   batchConcurrency: number
   rounds: number
   tls?: boolean
+  coordination: Coordination
 }
 /**
  * Presets of --profile: option values used where the command line does not give one. 'large'
@@ -141,12 +148,13 @@ async function main(): Promise<void> {
     // after another, so the runs a ratio compares are seconds apart, not minutes.
     for (const name of targetNames) {
       let target: BenchTarget
-      if (opts.seeds) target = await kumoTarget('cluster', `running cluster at ${opts.seeds}`, opts.seeds.split(','))
+      const coordination = opts.coordination
+      if (opts.seeds) target = await kumoTarget('cluster', `running cluster at ${opts.seeds}${coordinatedBy(coordination)}`, opts.seeds.split(','), {}, coordination)
       else if (name === 'embedded') target = await embeddedTarget(root)
-      else if (name === 'kumo-1') target = await kumoLocalTarget(root, 'kumo-1', 1, 1)
-      else if (name === 'kumo-3') target = await kumoLocalTarget(root, 'kumo-3', 3, 3)
-      else if (name === 'kumo-1-tls') target = await kumoLocalTarget(root, 'kumo-1-tls', 1, 1, true)
-      else if (name === 'kumo-3-tls') target = await kumoLocalTarget(root, 'kumo-3-tls', 3, 3, true)
+      else if (name === 'kumo-1') target = await kumoLocalTarget(root, 'kumo-1', 1, 1, false, coordination)
+      else if (name === 'kumo-3') target = await kumoLocalTarget(root, 'kumo-3', 3, 3, false, coordination)
+      else if (name === 'kumo-1-tls') target = await kumoLocalTarget(root, 'kumo-1-tls', 1, 1, true, coordination)
+      else if (name === 'kumo-3-tls') target = await kumoLocalTarget(root, 'kumo-3-tls', 3, 3, true, coordination)
       else if (name === 'redis-3') target = await redisClusterTarget(root)
       else throw new InvalidArgumentError(`unknown target ${name}`)
       open.push({ target, inserted: { count: records } })

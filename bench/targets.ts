@@ -3,7 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import type { ChildProcess } from 'node:child_process'
 import { ClassicLevel } from 'classic-level'
-import { connect, type ConnectOptions, type KumoClient } from '../src/index.js'
+import { connect, type ConnectOptions, type Coordination, type KumoClient } from '../src/index.js'
 import { compactFully } from '../src/storage/full-compaction.js'
 import { levelOptions } from '../src/storage/classic-level-engine.js'
 import { storedKeyBounds } from '../src/storage/keys.js'
@@ -72,7 +72,7 @@ export async function embeddedTarget(root: string): Promise<BenchTarget> {
 
 
 /** A Kumo cluster of `nodes` node processes with N = `replicas`, started for the run. */
-export async function kumoLocalTarget(root: string, name: string, nodes: number, replicas: number, secure = false): Promise<BenchTarget> {
+export async function kumoLocalTarget(root: string, name: string, nodes: number, replicas: number, secure = false, coordination: Coordination = 'client'): Promise<BenchTarget> {
   const ports = await Promise.all(Array.from({ length: nodes }, () => freePort()))
   const specs: LocalNodeSpec[] = ports.map((port, i) => ({ id: `n${i + 1}`, address: `127.0.0.1:${port}`, dataDir: path.join(root, name, `node${i + 1}`) }))
   const seeds = specs.map((s) => s.address)
@@ -87,7 +87,7 @@ export async function kumoLocalTarget(root: string, name: string, nodes: number,
     await Promise.all(children.map((c) => stopChild(c)))
     throw err
   }
-  const target = await kumoTarget(name, `${nodes} node${nodes > 1 ? 's' : ''}, N=${replicas}, quorum${secure ? ', TLS and authentication' : ''}`, seeds, security?.client)
+  const target = await kumoTarget(name, `${nodes} node${nodes > 1 ? 's' : ''}, N=${replicas}, quorum${secure ? ', TLS and authentication' : ''}${coordinatedBy(coordination)}`, seeds, security?.client, coordination)
   return {
     ...target,
     pids: children.map((c) => c.pid).filter((pid): pid is number => pid !== undefined),
@@ -99,9 +99,14 @@ export async function kumoLocalTarget(root: string, name: string, nodes: number,
   }
 }
 
-/** A running Kumo cluster reached through its seeds. */
-export async function kumoTarget(name: string, description: string, seeds: string[], security: Pick<ConnectOptions, 'tls' | 'credentials'> = {}): Promise<BenchTarget> {
-  const db: KumoClient = await connect({ seeds, timeoutMs: 10_000, ...security })
+/** How a target's description says who coordinates its requests: nothing for the client library's default. */
+export function coordinatedBy(coordination: Coordination): string {
+  return coordination === 'client' ? '' : `, coordinated by the ${coordination}`
+}
+
+/** A running Kumo cluster reached through its seeds; `coordination` as the client library's option. */
+export async function kumoTarget(name: string, description: string, seeds: string[], security: Pick<ConnectOptions, 'tls' | 'credentials'> = {}, coordination: Coordination = 'client'): Promise<BenchTarget> {
+  const db: KumoClient = await connect({ seeds, timeoutMs: 10_000, ...security, coordination })
   return {
     name,
     description,
