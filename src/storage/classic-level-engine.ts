@@ -624,21 +624,31 @@ export class ClassicLevelEngine implements StorageEngine {
     const keys: Buffer[] = []
     const partitions: number[] = []
     const lookups: number[] = []
+    const purging: boolean[] = []
+    const userKeys: Buffer[] = []
     for (const group of groups) {
       for (const w of group.writes) {
         if (group.purge === true || Buffer.compare(recordVersion(w.record), this.highOf(w.partition)) <= 0) lookups.push(keys.length)
+        userKeys.push(w.key)
         keys.push(recordKey(w.key))
         partitions.push(w.partition)
+        purging.push(group.purge === true)
       }
     }
+    // What is held of each key looked up: a purge compares whole records, so it reads the
+    // record; a write compares versions only, so it reads the partition entry's header (a few
+    // dozen bytes, in blocks the block cache keeps, where the record may be up to 1 MiB).
     const held: (Buffer | undefined)[] = new Array(keys.length)
     if (lookups.length > 0) {
-      const found = await this.db.getMany(lookups.map((at) => keys[at]!))
+      const found = await this.db.getMany(lookups.map((at) => (purging[at] ? keys[at]! : partitionEntryKey(partitions[at]!, userKeys[at]!))))
       lookups.forEach((at, j) => {
-        // A record in another partition than the write names is not this write's to compare
-        // with, nor a purge's to delete (a key is in one partition: engine.ts).
         const value = found[j] ?? undefined
-        held[at] = value === undefined || partitionOfValue(value) !== partitions[at] ? undefined : recordOfValue(value)
+        if (value === undefined) return
+        // A record in another partition than the write names is not this write's to compare
+        // with, nor a purge's to delete (a key is in one partition: engine.ts). An entry is
+        // its partition's by its key.
+        if (!purging[at]) held[at] = recordHeaderOfEntry(value)
+        else if (partitionOfValue(value) === partitions[at]) held[at] = recordOfValue(value)
       })
     }
     let high = this.highWater
