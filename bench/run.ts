@@ -214,7 +214,7 @@ async function main(): Promise<void> {
         {
           date: new Date().toISOString(),
           machine: { cores: os.cpus().length, memoryGiB: os.totalmem() / 2 ** 30, node: process.version },
-          config: { ...config, workloads: names, targets: targetNames },
+          config: { ...config, workloads: names, targets: targetNames, coordination: opts.coordination },
           results,
         },
         null,

@@ -14,7 +14,9 @@ export interface CacheSizes {
  * and a compaction, a node then peaked at 573-664 MiB of anonymous memory, and at 519-560 with
  * one ninety-sixth (bench/RESULTS.md, 2026-12-01, fifth). Once the partition entries (storage
  * layout 2) filled the block cache with their decompressed blocks, one ninety-sixth peaked at
- * 565-661 MiB, and one hundred-and-twenty-eighth at 492-526 beside 591-593 (2026-12-02, sixth).
+ * 565-661 MiB in `--profile large`; on its store read, scanned and written by hand, three nodes
+ * peaked at 398, 591 and 593 MiB with one ninety-sixth and at 492, 526 and 501 with this share,
+ * and the profile's runs at 528-619 (2026-12-02, sixth).
  */
 export const cacheMemoryShare = 1 / 128
 /** The share of memory the index blocks and filters of the table files kept open may take (defaultOpenTables). */
