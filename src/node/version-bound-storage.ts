@@ -1,5 +1,5 @@
 import { checkVersionAhead } from '../core/validate.js'
-import type { HintEntry, KeyHeader, RecordWrite, ScanPage, ScanRange, StorageEngine, StoredRecord } from '../storage/engine.js'
+import type { HintEntry, KeyHeader, KeyRange, RecordWrite, ScanPage, ScanRange, StorageEngine, StoredRecord } from '../storage/engine.js'
 
 /**
  * The node's storage as every component sees it: no record whose version is further than
@@ -63,7 +63,7 @@ export class VersionBoundStorage implements StorageEngine {
     return this.inner.scanPartition(partition, range)
   }
 
-  scanPartitionHeaders(partition: number, range: { gte?: Uint8Array; lt?: Uint8Array; limit: number }): Promise<KeyHeader[]> {
+  scanPartitionHeaders(partition: number, range: KeyRange): Promise<KeyHeader[]> {
     return this.inner.scanPartitionHeaders(partition, range)
   }
 

@@ -11,6 +11,7 @@ import {
   scanEntryBytes,
   type HintEntry,
   type KeyHeader,
+  type KeyRange,
   type RecordWrite,
   type ScanEntry,
   type ScanPage,
@@ -624,30 +625,32 @@ export class ClassicLevelEngine implements StorageEngine {
     const keys: Buffer[] = []
     const partitions: number[] = []
     const lookups: number[] = []
-    const purging: boolean[] = []
-    const userKeys: Buffer[] = []
-    for (const group of groups) {
-      for (const w of group.writes) {
-        if (group.purge === true || Buffer.compare(recordVersion(w.record), this.highOf(w.partition)) <= 0) lookups.push(keys.length)
-        userKeys.push(w.key)
-        keys.push(recordKey(w.key))
-        partitions.push(w.partition)
-        purging.push(group.purge === true)
-      }
-    }
-    // What is held of each key looked up: a purge compares whole records, so it reads the
+    // What is read of each key looked up: a purge compares whole records, so it reads the
     // record; a write compares versions only, so it reads the partition entry's header (a few
     // dozen bytes, in blocks the block cache keeps, where the record may be up to 1 MiB).
+    const lookupKeys: Buffer[] = []
+    for (const group of groups) {
+      const purge = group.purge === true
+      for (const w of group.writes) {
+        const stored = recordKey(w.key)
+        if (purge || Buffer.compare(recordVersion(w.record), this.highOf(w.partition)) <= 0) {
+          lookups.push(keys.length)
+          lookupKeys.push(purge ? stored : partitionEntryKey(w.partition, w.key))
+        }
+        keys.push(stored)
+        partitions.push(w.partition)
+      }
+    }
     const held: (Buffer | undefined)[] = new Array(keys.length)
     if (lookups.length > 0) {
-      const found = await this.db.getMany(lookups.map((at) => (purging[at] ? keys[at]! : partitionEntryKey(partitions[at]!, userKeys[at]!))))
+      const found = await this.db.getMany(lookupKeys)
       lookups.forEach((at, j) => {
         const value = found[j] ?? undefined
         if (value === undefined) return
-        // A record in another partition than the write names is not this write's to compare
-        // with, nor a purge's to delete (a key is in one partition: engine.ts). An entry is
-        // its partition's by its key.
-        if (!purging[at]) held[at] = recordHeaderOfEntry(value)
+        // A purge looked up the record's own stored key, a write its partition entry. An entry
+        // is its partition's by its key; a record in another partition than the purge names is
+        // not its to delete (a key is in one partition: engine.ts).
+        if (lookupKeys[j] !== keys[at]) held[at] = recordHeaderOfEntry(value)
         else if (partitionOfValue(value) === partitions[at]) held[at] = recordOfValue(value)
       })
     }
@@ -815,7 +818,7 @@ export class ClassicLevelEngine implements StorageEngine {
     return out
   }
 
-  async scanPartitionHeaders(partition: number, range: { gte?: Uint8Array; lt?: Uint8Array; limit: number }): Promise<KeyHeader[]> {
+  async scanPartitionHeaders(partition: number, range: KeyRange): Promise<KeyHeader[]> {
     assert.ok(range.limit >= 0)
     if (range.limit === 0) return []
     return this.iterators.run(async () => {

@@ -45,6 +45,9 @@ export interface ScanRange {
   valueBytesMax?: number
 }
 
+/** The keys a header listing covers: [gte, lt), at most `limit` (StorageEngine.scanPartitionHeaders). */
+export type KeyRange = Pick<ScanRange, 'gte' | 'lt' | 'limit'>
+
 /** A key and its record's header (core/record.ts recordHeader), from StorageEngine.scanPartitionHeaders. */
 export interface KeyHeader {
   key: Buffer
@@ -119,7 +122,7 @@ export interface StorageEngine {
    * (as getHeadersAt): at most `limit`. No value is read: what a pass needing only versions
    * (anti-entropy's hashing) reads.
    */
-  scanPartitionHeaders(partition: number, range: { gte?: Uint8Array; lt?: Uint8Array; limit: number }): Promise<KeyHeader[]>
+  scanPartitionHeaders(partition: number, range: KeyRange): Promise<KeyHeader[]>
 
   /**
    * Records of the given partitions in user-key order within the range, as one sequence: at
