@@ -262,13 +262,14 @@ program
   .description("load many records fast from a file ('-': standard input): batches in flight, retried on retryable errors, with progress on stderr")
   .addOption(new Option('--format <format>', 'jsonl: {"key": "...", "value": "...", "ttl": ms} a line; tsv: key TAB value a line, as kumo scan prints').choices(loadFormats).default('jsonl'))
   .option('--batch-size <n>', 'records per batch (at most 1000; a batch also ends past ~3 MiB, below the 4 MiB batch limit)', wholeNumber, 500)
-  .option('--concurrency <n>', 'batches in flight', wholeNumber, 16)
+  .option('--concurrency <n>', 'batches in flight at most (halved after a retry, growing back as batches are acknowledged)', wholeNumber, 16)
   .action(async (file: string, o) => {
     await withClient(async (db) => {
       const position = { bytes: 0 }
-      let last = { records: 0, bytes: 0, retried: 0, seconds: 0 }
+      let last = { records: 0, bytes: 0, retried: 0, inFlightLimit: o.concurrency as number, seconds: 0 }
       const report = (): void => {
-        process.stderr.write(`loaded ${last.records.toLocaleString('en-US')} records (${mib(position.bytes)} read), ${rate(last)} records/s${last.retried ? `, ${last.retried} batches retried` : ''}\n`)
+        const backedOff = last.inFlightLimit < o.concurrency ? ` (the cluster fell behind: ${last.inFlightLimit} of ${o.concurrency} batches in flight for now)` : ''
+        process.stderr.write(`loaded ${last.records.toLocaleString('en-US')} records (${mib(position.bytes)} read), ${rate(last)} records/s${last.retried ? `, ${last.retried} batches retried` : ''}${backedOff}\n`)
       }
       const ticker = setInterval(report, 2000)
       try {

@@ -1,5 +1,6 @@
 import { KumoError, toKumoError } from '../core/errors.js'
 import { batchBytesMax, batchOpsMax, keyBytesMax, valueBytesMax } from '../core/limits.js'
+import { LoadWindow } from '../core/load-window.js'
 import { withRetry } from './retry.js'
 
 type Bytes = string | Uint8Array
@@ -20,6 +21,8 @@ export interface LoadProgress {
   bytes: number
   /** Batches sent again after a retryable error. */
   retried: number
+  /** Batches allowed in flight now: `concurrency`, halved after a retry, one more per that many batches acknowledged since (LoadWindow). */
+  inFlightLimit: number
   /** Since the load began. */
   seconds: number
 }
@@ -27,7 +30,7 @@ export interface LoadProgress {
 export interface LoadOptions {
   /** Records per batch at most (default 500; at most 1,000). A batch also ends past ~3 MiB (so the next record cannot take it over the 4 MiB limit). */
   batchSize?: number
-  /** Batches in flight at once (default 16). */
+  /** Batches in flight at once at most (default 16); fewer for a while after a retry (LoadProgress.inFlightLimit). */
   concurrency?: number
   /** How long one batch is retried after retryable errors before the load fails (default 60 s). */
   retryTimeoutMs?: number
@@ -46,8 +49,11 @@ const byteLength = (b: Bytes): number => (typeof b === 'string' ? Buffer.byteLen
  * Loads records from an iterable (or async iterable: a file read line by line, say) as batches
  * of many records, `concurrency` batches in flight, each retried on what the cluster could not
  * do at that moment (UNAVAILABLE, OVERLOADED, NOT_SERVING, TIMEOUT) for up to retryTimeoutMs,
- * so that a load of millions of records rides out a slow moment rather than abort. Records are
- * taken from the source only as batches are sent, so memory holds `concurrency` batches.
+ * so that a load of millions of records rides out a slow moment rather than abort. A retry also
+ * halves the batches allowed in flight, which grow back one at a time as batches are
+ * acknowledged (LoadWindow): a cluster that fell behind gets room to catch up instead of a
+ * queue it cannot drain. Records are taken from the source only as batches are sent, so memory
+ * holds `concurrency` batches.
  *
  * A batch that fails for good (bad input, or retries past their time) stops the load: batches
  * in flight finish, no new one is sent, and the error says which records the batch held
@@ -68,7 +74,17 @@ export async function bulkLoad(
   }
   const iterator: Iterator<LoadRecord> | AsyncIterator<LoadRecord> = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]()
   const started = performance.now()
-  const progress: LoadProgress = { records: 0, bytes: 0, retried: 0, seconds: 0 }
+  const progress: LoadProgress = { records: 0, bytes: 0, retried: 0, inFlightLimit: concurrency, seconds: 0 }
+  const window = new LoadWindow(concurrency)
+  // Batches taken and not yet acknowledged or failed, and the workers waiting for the window
+  // to have room for one more.
+  let inFlight = 0
+  let waitingForRoom: (() => void)[] = []
+  const roomChanged = (): void => {
+    const waiting = waitingForRoom
+    waitingForRoom = []
+    for (const wake of waiting) wake()
+  }
   // A batch ends before the next record could take it past the batch limit (the largest
   // record is a largest key and value).
   const bytesRoom = batchBytesMax - keyBytesMax - valueBytesMax
@@ -107,22 +123,49 @@ export async function bulkLoad(
   }
   const worker = async (): Promise<void> => {
     for (;;) {
-      const batch = await takeBatch()
-      // Nothing is sent once a batch has failed, even one taken before it failed.
-      if (batch === undefined || failure !== undefined) return
+      while (inFlight >= window.limit && failure === undefined) await new Promise<void>((resolve) => waitingForRoom.push(resolve))
+      inFlight++
+      let batch: Awaited<ReturnType<typeof takeBatch>>
       try {
-        await withRetry(() => sendBatch(batch.ops), {
-          timeoutMs: options.retryTimeoutMs ?? 60_000,
-          onRetry: (error) => {
-            progress.retried++
-            options.onRetry?.(error)
+        batch = await takeBatch()
+      } catch (err) {
+        inFlight--
+        roomChanged()
+        throw err
+      }
+      // Nothing is sent once a batch has failed, even one taken before it failed.
+      if (batch === undefined || failure !== undefined) {
+        inFlight--
+        roomChanged()
+        return
+      }
+      let attempt = -1
+      try {
+        await withRetry(
+          () => {
+            attempt = window.sent()
+            return sendBatch(batch.ops)
           },
-        })
+          {
+            timeoutMs: options.retryTimeoutMs ?? 60_000,
+            onRetry: (error) => {
+              progress.retried++
+              window.retried(attempt)
+              progress.inFlightLimit = window.limit
+              options.onRetry?.(error)
+            },
+          },
+        )
       } catch (err) {
         const error = toKumoError(err)
         failure ??= new KumoError(error.code, `load: the batch of records ${batch.first} to ${batch.first + batch.ops.length - 1} failed: ${error.message}`, { cause: err })
         return
+      } finally {
+        inFlight--
+        roomChanged()
       }
+      window.acknowledged()
+      progress.inFlightLimit = window.limit
       progress.records += batch.ops.length
       progress.bytes += batch.bytes
       progress.seconds = (performance.now() - started) / 1000

@@ -29,13 +29,25 @@ describe('a bulk load through the client (real processes)', () => {
       }
     }
     const progress: number[] = []
-    const loaded = await db.load(source(), { batchSize: 100, concurrency: 8, onRetry: (error) => retried.push(error.code), onProgress: (p) => progress.push(p.records) })
+    const limits: number[] = []
+    const loaded = await db.load(source(), {
+      batchSize: 100,
+      concurrency: 8,
+      onRetry: (error) => retried.push(error.code),
+      onProgress: (p) => {
+        progress.push(p.records)
+        limits.push(p.inFlightLimit)
+      },
+    })
     expect(loaded.records).toBe(records)
     expect(loaded.retried).toBe(retried.length)
     expect(progress[progress.length - 1]).toBe(records)
     expect(frozen).toBe(true)
     expect(retried.length).toBeGreaterThan(0)
     expect(retried.every((code) => ['UNAVAILABLE', 'TIMEOUT', 'OVERLOADED', 'NOT_SERVING'].includes(code))).toBe(true)
+    // The retries halved the batches in flight; they grew back as batches were acknowledged.
+    expect(Math.min(...limits)).toBeLessThan(8)
+    expect(limits.every((limit) => limit >= 1 && limit <= 8)).toBe(true)
     for (let i = 0; i < records; i += 1000) {
       const keys = Array.from({ length: Math.min(1000, records - i) }, (_, j) => `bulk/${i + j}`)
       const values = await db.getMany(keys)
