@@ -262,7 +262,7 @@ program
   .description("load many records fast from a file ('-': standard input): batches in flight, retried on retryable errors, with progress on stderr")
   .addOption(new Option('--format <format>', 'jsonl: {"key": "...", "value": "...", "ttl": ms} a line; tsv: key TAB value a line, as kumo scan prints').choices(loadFormats).default('jsonl'))
   .option('--batch-size <n>', 'records per batch (at most 1000; a batch also ends past ~3 MiB, below the 4 MiB batch limit)', wholeNumber, 500)
-  .option('--concurrency <n>', 'batches in flight at most (halved after a retry, growing back as batches are acknowledged)', wholeNumber, 16)
+  .option('--concurrency <n>', 'batches in flight at most (halved by a retry, once a stall, growing back as batches are acknowledged)', wholeNumber, 16)
   .action(async (file: string, o) => {
     await withClient(async (db) => {
       const position = { bytes: 0 }
@@ -273,7 +273,7 @@ program
       }
       const ticker = setInterval(report, 2000)
       try {
-        last = await db.load(recordsOf(file, o.format, position), { batchSize: o.batchSize, concurrency: o.concurrency, onProgress: (p) => (last = p) })
+        last = await db.load(recordsOf(file, o.format, position), { batchSize: o.batchSize, concurrency: o.concurrency, onProgress: (p) => (last = p), onRetry: (_error, p) => (last = p) })
       } finally {
         clearInterval(ticker)
       }

@@ -21,7 +21,7 @@ export interface LoadProgress {
   bytes: number
   /** Batches sent again after a retryable error. */
   retried: number
-  /** Batches allowed in flight now: `concurrency`, halved after a retry, one more per that many batches acknowledged since (LoadWindow). */
+  /** Batches allowed in flight now: `concurrency`, halved by a retry (once a stall: see LoadWindow), one more per that many batches acknowledged since. */
   inFlightLimit: number
   /** Since the load began. */
   seconds: number
@@ -36,27 +36,31 @@ export interface LoadOptions {
   retryTimeoutMs?: number
   /** Told after every batch acknowledged. */
   onProgress?: (progress: LoadProgress) => void
-  /** Told of every retryable error a batch is retried after. */
-  onRetry?: (error: KumoError) => void
+  /** Told of every retryable error a batch is retried after, with where the load stands then (its window already halved). */
+  onRetry?: (error: KumoError, progress: LoadProgress) => void
 }
 
 /** What a batch of a load is sent as (Kumo.batch with the load's options). */
 export type LoadBatch = (ops: { type: 'put'; key: Bytes; value: Bytes; ttlMs?: number }[]) => Promise<void>
 
+/** Thrown into a batch's retries once the load has failed: not retryable, so they end at once. */
+const loadStopped = new KumoError('INTERNAL', 'the load stopped: another batch failed')
+
 const byteLength = (b: Bytes): number => (typeof b === 'string' ? Buffer.byteLength(b) : b.byteLength)
 
 /**
  * Loads records from an iterable (or async iterable: a file read line by line, say) as batches
- * of many records, `concurrency` batches in flight, each retried on what the cluster could not
+ * of many records, up to `concurrency` batches in flight, each retried on what the cluster could not
  * do at that moment (UNAVAILABLE, OVERLOADED, NOT_SERVING, TIMEOUT) for up to retryTimeoutMs,
  * so that a load of millions of records rides out a slow moment rather than abort. A retry also
- * halves the batches allowed in flight, which grow back one at a time as batches are
- * acknowledged (LoadWindow): a cluster that fell behind gets room to catch up instead of a
- * queue it cannot drain. Records are taken from the source only as batches are sent, so memory
- * holds `concurrency` batches.
+ * halves the batches allowed in flight (once a stall: retries of batches sent before the last
+ * halving do not halve it again), which grow back one at a time as batches are acknowledged
+ * (LoadWindow): a cluster that fell behind gets room to catch up instead of a queue it cannot
+ * drain. Records are taken from the source only as batches are sent, so memory holds at most
+ * `concurrency` batches.
  *
  * A batch that fails for good (bad input, or retries past their time) stops the load: batches
- * in flight finish, no new one is sent, and the error says which records the batch held
+ * in flight finish their attempt and are not retried, no new one is sent, and the error says which records the batch held
  * (counted from 0 in the source's order). Records of other batches may be loaded. Batches in flight
  * are not ordered with each other: a key given twice in a load may end up with either value.
  */
@@ -143,6 +147,8 @@ export async function bulkLoad(
       try {
         await withRetry(
           () => {
+            // A batch waiting to be retried when another failed for good is not sent again.
+            if (failure !== undefined) return Promise.reject(loadStopped)
             attempt = window.sent()
             return sendBatch(batch.ops)
           },
@@ -152,7 +158,8 @@ export async function bulkLoad(
               progress.retried++
               window.retried(attempt)
               progress.inFlightLimit = window.limit
-              options.onRetry?.(error)
+              progress.seconds = (performance.now() - started) / 1000
+              options.onRetry?.(error, { ...progress })
             },
           },
         )

@@ -149,4 +149,31 @@ describe('bulkLoad keeps its batches in flight within the window', () => {
     expect(limits[limits.length - 1]).toBe(8)
     expect(done.inFlightLimit).toBe(8)
   })
+
+  it('stops retrying its other batches once one fails for good (the load fails in seconds, not after their 20 s of retries), and tells onRetry where the load stands', { timeout: 30_000 }, async () => {
+    // Batch k0 meets TIMEOUT every time (retried); batch k10 is refused after 100 ms.
+    const sends = new Map<string, number>()
+    const send = async (ops: { key: string | Uint8Array }[]): Promise<void> => {
+      const batch = String(ops[0]!.key)
+      sends.set(batch, (sends.get(batch) ?? 0) + 1)
+      await new Promise((resolve) => setTimeout(resolve, 10))
+      if (batch === 'k0') throw new KumoError('TIMEOUT', 'a replica did not answer in time')
+      if (batch === 'k10') {
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        throw new KumoError('INVALID_ARGUMENT', 'refused')
+      }
+    }
+    const records = Array.from({ length: 20 }, (_, i) => ({ key: `k${i}`, value: 'v' }))
+    const retries: { retried: number; inFlightLimit: number }[] = []
+    const started = performance.now()
+    await expect(bulkLoad(send, records, { batchSize: 10, concurrency: 2, retryTimeoutMs: 20_000, onRetry: (_error, p) => retries.push({ retried: p.retried, inFlightLimit: p.inFlightLimit }) })).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      message: expect.stringMatching(/records 10 to 19/),
+    })
+    // Within the retry backoff's longest wait (2 s) of the refusal, not after 20 s of retries.
+    expect(performance.now() - started).toBeLessThan(5_000)
+    expect(sends.get('k0')).toBeGreaterThan(1)
+    expect(retries.length).toBeGreaterThan(0)
+    expect(retries[0]).toEqual({ retried: 1, inFlightLimit: 1 })
+  })
 })
