@@ -60,8 +60,8 @@ const byteLength = (b: Bytes): number => (typeof b === 'string' ? Buffer.byteLen
  * `concurrency` batches.
  *
  * A batch that fails for good (bad input, or retries past their time) stops the load: batches
- * in flight finish their attempt and are not retried, no new one is sent, and the error says which records the batch held
- * (counted from 0 in the source's order). Records of other batches may be loaded. Batches in flight
+ * in flight finish their attempt and are not retried, no new one is sent, and the error says
+ * which records the batch held (counted from 0 in the source's order). Records of other batches may be loaded. Batches in flight
  * are not ordered with each other: a key given twice in a load may end up with either value.
  */
 export async function bulkLoad(
@@ -129,54 +129,47 @@ export async function bulkLoad(
     for (;;) {
       while (inFlight >= window.limit && failure === undefined) await new Promise<void>((resolve) => waitingForRoom.push(resolve))
       inFlight++
-      let batch: Awaited<ReturnType<typeof takeBatch>>
       try {
-        batch = await takeBatch()
-      } catch (err) {
-        inFlight--
-        roomChanged()
-        throw err
-      }
-      // Nothing is sent once a batch has failed, even one taken before it failed.
-      if (batch === undefined || failure !== undefined) {
-        inFlight--
-        roomChanged()
-        return
-      }
-      let attempt = -1
-      try {
-        await withRetry(
-          () => {
-            // A batch waiting to be retried when another failed for good is not sent again.
-            if (failure !== undefined) return Promise.reject(loadStopped)
-            attempt = window.sent()
-            return sendBatch(batch.ops)
-          },
-          {
-            timeoutMs: options.retryTimeoutMs ?? 60_000,
-            onRetry: (error) => {
-              progress.retried++
-              window.retried(attempt)
-              progress.inFlightLimit = window.limit
-              progress.seconds = (performance.now() - started) / 1000
-              options.onRetry?.(error, { ...progress })
+        const batch = await takeBatch()
+        // Nothing is sent once a batch has failed, even one taken before it failed.
+        if (batch === undefined || failure !== undefined) return
+        let attempt = -1
+        try {
+          await withRetry(
+            () => {
+              // A batch waiting to be retried when another failed for good is not sent again.
+              if (failure !== undefined) return Promise.reject(loadStopped)
+              attempt = window.sent()
+              return sendBatch(batch.ops)
             },
-          },
-        )
-      } catch (err) {
-        const error = toKumoError(err)
-        failure ??= new KumoError(error.code, `load: the batch of records ${batch.first} to ${batch.first + batch.ops.length - 1} failed: ${error.message}`, { cause: err })
-        return
+            {
+              timeoutMs: options.retryTimeoutMs ?? 60_000,
+              onRetry: (error) => {
+                progress.retried++
+                window.retried(attempt)
+                progress.inFlightLimit = window.limit
+                progress.seconds = (performance.now() - started) / 1000
+                options.onRetry?.(error, { ...progress })
+              },
+            },
+          )
+        } catch (err) {
+          const error = toKumoError(err)
+          failure ??= new KumoError(error.code, `load: the batch of records ${batch.first} to ${batch.first + batch.ops.length - 1} failed: ${error.message}`, { cause: err })
+          return
+        }
+        window.acknowledged()
+        progress.inFlightLimit = window.limit
+        progress.records += batch.ops.length
+        progress.bytes += batch.bytes
+        progress.seconds = (performance.now() - started) / 1000
+        options.onProgress?.({ ...progress })
       } finally {
+        // The batch is done (or none was taken): its room goes to a waiting worker, which sees
+        // the window as the acknowledgement left it.
         inFlight--
         roomChanged()
       }
-      window.acknowledged()
-      progress.inFlightLimit = window.limit
-      progress.records += batch.ops.length
-      progress.bytes += batch.bytes
-      progress.seconds = (performance.now() - started) / 1000
-      options.onProgress?.({ ...progress })
     }
   }
   const workers = Array.from({ length: concurrency }, () =>
