@@ -45,7 +45,7 @@ export interface ScenarioResult extends WorkloadReport {
   handOffRequests: number
   lost: number
   lostKeys: string[]
-  /** From the heal until every hint was delivered and the read-back at `all` found every write. */
+  /** From when the heal began until every hint was delivered and the read-back at `all` found every write. */
   convergeMs: number
   peakRssMiB: Record<string, number>
   remote: RemoteClientResult[]
@@ -79,12 +79,15 @@ export async function runScenario(scenario: Scenario): Promise<ScenarioResult> {
     if (scenario.during !== undefined) await scenario.during(cluster, load, db)
     else await load.progress(0, scenario.faultMs)
     const hintsAtHeal = await cluster.hintsHeld(true)
+    // The heal is marked as it begins: links come back one after another while it runs, and
+    // a read that reaches a replica the hints have not caught up with yet (sloppy quorum's
+    // trade) may come before the last link is back.
     trace('heal begins')
-    await (scenario.heal ?? ((c) => c.net.heal()))(cluster)
-    trace('healed')
     load.markHeal()
     for (const r of remotes) r.mark('heal')
     const healedAt = Date.now()
+    await (scenario.heal ?? ((c) => c.net.heal()))(cluster)
+    trace('healed')
     await load.progress(300)
     for (const [i, remote] of remotes.entries()) if (scenario.remoteClients![i]!.expectWrites !== false) await remote.reached(remote.acked + 100)
     const report = await load.stop()
